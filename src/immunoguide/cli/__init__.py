@@ -1,0 +1,29 @@
+"""The ``immunoguide`` command: a thin shell over the public API.
+
+Only this package maps :mod:`immunoguide.errors` to exit codes:
+0 = every record processed, 1 = some records were rejected (error records written), 2 = usage error,
+3 = a data/criteria file is invalid.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from immunoguide.cli._score import score_app
+from immunoguide.cli._demo import demo
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="immunoguide",
+    help="Biomarker-guided immunotherapy in sepsis: SOFA, Sepsis-3, immune endotypes, trials.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(score_app, name="score")
+app.command("demo")(demo)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

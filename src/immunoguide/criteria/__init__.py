@@ -1,0 +1,411 @@
+"""Versioned, cited criteria files and their loader.
+
+A criteria file (TOML) holds threshold *ladders*: for one input concept, a list of bands, each an interval
+written the way the source table reads (``"20 <= x < 50"``) and the points it scores. The loader rejects a
+ladder whose bands overlap or leave a gap inside its declared domain, so a mistyped threshold cannot ship.
+
+Where the cited table leaves a boundary value open (Singer 2016 Table 1 prints bilirubin "6.0–11.9" → 3 and
+">12.0" → 4, so 12.0 itself is in no band), the ladder declares a *contested edge*: the value, the named
+policy that decides it, and for each policy option whether the value belongs to the band above or below.
+
+Policies (named interpretations of an ambiguous guideline) are declared in the same file with their options,
+a default and citations; the loader checks each policy's options against the options the rule code
+implements, so data and code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from types import MappingProxyType
+from typing import Any, Literal, Mapping
+
+from immunoguide.errors import BandGapError, BandOverlapError, CriteriaError, PolicyError, UnknownCriteriaError
+
+__all__ = [
+    "Band",
+    "ContestedEdge",
+    "Criteria",
+    "Interval",
+    "Ladder",
+    "PolicySpec",
+    "available_criteria",
+    "load_criteria",
+    "load_criteria_text",
+    "parse_interval",
+]
+
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+|inf)"
+_RE_TWO = re.compile(rf"^\s*({_NUM})\s*(<=|<)\s*x\s*(<=|<)\s*({_NUM})\s*$")
+_RE_LEFT = re.compile(rf"^\s*x\s*(<=|<|>=|>|==)\s*({_NUM})\s*$")
+_RE_RIGHT = re.compile(rf"^\s*({_NUM})\s*(<=|<)\s*x\s*$")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A real interval with explicit inclusive/exclusive ends (``lo``/``hi`` may be ±inf)."""
+
+    lo: float
+    lo_inclusive: bool
+    hi: float
+    hi_inclusive: bool
+    text: str = ""
+
+    def contains(self, x: float) -> bool:
+        above = x > self.lo or (self.lo_inclusive and x == self.lo)
+        below = x < self.hi or (self.hi_inclusive and x == self.hi)
+        return above and below
+
+    def __str__(self) -> str:
+        return self.text or f"{'[' if self.lo_inclusive else '('}{self.lo:g}, {self.hi:g}{']' if self.hi_inclusive else ')'}"
+
+
+def parse_interval(text: str, *, where: str = "") -> Interval:
+    """Parse ``"20 <= x < 50"``, ``"x < 20"``, ``"150 <= x"``, ``"x > 0.1"`` or ``"x == 0"``.
+
+    >>> parse_interval("20 <= x < 50")
+    Interval(lo=20.0, lo_inclusive=True, hi=50.0, hi_inclusive=False, text='20 <= x < 50')
+    """
+    m = _RE_TWO.match(text)
+    if m:
+        lo, op1, op2, hi = m.groups()
+        return Interval(float(lo), op1 == "<=", float(hi), op2 == "<=", text)
+    m = _RE_RIGHT.match(text)
+    if m:
+        lo, op = m.groups()
+        return Interval(float(lo), op == "<=", math.inf, False, text)
+    m = _RE_LEFT.match(text)
+    if m:
+        op, v = m.groups()
+        val = float(v)
+        if op == "<":
+            return Interval(-math.inf, False, val, False, text)
+        if op == "<=":
+            return Interval(-math.inf, False, val, True, text)
+        if op == ">":
+            return Interval(val, False, math.inf, False, text)
+        if op == ">=":
+            return Interval(val, True, math.inf, False, text)
+        return Interval(val, True, val, True, text)
+    raise CriteriaError(
+        expected='an interval such as "x < 20", "20 <= x < 50", "150 <= x", "x > 0.1" or "x == 0"',
+        got=text,
+        where=where,
+        todo="write the band with x and the comparators <, <=, >, >=, ==",
+    )
+
+
+@dataclass(frozen=True)
+class Band:
+    """One band of a ladder: the interval and the points a value inside it scores."""
+
+    interval: Interval
+    points: int
+
+
+@dataclass(frozen=True)
+class ContestedEdge:
+    """A boundary value the cited table leaves open, decided by a named policy."""
+
+    value: float
+    policy: str
+    membership: Mapping[str, Literal["lower", "upper"]]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """Threshold bands for one input concept, validated to partition ``domain`` exactly."""
+
+    name: str
+    concept: str
+    component: str
+    domain: Interval
+    bands: tuple[Band, ...]
+    contested_edges: tuple[ContestedEdge, ...] = ()
+    note: str = ""
+
+    def band_index(self, x: float, options: Mapping[str, str] | None = None) -> int | None:
+        """Index of the band holding ``x`` (contested edges resolved by ``options``), or None outside the domain."""
+        if not self.domain.contains(x):
+            return None
+        i0 = next((i for i, b in enumerate(self.bands) if b.interval.contains(x)), None)
+        if i0 is None:  # pragma: no cover - a validated ladder partitions its domain
+            return None
+        for edge in self.contested_edges:
+            if x != edge.value:
+                continue
+            opt = (options or {}).get(edge.policy)
+            if opt is None:
+                raise PolicyError(
+                    expected=f"an option for policy {edge.policy!r}",
+                    got=None,
+                    where=f"ladder {self.name}",
+                    todo="pass the resolved policies (defaults are filled in by the rule)",
+                )
+            iv = self.bands[i0].interval
+            # x is the upper end of band i0 (or a degenerate [x, x] band): the band above is i0 + 1.
+            at_top = iv.hi == x
+            lower, upper = (i0, i0 + 1) if at_top else (i0 - 1, i0)
+            return lower if edge.membership[opt] == "lower" else upper
+        return i0
+
+    def points(self, x: float, options: Mapping[str, str] | None = None) -> int | None:
+        """Points scored by ``x``; None if ``x`` lies outside the ladder's domain."""
+        i = self.band_index(x, options)
+        return None if i is None else self.bands[i].points
+
+    def edges(self) -> list[float]:
+        """Every finite band boundary (used to generate boundary tests)."""
+        out: set[float] = set()
+        for b in self.bands:
+            for v in (b.interval.lo, b.interval.hi):
+                if math.isfinite(v):
+                    out.add(v)
+        return sorted(out)
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A named interpretation of an ambiguous guideline: options, default and citations."""
+
+    name: str
+    default: str
+    options: Mapping[str, str]
+    question: str
+    citation: str = ""
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """A loaded, validated criteria file."""
+
+    id: str
+    version: str
+    rule: str
+    title: str
+    citation: str
+    doi: str
+    source_table: str
+    caveat: str
+    components: tuple[str, ...]
+    ladders: Mapping[str, Ladder]
+    policies: Mapping[str, PolicySpec]
+    constants: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``id@version`` — what every result records."""
+        return f"{self.id}@{self.version}"
+
+    def resolve_policies(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Defaults overlaid with ``overrides``; unknown names or options raise :class:`PolicyError`."""
+        out = {name: spec.default for name, spec in self.policies.items()}
+        for name, opt in (overrides or {}).items():
+            if name not in self.policies:
+                raise PolicyError(
+                    expected=f"a policy of {self.label}: {sorted(self.policies)}",
+                    got=name,
+                    where="policies",
+                    todo="check the policy name (immunoguide policies list shows them)",
+                )
+            if opt not in self.policies[name].options:
+                raise PolicyError(
+                    expected=f"an option of policy {name!r}: {sorted(self.policies[name].options)}",
+                    got=opt,
+                    where=f"policies.{name}",
+                    todo="pick one of the listed options",
+                )
+            out[name] = opt
+        return out
+
+
+def _validate_ladder(name: str, ladder: Ladder, where: str) -> None:
+    bands = sorted(ladder.bands, key=lambda b: (b.interval.lo, not b.interval.lo_inclusive))
+    dom = ladder.domain
+    first, last = bands[0].interval, bands[-1].interval
+    if first.lo > dom.lo or (first.lo == dom.lo and dom.lo_inclusive and not first.lo_inclusive):
+        raise BandGapError(
+            expected=f"bands covering the domain {dom} from its lower end",
+            got=str(first),
+            where=where,
+            todo="add a band for the lowest values or fix the domain",
+        )
+    if last.hi < dom.hi or (last.hi == dom.hi and dom.hi_inclusive and not last.hi_inclusive):
+        raise BandGapError(
+            expected=f"bands covering the domain {dom} up to its upper end",
+            got=str(last),
+            where=where,
+            todo="add a band for the highest values or fix the domain",
+        )
+    for a, b in zip(bands, bands[1:]):
+        ia, ib = a.interval, b.interval
+        if ia.hi > ib.lo or (ia.hi == ib.lo and ia.hi_inclusive and ib.lo_inclusive):
+            raise BandOverlapError(
+                expected="bands that do not overlap",
+                got=f"{ia} and {ib}",
+                where=where,
+                todo="make one of the shared edges exclusive or move a threshold",
+            )
+        if ia.hi < ib.lo or (ia.hi == ib.lo and not ia.hi_inclusive and not ib.lo_inclusive):
+            raise BandGapError(
+                expected="bands that meet with no gap",
+                got=f"{ia} then {ib}",
+                where=where,
+                todo="make exactly one of the shared edges inclusive, or add the missing band",
+            )
+    edges = set(ladder.edges())
+    for e in ladder.contested_edges:
+        if e.value not in edges:
+            raise CriteriaError(
+                expected=f"a contested edge at a band boundary {sorted(edges)}",
+                got=e.value,
+                where=where,
+                todo="put the contested edge on an existing threshold",
+            )
+
+
+def _build(raw: dict[str, Any], where: str, implemented: Mapping[str, frozenset[str]] | None) -> Criteria:
+    for key in ("id", "version", "rule", "title", "citation", "components", "ladders", "policies"):
+        if key not in raw:
+            raise CriteriaError(expected=f"a top-level {key!r}", got=sorted(raw), where=where, todo=f"add {key!r}")
+    policies: dict[str, PolicySpec] = {}
+    for pname, p in raw["policies"].items():
+        opts = dict(p.get("options", {}))
+        if p.get("default") not in opts:
+            raise CriteriaError(
+                expected=f"policy {pname!r} default among its options {sorted(opts)}",
+                got=p.get("default"),
+                where=where,
+                todo="set default to one of the options",
+            )
+        if implemented is not None:
+            if pname not in implemented:
+                raise CriteriaError(
+                    expected=f"only policies the {raw['rule']!r} rule implements: {sorted(implemented)}",
+                    got=pname,
+                    where=where,
+                    todo="remove the policy or implement it in the rule",
+                )
+            if set(opts) != set(implemented[pname]):
+                raise CriteriaError(
+                    expected=f"policy {pname!r} options {sorted(implemented[pname])} (implemented by the rule)",
+                    got=sorted(opts),
+                    where=where,
+                    todo="keep the data file and the rule code in step",
+                )
+        policies[pname] = PolicySpec(
+            name=pname,
+            default=p["default"],
+            options=MappingProxyType(opts),
+            question=p.get("question", ""),
+            citation=p.get("citation", ""),
+        )
+    if implemented is not None:
+        missing = set(implemented) - set(policies)
+        if missing:
+            raise CriteriaError(
+                expected=f"every policy the rule implements declared in the file",
+                got=sorted(missing),
+                where=where,
+                todo="declare the missing policies with their default and citation",
+            )
+    ladders: dict[str, Ladder] = {}
+    components = tuple(raw["components"])
+    for lname, ld in raw["ladders"].items():
+        lw = f"{where} [ladders.{lname}]"
+        bands = tuple(Band(parse_interval(b["x"], where=lw), int(b["points"])) for b in ld["bands"])
+        if not bands:
+            raise CriteriaError(expected="at least one band", got=[], where=lw, todo="add bands")
+        for b in bands:
+            if not 0 <= b.points <= 4:
+                raise CriteriaError(expected="points between 0 and 4", got=b.points, where=lw, todo="fix the band")
+        if ld.get("component") not in components:
+            raise CriteriaError(
+                expected=f"component in {components}", got=ld.get("component"), where=lw, todo="fix the component"
+            )
+        edges = []
+        for e in ld.get("contested_edges", []):
+            pol = e["policy"]
+            if pol not in policies:
+                raise CriteriaError(
+                    expected=f"a declared policy for the contested edge", got=pol, where=lw, todo="declare it"
+                )
+            membership = dict(e["membership"])
+            if set(membership) != set(policies[pol].options) or not set(membership.values()) <= {"lower", "upper"}:
+                raise CriteriaError(
+                    expected=f"membership 'lower'/'upper' for every option of {pol}: {sorted(policies[pol].options)}",
+                    got=membership,
+                    where=lw,
+                    todo="map each option to lower or upper",
+                )
+            edges.append(ContestedEdge(float(e["value"]), pol, MappingProxyType(membership), e.get("note", "")))
+        ladder = Ladder(
+            name=lname,
+            concept=ld["concept"],
+            component=ld["component"],
+            domain=parse_interval(ld.get("domain", "-inf < x < inf"), where=lw),
+            bands=tuple(sorted(bands, key=lambda b: (b.interval.lo, not b.interval.lo_inclusive))),
+            contested_edges=tuple(edges),
+            note=ld.get("note", ""),
+        )
+        _validate_ladder(lname, ladder, lw)
+        ladders[lname] = ladder
+    return Criteria(
+        id=raw["id"],
+        version=raw["version"],
+        rule=raw["rule"],
+        title=raw["title"],
+        citation=raw["citation"],
+        doi=raw.get("doi", ""),
+        source_table=raw.get("source_table", ""),
+        caveat=raw.get("caveat", ""),
+        components=components,
+        ladders=MappingProxyType(ladders),
+        policies=MappingProxyType(policies),
+        constants=MappingProxyType(dict(raw.get("constants", {}))),
+    )
+
+
+_FILES = {"sofa1": "sofa1_vincent_1996.toml", "sofa2": "sofa2_ranzani_2025.toml"}
+
+
+def available_criteria() -> list[str]:
+    """Ids of the criteria files shipped with immunoguide."""
+    return sorted(_FILES)
+
+
+def _implemented(rule: str) -> Mapping[str, frozenset[str]] | None:
+    # Imported lazily: rules depend on criteria, so the registry is looked up by name, not imported at top level.
+    from immunoguide.rules import implemented_policies
+
+    return implemented_policies(rule)
+
+
+def load_criteria_text(text: str, *, where: str = "<text>") -> Criteria:
+    """Parse and validate criteria TOML text (used for user-supplied files and in tests)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CriteriaError(expected="valid TOML", got=str(exc), where=where, todo="fix the TOML syntax") from None
+    return _build(raw, where, _implemented(raw.get("rule", "")))
+
+
+@cache
+def load_criteria(criteria_id: str) -> Criteria:
+    """Load a shipped criteria file by id (``"sofa1"`` or ``"sofa2"``), validated once and cached."""
+    try:
+        fname = _FILES[criteria_id]
+    except KeyError:
+        raise UnknownCriteriaError(
+            expected=f"one of {available_criteria()}",
+            got=criteria_id,
+            where="criteria id",
+            todo="pick a shipped criteria id",
+        ) from None
+    text = resources.files("immunoguide.criteria").joinpath(fname).read_text("utf-8")
+    return load_criteria_text(text, where=fname)

@@ -1,0 +1,545 @@
+"""SOFA scoring of one window of worst values (SOFA-1; SOFA-2 lives in :mod:`immunoguide.rules.sofa2`).
+
+The thresholds are data (``criteria/sofa1_vincent_1996.toml``); this module holds only the logic that combines
+ladders into the six components, the named policies of reference doc §3.2, and the input model.
+
+References
+----------
+Vincent JL et al. Intensive Care Med 1996;22:707-710. doi:10.1007/BF01709751.
+Singer M et al. JAMA 2016;315:801-810, Table 1. doi:10.1001/jama.2016.0287.
+
+Examples
+--------
+>>> r = score_sofa(SofaInputs(platelets_10e3_per_ul=90, gcs=15))
+>>> r.components["coagulation"], r.total, r.imputed_components
+(2, 2, ('respiration', 'liver', 'cardiovascular', 'renal'))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from immunoguide.criteria import Criteria, load_criteria
+from immunoguide.errors import ConflictingInputError, ImplausibleValueError, InputError
+from immunoguide.units import check_plausible, to_canonical
+
+__all__ = [
+    "COMPONENTS",
+    "IMPLEMENTED_POLICIES",
+    "SofaInputs",
+    "SofaResult",
+    "score_sofa",
+]
+
+#: The six SOFA components, in the order every output uses. SOFA-2 organ names map onto them
+#: (brain → cns, respiratory → respiration, kidney → renal, hemostasis → coagulation).
+COMPONENTS: tuple[str, ...] = ("respiration", "coagulation", "liver", "cardiovascular", "cns", "renal")
+
+_SOFA1_POLICIES: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "respiratory_support": frozenset({"imv_or_niv", "imv_only"}),
+        "pf_below_200_without_support": frozenset({"two_points", "unscored"}),
+        "fio2_missing": frozenset({"unscored", "room_air"}),
+        "dopamine_exactly_5": frozenset({"two_points", "three_points"}),
+        "bilirubin_exactly_12": frozenset({"four_points", "three_points"}),
+        "creatinine_exactly_5": frozenset({"four_points", "three_points"}),
+        "gcs_when_sedated": frozenset({"presedation_else_normal", "assume_normal", "as_measured", "unscored"}),
+        "missing_component": frozenset({"impute_normal", "no_imputation"}),
+        "urine_output_window": frozenset({"mimic_code", "ricu", "as_recorded"}),
+        "vasopressor_min_duration": frozenset({"one_hour", "none"}),
+        "zero_rate_infusion": frozenset({"not_running", "mimic_code"}),
+        "map_from_sbp_dbp": frozenset({"derive", "do_not_derive"}),
+    }
+)
+
+IMPLEMENTED_POLICIES: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType({"sofa1": _SOFA1_POLICIES})
+
+Ventilation = Literal["invasive", "tracheostomy_ventilated", "noninvasive", "cpap", "hfnc", "oxygen", "none"]
+NorepinephrineSalt = Literal["base", "bitartrate_monohydrate", "bitartrate_anhydrous", "hydrochloride"]
+
+#: Input fields that hold a measured quantity, and the concept (unit, plausibility) each one is checked against.
+_FIELD_CONCEPT: Mapping[str, str] = MappingProxyType(
+    {
+        "pao2_mmhg": "pao2_mmhg",
+        "fio2_fraction": "fio2_fraction",
+        "spo2_percent": "spo2_percent",
+        "platelets_10e3_per_ul": "platelets_10e3_per_ul",
+        "bilirubin_mg_per_dl": "bilirubin_mg_per_dl",
+        "map_mmhg": "map_mmhg",
+        "sbp_mmhg": "sbp_mmhg",
+        "dbp_mmhg": "dbp_mmhg",
+        "dopamine_ug_kg_min": "dopamine_ug_kg_min",
+        "dobutamine_ug_kg_min": "dobutamine_ug_kg_min",
+        "epinephrine_ug_kg_min": "epinephrine_ug_kg_min",
+        "norepinephrine_ug_kg_min": "norepinephrine_ug_kg_min",
+        "gcs": "gcs",
+        "gcs_motor": "gcs_motor",
+        "gcs_presedation": "gcs",
+        "creatinine_mg_per_dl": "creatinine_mg_per_dl",
+        "urine_output_ml_per_day": "urine_output_ml_per_day",
+        "urine_ml_per_kg_per_h_6h": "urine_output_ml_per_kg_per_h",
+        "urine_ml_per_kg_per_h_12h": "urine_output_ml_per_kg_per_h",
+        "urine_ml_per_kg_per_h_24h": "urine_output_ml_per_kg_per_h",
+        "potassium_mmol_per_l": "potassium_mmol_per_l",
+        "ph": "ph",
+        "bicarbonate_mmol_per_l": "bicarbonate_mmol_per_l",
+    }
+)
+
+#: Alternative spellings accepted at the boundary: field → (canonical field, concept, unit of the field).
+_ALTERNATIVES: Mapping[str, tuple[str, str, str]] = MappingProxyType(
+    {
+        "fio2_percent": ("fio2_fraction", "fio2_fraction", "%"),
+        "pao2_kpa": ("pao2_mmhg", "pao2_mmhg", "kPa"),
+        "bilirubin_umol_per_l": ("bilirubin_mg_per_dl", "bilirubin_mg_per_dl", "umol/L"),
+        "creatinine_umol_per_l": ("creatinine_mg_per_dl", "creatinine_mg_per_dl", "umol/L"),
+        "platelets_per_ul": ("platelets_10e3_per_ul", "platelets_10e3_per_ul", "/uL"),
+        "platelets_10e9_per_l": ("platelets_10e3_per_ul", "platelets_10e3_per_ul", "10^9/L"),
+    }
+)
+
+_DRUGS = ("dopamine", "dobutamine", "epinephrine", "norepinephrine")
+
+
+class SofaInputs(BaseModel):
+    """The worst values of one scoring window, in canonical units (``None`` = not measured).
+
+    Build it from an external record with :meth:`from_record`, which accepts the unit variants
+    (``fio2_percent``, ``bilirubin_umol_per_l`` …), converts them once and checks plausibility.
+    Fields used only by SOFA-2 are ignored by SOFA-1 and vice versa.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # respiration
+    pao2_mmhg: float | None = None
+    fio2_fraction: float | None = None
+    spo2_percent: float | None = None
+    respiratory_support: bool | None = None
+    ventilation: Ventilation | None = None
+    advanced_respiratory_support: bool | None = None
+    ecmo: Literal["none", "venovenous", "venoarterial"] | None = None
+    respiratory_support_unavailable: bool | None = None
+    # coagulation / liver
+    platelets_10e3_per_ul: float | None = None
+    bilirubin_mg_per_dl: float | None = None
+    # cardiovascular
+    map_mmhg: float | None = None
+    sbp_mmhg: float | None = None
+    dbp_mmhg: float | None = None
+    dopamine_ug_kg_min: float | None = None
+    dobutamine_ug_kg_min: float | None = None
+    epinephrine_ug_kg_min: float | None = None
+    norepinephrine_ug_kg_min: float | None = None
+    dopamine_duration_min: float | None = None
+    dobutamine_duration_min: float | None = None
+    epinephrine_duration_min: float | None = None
+    norepinephrine_duration_min: float | None = None
+    norepinephrine_salt: NorepinephrineSalt | None = None
+    other_vasopressor_or_inotrope: bool | None = None
+    mechanical_circulatory_support: bool | None = None
+    vasoactives_unavailable: bool | None = None
+    # CNS
+    gcs: int | None = None
+    gcs_motor: int | None = None
+    sedated: bool | None = None
+    gcs_presedation: int | None = None
+    delirium_drug: bool | None = None
+    # renal
+    creatinine_mg_per_dl: float | None = None
+    urine_output_ml_per_day: float | None = None
+    urine_output_ml: float | None = None
+    urine_output_observed_h: float | None = None
+    urine_ml_per_kg_per_h_6h: float | None = None
+    urine_ml_per_kg_per_h_12h: float | None = None
+    urine_ml_per_kg_per_h_24h: float | None = None
+    anuria_12h: bool | None = None
+    rrt: bool | None = None
+    potassium_mmol_per_l: float | None = None
+    ph: float | None = None
+    bicarbonate_mmol_per_l: float | None = None
+
+    @model_validator(mode="after")
+    def _plausible(self) -> "SofaInputs":
+        for name, conc in _FIELD_CONCEPT.items():
+            v = getattr(self, name)
+            if v is not None:
+                check_plausible(conc, v, where=f"field {name}")
+        for d in _DRUGS:
+            dur = getattr(self, f"{d}_duration_min")
+            if dur is not None and not 0 <= dur <= 60 * 24 * 365:
+                raise ImplausibleValueError(
+                    expected=f"{d}_duration_min between 0 and {60 * 24 * 365}",
+                    got=dur,
+                    where=f"field {d}_duration_min",
+                    todo="send the infusion's running time in minutes",
+                )
+        if self.urine_output_observed_h is not None and not 0 < self.urine_output_observed_h <= 72:
+            raise ImplausibleValueError(
+                expected="urine_output_observed_h in (0, 72]",
+                got=self.urine_output_observed_h,
+                where="field urine_output_observed_h",
+                todo="send the hours the urine volume was collected over",
+            )
+        if self.urine_output_ml is not None:
+            if self.urine_output_observed_h is None:
+                raise InputError(
+                    expected="urine_output_observed_h together with urine_output_ml",
+                    got=None,
+                    where="field urine_output_observed_h",
+                    todo="send the collection time, or send urine_output_ml_per_day for a full day",
+                )
+            if not 0 <= self.urine_output_ml <= 30000:
+                raise ImplausibleValueError(
+                    expected="urine_output_ml between 0 and 30000",
+                    got=self.urine_output_ml,
+                    where="field urine_output_ml",
+                    todo="check the volume",
+                )
+            if self.urine_output_ml_per_day is not None:
+                raise ConflictingInputError(
+                    expected="either urine_output_ml_per_day or urine_output_ml + urine_output_observed_h",
+                    got="both",
+                    where="field urine_output_ml",
+                    todo="send one of the two forms",
+                )
+        return self
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], *, where: str = "record") -> "SofaInputs":
+        """Build inputs from an external record, converting unit variants once.
+
+        ``None`` (JSON ``null``) means not measured. Unknown fields, wrong types, unit variants given twice and
+        implausible values raise an :class:`~immunoguide.errors.InputError` naming the field.
+
+        >>> SofaInputs.from_record({"fio2_percent": 50, "bilirubin_umol_per_l": 34.208}).bilirubin_mg_per_dl
+        2.0
+        """
+        if not isinstance(record, Mapping):
+            raise InputError(
+                expected="a JSON object of SOFA inputs", got=type(record).__name__, where=where,
+                todo="send one object per line",
+            )
+        data: dict[str, Any] = {}
+        for key, value in record.items():
+            if value is None:
+                continue
+            if key in _ALTERNATIVES:
+                target, conc, unit = _ALTERNATIVES[key]
+                if record.get(target) is not None or target in data:
+                    raise ConflictingInputError(
+                        expected=f"only one of {key} and {target}",
+                        got="both",
+                        where=f"{where}, field {key}",
+                        todo="send the value once, in one unit",
+                        field=key,
+                    )
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise InputError(
+                        expected=f"a number for {key}", got=value, where=f"{where}, field {key}",
+                        todo="send a number (leave the field out when not measured)", field=key,
+                    )
+                try:
+                    data[target] = to_canonical(conc, value, unit, where=f"{where}, field {key}")
+                except InputError as exc:
+                    exc.field = key
+                    raise
+            elif key in cls.model_fields:
+                data[key] = value
+            else:
+                raise InputError(
+                    expected="a known SOFA input field",
+                    got=key,
+                    where=where,
+                    todo=f"check the spelling; fields carry units, e.g. {', '.join(sorted(cls.model_fields)[:6])} …",
+                    field=key,
+                )
+        try:
+            return cls.model_validate(data, strict=False)
+        except InputError as exc:
+            if exc.field is None and exc.where and "field " in exc.where:
+                exc.field = exc.where.split("field ", 1)[1]
+            exc.where = f"{where}, {exc.where}"
+            raise exc from None
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            fieldname = ".".join(str(p) for p in err["loc"]) or "record"
+            raise InputError(
+                expected=err["msg"].lower(),
+                got=err.get("input"),
+                where=f"{where}, field {fieldname}",
+                todo="fix the value's type (numbers as numbers, flags as true/false)",
+                field=fieldname,
+            ) from None
+
+
+@dataclass(frozen=True)
+class SofaResult:
+    """A scored window: six components, total, what was missing/imputed, and how it was scored."""
+
+    criteria: str
+    components: Mapping[str, int | None]
+    total: int | None
+    missing_components: tuple[str, ...]
+    imputed_components: tuple[str, ...]
+    imputation_policy: str
+    policies: Mapping[str, str]
+    inputs_used: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dictionary (the CLI's output record)."""
+        return {
+            "criteria": self.criteria,
+            "total": self.total,
+            "components": dict(self.components),
+            "missing_components": list(self.missing_components),
+            "imputed_components": list(self.imputed_components),
+            "imputation_policy": self.imputation_policy,
+            "policies": dict(self.policies),
+            "inputs_used": dict(self.inputs_used),
+            "notes": list(self.notes),
+        }
+
+
+def score_sofa(
+    inputs: SofaInputs,
+    *,
+    criteria: str | Criteria = "sofa1",
+    policies: Mapping[str, str] | None = None,
+) -> SofaResult:
+    """Score one window of worst values with the chosen criteria (``"sofa1"`` default, or ``"sofa2"``).
+
+    Parameters
+    ----------
+    inputs : SofaInputs
+        Worst values of the window in canonical units.
+    criteria : str or Criteria
+        Criteria id or a loaded :class:`~immunoguide.criteria.Criteria`.
+    policies : mapping, optional
+        Overrides of the named policies (defaults from the criteria file).
+
+    Returns
+    -------
+    SofaResult
+        Components (0–4, or None when missing and not imputed), total, missing/imputed components, the
+        criteria label and every policy used.
+    """
+    crit = load_criteria(criteria) if isinstance(criteria, str) else criteria
+    resolved = crit.resolve_policies(policies)
+    if crit.rule == "sofa2":
+        from immunoguide.rules.sofa2 import score_components_sofa2
+
+        comps, used, notes = score_components_sofa2(inputs, crit, resolved)
+    else:
+        comps, used, notes = _score_components_sofa1(inputs, crit, resolved)
+    return finalise(crit, comps, used, notes, resolved)
+
+
+def finalise(
+    crit: Criteria,
+    comps: Mapping[str, int | None],
+    used: Mapping[str, Any],
+    notes: list[str],
+    resolved: Mapping[str, str],
+) -> SofaResult:
+    """Apply the missing-component policy and build the result (shared by SOFA-1 and SOFA-2)."""
+    missing = tuple(c for c in COMPONENTS if comps.get(c) is None)
+    policy = resolved["missing_component"]
+    final: dict[str, int | None] = {c: comps.get(c) for c in COMPONENTS}
+    imputed: tuple[str, ...] = ()
+    if policy == "impute_normal":
+        imputed = missing
+        for c in missing:
+            final[c] = 0
+        total: int | None = sum(v for v in final.values() if v is not None)
+    else:
+        total = None if missing else sum(v for v in final.values() if v is not None)
+    return SofaResult(
+        criteria=crit.label,
+        components=MappingProxyType(final),
+        total=total,
+        missing_components=missing,
+        imputed_components=imputed,
+        imputation_policy=policy,
+        policies=MappingProxyType(dict(resolved)),
+        inputs_used=MappingProxyType(dict(used)),
+        notes=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shared input resolution (also used by SOFA-2)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def fio2_for_ratio(inputs: SofaInputs, resolved: Mapping[str, str], notes: list[str]) -> float | None:
+    """FiO2 to divide by, honouring policy ``fio2_missing``."""
+    if inputs.fio2_fraction is not None:
+        return inputs.fio2_fraction
+    if resolved.get("fio2_missing") == "room_air":
+        notes.append("fio2_missing=room_air: FiO2 assumed 0.21")
+        return 0.21
+    return None
+
+
+def mean_arterial_pressure(inputs: SofaInputs, resolved: Mapping[str, str], used: dict[str, Any]) -> float | None:
+    """Charted MAP, else DBP + (SBP − DBP)/3 under policy ``map_from_sbp_dbp = derive``."""
+    if inputs.map_mmhg is not None:
+        used["map_mmhg"] = inputs.map_mmhg
+        return inputs.map_mmhg
+    if resolved.get("map_from_sbp_dbp") == "derive" and inputs.sbp_mmhg is not None and inputs.dbp_mmhg is not None:
+        if inputs.dbp_mmhg > inputs.sbp_mmhg:
+            raise ConflictingInputError(
+                expected="dbp_mmhg <= sbp_mmhg",
+                got=(inputs.sbp_mmhg, inputs.dbp_mmhg),
+                where="fields sbp_mmhg, dbp_mmhg",
+                todo="check that systolic and diastolic pressures are not swapped",
+            )
+        m = round(inputs.dbp_mmhg + (inputs.sbp_mmhg - inputs.dbp_mmhg) / 3.0, 6)
+        used["map_mmhg_derived"] = m
+        return m
+    return None
+
+
+def urine_ml_per_day(inputs: SofaInputs, resolved: Mapping[str, str], used: dict[str, Any], notes: list[str]) -> float | None:
+    """Daily urine output, from a daily figure or from a timed collection under ``urine_output_window``."""
+    if inputs.urine_output_ml_per_day is not None:
+        used["urine_output_ml_per_day"] = inputs.urine_output_ml_per_day
+        return inputs.urine_output_ml_per_day
+    if inputs.urine_output_ml is None or inputs.urine_output_observed_h is None:
+        return None
+    h = inputs.urine_output_observed_h
+    policy = resolved.get("urine_output_window", "mimic_code")
+    if policy == "mimic_code" and not 22 <= h <= 30:
+        notes.append(f"urine_output_window=mimic_code: {h:g} h observed is outside 22-30 h; urine not scored")
+        return None
+    if policy == "ricu" and h < 12:
+        notes.append(f"urine_output_window=ricu: {h:g} h observed is under 12 h; urine not scored")
+        return None
+    daily = inputs.urine_output_ml if policy == "as_recorded" else inputs.urine_output_ml * 24.0 / h
+    daily = round(daily, 6)
+    used["urine_output_ml_per_day_derived"] = daily
+    return daily
+
+
+def effective_gcs(
+    inputs: SofaInputs, resolved: Mapping[str, str], used: dict[str, Any], notes: list[str]
+) -> int | None:
+    """The GCS to score, honouring ``gcs_when_sedated``."""
+    if inputs.sedated:
+        policy = resolved["gcs_when_sedated"]
+        if policy == "presedation_else_normal":
+            if inputs.gcs_presedation is not None:
+                used["gcs_presedation"] = inputs.gcs_presedation
+                return inputs.gcs_presedation
+            notes.append("sedated without a pre-sedation GCS: GCS assumed 15 (gcs_when_sedated)")
+            return 15
+        if policy == "assume_normal":
+            notes.append("sedated: GCS assumed 15 (gcs_when_sedated=assume_normal)")
+            return 15
+        if policy == "unscored":
+            return None
+    if inputs.gcs is not None:
+        used["gcs"] = inputs.gcs
+    return inputs.gcs
+
+
+def drug_rate_counts(
+    drug: str, inputs: SofaInputs, resolved: Mapping[str, str], notes: list[str]
+) -> float | None:
+    """The drug's rate if it counts under ``vasopressor_min_duration``; None when absent or too short."""
+    rate = getattr(inputs, f"{drug}_ug_kg_min")
+    if rate is None:
+        return None
+    dur = getattr(inputs, f"{drug}_duration_min")
+    if rate > 0 and resolved.get("vasopressor_min_duration") == "one_hour" and dur is not None and dur < 60:
+        notes.append(f"{drug} ran {dur:g} min (< 60): not scored (vasopressor_min_duration=one_hour)")
+        return 0.0
+    return rate
+
+
+# --------------------------------------------------------------------------------------------------------------
+# SOFA-1
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _support(inputs: SofaInputs, resolved: Mapping[str, str], notes: list[str]) -> bool:
+    if inputs.ventilation is not None:
+        if resolved["respiratory_support"] == "imv_only":
+            return inputs.ventilation in ("invasive", "tracheostomy_ventilated")
+        return inputs.ventilation in ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap")
+    if inputs.respiratory_support is None:
+        notes.append("respiratory_support not given: treated as no respiratory support")
+        return False
+    return inputs.respiratory_support
+
+
+def _score_components_sofa1(
+    inputs: SofaInputs, crit: Criteria, resolved: Mapping[str, str]
+) -> tuple[dict[str, int | None], dict[str, Any], list[str]]:
+    L = crit.ladders
+    used: dict[str, Any] = {}
+    notes: list[str] = []
+    comps: dict[str, int | None] = {}
+
+    # Respiration
+    resp: int | None = None
+    if inputs.pao2_mmhg is not None:
+        fio2 = fio2_for_ratio(inputs, resolved, notes)
+        if fio2 is not None:
+            pf = round(inputs.pao2_mmhg / fio2, 6)
+            used.update(pao2_mmhg=inputs.pao2_mmhg, fio2_fraction=fio2, pf_ratio_mmhg=pf)
+            resp = L["respiration_pf"].points(pf, resolved)
+            if resp is not None and resp >= 3:
+                supported = _support(inputs, resolved, notes)
+                used["respiratory_support"] = supported
+                if not supported:
+                    resp = 2 if resolved["pf_below_200_without_support"] == "two_points" else None
+                    if resp is None:
+                        notes.append("P/F < 200 without respiratory support: respiration unscored")
+    comps["respiration"] = resp
+
+    # Coagulation, liver
+    comps["coagulation"] = (
+        None if inputs.platelets_10e3_per_ul is None else L["coagulation_platelets"].points(inputs.platelets_10e3_per_ul, resolved)
+    )
+    if inputs.platelets_10e3_per_ul is not None:
+        used["platelets_10e3_per_ul"] = inputs.platelets_10e3_per_ul
+    comps["liver"] = (
+        None if inputs.bilirubin_mg_per_dl is None else L["liver_bilirubin"].points(inputs.bilirubin_mg_per_dl, resolved)
+    )
+    if inputs.bilirubin_mg_per_dl is not None:
+        used["bilirubin_mg_per_dl"] = inputs.bilirubin_mg_per_dl
+
+    # Cardiovascular: max over MAP and each catecholamine ladder.
+    cv: list[int] = []
+    mapv = mean_arterial_pressure(inputs, resolved, used)
+    if mapv is not None:
+        cv.append(L["cardiovascular_map"].points(mapv, resolved) or 0)
+    for drug in _DRUGS:
+        rate = drug_rate_counts(drug, inputs, resolved, notes)
+        if rate is None:
+            continue
+        used[f"{drug}_ug_kg_min"] = rate
+        cv.append(L[f"cardiovascular_{drug}"].points(rate, resolved) or 0)
+    comps["cardiovascular"] = max(cv) if cv else None
+
+    # CNS
+    g = effective_gcs(inputs, resolved, used, notes)
+    comps["cns"] = None if g is None else L["cns_gcs"].points(g, resolved)
+
+    # Renal: the worse of creatinine and urine output.
+    renal: list[int] = []
+    if inputs.creatinine_mg_per_dl is not None:
+        used["creatinine_mg_per_dl"] = inputs.creatinine_mg_per_dl
+        renal.append(L["renal_creatinine"].points(inputs.creatinine_mg_per_dl, resolved) or 0)
+    uo = urine_ml_per_day(inputs, resolved, used, notes)
+    if uo is not None:
+        renal.append(L["renal_urine"].points(uo, resolved) or 0)
+    comps["renal"] = max(renal) if renal else None
+    return comps, used, notes
