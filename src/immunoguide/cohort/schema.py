@@ -1,0 +1,109 @@
+"""The one timeline schema every source adapter writes and the engine (and the single-patient path) reads.
+
+Tables (all times are naive timestamps in the source's clock; one row per fact):
+
+``stays``
+    stay_id, subject_id, hadm_id, intime, outtime, admittime, deathtime, admission_source
+    ('emergency_department' | 'inpatient' | NULL), age_years, sex, weight_kg, dataset.
+``observations``
+    stay_id, time, concept, value (canonical unit of ``concept`` in criteria/concepts.toml, NULL for text-only
+    results), value_text (the source's text, kept for censored results such as "GREATER THAN 2000"), unit (the
+    source's unit), method (assay method tag, e.g. HLA-DR ``quantibrite_abc``), source (``table:itemid``).
+    Extra concepts beyond concepts.toml: ``gcs_unassessable`` (value 1 when GCS was charted on an intubated or
+    sedated patient, e.g. verbal 'No Response-ETT'), ``urine_output_ml`` (one charted volume, mL; the GU
+    irrigant is negative as in mimic-code).
+``infusions``
+    stay_id, drug ('dopamine' | 'dobutamine' | 'epinephrine' | 'norepinephrine'), start, stop, rate_ug_kg_min, source.
+``antibiotics``
+    stay_id, time, name, route, time_is_date_only.
+``cultures``
+    stay_id, time, specimen, positive, time_is_date_only.
+``ventilation``
+    stay_id, start, stop, kind (SofaInputs.ventilation literals).
+``diagnoses``
+    stay_id, code, version (9 | 10).
+``data_quality``
+    stay_id (NULL when no stay could be attached), source, item, issue, n, example — every row the adapter could
+    not use, counted per stay and reason; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+__all__ = ["SCHEMAS", "TABLES"]
+
+TS = pa.timestamp("us")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "stays": pa.schema(
+        [
+            ("stay_id", pa.int64()),
+            ("subject_id", pa.int64()),
+            ("hadm_id", pa.int64()),
+            ("intime", TS),
+            ("outtime", TS),
+            ("admittime", TS),
+            ("deathtime", TS),
+            ("admission_source", pa.string()),
+            ("age_years", pa.float64()),
+            ("sex", pa.string()),
+            ("weight_kg", pa.float64()),
+            ("dataset", pa.string()),
+        ]
+    ),
+    "observations": pa.schema(
+        [
+            ("stay_id", pa.int64()),
+            ("time", TS),
+            ("concept", pa.string()),
+            ("value", pa.float64()),
+            ("value_text", pa.string()),
+            ("unit", pa.string()),
+            ("method", pa.string()),
+            ("source", pa.string()),
+        ]
+    ),
+    "infusions": pa.schema(
+        [
+            ("stay_id", pa.int64()),
+            ("drug", pa.string()),
+            ("start", TS),
+            ("stop", TS),
+            ("rate_ug_kg_min", pa.float64()),
+            ("source", pa.string()),
+        ]
+    ),
+    "antibiotics": pa.schema(
+        [
+            ("stay_id", pa.int64()),
+            ("time", TS),
+            ("name", pa.string()),
+            ("route", pa.string()),
+            ("time_is_date_only", pa.bool_()),
+        ]
+    ),
+    "cultures": pa.schema(
+        [
+            ("stay_id", pa.int64()),
+            ("time", TS),
+            ("specimen", pa.string()),
+            ("positive", pa.bool_()),
+            ("time_is_date_only", pa.bool_()),
+        ]
+    ),
+    "ventilation": pa.schema([("stay_id", pa.int64()), ("start", TS), ("stop", TS), ("kind", pa.string())]),
+    "diagnoses": pa.schema([("stay_id", pa.int64()), ("code", pa.string()), ("version", pa.int64())]),
+    "data_quality": pa.schema(
+        [
+            ("stay_id", pa.int64()),
+            ("source", pa.string()),
+            ("item", pa.string()),
+            ("issue", pa.string()),
+            ("n", pa.int64()),
+            ("example", pa.string()),
+        ]
+    ),
+}
+
+TABLES: tuple[str, ...] = tuple(SCHEMAS)

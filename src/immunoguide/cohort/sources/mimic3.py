@@ -1,0 +1,468 @@
+"""MIMIC-III (v1.4, CareVue + MetaVision) → the timeline schema (:mod:`immunoguide.cohort.schema`).
+
+Reads the CSV(.gz) tables of a MIMIC-III copy (the open demo lives in ``../shared/data/mimic-iii-demo``) with
+DuckDB, maps item ids from ``mimic3_items.toml`` to concepts, converts units once, checks plausibility against
+``criteria/concepts.toml`` and writes one Parquet file per schema table. Every source row it cannot use is
+counted in ``data_quality`` with its stay and reason.
+
+Named choices (also returned in :class:`AdapterReport`):
+
+* events attach to an ICU stay by subject when their time is in ``[intime − 24 h, outtime]``;
+* PaO2 only from arterial gases (specimen ``ART``, as mimic-code); FiO2 values ≤ 1 are fractions, 20–100 are %,
+  values in (1, 20) are oxygen flows and are not used (mimic-code ``bg.sql``);
+* GCS total = eye + verbal + motor at a charting time, a missing component carried forward for 6 h (mimic-code,
+  ricu); a verbal 'No Response-ETT' / '1.0 ET/Trach' adds a ``gcs_unassessable`` observation;
+* CareVue infusion rates hold until the next charting of the same drug within 4 h, else for 1 h;
+* date-only times (prescriptions, some cultures) are placed at 12:00 and flagged;
+* ages above 89 are shifted in MIMIC-III (to ~300 y): recorded as 90 with a data-quality row.
+"""
+
+from __future__ import annotations
+
+import csv
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from immunoguide.cohort.schema import SCHEMAS
+from immunoguide.errors import InputError
+from immunoguide.units import concepts
+
+__all__ = ["AdapterReport", "convert_mimic3", "load_items"]
+
+_TYPE_MAP = {"integer": "BIGINT", "numeric": "DOUBLE", "character": "VARCHAR", "POSIXct": "TIMESTAMP"}
+_NEEDED = (
+    "icustays", "admissions", "patients", "chartevents", "labevents", "outputevents", "inputevents_cv",
+    "inputevents_mv", "prescriptions", "microbiologyevents", "diagnoses_icd",
+)
+
+
+@dataclass(frozen=True)
+class AdapterReport:
+    """What an adapter wrote: row counts per table, the choices it made and the item map version."""
+
+    dataset: str
+    items_version: str
+    out_dir: str
+    rows: dict[str, int]
+    choices: dict[str, Any] = field(default_factory=dict)
+
+
+def load_items(name: str = "mimic3_items.toml") -> dict[str, Any]:
+    """The item map of a source (TOML shipped next to the adapter)."""
+    return tomllib.loads(resources.files("immunoguide.cohort.sources").joinpath(name).read_text("utf-8"))
+
+
+def _column_types(data_dir: Path) -> dict[str, dict[str, str]]:
+    meta = data_dir / "_tables.csv"
+    if not meta.exists():
+        return {}
+    out = {}
+    with meta.open() as fh:
+        for r in csv.DictReader(fh):
+            out[r["table"]] = dict(zip(r["colnames"].split("|"), [_TYPE_MAP[t] for t in r["types"].split("|")]))
+    return out
+
+
+def _register(con: duckdb.DuckDBPyConnection, data_dir: Path) -> None:
+    types = _column_types(data_dir)
+    for t in _NEEDED:
+        candidates = [data_dir / f"{t}.csv.gz", data_dir / f"{t}.csv", data_dir / f"{t.upper()}.csv.gz", data_dir / f"{t.upper()}.csv"]
+        path = next((p for p in candidates if p.exists()), None)
+        if path is None:
+            raise InputError(
+                expected=f"MIMIC-III table {t} (.csv or .csv.gz) in {data_dir}",
+                got="missing",
+                where="mimic3 adapter",
+                todo="point --data at a MIMIC-III v1.4 CSV folder",
+            )
+        if t in types:
+            cols = "{" + ", ".join(f"'{c}': '{ty}'" for c, ty in types[t].items()) + "}"
+            con.execute(
+                f"CREATE VIEW raw_{t} AS SELECT * FROM read_csv('{path}', header=true, quote='\"', escape='\"', columns={cols})"
+            )
+        else:
+            con.execute(f"CREATE VIEW raw_{t} AS SELECT * FROM read_csv('{path}', header=true, sample_size=-1)")
+
+
+def _in(ids: list[int]) -> str:
+    return "(" + ", ".join(str(int(i)) for i in ids) + ")" if ids else "(NULL)"
+
+
+def _strs(xs: list[str]) -> str:
+    return "(" + ", ".join("'" + x.replace("'", "''") + "'" for x in xs) + ")"
+
+
+def _plausible(concept: str, col: str = "value") -> str:
+    c = concepts()[concept]
+    return f"({col} BETWEEN {c.min!r} AND {c.max!r})"
+
+
+def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
+    """Convert a MIMIC-III CSV folder into the timeline schema (Parquet files in ``out_dir``).
+
+    Parameters
+    ----------
+    data_dir : path
+        Folder with the MIMIC-III tables as ``.csv.gz`` (or ``.csv``).
+    out_dir : path
+        Output folder; one ``<table>.parquet`` per :data:`~immunoguide.cohort.schema.SCHEMAS` table.
+    """
+    data_dir, out = Path(data_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    it = load_items()
+    con = duckdb.connect()
+    _register(con, data_dir)
+    pre = int(it["attachment"]["pre_icu_h"])
+    noon = int(it["attachment"]["date_only_hour"])
+
+    # ---- stays ------------------------------------------------------------------------------------------------
+    con.execute(
+        f"""
+        CREATE TABLE stays AS
+        WITH w AS (
+          SELECT c.icustay_id AS stay_id, arg_min(c.valuenum, c.charttime) AS weight_kg
+          FROM raw_chartevents c
+          WHERE c.itemid IN {_in(it['chart']['weight_kg'])} AND c.valuenum BETWEEN 20 AND 400
+          GROUP BY 1
+        ), wm AS (
+          SELECT icustay_id AS stay_id, arg_min(patientweight, starttime) AS weight_kg FROM raw_inputevents_mv
+          WHERE patientweight BETWEEN 20 AND 400 GROUP BY 1
+        )
+        SELECT i.icustay_id AS stay_id, i.subject_id, i.hadm_id, i.intime, i.outtime, a.admittime, a.deathtime,
+               CASE WHEN a.admission_location = 'EMERGENCY ROOM ADMIT' OR a.edregtime IS NOT NULL
+                    THEN 'emergency_department' ELSE 'inpatient' END AS admission_source,
+               CASE WHEN date_diff('day', p.dob, a.admittime) / 365.25 > 89 THEN 90.0
+                    ELSE round(date_diff('day', p.dob, a.admittime) / 365.25, 1) END AS age_years,
+               p.gender AS sex, coalesce(w.weight_kg, wm.weight_kg) AS weight_kg, 'mimic3' AS dataset,
+               date_diff('day', p.dob, a.admittime) / 365.25 > 89 AS age_shifted
+        FROM raw_icustays i JOIN raw_admissions a USING (hadm_id) JOIN raw_patients p ON p.subject_id = i.subject_id
+        LEFT JOIN w ON w.stay_id = i.icustay_id LEFT JOIN wm ON wm.stay_id = i.icustay_id
+        """
+    )
+    # window for attaching subject-level events to a stay
+    con.execute(
+        f"CREATE TABLE win AS SELECT stay_id, subject_id, intime - INTERVAL {pre} HOUR AS t0, outtime AS t1, intime, outtime FROM stays"
+    )
+    dq: list[str] = [
+        "SELECT stay_id, 'patients' AS source, 'dob' AS item, 'age_shifted_over_89' AS issue, 1 AS n, "
+        "'age > 89 shifted in MIMIC-III; recorded as 90' AS example FROM stays WHERE age_shifted"
+    ]
+
+    # ---- chart observations: MAP, FiO2 ------------------------------------------------------------------------
+    con.execute(
+        f"""
+        CREATE TABLE chart_num AS
+        SELECT c.icustay_id AS stay_id, c.charttime AS time, c.itemid, c.value AS value_text, c.valuenum, c.valueuom
+        FROM raw_chartevents c
+        WHERE c.itemid IN {_in(it['chart']['map_mmhg'] + it['chart']['fio2'])}
+          AND (c.error IS NULL OR c.error = 0)
+        """
+    )
+    fio2 = f"""CASE WHEN valuenum > 0.2 AND valuenum <= 1 THEN valuenum
+                    WHEN valuenum >= 20 AND valuenum <= 100 THEN valuenum / 100.0 END"""
+    obs: list[str] = [
+        f"""SELECT stay_id, time, 'map_mmhg' AS concept, valuenum AS value, value_text, 'mmHg' AS unit, NULL AS method,
+                   'chartevents:' || itemid AS source
+            FROM chart_num WHERE itemid IN {_in(it['chart']['map_mmhg'])} AND {_plausible('map_mmhg', 'valuenum')}""",
+        f"""SELECT stay_id, time, 'fio2_fraction', {fio2}, value_text, 'fraction', NULL, 'chartevents:' || itemid
+            FROM chart_num WHERE itemid IN {_in(it['chart']['fio2'])} AND ({fio2}) IS NOT NULL""",
+    ]
+    dq += [
+        f"""SELECT stay_id, 'chartevents', CAST(itemid AS VARCHAR), CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
+                   ELSE 'implausible_value' END, count(*), any_value(coalesce(CAST(valuenum AS VARCHAR), value_text))
+            FROM chart_num WHERE itemid IN {_in(it['chart']['map_mmhg'])} AND NOT coalesce({_plausible('map_mmhg', 'valuenum')}, false)
+            GROUP BY ALL""",
+        f"""SELECT stay_id, 'chartevents', CAST(itemid AS VARCHAR), CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
+                   WHEN valuenum > 1 AND valuenum < 20 THEN 'fio2_looks_like_o2_flow' ELSE 'implausible_value' END,
+                   count(*), any_value(coalesce(CAST(valuenum AS VARCHAR), value_text))
+            FROM chart_num WHERE itemid IN {_in(it['chart']['fio2'])} AND ({fio2}) IS NULL GROUP BY ALL""",
+    ]
+
+    # ---- GCS ---------------------------------------------------------------------------------------------------
+    g = it["gcs"]
+    cf = int(g["carry_forward_h"])
+    con.execute(
+        f"""
+        CREATE TABLE gcs_raw AS
+        SELECT icustay_id AS stay_id, charttime AS time,
+               max(CASE WHEN itemid IN {_in(g['eye'])} THEN valuenum END) AS eye,
+               max(CASE WHEN itemid IN {_in(g['verbal'])} THEN valuenum END) AS verbal,
+               max(CASE WHEN itemid IN {_in(g['motor'])} THEN valuenum END) AS motor,
+               bool_or(itemid IN {_in(g['verbal'])} AND value IN {_strs(g['verbal_unassessable'])}) AS ett
+        FROM raw_chartevents
+        WHERE itemid IN {_in(g['eye'] + g['verbal'] + g['motor'])} AND icustay_id IS NOT NULL
+          AND (error IS NULL OR error = 0)
+        GROUP BY 1, 2
+        """
+    )
+    con.execute(
+        f"""
+        CREATE TABLE gcs AS
+        WITH w AS (
+          SELECT *, last_value(eye IGNORE NULLS) OVER win AS eye_f, last_value(verbal IGNORE NULLS) OVER win AS verbal_f,
+                 last_value(motor IGNORE NULLS) OVER win AS motor_f
+          FROM gcs_raw
+          WINDOW win AS (PARTITION BY stay_id ORDER BY time RANGE BETWEEN INTERVAL {cf} HOUR PRECEDING AND CURRENT ROW)
+        )
+        SELECT stay_id, time, ett, coalesce(eye_f, 4) + coalesce(verbal_f, 5) + coalesce(motor_f, 6) AS total,
+               eye_f IS NULL OR verbal_f IS NULL OR motor_f IS NULL AS imputed
+        FROM w
+        """
+    )
+    obs += [
+        """SELECT stay_id, time, 'gcs', total, NULL, 'points', NULL, 'chartevents:gcs_components' FROM gcs
+           WHERE total BETWEEN 3 AND 15""",
+        """SELECT stay_id, time, 'gcs_unassessable', 1.0, 'verbal ETT', 'flag', NULL, 'chartevents:gcs_verbal' FROM gcs WHERE ett""",
+    ]
+    dq.append(
+        """SELECT stay_id, 'chartevents', 'gcs', 'gcs_component_missing_imputed_normal', count(*), any_value(CAST(time AS VARCHAR))
+           FROM gcs WHERE imputed GROUP BY ALL"""
+    )
+
+    # ---- labs (attached by subject and time window) -------------------------------------------------------------
+    lab = it["lab"]
+    lab_concepts = ["platelets_10e3_per_ul", "bilirubin_mg_per_dl", "creatinine_mg_per_dl", "potassium_mmol_per_l", "ph", "bicarbonate_mmol_per_l"]
+    all_lab_ids = [i for k in lab_concepts for i in lab[k]] + lab["pao2_mmhg"] + lab["fio2_lab"] + lab["ferritin_ng_per_ml"]
+    con.execute(
+        f"""
+        CREATE TABLE lab_raw AS
+        SELECT w.stay_id, l.charttime AS time, l.itemid, l.value AS value_text, l.valuenum, l.valueuom, l.subject_id
+        FROM raw_labevents l JOIN win w ON w.subject_id = l.subject_id AND l.charttime BETWEEN w.t0 AND w.t1
+        WHERE l.itemid IN {_in(all_lab_ids + [lab['specimen']])}
+        """
+    )
+    units = it["lab_units"]
+    for k in lab_concepts:
+        ok_units = _strs(units[k])
+        obs.append(
+            f"""SELECT stay_id, time, '{k}', valuenum, value_text, valueuom, NULL, 'labevents:' || itemid FROM lab_raw
+                WHERE itemid IN {_in(lab[k])} AND (valueuom IN {ok_units} OR valueuom IS NULL) AND {_plausible(k, 'valuenum')}"""
+        )
+        dq.append(
+            f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
+                   CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
+                        WHEN valueuom IS NOT NULL AND valueuom NOT IN {ok_units} THEN 'unit_mismatch'
+                        ELSE 'implausible_value' END, count(*),
+                   any_value(coalesce(CAST(valuenum AS VARCHAR), value_text) || coalesce(' ' || valueuom, ''))
+                FROM lab_raw WHERE itemid IN {_in(lab[k])}
+                  AND NOT (coalesce(valueuom IN {ok_units}, true) AND coalesce({_plausible(k, 'valuenum')}, false))
+                GROUP BY ALL"""
+        )
+    # PaO2 only from arterial gases; lab FiO2 (%) as a fraction
+    obs.append(
+        f"""SELECT p.stay_id, p.time, 'pao2_mmhg', p.valuenum, p.value_text, p.valueuom, NULL, 'labevents:' || p.itemid
+            FROM lab_raw p JOIN lab_raw s ON s.stay_id = p.stay_id AND s.time = p.time AND s.itemid = {lab['specimen']}
+            WHERE p.itemid IN {_in(lab['pao2_mmhg'])} AND s.value_text = 'ART' AND {_plausible('pao2_mmhg', 'p.valuenum')}"""
+    )
+    obs.append(
+        f"""SELECT stay_id, time, 'fio2_fraction', valuenum / 100.0, value_text, valueuom, NULL, 'labevents:' || itemid
+            FROM lab_raw WHERE itemid IN {_in(lab['fio2_lab'])} AND valuenum BETWEEN 21 AND 100"""
+    )
+    # Ferritin keeps its text (censored values such as 'GREATER THAN 2000' have no valuenum)
+    obs.append(
+        f"""SELECT stay_id, time, 'ferritin_ng_per_ml', valuenum, value_text, coalesce(valueuom, 'ng/mL'), NULL,
+                   'labevents:' || itemid FROM lab_raw WHERE itemid IN {_in(lab['ferritin_ng_per_ml'])}"""
+    )
+
+    # ---- urine output ------------------------------------------------------------------------------------------
+    u = it["urine"]
+    con.execute(
+        f"""
+        CREATE TABLE uo_raw AS SELECT icustay_id AS stay_id, charttime AS time, itemid, value, valueuom,
+               CASE WHEN itemid IN {_in(u['negative_items'])} THEN -value ELSE value END AS signed
+        FROM raw_outputevents WHERE itemid IN {_in(u['items'] + u['negative_items'])} AND (iserror IS NULL OR iserror = 0)
+        """
+    )
+    obs.append(
+        """SELECT stay_id, time, 'urine_output_ml', signed, NULL, 'mL', NULL, 'outputevents:' || itemid FROM uo_raw
+           WHERE value BETWEEN 0 AND 5000 AND stay_id IS NOT NULL"""
+    )
+    dq.append(
+        """SELECT stay_id, 'outputevents', CAST(itemid AS VARCHAR), CASE WHEN value IS NULL THEN 'missing_value'
+                  WHEN stay_id IS NULL THEN 'no_stay' ELSE 'implausible_value' END, count(*), any_value(CAST(value AS VARCHAR))
+           FROM uo_raw WHERE NOT coalesce(value BETWEEN 0 AND 5000, false) OR stay_id IS NULL GROUP BY ALL"""
+    )
+
+    con.execute("CREATE TABLE observations_all AS " + " UNION ALL ".join(obs))
+    con.execute(
+        "CREATE TABLE observations AS SELECT stay_id, time, concept, value, value_text, unit, method, source "
+        "FROM observations_all WHERE stay_id IS NOT NULL ORDER BY stay_id, time, concept"
+    )
+
+    # ---- infusions -----------------------------------------------------------------------------------------------
+    vp = it["vasopressors"]
+    mv_parts, cv_parts = [], []
+    for drug, ids in vp.items():
+        if not isinstance(ids, dict):
+            continue
+        mv_parts.append(f"SELECT *, '{drug}' AS drug FROM raw_inputevents_mv WHERE itemid IN {_in(ids['mv'])}")
+        cv_parts.append(
+            f"SELECT *, '{drug}' AS drug, itemid IN {_in(ids['cv_per_min'])} AS per_min FROM raw_inputevents_cv "
+            f"WHERE itemid IN {_in(ids['cv_per_kg'] + ids['cv_per_min'])}"
+        )
+    con.execute("CREATE TABLE mv_vaso AS " + " UNION ALL ".join(mv_parts))
+    con.execute("CREATE TABLE cv_vaso AS " + " UNION ALL ".join(cv_parts))
+    gap, last = int(vp["cv_max_gap_h"]), int(vp["cv_last_segment_h"])
+    con.execute(
+        f"""
+        CREATE TABLE cv_seg AS
+        WITH o AS (
+          SELECT v.icustay_id AS stay_id, v.drug, v.charttime AS start, v.itemid,
+                 CASE WHEN v.per_min THEN v.rate / s.weight_kg ELSE v.rate END AS rate,
+                 v.per_min AND s.weight_kg IS NULL AS no_weight, v.rate AS raw_rate,
+                 lead(v.charttime) OVER (PARTITION BY v.icustay_id, v.drug ORDER BY v.charttime) AS next_t
+          FROM cv_vaso v LEFT JOIN stays s ON s.stay_id = v.icustay_id
+          WHERE v.rate IS NOT NULL
+        )
+        SELECT stay_id, drug, start,
+               CASE WHEN next_t IS NOT NULL AND next_t - start <= INTERVAL {gap} HOUR THEN next_t
+                    ELSE start + INTERVAL {last} HOUR END AS stop, rate, no_weight, raw_rate, itemid
+        FROM o
+        """
+    )
+    con.execute(
+        f"""
+        CREATE TABLE infusions AS
+        SELECT icustay_id AS stay_id, drug, starttime AS start, endtime AS stop, rate AS rate_ug_kg_min,
+               'inputevents_mv:' || itemid AS source
+        FROM mv_vaso WHERE rate IS NOT NULL AND endtime > starttime AND coalesce(statusdescription, '') <> 'Rewritten'
+          AND rate BETWEEN 0 AND 100
+        UNION ALL
+        SELECT stay_id, drug, start, stop, rate, 'inputevents_cv:' || itemid FROM cv_seg
+        WHERE NOT no_weight AND rate BETWEEN 0 AND 100
+        ORDER BY 1, 2, 3
+        """
+    )
+    dq += [
+        """SELECT icustay_id, 'inputevents_mv', CAST(itemid AS VARCHAR), CASE WHEN rate IS NULL THEN 'missing_rate'
+                  WHEN endtime <= starttime THEN 'times_out_of_order' WHEN statusdescription = 'Rewritten' THEN 'rewritten_order'
+                  ELSE 'implausible_value' END, count(*), any_value(CAST(rate AS VARCHAR))
+           FROM mv_vaso WHERE rate IS NULL OR endtime <= starttime OR statusdescription = 'Rewritten' OR NOT (rate BETWEEN 0 AND 100)
+           GROUP BY ALL""",
+        """SELECT stay_id, 'inputevents_cv', CAST(itemid AS VARCHAR), CASE WHEN no_weight THEN 'rate_per_min_without_weight'
+                  ELSE 'implausible_value' END, count(*), any_value(CAST(raw_rate AS VARCHAR))
+           FROM cv_seg WHERE no_weight OR NOT coalesce(rate BETWEEN 0 AND 100, false) GROUP BY ALL""",
+    ]
+
+    # ---- ventilation ---------------------------------------------------------------------------------------------
+    v = it["ventilation"]
+    con.execute(
+        f"""
+        CREATE TABLE vent_pts AS
+        SELECT icustay_id AS stay_id, charttime AS time,
+               max(CASE WHEN itemid IN {_in(v['invasive_items'])} THEN 4
+                        WHEN value IN {_strs(v['noninvasive_devices'])} THEN 3
+                        WHEN value IN {_strs(v['hfnc_devices'])} THEN 2
+                        WHEN value IN {_strs(v['oxygen_devices'])} THEN 1 END) AS lvl
+        FROM raw_chartevents
+        WHERE itemid IN {_in(v['invasive_items'] + v['device_items'])} AND icustay_id IS NOT NULL
+        GROUP BY 1, 2 HAVING lvl IS NOT NULL
+        """
+    )
+    eg = int(v["episode_gap_h"])
+    con.execute(
+        f"""
+        CREATE TABLE ventilation AS
+        WITH o AS (
+          SELECT *, CASE WHEN lag(time) OVER w IS NULL OR time - lag(time) OVER w > INTERVAL {eg} HOUR THEN 1 ELSE 0 END AS brk
+          FROM vent_pts WINDOW w AS (PARTITION BY stay_id, lvl ORDER BY time)
+        ), e AS (SELECT *, sum(brk) OVER (PARTITION BY stay_id, lvl ORDER BY time) AS ep FROM o)
+        SELECT stay_id, min(time) AS start, max(time) AS stop,
+               CASE any_value(lvl) WHEN 4 THEN 'invasive' WHEN 3 THEN 'noninvasive' WHEN 2 THEN 'hfnc' ELSE 'oxygen' END AS kind
+        FROM e GROUP BY stay_id, lvl, ep HAVING count(*) > 1 ORDER BY 1, 2
+        """
+    )
+
+    # ---- antibiotics -----------------------------------------------------------------------------------------------
+    ab = it["antibiotics"]
+    like = " OR ".join(f"lower(p.drug) LIKE '%{n}%'" for n in ab["names"])
+    nolike = " AND ".join(f"lower(p.drug) NOT LIKE '%{n}%'" for n in ab["excluded_drug_words"])
+    con.execute(
+        f"""
+        CREATE TABLE antibiotics AS
+        SELECT w.stay_id, p.startdate + INTERVAL {noon} HOUR AS time, p.drug AS name, p.route, true AS time_is_date_only
+        FROM raw_prescriptions p JOIN win w ON w.subject_id = p.subject_id
+             AND p.startdate + INTERVAL {noon} HOUR BETWEEN w.t0 AND w.t1
+        WHERE ({like}) AND {nolike} AND coalesce(p.drug_type, '') <> 'BASE'
+          AND upper(coalesce(p.route, '')) NOT IN {_strs(ab['excluded_routes'])}
+        ORDER BY 1, 2
+        """
+    )
+
+    # ---- cultures --------------------------------------------------------------------------------------------------
+    con.execute(
+        f"""
+        CREATE TABLE cultures AS
+        WITH c AS (
+          SELECT subject_id, coalesce(charttime, chartdate + INTERVAL {noon} HOUR) AS time, charttime IS NULL AS date_only,
+                 spec_type_desc AS specimen, bool_or(org_itemid IS NOT NULL) AS positive
+          FROM raw_microbiologyevents GROUP BY 1, 2, 3, 4
+        )
+        SELECT w.stay_id, c.time, c.specimen, c.positive, c.date_only AS time_is_date_only
+        FROM c JOIN win w ON w.subject_id = c.subject_id AND c.time BETWEEN w.t0 AND w.t1 ORDER BY 1, 2
+        """
+    )
+
+    # ---- diagnoses ---------------------------------------------------------------------------------------------------
+    con.execute(
+        """CREATE TABLE diagnoses AS SELECT s.stay_id, d.icd9_code AS code, 9 AS version
+           FROM raw_diagnoses_icd d JOIN stays s USING (hadm_id) WHERE d.icd9_code IS NOT NULL ORDER BY 1, 2"""
+    )
+
+    # ---- stays with no usable data ------------------------------------------------------------------------------------
+    dq.append(
+        """SELECT s.stay_id, 'icustays', 'stay', 'stay_without_observations', 1, NULL FROM stays s
+           WHERE NOT EXISTS (SELECT 1 FROM observations o WHERE o.stay_id = s.stay_id)"""
+    )
+    con.execute(
+        "CREATE TABLE data_quality AS SELECT * FROM ("
+        + " UNION ALL ".join(f"SELECT * FROM ({q})" for q in dq)
+        + ") t(stay_id, source, item, issue, n, example) ORDER BY 1, 2, 3, 4"
+    )
+    rows = _write(con, out)
+    return AdapterReport(
+        dataset="mimic3",
+        items_version=str(it["version"]),
+        out_dir=str(out),
+        rows=rows,
+        choices={
+            "attach_window_pre_icu_h": pre,
+            "date_only_hour": noon,
+            "gcs_carry_forward_h": cf,
+            "cv_infusion_max_gap_h": gap,
+            "cv_infusion_last_segment_h": last,
+            "ventilation_episode_gap_h": eg,
+            "pao2_specimen": "arterial only",
+            "fio2_flow_range_dropped": "(1, 20)",
+        },
+    )
+
+
+def _write(con: duckdb.DuckDBPyConnection, out: Path) -> dict[str, int]:
+    rows: dict[str, int] = {}
+    for table, schema in SCHEMAS.items():
+        cols = ", ".join(f'CAST("{f.name}" AS {_duck(f.type)}) AS "{f.name}"' for f in schema)
+        tbl = con.sql(f"SELECT {cols} FROM {table}").to_arrow_table().cast(schema)
+        pq.write_table(tbl, out / f"{table}.parquet")
+        rows[table] = tbl.num_rows
+    return rows
+
+
+def _duck(t: Any) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_int64(t):
+        return "BIGINT"
+    if pa.types.is_float64(t):
+        return "DOUBLE"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMP"
+    return "VARCHAR"
