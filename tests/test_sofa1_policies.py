@@ -139,3 +139,10 @@ def test_bad_input_is_rejected_naming_the_field_and_never_scored(record: dict, e
     assert info.value.field == field
     assert "line 7" in str(info.value)
     assert info.value.code.startswith("IG-E1")
+
+
+def test_infusion_too_short_to_count_is_not_a_zero_rate_under_mimic_code() -> None:
+    """Norepinephrine 0.5 for 30 min rejected by the 1 h rule is no infusion, not a charted 0 that scores 3."""
+    inp = SofaInputs(norepinephrine_ug_kg_min=0.5, norepinephrine_duration_min=30, map_mmhg=80)
+    r = score_sofa(inp, policies={"zero_rate_infusion": "mimic_code"})
+    assert r.components["cardiovascular"] == 0

@@ -48,10 +48,13 @@ def test_pao2_comes_only_from_arterial_gases(mimic3_timeline: Path, mimic3_demo_
     assert 0 < n_pao2 <= art
 
 
-def test_gu_irrigant_is_counted_negative(mimic3_timeline: Path) -> None:
-    """Item 227488 (GU irrigant in) enters urine output with a negative sign, as in mimic-code."""
-    rows = q(f"select min(value) from '{mimic3_timeline}/observations.parquet' where source = 'outputevents:227488'")
-    assert rows[0][0] < 0
+def test_gu_irrigant_is_netted_against_urine_and_never_negative(mimic3_timeline: Path) -> None:
+    """Item 227488 (GU irrigant in) is subtracted at its charting time (mimic-code); no urine volume is negative."""
+    (lo,), = q(f"select min(value) from '{mimic3_timeline}/observations.parquet' where concept = 'urine_output_ml'")
+    assert lo >= 0
+    (n,), = q(f"select count(*) from '{mimic3_timeline}/observations.parquet' where source like '%227488%'")
+    (neg,), = q(f"select coalesce(sum(n), 0) from '{mimic3_timeline}/data_quality.parquet' where issue = 'net_negative_urine_after_irrigant'")
+    assert n + neg > 0
 
 
 def test_implausible_map_values_are_reported_not_loaded(mimic3_timeline: Path) -> None:

@@ -9,7 +9,7 @@ Tables (all times are naive timestamps in the source's clock; one row per fact):
     stay_id, time, concept, value (canonical unit of ``concept`` in criteria/concepts.toml, NULL for text-only
     results), value_text (the source's text, kept for censored results such as "GREATER THAN 2000"), unit (the
     source's unit), method (assay method tag, e.g. HLA-DR ``quantibrite_abc``), source (``table:itemid``).
-    Extra concepts beyond concepts.toml: ``gcs_unassessable`` (value 1 when GCS was charted on an intubated or
+    Extra concepts beyond concepts.toml: ``gcs_sedated`` (value 1 when GCS was charted on an intubated or
     sedated patient, e.g. verbal 'No Response-ETT'), ``urine_output_ml`` (one charted volume, mL; the GU
     irrigant is negative as in mimic-code).
 ``infusions``

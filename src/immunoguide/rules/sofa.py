@@ -459,7 +459,7 @@ def drug_rate_counts(
     dur = getattr(inputs, f"{drug}_duration_min")
     if rate > 0 and resolved.get("vasopressor_min_duration") == "one_hour" and dur is not None and dur < 60:
         notes.append(f"{drug} ran {dur:g} min (< 60): not scored (vasopressor_min_duration=one_hour)")
-        return 0.0
+        return None
     return rate
 
 

@@ -16,7 +16,7 @@ method         no        assay method tag (``quantibrite_abc``, ``mfi``) for bio
 =============  ========  ==================================================================================
 
 Concepts: every measurement concept of ``criteria/concepts.toml`` (``platelets_10e3_per_ul``, ``ferritin_ng_per_ml``
-… — value + unit, censored text allowed for biomarkers), ``urine_output_ml`` (mL), ``gcs_unassessable`` (flag),
+… — value + unit, censored text allowed for biomarkers), ``urine_output_ml`` (mL), ``gcs_sedated`` (flag),
 the infusion drugs ``dopamine | dobutamine | epinephrine | norepinephrine`` (rate + unit + end_time),
 ``antibiotic`` (text = name), ``culture`` (text = specimen, value 1 positive / 0 negative / empty unknown),
 ``ventilation`` (text = kind, end_time), ``diagnosis`` (text = ICD code, value = ICD version), and the stay facts
@@ -47,7 +47,7 @@ __all__ = ["LONG_SCHEMA", "LongFormatReport", "RowError", "convert_long"]
 DRUGS = ("dopamine", "dobutamine", "epinephrine", "norepinephrine")
 VENT_KINDS = ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap", "hfnc", "oxygen", "none")
 STAY_FACTS = ("icu_intime", "icu_outtime", "admission_source", "age_years", "weight_kg", "admit_time", "death_time")
-EVENT_CONCEPTS = (*DRUGS, "antibiotic", "culture", "ventilation", "diagnosis", "urine_output_ml", "gcs_unassessable")
+EVENT_CONCEPTS = (*DRUGS, "antibiotic", "culture", "ventilation", "diagnosis", "urine_output_ml", "gcs_sedated")
 
 #: The column contract (pandera): types and required columns; row-level semantics are checked in convert_long.
 LONG_SCHEMA = pa.DataFrameSchema(
@@ -213,7 +213,7 @@ def convert_long(path: str | Path, out_dir: str | Path) -> LongFormatReport:
                 reject(i, "text", "an ICD code", text)
                 continue
             out_rows["diagnoses"].append({"stay_id": sid, "code": text, "version": int(val) if val is not None else 10})
-        elif c in ("urine_output_ml", "gcs_unassessable"):
+        elif c in ("urine_output_ml", "gcs_sedated"):
             if val is None:
                 reject(i, "value", f"a number for {c}", r["value"])
                 continue

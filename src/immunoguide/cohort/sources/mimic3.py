@@ -11,7 +11,7 @@ Named choices (also returned in :class:`AdapterReport`):
 * PaO2 only from arterial gases (specimen ``ART``, as mimic-code); FiO2 values ≤ 1 are fractions, 20–100 are %,
   values in (1, 20) are oxygen flows and are not used (mimic-code ``bg.sql``);
 * GCS total = eye + verbal + motor at a charting time, a missing component carried forward for 6 h (mimic-code,
-  ricu); a verbal 'No Response-ETT' / '1.0 ET/Trach' adds a ``gcs_unassessable`` observation;
+  ricu); a verbal 'No Response-ETT' / '1.0 ET/Trach' adds a ``gcs_sedated`` observation;
 * CareVue infusion rates hold until the next charting of the same drug within 4 h, else for 1 h;
 * date-only times (prescriptions, some cultures) are placed at 12:00 and flagged;
 * ages above 89 are shifted in MIMIC-III (to ~300 y): recorded as 90 with a data-quality row.
@@ -164,8 +164,9 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
           AND (c.error IS NULL OR c.error = 0)
         """
     )
-    fio2 = f"""CASE WHEN valuenum > 0.2 AND valuenum <= 1 THEN valuenum
-                    WHEN valuenum >= 20 AND valuenum <= 100 THEN valuenum / 100.0 END"""
+    # Rounded to 3 decimals: CareVue stores FiO2 as float32 (0.21 arrives as 0.20999999).
+    fio2 = f"""CASE WHEN valuenum > 0.2 AND valuenum <= 1 THEN round(valuenum, 3)
+                    WHEN valuenum >= 20 AND valuenum <= 100 THEN round(valuenum / 100.0, 3) END"""
     obs: list[str] = [
         f"""SELECT stay_id, time, 'map_mmhg' AS concept, valuenum AS value, value_text, 'mmHg' AS unit, NULL AS method,
                    'chartevents:' || itemid AS source
@@ -218,7 +219,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     obs += [
         """SELECT stay_id, time, 'gcs', total, NULL, 'points', NULL, 'chartevents:gcs_components' FROM gcs
            WHERE total BETWEEN 3 AND 15""",
-        """SELECT stay_id, time, 'gcs_unassessable', 1.0, 'verbal ETT', 'flag', NULL, 'chartevents:gcs_verbal' FROM gcs WHERE ett""",
+        """SELECT stay_id, time, 'gcs_sedated', 1.0, 'verbal ETT', 'flag', NULL, 'chartevents:gcs_verbal' FROM gcs WHERE ett""",
     ]
     dq.append(
         """SELECT stay_id, 'chartevents', 'gcs', 'gcs_component_missing_imputed_normal', count(*), any_value(CAST(time AS VARCHAR))
@@ -279,14 +280,24 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         FROM raw_outputevents WHERE itemid IN {_in(u['items'] + u['negative_items'])} AND (iserror IS NULL OR iserror = 0)
         """
     )
+    # Net the irrigant against urine charted at the same time (mimic-code sums with the irrigant negative);
+    # a net negative volume is not a urine output: it is reported, not loaded.
+    con.execute(
+        """CREATE TABLE uo_net AS SELECT stay_id, time, sum(signed) AS net, string_agg(DISTINCT CAST(itemid AS VARCHAR), '+') AS items
+           FROM uo_raw WHERE value BETWEEN 0 AND 5000 AND stay_id IS NOT NULL GROUP BY 1, 2"""
+    )
     obs.append(
-        """SELECT stay_id, time, 'urine_output_ml', signed, NULL, 'mL', NULL, 'outputevents:' || itemid FROM uo_raw
-           WHERE value BETWEEN 0 AND 5000 AND stay_id IS NOT NULL"""
+        """SELECT stay_id, time, 'urine_output_ml', net, NULL, 'mL', NULL, 'outputevents:' || items FROM uo_net
+           WHERE net >= 0"""
     )
     dq.append(
         """SELECT stay_id, 'outputevents', CAST(itemid AS VARCHAR), CASE WHEN value IS NULL THEN 'missing_value'
                   WHEN stay_id IS NULL THEN 'no_stay' ELSE 'implausible_value' END, count(*), any_value(CAST(value AS VARCHAR))
            FROM uo_raw WHERE NOT coalesce(value BETWEEN 0 AND 5000, false) OR stay_id IS NULL GROUP BY ALL"""
+    )
+    dq.append(
+        """SELECT stay_id, 'outputevents', items, 'net_negative_urine_after_irrigant', count(*), any_value(CAST(net AS VARCHAR))
+           FROM uo_net WHERE net < 0 GROUP BY ALL"""
     )
 
     con.execute("CREATE TABLE observations_all AS " + " UNION ALL ".join(obs))
