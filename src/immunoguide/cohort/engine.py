@@ -1,0 +1,320 @@
+"""The set-based engine: hourly SOFA-1 and Sepsis-3 over whole ICU databases, through Ibis.
+
+The engine computes exactly the rules of the single-patient path — :func:`immunoguide.rules.hourly.hourly_sofa`
+(semantics H1–H13 in that module) and :mod:`immunoguide.rules.sepsis3` — as set operations, so that one
+expression runs on DuckDB (embedded default) or on Spark (Ibis pyspark backend). The thresholds are not restated:
+every component is a ``CASE`` expression generated from the same criteria ladders and policies the rules read.
+A differential test compares the two paths on every stay of the MIMIC-III demo.
+
+Portability (``../shared/docs/stack.md`` §2): no ``asof_join`` (a range join + aggregation instead), no
+``bucket()`` (``truncate`` instead), no ``last(include_null=False)`` (not needed), tables loaded from Parquet
+so that Spark sees NULL, not NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import ibis
+import ibis.expr.types as ir
+
+from immunoguide.criteria import Criteria, Ladder, load_criteria
+from immunoguide.errors import CriteriaError
+from immunoguide.rules.sofa import COMPONENTS
+
+__all__ = ["TimelineTables", "ceil_hour", "hourly_sofa_expr", "ladder_points"]
+
+H = ibis.interval(hours=1)
+_CATECHOLAMINES = ("dopamine", "dobutamine", "epinephrine", "norepinephrine")
+_VENT_ORDER = ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap", "hfnc", "oxygen", "none")
+
+
+@dataclass(frozen=True)
+class TimelineTables:
+    """Ibis table expressions over the timeline schema (:mod:`immunoguide.cohort.schema`)."""
+
+    stays: ir.Table
+    observations: ir.Table
+    infusions: ir.Table
+    ventilation: ir.Table
+    antibiotics: ir.Table
+    cultures: ir.Table
+
+    @classmethod
+    def from_parquet(cls, con: Any, directory: str) -> "TimelineTables":
+        """Read the timeline Parquet files of ``directory`` on backend ``con``."""
+        def rd(name: str) -> ir.Table:
+            return con.read_parquet(f"{directory}/{name}.parquet", table_name=f"ig_{name}_{abs(hash(directory))}")
+
+        return cls(*(rd(n) for n in ("stays", "observations", "infusions", "ventilation", "antibiotics", "cultures")))
+
+
+def ceil_hour(t: ir.TimestampValue) -> ir.TimestampValue:
+    """``t`` on the hour stays; else the next clock hour (rule H1)."""
+    tr = t.truncate("h")
+    return ibis.ifelse(tr == t, tr, tr + H)
+
+
+def _interval_cond(x: ir.NumericValue, lo: float, lo_inc: bool, hi: float, hi_inc: bool) -> ir.BooleanValue:
+    conds = []
+    if lo != float("-inf"):
+        conds.append(x >= lo if lo_inc else x > lo)
+    if hi != float("inf"):
+        conds.append(x <= hi if hi_inc else x < hi)
+    out = ibis.literal(True)
+    for c in conds:
+        out = out & c
+    return out
+
+
+def ladder_points(ladder: Ladder, x: ir.NumericValue, resolved: Mapping[str, str]) -> ir.IntegerValue:
+    """A CASE expression scoring ``x`` on ``ladder`` exactly as :meth:`Ladder.points` (contested edges first)."""
+    branches = []
+    for edge in ladder.contested_edges:
+        i0 = next(i for i, b in enumerate(ladder.bands) if b.interval.contains(edge.value))
+        at_top = ladder.bands[i0].interval.hi == edge.value
+        lower, upper = (i0, i0 + 1) if at_top else (i0 - 1, i0)
+        side = edge.membership[resolved[edge.policy]]
+        branches.append((x == edge.value, ladder.bands[lower if side == "lower" else upper].points))
+    for b in ladder.bands:
+        iv = b.interval
+        branches.append((_interval_cond(x, iv.lo, iv.lo_inclusive, iv.hi, iv.hi_inclusive), b.points))
+    dom = ladder.domain
+    inside = _interval_cond(x, dom.lo, dom.lo_inclusive, dom.hi, dom.hi_inclusive)
+    return ibis.ifelse(x.isnull() | ~inside, ibis.null("int64"), ibis.cases(*branches, else_=ibis.null("int64"))).cast("int64")
+
+
+def _max_of(*exprs: ir.IntegerValue) -> ir.IntegerValue:
+    """Greatest non-null value (NULL when all are NULL), portable across backends."""
+    out = exprs[0]
+    for e in exprs[1:]:
+        out = ibis.ifelse(out.isnull(), e, ibis.ifelse(e.isnull(), out, ibis.greatest(out, e)))
+    return out
+
+
+def hourly_sofa_expr(
+    tables: TimelineTables,
+    *,
+    criteria: str | Criteria = "sofa1",
+    policies: Mapping[str, str] | None = None,
+    keep_lookback: bool = False,
+) -> ir.Table:
+    """Hourly SOFA-1 rows for every stay: ``stay_id, hour_end, <six components>, total, n_imputed, imputed``.
+
+    Semantics are those of :func:`immunoguide.rules.hourly.hourly_sofa` (H1–H13), computed set-wise.
+    """
+    crit = load_criteria(criteria) if isinstance(criteria, str) else criteria
+    if crit.rule != "sofa1":
+        raise CriteriaError(
+            expected="SOFA criteria with rule 'sofa1' for the hourly engine",
+            got=crit.label,
+            where="cohort engine",
+            todo="use --criteria sofa1 (hourly SOFA-2 needs inputs the sources do not yet provide)",
+        )
+    res = crit.resolve_policies(policies)
+    L = crit.ladders
+    st, obs, inf, vent = tables.stays, tables.observations, tables.infusions, tables.ventilation
+
+    # ---- H1/H2: the grid, with 23 look-back rows ------------------------------------------------------------
+    s = st.select(
+        "stay_id",
+        "intime",
+        first=ceil_hour(st.intime),
+        last=ceil_hour(ibis.coalesce(st.outtime, st.intime)),
+    )
+    grid = s.select(
+        "stay_id",
+        "first",
+        hour_end=ibis.range(s.first - ibis.interval(hours=23), s.last + H, H).unnest(),
+    )
+    g0 = s.select("stay_id", grid0=s.first - ibis.interval(hours=23), last=s.last)
+
+    def in_grid(t: ir.Table) -> ir.Table:
+        j = t.join(g0, "stay_id")
+        return j.filter((j.hour_end >= j.grid0) & (j.hour_end <= j.last)).drop("grid0", "last")
+
+    o = obs.filter(obs.value.notnull()).mutate(hour_end=ceil_hour(obs.time))
+
+    # ---- H3: simple worst values -------------------------------------------------------------------------------
+    simple = in_grid(
+        o.filter(o.concept.isin(["platelets_10e3_per_ul", "map_mmhg", "bilirubin_mg_per_dl", "creatinine_mg_per_dl"]))
+    )
+    simple = simple.group_by(["stay_id", "hour_end"]).aggregate(
+        plt=simple.value.min(where=simple.concept == "platelets_10e3_per_ul"),
+        map_c=simple.value.min(where=simple.concept == "map_mmhg"),
+        bili=simple.value.max(where=simple.concept == "bilirubin_mg_per_dl"),
+        crea=simple.value.max(where=simple.concept == "creatinine_mg_per_dl"),
+    )
+
+    # MAP derived from SBP/DBP charted at the same time (policy map_from_sbp_dbp)
+    sbp = o.filter(o.concept == "sbp_mmhg").select("stay_id", "time", "hour_end", sbp=o.value)
+    dbp = o.filter(o.concept == "dbp_mmhg").select("stay_id", "time", dbp=o.value)
+    pairs = in_grid(sbp.join(dbp, ["stay_id", "time"]))
+    derived = pairs.group_by(["stay_id", "hour_end"]).aggregate(
+        map_d=(pairs.dbp + (pairs.sbp - pairs.dbp) / 3.0).round(6).min()
+    )
+
+    # ---- H4: P/F pairing -----------------------------------------------------------------------------------------
+    pao2 = o.filter(o.concept == "pao2_mmhg").select("stay_id", pt=o.time, hour_end=o.hour_end, p=o.value)
+    fio2 = o.filter(o.concept == "fio2_fraction").select("stay_id", ft=o.time, f=o.value)
+    pj = pao2.join(fio2, [pao2.stay_id == fio2.stay_id, fio2.ft <= pao2.pt, fio2.ft >= pao2.pt - ibis.interval(hours=4)])
+    latest = pj.group_by([pj.stay_id, pj.pt, pj.p, pj.hour_end]).aggregate(ft=pj.ft.max())
+    paired = latest.join(fio2, [latest.stay_id == fio2.stay_id, latest.ft == fio2.ft]).group_by(
+        [latest.stay_id, latest.pt, latest.p, latest.hour_end]
+    ).aggregate(f=fio2.f.max())
+    if res["fio2_missing"] == "room_air":
+        paired = pao2.left_join(paired, ["stay_id", "pt", "p", "hour_end"]).select(
+            "stay_id", "pt", "p", "hour_end", f=ibis.coalesce(ibis._.f, 0.21)
+        )
+    pf = in_grid(paired.mutate(ratio=(paired.p / paired.f).round(6)))
+    pf = pf.group_by(["stay_id", "hour_end"]).aggregate(pf=pf.ratio.min())
+
+    # ---- H5/H6: ventilation rank in rows with a gas ------------------------------------------------------------
+    rank = ibis.cases(*[(vent.kind == k, i) for i, k in enumerate(_VENT_ORDER)], else_=len(_VENT_ORDER) - 1)
+    v = vent.select("stay_id", vs=vent.start, ve=vent.stop, rank=rank)
+    pv = pf.left_join(v, [pf.stay_id == v.stay_id, v.vs < pf.hour_end, v.ve > pf.hour_end - H])
+    pv = pv.group_by([pf.stay_id, pf.hour_end, pf.pf]).aggregate(rank=pv.rank.min())
+    support_kinds = (
+        ("invasive", "tracheostomy_ventilated")
+        if res["respiratory_support"] == "imv_only"
+        else ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap")
+    )
+    support_ranks = [_VENT_ORDER.index(k) for k in support_kinds]
+    pv = pv.mutate(supported=ibis.coalesce(pv.rank, len(_VENT_ORDER) - 1).isin(support_ranks))
+    rp = ladder_points(L["respiration_pf"], pv.pf, res)
+    capped = ibis.literal(2, "int64") if res["pf_below_200_without_support"] == "two_points" else ibis.null("int64")
+    resp = pv.select("stay_id", "hour_end", resp=ibis.ifelse((rp >= 3) & ~pv.supported, capped, rp))
+
+    # ---- H7/H8: catecholamines ------------------------------------------------------------------------------------
+    seg = inf.filter(inf.drug.isin(list(_CATECHOLAMINES)))
+    if res["vasopressor_min_duration"] == "one_hour":
+        pos = seg.filter(seg.rate_ug_kg_min > 0)
+        w_prev = ibis.window(group_by=[pos.stay_id, pos.drug], order_by=[pos.start, pos.stop], rows=(None, -1))
+        pos = pos.mutate(prev_stop=pos.stop.max().over(w_prev))
+        pos = pos.mutate(
+            new_ep=ibis.ifelse(pos.prev_stop.isnull() | (pos.start > pos.prev_stop + ibis.interval(minutes=5)), 1, 0)
+        )
+        w_cum = ibis.window(group_by=[pos.stay_id, pos.drug], order_by=[pos.start, pos.stop], preceding=None, following=0)
+        pos = pos.mutate(ep=pos.new_ep.sum().over(w_cum))
+        w_ep = ibis.window(group_by=[pos.stay_id, pos.drug, pos.ep])
+        pos = pos.mutate(ep_start=pos.start.min().over(w_ep), ep_stop=pos.stop.max().over(w_ep))
+        pos = pos.filter(pos.ep_stop >= pos.ep_start + ibis.interval(minutes=60))
+        kept = pos.select("stay_id", "drug", "start", "stop", "rate_ug_kg_min").union(
+            seg.filter(seg.rate_ug_kg_min == 0).select("stay_id", "drug", "start", "stop", "rate_ug_kg_min")
+        )
+    else:
+        kept = seg.select("stay_id", "drug", "start", "stop", "rate_ug_kg_min")
+    kg = kept.join(g0, "stay_id")
+    kg = kg.mutate(lo=kg.start.truncate("h") + H, hi=ceil_hour(kg.stop))
+    kg = kg.mutate(lo=ibis.greatest(kg.lo, kg.grid0), hi=ibis.least(kg.hi, kg.last))
+    kg = kg.filter(kg.hi >= kg.lo)
+    rows = kg.select("stay_id", "drug", "rate_ug_kg_min", hour_end=ibis.range(kg.lo, kg.hi + H, H).unnest())
+    vaso = rows.group_by(["stay_id", "hour_end"]).aggregate(
+        **{d: rows.rate_ug_kg_min.max(where=rows.drug == d) for d in _CATECHOLAMINES}
+    )
+
+    # ---- H9: GCS and sedation -------------------------------------------------------------------------------------
+    flags = obs.filter(obs.concept == "gcs_sedated").select("stay_id", "time").distinct()
+    gv = o.filter(o.concept == "gcs").select("stay_id", "time", "hour_end", gcs=o.value)
+    gs = gv.left_join(flags.mutate(flag=True), ["stay_id", "time"]).select(
+        "stay_id", "time", "hour_end", "gcs", sed=ibis.coalesce(ibis._.flag, False)
+    )
+    flag_only = flags.anti_join(gv, ["stay_id", "time"]).select(
+        "stay_id", "time", hour_end=ceil_hour(flags.time), gcs=ibis.null("float64"), sed=ibis.literal(True)
+    )
+    allg = in_grid(gs.union(flag_only))
+    as_measured = res["gcs_when_sedated"] == "as_measured"
+    per_row = allg.group_by(["stay_id", "hour_end"]).aggregate(
+        unsed=allg.gcs.min(where=~allg.sed),
+        sedv=allg.gcs.min(where=allg.sed),
+        first_sed=allg.time.min(where=allg.sed),
+    )
+    unsed_hist = gs.filter(~gs.sed).select("stay_id", ut=gs.time, uv=gs.gcs)
+    need = per_row.filter(per_row.unsed.isnull())
+    pj2 = need.join(unsed_hist, [need.stay_id == unsed_hist.stay_id, unsed_hist.ut < need.first_sed])
+    lastt = pj2.group_by([need.stay_id, need.hour_end]).aggregate(ut=pj2.ut.max())
+    pres = lastt.join(unsed_hist, [lastt.stay_id == unsed_hist.stay_id, lastt.ut == unsed_hist.ut]).group_by(
+        [lastt.stay_id, lastt.hour_end]
+    ).aggregate(pre=unsed_hist.uv.max())
+    gr = per_row.left_join(pres, ["stay_id", "hour_end"])
+    measured_unsed = (
+        ibis.ifelse(gr.sedv.notnull(), ibis.least(gr.unsed, gr.sedv), gr.unsed) if as_measured else gr.unsed
+    )
+    pol = res["gcs_when_sedated"]
+    if pol == "presedation_else_normal":
+        sed_gcs = ibis.coalesce(gr.pre, 15.0)
+    elif pol == "assume_normal":
+        sed_gcs = ibis.literal(15.0)
+    elif pol == "as_measured":
+        sed_gcs = gr.sedv
+    else:
+        sed_gcs = ibis.null("float64")
+    eff = ibis.ifelse(gr.unsed.notnull(), measured_unsed, sed_gcs).floor()
+    cns = gr.select("stay_id", "hour_end", cns=ladder_points(L["cns_gcs"], eff, res))
+
+    # ---- H10: urine ------------------------------------------------------------------------------------------------
+    u = o.filter(o.concept == "urine_output_ml")
+    ub = u.group_by(["stay_id", "hour_end"]).aggregate(vol=u.value.sum(), n=u.value.count())
+    first_u = u.group_by("stay_id").aggregate(first_u=u.time.min())
+    gu = grid.select("stay_id", "hour_end", vol=ibis.literal(0.0), n=ibis.literal(0, "int64"))
+    both = gu.union(ub.select("stay_id", "hour_end", vol=ub.vol.cast("float64"), n=ub.n.cast("int64")), distinct=False)
+    w24 = ibis.window(group_by="stay_id", order_by="hour_end", preceding=ibis.interval(hours=23), following=0)
+    both = both.mutate(vol24=both.vol.sum().over(w24), n24=both.n.sum().over(w24))
+    urine = both.group_by(["stay_id", "hour_end"]).aggregate(vol24=both.vol24.max(), n24=both.n24.max())
+    urine = urine.join(st.select("stay_id", "intime"), "stay_id").left_join(first_u, "stay_id")
+    anchor = ibis.least(urine.intime, ibis.coalesce(urine.first_u, urine.intime))
+    hours = (urine.hour_end.epoch_seconds() - anchor.epoch_seconds()) / 3600.0
+    observed = ibis.least(hours, 24.0)
+    ml = urine.vol24.round(6)
+    policy = res["urine_output_window"]
+    if policy == "mimic_code":
+        daily = ibis.ifelse((observed >= 22) & (observed <= 30), (ml * 24.0 / observed).round(6), ibis.null("float64"))
+    elif policy == "ricu":
+        daily = ibis.ifelse(observed >= 12, (ml * 24.0 / observed).round(6), ibis.null("float64"))
+    else:
+        daily = ml
+    daily = ibis.ifelse((urine.n24 > 0) & (observed > 0), daily, ibis.null("float64"))
+    uo = urine.select("stay_id", "hour_end", uo_pts=ladder_points(L["renal_urine"], daily, res))
+
+    # ---- H11: hour scores ----------------------------------------------------------------------------------------------
+    h = grid
+    for t in (simple, derived, resp, vaso, cns, uo):
+        h = h.left_join(t, ["stay_id", "hour_end"]).drop(*[c for c in ("stay_id_right", "hour_end_right")])
+    map_eff = ibis.coalesce(h.map_c, h.map_d) if res["map_from_sbp_dbp"] == "derive" else h.map_c
+    cv_parts = [ladder_points(L["cardiovascular_map"], map_eff, res)]
+    cv_parts += [ladder_points(L[f"cardiovascular_{d}"], h[d], res) for d in _CATECHOLAMINES]
+    hour = h.select(
+        "stay_id",
+        "first",
+        "hour_end",
+        respiration=h.resp,
+        coagulation=ladder_points(L["coagulation_platelets"], h.plt, res),
+        liver=ladder_points(L["liver_bilirubin"], h.bili, res),
+        cardiovascular=_max_of(*cv_parts),
+        cns=h.cns,
+        renal=_max_of(ladder_points(L["renal_creatinine"], h.crea, res), h.uo_pts),
+    )
+
+    # ---- H12/H13: 24 h rolling worst, then the missing-component policy ------------------------------------------
+    w = ibis.window(group_by="stay_id", order_by="hour_end", preceding=23, following=0)
+    rolled = hour.mutate(**{c: hour[c].max().over(w) for c in COMPONENTS})
+    if not keep_lookback:
+        rolled = rolled.filter(rolled.hour_end >= rolled.first)
+    n_missing = sum(rolled[c].isnull().cast("int64") for c in COMPONENTS)
+    if res["missing_component"] == "impute_normal":
+        out = rolled.mutate(
+            imputed_mask=n_missing,
+            **{f"{c}_imputed": rolled[c].isnull() for c in COMPONENTS},
+            **{c: ibis.coalesce(rolled[c], 0) for c in COMPONENTS},
+        )
+        out = out.mutate(total=sum(out[c] for c in COMPONENTS))
+    else:
+        out = rolled.mutate(
+            imputed_mask=ibis.literal(0, "int64"),
+            **{f"{c}_imputed": ibis.literal(False) for c in COMPONENTS},
+        )
+        out = out.mutate(total=ibis.ifelse(n_missing > 0, ibis.null("int64"), sum(ibis.coalesce(out[c], 0) for c in COMPONENTS)))
+    return out.select(
+        "stay_id", "hour_end", *COMPONENTS, "total", n_imputed=out.imputed_mask, **{f"{c}_imputed": out[f"{c}_imputed"] for c in COMPONENTS}
+    ).order_by(["stay_id", "hour_end"])
