@@ -54,3 +54,37 @@ def test_engine_hourly_sofa_equals_single_patient_rules_on_every_demo_stay(
         if got != want:
             mismatches.append((row.stay_id, row.hour_end, got, want))
     assert mismatches == []
+
+
+@pytest.mark.parametrize(
+    "policies",
+    [{}, {"baseline": "zero"}, {"baseline": "immunosep_registry", "si_window": "any"}, {"simultaneous_antibiotic_culture": "paired", "si_window": "any"}],
+    ids=["ricu_running_minimum", "mimic_code_zero", "immunosep_registry_any_si", "paired_simultaneous"],
+)
+def test_engine_sepsis3_equals_single_patient_onset_on_every_demo_stay(
+    mimic3_timeline: Path, timelines: list, policies: dict
+) -> None:
+    """Status, suspected-infection time, onset hour, baseline and SOFA at onset agree for all 136 stays."""
+    from immunoguide.cohort.engine import sepsis3_expr
+    from immunoguide.rules.sepsis3 import sepsis3_onset
+
+    con = ibis.duckdb.connect()
+    tabs = TimelineTables.from_parquet(con, str(mimic3_timeline))
+    df = sepsis3_expr(tabs, hourly_sofa_expr(tabs), policies=policies).execute()
+    assert len(df) == 136
+
+    def norm(x):  # noqa: ANN001, ANN202
+        if x is None or x != x:
+            return None
+        return x.to_pydatetime() if hasattr(x, "to_pydatetime") else int(x)
+
+    got = {r.stay_id: r for r in df.itertuples(index=False)}
+    statuses = set()
+    for tl in timelines:
+        ref = sepsis3_onset(tl, policies=policies)
+        g = got[tl.stay_id]
+        statuses.add(ref.status)
+        assert (g.status, norm(g.suspected_infection_time), norm(g.onset_time), norm(g.baseline_sofa), norm(g.sofa_at_onset)) == (
+            ref.status, ref.suspected_infection_time, ref.onset_time, ref.baseline_sofa, ref.sofa_at_onset
+        ), tl.stay_id
+    assert {"onset", "no_onset", "no_suspected_infection"} <= statuses

@@ -318,3 +318,140 @@ def hourly_sofa_expr(
     return out.select(
         "stay_id", "hour_end", *COMPONENTS, "total", n_imputed=out.imputed_mask, **{f"{c}_imputed": out[f"{c}_imputed"] for c in COMPONENTS}
     ).order_by(["stay_id", "hour_end"])
+
+
+def _left_join_on_stay(left: ir.Table, right: ir.Table) -> ir.Table:
+    j = left.left_join(right, left.stay_id == right.stay_id)
+    return j.select(left, *[right[c] for c in right.columns if c != "stay_id"])
+
+
+def suspected_infection_expr(tables: TimelineTables, *, policies: Mapping[str, str] | None = None) -> ir.Table:
+    """Every suspected infection, as :func:`immunoguide.rules.sepsis3.suspected_infections` pairs them.
+
+    Per antibiotic the earliest culture (ties: positive, then unknown, then negative, then specimen name) with
+    ``abx − 72 h <= culture < abx`` (``<= abx`` under ``simultaneous_antibiotic_culture = paired``); only if there
+    is none, the earliest with ``abx < culture <= abx + 24 h``. Columns: ``stay_id, si_time, antibiotic_time,
+    culture_time, direction``.
+    """
+    from immunoguide.rules.sepsis3 import load_sepsis3_criteria
+
+    crit = load_sepsis3_criteria()
+    res = crit.resolve_policies(policies)
+    w_cx = ibis.interval(seconds=int(crit.window("culture_then_antibiotic_h").total_seconds()))
+    w_ab = ibis.interval(seconds=int(crit.window("antibiotic_then_culture_h").total_seconds()))
+    abx = tables.antibiotics.select("stay_id", ta=tables.antibiotics.time).distinct()
+    cx = tables.cultures
+    cx = cx.select(
+        "stay_id",
+        ct=cx.time,
+        prank=ibis.cases((cx.positive == True, 0), (cx.positive == False, 2), else_=1),  # noqa: E712
+        spec=ibis.coalesce(cx.specimen, "unknown"),
+    )
+    paired = res["simultaneous_antibiotic_culture"] == "paired"
+
+    def first_culture(cond_fn: Any, direction: str) -> ir.Table:
+        j = abx.join(cx, [abx.stay_id == cx.stay_id, *cond_fn(abx, cx)])
+        w = ibis.window(group_by=[j.stay_id, j.ta], order_by=[j.ct, j.prank, j.spec])
+        j = j.mutate(rn=ibis.row_number().over(w))
+        j = j.filter(j.rn == 0)
+        return j.select(j.stay_id, j.ta, j.ct, direction=ibis.literal(direction))
+
+    before = first_culture(
+        lambda a, c: [c.ct >= a.ta - w_cx, (c.ct <= a.ta) if paired else (c.ct < a.ta)], "culture_first"
+    )
+    after = first_culture(lambda a, c: [c.ct > a.ta, c.ct <= a.ta + w_ab], "antibiotic_first")
+    after = after.anti_join(before, ["stay_id", "ta"])
+    both = before.union(after, distinct=False)
+    return both.select(
+        "stay_id",
+        si_time=ibis.ifelse(both.direction == "culture_first", both.ct, both.ta),
+        antibiotic_time=both.ta,
+        culture_time=both.ct,
+        direction=ibis.ifelse((both.direction == "culture_first") & (both.ct == both.ta), "simultaneous", both.direction),
+    )
+
+
+def sepsis3_expr(
+    tables: TimelineTables,
+    hourly: ir.Table,
+    *,
+    policies: Mapping[str, str] | None = None,
+) -> ir.Table:
+    """Sepsis-3 per stay, as :func:`immunoguide.rules.sepsis3.sepsis3_onset` decides it, set-wise.
+
+    ``hourly`` is :func:`hourly_sofa_expr` output (rows from ICU admission). Columns: ``stay_id, status,
+    suspected_infection_time, antibiotic_time, culture_time, onset_time, baseline_sofa, sofa_at_onset, delta``.
+    """
+    from immunoguide.rules.sepsis3 import load_sepsis3_criteria
+
+    crit = load_sepsis3_criteria()
+    res = crit.resolve_policies(policies)
+    before = ibis.interval(seconds=int(crit.window("sofa_before_si_h").total_seconds()))
+    after = ibis.interval(seconds=int(crit.window("sofa_after_si_h").total_seconds()))
+    thr = int(crit.sofa_rise_points)
+    si = suspected_infection_expr(tables, policies=res)
+    w_si = ibis.window(group_by="stay_id", order_by=["si_time", "antibiotic_time", "culture_time"])
+    si = si.mutate(si_rank=ibis.row_number().over(w_si))
+    if res["si_window"] == "first":
+        si = si.filter(si.si_rank == 0)
+
+    hr = hourly.filter(hourly.total.notnull()).select("stay_id", "hour_end", "total")
+    st = tables.stays
+    baseline_policy = res["baseline"]
+    fixed = None
+    stay_base = st.select("stay_id", indeterminate=ibis.literal(False), fixed=ibis.null("int64"))
+    if baseline_policy == "zero":
+        fixed = True
+        stay_base = st.select("stay_id", indeterminate=ibis.literal(False), fixed=ibis.literal(0, "int64"))
+    elif baseline_policy == "immunosep_registry":
+        fixed = True
+        adm = st.select("stay_id", "admittime", "admission_source")
+        j = adm.join(hr, [adm.stay_id == hr.stay_id, hr.hour_end >= adm.admittime])
+        w_adm = ibis.window(group_by=j.stay_id, order_by=j.hour_end)
+        j = j.mutate(rn=ibis.row_number().over(w_adm))
+        adm_sofa = j.filter(j.rn == 0).select(stay_id=j.stay_id, adm_sofa=j.total)
+        a = _left_join_on_stay(adm, adm_sofa)
+        base = ibis.ifelse(a.admission_source == "emergency_department", ibis.literal(0, "int64"), a.adm_sofa)
+        stay_base = a.select(
+            stay_id=a.stay_id,
+            indeterminate=a.admission_source.isnull() | ((a.admission_source == "inpatient") & a.adm_sofa.isnull()),
+            fixed=base.cast("int64"),
+        )
+
+    win = si.join(hr, [si.stay_id == hr.stay_id, hr.hour_end >= si.si_time - before, hr.hour_end <= si.si_time + after])
+    win = win.select(si.stay_id, si.si_rank, si.si_time, hr.hour_end, hr.total)
+    win = win.join(stay_base, "stay_id")
+    w_run = ibis.window(group_by=[win.stay_id, win.si_rank], order_by=win.hour_end, preceding=None, following=0)
+    base_expr = win.fixed if fixed else win.total.min().over(w_run)
+    win = win.mutate(base=base_expr)
+    hits = win.filter((win.total - win.base >= thr) & ~win.indeterminate)
+    w_first = ibis.window(group_by=hits.stay_id, order_by=[hits.si_rank, hits.hour_end])
+    hits = hits.mutate(rn=ibis.row_number().over(w_first))
+    onset = hits.filter(hits.rn == 0).select(
+        "stay_id", onset_si_rank=hits.si_rank, onset_time=hits.hour_end, baseline_sofa=hits.base, sofa_at_onset=hits.total
+    )
+    first_si = si.filter(si.si_rank == 0)
+    out = st.select("stay_id")
+    for right in (onset, stay_base, si.select("stay_id", "si_rank", "si_time", "antibiotic_time", "culture_time")):
+        out = _left_join_on_stay(out, right)
+    # the SI reported: the one with the onset, else the first SI
+    chosen = ibis.ifelse(out.onset_time.notnull(), out.si_rank == out.onset_si_rank, out.si_rank == 0)
+    out = out.filter(out.si_rank.isnull() | chosen)
+    status = ibis.cases(
+        (out.si_time.isnull(), "no_suspected_infection"),
+        (out.indeterminate, "indeterminate"),
+        (out.onset_time.notnull(), "onset"),
+        else_="no_onset",
+    )
+    _ = first_si
+    return out.select(
+        stay_id=out.stay_id,
+        status=status,
+        suspected_infection_time=out.si_time,
+        antibiotic_time=out.antibiotic_time,
+        culture_time=out.culture_time,
+        onset_time=out.onset_time,
+        baseline_sofa=out.baseline_sofa,
+        sofa_at_onset=out.sofa_at_onset,
+        delta=(out.sofa_at_onset - out.baseline_sofa),
+    ).order_by("stay_id")
