@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import typer
 
-from immunoguide.cli._score import score_app
+from immunoguide.cli._classify import classify
+from immunoguide.cli._cohort import cohort_app
 from immunoguide.cli._demo import demo
+from immunoguide.cli._protocol import protocol_app
+from immunoguide.cli._score import score_app
 
 __all__ = ["app", "main"]
 
@@ -21,6 +24,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(score_app, name="score")
+app.add_typer(protocol_app, name="protocol")
+app.add_typer(cohort_app, name="cohort")
+app.command("classify")(classify)
 app.command("demo")(demo)
 
 

@@ -40,6 +40,7 @@ class TimelineTables:
     ventilation: ir.Table
     antibiotics: ir.Table
     cultures: ir.Table
+    diagnoses: ir.Table
 
     @classmethod
     def from_parquet(cls, con: Any, directory: str) -> "TimelineTables":
@@ -47,7 +48,8 @@ class TimelineTables:
         def rd(name: str) -> ir.Table:
             return con.read_parquet(f"{directory}/{name}.parquet", table_name=f"ig_{name}_{abs(hash(directory))}")
 
-        return cls(*(rd(n) for n in ("stays", "observations", "infusions", "ventilation", "antibiotics", "cultures")))
+        names = ("stays", "observations", "infusions", "ventilation", "antibiotics", "cultures", "diagnoses")
+        return cls(*(rd(n) for n in names))
 
 
 def ceil_hour(t: ir.TimestampValue) -> ir.TimestampValue:

@@ -20,6 +20,7 @@ Named choices (also returned in :class:`AdapterReport`):
 from __future__ import annotations
 
 import csv
+import json
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -437,7 +438,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         + ") t(stay_id, source, item, issue, n, example) ORDER BY 1, 2, 3, 4"
     )
     rows = _write(con, out)
-    return AdapterReport(
+    report = AdapterReport(
         dataset="mimic3",
         items_version=str(it["version"]),
         out_dir=str(out),
@@ -453,6 +454,8 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
             "fio2_flow_range_dropped": "(1, 20)",
         },
     )
+    (out / "adapter.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
+    return report
 
 
 def _write(con: duckdb.DuckDBPyConnection, out: Path) -> dict[str, int]:

@@ -1,0 +1,262 @@
+"""``immunoguide cohort run``: timeline tables → hourly SOFA, Sepsis-3, infection source, screening (Parquet).
+
+Outputs in ``out_dir``:
+
+``sofa_hourly.parquet``
+    stay_id, hour_end, respiration, coagulation, liver, cardiovascular, cns, renal, total, n_imputed.
+``sepsis3.parquet``
+    stay_id, status, suspected_infection_time, antibiotic_time, culture_time, onset_time, baseline_sofa,
+    sofa_at_onset, delta, infection_source, pneumonia, bacteremia, excluded_source.
+``screening.parquet``
+    stay_id, endotype, endotype_reasons, eligible, reasons, ferritin/HLA-DR availability (see :mod:`.screening`).
+``data_quality.parquet``
+    every source row the adapter could not use, per stay and reason (copied from the timeline folder).
+``metadata.json``
+    criteria and protocol versions, every policy, the engine, and each choice that differs from ricu or mimic-code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import ibis
+import ibis.expr.types as ir
+
+from immunoguide.cohort.engine import TimelineTables, hourly_sofa_expr, sepsis3_expr
+from immunoguide.criteria import load_criteria
+from immunoguide.errors import InputError
+from immunoguide.rules.sofa import COMPONENTS
+
+__all__ = ["CohortRun", "connect", "infection_source_expr", "reference_differences", "run_cohort"]
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CohortRun:
+    """What a cohort run wrote, how long each stage took, and the run metadata."""
+
+    out_dir: str
+    rows: dict[str, int]
+    seconds: dict[str, float]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def connect(engine: str, *, spark_session: Any = None) -> Any:
+    """An Ibis backend: ``duckdb`` (embedded, default) or ``spark`` (local mode unless a session is given)."""
+    if engine == "duckdb":
+        return ibis.duckdb.connect()
+    if engine == "spark":
+        try:
+            from immunoguide.cohort.spark import local_spark_session
+        except ImportError as exc:  # pragma: no cover - depends on the optional extra
+            raise InputError(
+                expected="pyspark installed (pip install -r requirements-spark.txt) and Java 17",
+                got=str(exc),
+                where="--engine spark",
+                todo="install the Spark extra or use --engine duckdb",
+            ) from None
+        return ibis.pyspark.connect(spark_session or local_spark_session())
+    raise InputError(expected="engine duckdb or spark", got=engine, where="--engine", todo="pick duckdb or spark")
+
+
+def _load_sources() -> dict[str, Any]:
+    return tomllib.loads(resources.files("immunoguide.cohort").joinpath("infection_sources.toml").read_text("utf-8"))
+
+
+def _code_match(code: ir.StringValue, prefixes: list[str]) -> ir.BooleanValue:
+    out = ibis.literal(False)
+    for p in prefixes:
+        out = out | code.startswith(p)
+    return out
+
+
+def infection_source_expr(tables: TimelineTables, sepsis3: ir.Table) -> ir.Table:
+    """Infection source per stay from diagnoses and cultures near the suspected infection.
+
+    ``infection_source`` is ``CAP | HAP | VAP`` (pneumonia by timing), ``bacteremia`` (blood-stream evidence
+    with no pneumonia and no excluded source — ImmunoSep's *primary* bacteremia also needs the organism rules of
+    E7, which these tables do not carry), ``excluded`` (an E3 source), ``other`` or ``unknown`` (no suspected
+    infection).
+    """
+    cfg = _load_sources()
+    dx = tables.diagnoses
+    cx = tables.cultures
+    code = dx.code.upper().replace(".", "")
+    flags = dx.group_by("stay_id").aggregate(
+        pneu_dx=_code_match(code, cfg["pneumonia"]["icd9"] + cfg["pneumonia"]["icd10"]).any(),
+        bact_dx=_code_match(code, cfg["bacteremia"]["icd9"] + cfg["bacteremia"]["icd10"]).any(),
+        excl_dx=_code_match(code, [c for k, v in cfg["excluded_sources"].items() for c in v]).any(),
+    )
+    win = ibis.interval(hours=int(cfg["culture_window_h"]))
+    s3 = sepsis3.select("stay_id", "suspected_infection_time")
+    cj = s3.join(
+        cx,
+        [
+            s3.stay_id == cx.stay_id,
+            cx.positive == True,  # noqa: E712
+            cx.time >= s3.suspected_infection_time - win,
+            cx.time <= s3.suspected_infection_time + win,
+        ],
+    )
+    cflags = cj.group_by(s3.stay_id).aggregate(
+        pneu_cx=cj.specimen.isin(cfg["pneumonia"]["specimens"]).any(),
+        bact_cx=cj.specimen.isin(cfg["bacteremia"]["specimens"]).any(),
+    )
+    v = tables.ventilation
+    inv = v.filter(v.kind.isin(["invasive", "tracheostomy_ventilated"]))
+    vj = s3.join(
+        inv,
+        [
+            s3.stay_id == inv.stay_id,
+            inv.start <= s3.suspected_infection_time - ibis.interval(hours=int(cfg["ventilator_associated_after_h"])),
+            inv.stop >= s3.suspected_infection_time,
+        ],
+    )
+    vflags = vj.group_by(s3.stay_id).aggregate(vap_vent=(vj.stop >= vj.start).any())
+    st = tables.stays.select("stay_id", "admittime")
+    base = s3.join(st, "stay_id")
+    for right in (flags, cflags, vflags):
+        j = base.left_join(right, base.stay_id == right.stay_id)
+        base = j.select(base, *[right[c] for c in right.columns if c != "stay_id"])
+    pneu = ibis.coalesce(base.pneu_dx, False) | ibis.coalesce(base.pneu_cx, False)
+    bact = ibis.coalesce(base.bact_dx, False) | ibis.coalesce(base.bact_cx, False)
+    excl = ibis.coalesce(base.excl_dx, False)
+    hosp_h = int(cfg["hospital_acquired_after_h"])
+    late = base.suspected_infection_time > base.admittime + ibis.interval(hours=hosp_h)
+    ptype = ibis.cases(
+        (~pneu, ibis.null("string")),
+        (ibis.coalesce(base.vap_vent, False), "VAP"),
+        (late, "HAP"),
+        (base.admittime.isnull(), ibis.null("string")),
+        else_="CAP",
+    )
+    source = ibis.cases(
+        (base.suspected_infection_time.isnull(), "unknown"),
+        (pneu & ptype.notnull(), ptype),
+        (pneu, "pneumonia_unknown_timing"),
+        (bact & ~excl, "bacteremia"),
+        (excl, "excluded"),
+        else_="other",
+    )
+    return base.select("stay_id", infection_source=source, pneumonia=pneu, bacteremia=bact, excluded_source=excl)
+
+
+def reference_differences(sofa_policies: Mapping[str, str], sepsis3_policies: Mapping[str, str]) -> list[dict[str, str]]:
+    """Each choice of this run that differs from mimic-code or ricu, named (from ``reference_choices.toml``)."""
+    ref = tomllib.loads(resources.files("immunoguide.cohort").joinpath("reference_choices.toml").read_text("utf-8"))
+    out: list[dict[str, str]] = []
+    for scope, used in (("sofa", sofa_policies), ("sepsis3", sepsis3_policies)):
+        for policy, anchors in ref.get(scope, {}).items():
+            ours = used.get(policy)
+            for anchor, their in anchors.items():
+                if their != ours:
+                    out.append({"choice": f"{scope}.{policy}", "ours": str(ours), "anchor": anchor, "theirs": str(their)})
+    for item in ref.get("semantics", []):
+        out.append({"choice": item["choice"], "ours": item["ours"], "anchor": item["anchor"], "theirs": item["theirs"]})
+    return out
+
+
+def run_cohort(
+    timeline_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    engine: str = "duckdb",
+    protocol: str | None = "immunosep-2025",
+    sofa_policies: Mapping[str, str] | None = None,
+    sepsis3_policies: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    con: Any = None,
+) -> CohortRun:
+    """Run the engine over a timeline-schema folder and write the cohort tables (see module docstring)."""
+    say = progress or (lambda _msg: None)
+    tdir, out = Path(timeline_dir), Path(out_dir)
+    if not (tdir / "stays.parquet").exists():
+        raise InputError(
+            expected="a timeline folder with stays.parquet (written by an adapter)",
+            got=str(tdir),
+            where="cohort run",
+            todo="convert the source first (immunoguide cohort run --source … does this for you)",
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    con = con or connect(engine)
+    seconds: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    tabs = TimelineTables.from_parquet(con, str(tdir))
+    sofa_crit = load_criteria("sofa1")
+    sofa_resolved = sofa_crit.resolve_policies(sofa_policies)
+    from immunoguide.rules.sepsis3 import load_sepsis3_criteria
+
+    s3_crit = load_sepsis3_criteria()
+    s3_resolved = s3_crit.resolve_policies(sepsis3_policies)
+
+    t0 = time.perf_counter()
+    say("hourly SOFA")
+    hourly = hourly_sofa_expr(tabs, policies=sofa_resolved)
+    hourly_cols = hourly.select("stay_id", "hour_end", *COMPONENTS, "total", "n_imputed")
+    _write(con, hourly_cols, out / "sofa_hourly.parquet")
+    seconds["sofa_hourly"] = time.perf_counter() - t0
+    hourly_back = con.read_parquet(str(out / "sofa_hourly.parquet"), table_name=f"ig_hourly_{abs(hash(str(out)))}")
+
+    t0 = time.perf_counter()
+    say("Sepsis-3")
+    s3 = sepsis3_expr(tabs, hourly_back, policies=s3_resolved)
+    _write(con, s3, out / "sepsis3_core.parquet")
+    s3_back = con.read_parquet(str(out / "sepsis3_core.parquet"), table_name=f"ig_s3_{abs(hash(str(out)))}")
+    src = infection_source_expr(tabs, s3_back)
+    j = s3_back.left_join(src, s3_back.stay_id == src.stay_id)
+    s3_full = j.select(s3_back, *[src[c] for c in src.columns if c != "stay_id"]).order_by("stay_id")
+    _write(con, s3_full, out / "sepsis3.parquet")
+    (out / "sepsis3_core.parquet").unlink()
+    seconds["sepsis3"] = time.perf_counter() - t0
+
+    if protocol is not None:
+        t0 = time.perf_counter()
+        say("endotype screening and eligibility")
+        from immunoguide.cohort.screening import screen_cohort
+
+        screening_rows = screen_cohort(tdir, out / "sepsis3.parquet", protocol=protocol)
+        screening_rows.write(out / "screening.parquet")
+        seconds["screening"] = time.perf_counter() - t0
+
+    if (tdir / "data_quality.parquet").exists():
+        shutil.copyfile(tdir / "data_quality.parquet", out / "data_quality.parquet")
+
+    import pyarrow.parquet as pq
+
+    for f in sorted(out.glob("*.parquet")):
+        rows[f.stem] = pq.read_metadata(f).num_rows
+    meta = {
+        "engine": engine,
+        "timeline_dir": str(tdir),
+        "sofa_criteria": sofa_crit.label,
+        "sofa_policies": sofa_resolved,
+        "sepsis3_criteria": s3_crit.label,
+        "sepsis3_policies": s3_resolved,
+        "protocol": protocol,
+        "differences_from_reference_implementations": reference_differences(sofa_resolved, s3_resolved),
+        "rows": rows,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    }
+    if (tdir / "adapter.json").exists():
+        meta["adapter"] = json.loads((tdir / "adapter.json").read_text())
+    (out / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
+    return CohortRun(out_dir=str(out), rows=rows, seconds=seconds, metadata=meta)
+
+
+def _write(con: Any, expr: ir.Table, path: Path) -> None:
+    """Write an expression to one Parquet file (DuckDB streams; Spark collects to one file via Arrow)."""
+    name = getattr(con, "name", "")
+    if name == "duckdb":
+        con.to_parquet(expr, str(path))
+        return
+    import pyarrow.parquet as pq
+
+    pq.write_table(con.to_pyarrow(expr), str(path))

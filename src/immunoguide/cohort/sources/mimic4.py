@@ -1,0 +1,386 @@
+"""MIMIC-IV (hosp + icu modules) → the timeline schema (:mod:`immunoguide.cohort.schema`).
+
+Users bring their own credentialed copy: ``DIR/hosp/*.csv.gz`` and ``DIR/icu/*.csv.gz`` as PhysioNet ships it, or
+Parquet (``DIR/icu/chartevents.parquet`` or a folder ``DIR/icu/chartevents/*.parquet``, as
+``immunoguide synth mimic4`` writes). Item ids are data (``mimic4_items.toml``); units are converted once;
+implausible values, unit mismatches, text in numeric fields and out-of-order times are counted per stay in
+``data_quality``. The named choices are those of the MIMIC-III adapter (:mod:`.mimic3`), except ventilation
+(mimic-code ``ventilation.sql``: procedures 225792/225794, ventilator modes and the O2 delivery device, 14 h
+episode gap) and antibiotics (``prescriptions.starttime`` has a time in MIMIC-IV).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+
+from immunoguide.cohort.sources.mimic3 import AdapterReport, _in, _plausible, _strs, _write, load_items
+from immunoguide.errors import InputError
+
+__all__ = ["convert_mimic4"]
+
+_TABLES = {
+    "hosp": ("admissions", "patients", "labevents", "microbiologyevents", "prescriptions", "diagnoses_icd"),
+    "icu": ("icustays", "chartevents", "inputevents", "outputevents", "procedureevents"),
+}
+# Columns DuckDB must not guess from a sample (text appears late in the file in real MIMIC-IV).
+_VARCHAR = ("value", "valueuom", "comments", "rateuom", "amountuom", "statusdescription", "org_name", "spec_type_desc", "drug", "route", "drug_type", "icd_code", "admission_location", "gender")
+
+
+def _source(con: duckdb.DuckDBPyConnection, root: Path, module: str, table: str) -> None:
+    base = root / module
+    for cand, kind in (
+        (base / f"{table}.parquet", "parquet"),
+        (base / table, "parquet_dir"),
+        (base / f"{table}.csv.gz", "csv"),
+        (base / f"{table}.csv", "csv"),
+    ):
+        if cand.exists():
+            if kind == "parquet":
+                sql = f"read_parquet('{cand}')"
+            elif kind == "parquet_dir":
+                sql = f"read_parquet('{cand}/*.parquet')"
+            else:
+                types = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in _VARCHAR) + "}"
+                sql = f"read_csv('{cand}', header=true, sample_size=100000, types={types}, ignore_errors=false)"
+            # Only type columns that exist (the read_csv types map may name absent columns: re-project safely).
+            con.execute(f"CREATE VIEW raw_{table} AS SELECT * FROM {sql}")
+            return
+    raise InputError(
+        expected=f"MIMIC-IV table {module}/{table} (.csv.gz, .parquet or a folder of .parquet)",
+        got="missing",
+        where=str(root),
+        todo="point --data at the MIMIC-IV root that holds hosp/ and icu/",
+    )
+
+
+def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
+    """Convert a MIMIC-IV folder (``hosp/``, ``icu/``) into the timeline schema (Parquet in ``out_dir``)."""
+    root, out = Path(data_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    it = load_items("mimic4_items.toml")
+    abx_items = load_items(it["antibiotics"]["from_items"])["antibiotics"]
+    con = duckdb.connect()
+    for module, tables in _TABLES.items():
+        for t in tables:
+            _source(con, root, module, t)
+    pre = int(it["attachment"]["pre_icu_h"])
+    noon = int(it["attachment"]["date_only_hour"])
+    ch = it["chart"]
+
+    con.execute(
+        f"""
+        CREATE TABLE stays AS
+        WITH w AS (
+          SELECT stay_id, arg_min(valuenum, charttime) AS weight_kg FROM raw_chartevents
+          WHERE itemid IN {_in(ch['weight_kg'])} AND valuenum BETWEEN 20 AND 400 GROUP BY 1
+        ), wi AS (
+          SELECT stay_id, arg_min(patientweight, starttime) AS weight_kg FROM raw_inputevents
+          WHERE patientweight BETWEEN 20 AND 400 GROUP BY 1
+        )
+        SELECT i.stay_id, i.subject_id, i.hadm_id, CAST(i.intime AS TIMESTAMP) AS intime,
+               CAST(i.outtime AS TIMESTAMP) AS outtime, CAST(a.admittime AS TIMESTAMP) AS admittime,
+               CAST(a.deathtime AS TIMESTAMP) AS deathtime,
+               CASE WHEN a.admission_location LIKE 'EMERGENCY%' OR a.edregtime IS NOT NULL THEN 'emergency_department'
+                    ELSE 'inpatient' END AS admission_source,
+               CAST(p.anchor_age AS DOUBLE) + (year(CAST(a.admittime AS TIMESTAMP)) - p.anchor_year) AS age_years,
+               p.gender AS sex, coalesce(w.weight_kg, wi.weight_kg) AS weight_kg, 'mimic4' AS dataset
+        FROM raw_icustays i JOIN raw_admissions a ON a.hadm_id = i.hadm_id JOIN raw_patients p ON p.subject_id = i.subject_id
+        LEFT JOIN w ON w.stay_id = i.stay_id LEFT JOIN wi ON wi.stay_id = i.stay_id
+        """
+    )
+    con.execute(
+        f"CREATE TABLE win AS SELECT stay_id, subject_id, intime - INTERVAL {pre} HOUR AS t0, outtime AS t1 FROM stays"
+    )
+    dq: list[str] = [
+        """SELECT stay_id, 'icustays', 'stay', 'times_out_of_order', 1, CAST(intime AS VARCHAR) FROM stays WHERE outtime < intime"""
+    ]
+
+    con.execute(
+        f"""
+        CREATE TABLE chart_num AS
+        SELECT c.stay_id, CAST(c.charttime AS TIMESTAMP) AS time, c.itemid, c.value AS value_text,
+               TRY_CAST(c.valuenum AS DOUBLE) AS valuenum, c.valueuom
+        FROM raw_chartevents c JOIN stays s ON s.stay_id = c.stay_id
+        WHERE c.itemid IN {_in(ch['map_mmhg'] + ch['fio2'])}
+        """
+    )
+    fio2 = """CASE WHEN valuenum > 0.2 AND valuenum <= 1 THEN round(valuenum, 3)
+                   WHEN valuenum >= 20 AND valuenum <= 100 THEN round(valuenum / 100.0, 3) END"""
+    obs = [
+        f"""SELECT stay_id, time, 'map_mmhg' AS concept, valuenum AS value, value_text, 'mmHg' AS unit, NULL AS method,
+                   'chartevents:' || itemid AS source
+            FROM chart_num WHERE itemid IN {_in(ch['map_mmhg'])} AND {_plausible('map_mmhg', 'valuenum')}""",
+        f"""SELECT stay_id, time, 'fio2_fraction', {fio2}, value_text, 'fraction', NULL, 'chartevents:' || itemid
+            FROM chart_num WHERE itemid IN {_in(ch['fio2'])} AND ({fio2}) IS NOT NULL""",
+    ]
+    dq += [
+        f"""SELECT stay_id, 'chartevents', CAST(itemid AS VARCHAR), CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
+                   ELSE 'implausible_value' END, count(*), any_value(coalesce(CAST(valuenum AS VARCHAR), value_text))
+            FROM chart_num WHERE itemid IN {_in(ch['map_mmhg'])} AND NOT coalesce({_plausible('map_mmhg', 'valuenum')}, false)
+            GROUP BY ALL""",
+        f"""SELECT stay_id, 'chartevents', CAST(itemid AS VARCHAR), CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
+                   WHEN valuenum > 1 AND valuenum < 20 THEN 'fio2_looks_like_o2_flow' ELSE 'implausible_value' END,
+                   count(*), any_value(coalesce(CAST(valuenum AS VARCHAR), value_text))
+            FROM chart_num WHERE itemid IN {_in(ch['fio2'])} AND ({fio2}) IS NULL GROUP BY ALL""",
+    ]
+
+    g = it["gcs"]
+    cf = int(g["carry_forward_h"])
+    con.execute(
+        f"""
+        CREATE TABLE gcs_raw AS
+        SELECT c.stay_id, CAST(c.charttime AS TIMESTAMP) AS time,
+               max(CASE WHEN itemid IN {_in(g['eye'])} THEN TRY_CAST(valuenum AS DOUBLE) END) AS eye,
+               max(CASE WHEN itemid IN {_in(g['verbal'])} THEN TRY_CAST(valuenum AS DOUBLE) END) AS verbal,
+               max(CASE WHEN itemid IN {_in(g['motor'])} THEN TRY_CAST(valuenum AS DOUBLE) END) AS motor,
+               bool_or(itemid IN {_in(g['verbal'])} AND value IN {_strs(g['verbal_unassessable'])}) AS ett
+        FROM raw_chartevents c JOIN stays s ON s.stay_id = c.stay_id
+        WHERE itemid IN {_in(g['eye'] + g['verbal'] + g['motor'])}
+        GROUP BY 1, 2
+        """
+    )
+    con.execute(
+        f"""
+        CREATE TABLE gcs AS
+        WITH w AS (
+          SELECT *, last_value(eye IGNORE NULLS) OVER win AS eye_f, last_value(verbal IGNORE NULLS) OVER win AS verbal_f,
+                 last_value(motor IGNORE NULLS) OVER win AS motor_f
+          FROM gcs_raw
+          WINDOW win AS (PARTITION BY stay_id ORDER BY time RANGE BETWEEN INTERVAL {cf} HOUR PRECEDING AND CURRENT ROW)
+        )
+        SELECT stay_id, time, ett, coalesce(eye_f, 4) + coalesce(verbal_f, 5) + coalesce(motor_f, 6) AS total,
+               eye_f IS NULL OR verbal_f IS NULL OR motor_f IS NULL AS imputed
+        FROM w
+        """
+    )
+    obs += [
+        "SELECT stay_id, time, 'gcs', total, NULL, 'points', NULL, 'chartevents:gcs_components' FROM gcs WHERE total BETWEEN 3 AND 15",
+        "SELECT stay_id, time, 'gcs_sedated', 1.0, 'verbal ETT', 'flag', NULL, 'chartevents:gcs_verbal' FROM gcs WHERE ett",
+    ]
+    dq.append(
+        """SELECT stay_id, 'chartevents', 'gcs', 'gcs_component_missing_imputed_normal', count(*), any_value(CAST(time AS VARCHAR))
+           FROM gcs WHERE imputed GROUP BY ALL"""
+    )
+
+    lab = it["lab"]
+    units = it["lab_units"]
+    simple = ["platelets_10e3_per_ul", "bilirubin_mg_per_dl", "creatinine_mg_per_dl", "potassium_mmol_per_l", "ph", "bicarbonate_mmol_per_l"]
+    all_ids = [i for k in simple for i in lab[k]] + lab["pao2_mmhg"] + lab["fio2_lab"] + lab["ferritin_ng_per_ml"] + lab["hla_dr_per_monocyte"]
+    known = set(all_ids + [lab["specimen"]])
+    con.execute(
+        f"""
+        CREATE TABLE lab_raw AS
+        SELECT w.stay_id, CAST(l.charttime AS TIMESTAMP) AS time, l.itemid, l.value AS value_text,
+               TRY_CAST(l.valuenum AS DOUBLE) AS valuenum, l.valueuom, l.comments, l.specimen_id
+        FROM raw_labevents l JOIN win w ON w.subject_id = l.subject_id AND CAST(l.charttime AS TIMESTAMP) BETWEEN w.t0 AND w.t1
+        WHERE l.itemid IN {_in(sorted(known))}
+        """
+    )
+    for k in simple:
+        ok = _strs(units[k])
+        obs.append(
+            f"""SELECT stay_id, time, '{k}', valuenum, value_text, valueuom, NULL, 'labevents:' || itemid FROM lab_raw
+                WHERE itemid IN {_in(lab[k])} AND (valueuom IN {ok} OR valueuom IS NULL) AND {_plausible(k, 'valuenum')}"""
+        )
+        dq.append(
+            f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
+                   CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
+                        WHEN valueuom IS NOT NULL AND valueuom NOT IN {ok} THEN 'unit_mismatch'
+                        ELSE 'implausible_value' END, count(*),
+                   any_value(coalesce(CAST(valuenum AS VARCHAR), value_text) || coalesce(' ' || valueuom, ''))
+                FROM lab_raw WHERE itemid IN {_in(lab[k])}
+                  AND NOT (coalesce(valueuom IN {ok}, true) AND coalesce({_plausible(k, 'valuenum')}, false))
+                GROUP BY ALL"""
+        )
+    obs.append(
+        f"""SELECT p.stay_id, p.time, 'pao2_mmhg', p.valuenum, p.value_text, p.valueuom, NULL, 'labevents:' || p.itemid
+            FROM lab_raw p JOIN lab_raw s ON s.stay_id = p.stay_id AND s.itemid = {lab['specimen']}
+                 AND (s.specimen_id = p.specimen_id OR (s.specimen_id IS NULL AND s.time = p.time))
+            WHERE p.itemid IN {_in(lab['pao2_mmhg'])} AND s.value_text IN {_strs(lab['specimen_arterial'])}
+              AND {_plausible('pao2_mmhg', 'p.valuenum')}"""
+    )
+    obs.append(
+        f"""SELECT stay_id, time, 'fio2_fraction', round(valuenum / 100.0, 3), value_text, valueuom, NULL, 'labevents:' || itemid
+            FROM lab_raw WHERE itemid IN {_in(lab['fio2_lab'])} AND valuenum BETWEEN 21 AND 100"""
+    )
+    for k in ("ferritin_ng_per_ml", "hla_dr_per_monocyte"):
+        ok = _strs(units[k])
+        obs.append(
+            f"""SELECT stay_id, time, '{k}', CASE WHEN {_plausible(k, 'valuenum')} THEN valuenum END, value_text,
+                       coalesce(valueuom, '{units[k][0]}'),
+                       CASE WHEN '{k}' = 'hla_dr_per_monocyte' THEN lower(regexp_extract(coalesce(comments, ''), 'method=([A-Za-z_]+)', 1)) END,
+                       'labevents:' || itemid
+                FROM lab_raw WHERE itemid IN {_in(lab[k])} AND (valueuom IN {ok} OR valueuom IS NULL)
+                  AND (valuenum IS NULL OR {_plausible(k, 'valuenum')})"""
+        )
+        dq.append(
+            f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
+                       CASE WHEN valueuom IS NOT NULL AND valueuom NOT IN {ok} THEN 'unit_mismatch' ELSE 'implausible_value' END,
+                       count(*), any_value(coalesce(CAST(valuenum AS VARCHAR), value_text) || coalesce(' ' || valueuom, ''))
+                FROM lab_raw WHERE itemid IN {_in(lab[k])}
+                  AND NOT (coalesce(valueuom IN {ok}, true) AND (valuenum IS NULL OR {_plausible(k, 'valuenum')}))
+                GROUP BY ALL"""
+        )
+
+    u = it["urine"]
+    con.execute(
+        f"""
+        CREATE TABLE uo_raw AS SELECT o.stay_id, CAST(o.charttime AS TIMESTAMP) AS time, o.itemid,
+               TRY_CAST(o.value AS DOUBLE) AS value,
+               CASE WHEN o.itemid IN {_in(u['negative_items'])} THEN -TRY_CAST(o.value AS DOUBLE) ELSE TRY_CAST(o.value AS DOUBLE) END AS signed
+        FROM raw_outputevents o JOIN stays s ON s.stay_id = o.stay_id
+        WHERE o.itemid IN {_in(u['items'] + u['negative_items'])}
+        """
+    )
+    con.execute(
+        """CREATE TABLE uo_net AS SELECT stay_id, time, sum(signed) AS net, string_agg(DISTINCT CAST(itemid AS VARCHAR), '+') AS items
+           FROM uo_raw WHERE value BETWEEN 0 AND 5000 GROUP BY 1, 2"""
+    )
+    obs.append("SELECT stay_id, time, 'urine_output_ml', net, NULL, 'mL', NULL, 'outputevents:' || items FROM uo_net WHERE net >= 0")
+    dq += [
+        """SELECT stay_id, 'outputevents', CAST(itemid AS VARCHAR), CASE WHEN value IS NULL THEN 'text_in_numeric_field'
+                  ELSE 'implausible_value' END, count(*), any_value(CAST(value AS VARCHAR))
+           FROM uo_raw WHERE NOT coalesce(value BETWEEN 0 AND 5000, false) GROUP BY ALL""",
+        """SELECT stay_id, 'outputevents', items, 'net_negative_urine_after_irrigant', count(*), any_value(CAST(net AS VARCHAR))
+           FROM uo_net WHERE net < 0 GROUP BY ALL""",
+        """SELECT u.stay_id, 'outputevents', CAST(u.itemid AS VARCHAR), 'time_before_icu_admission', count(*), any_value(CAST(u.time AS VARCHAR))
+           FROM uo_raw u JOIN stays s USING (stay_id) WHERE u.time < s.intime - INTERVAL 24 HOUR GROUP BY ALL""",
+    ]
+    con.execute("CREATE TABLE observations_all AS " + " UNION ALL ".join(obs))
+    con.execute(
+        "CREATE TABLE observations AS SELECT stay_id, time, concept, value, value_text, unit, method, source "
+        "FROM observations_all WHERE stay_id IS NOT NULL ORDER BY stay_id, time, concept"
+    )
+
+    # Infusions: rates to ug/kg/min (mimic-code norepinephrine.sql: mg/kg/min x 1000)
+    vp = it["vasopressors"]
+    drug_case = "CASE " + " ".join(f"WHEN itemid IN {_in(ids)} THEN '{d}'" for d, ids in vp.items()) + " END"
+    all_vp = [i for ids in vp.values() for i in ids]
+    con.execute(
+        f"""
+        CREATE TABLE vaso AS
+        SELECT v.stay_id, {drug_case} AS drug, CAST(v.starttime AS TIMESTAMP) AS start, CAST(v.endtime AS TIMESTAMP) AS stop,
+               v.itemid, TRY_CAST(v.rate AS DOUBLE) AS raw_rate, v.rateuom, v.statusdescription,
+               coalesce(TRY_CAST(v.patientweight AS DOUBLE), s.weight_kg) AS wt,
+               CASE WHEN v.rateuom = 'mcg/kg/min' THEN TRY_CAST(v.rate AS DOUBLE)
+                    WHEN v.rateuom = 'mg/kg/min' THEN TRY_CAST(v.rate AS DOUBLE) * 1000
+                    WHEN v.rateuom = 'mcg/min' THEN TRY_CAST(v.rate AS DOUBLE) / nullif(coalesce(TRY_CAST(v.patientweight AS DOUBLE), s.weight_kg), 0)
+                    WHEN v.rateuom = 'mg/hour' THEN TRY_CAST(v.rate AS DOUBLE) * 1000 / 60 / nullif(coalesce(TRY_CAST(v.patientweight AS DOUBLE), s.weight_kg), 0)
+               END AS rate
+        FROM raw_inputevents v JOIN stays s ON s.stay_id = v.stay_id WHERE v.itemid IN {_in(all_vp)}
+        """
+    )
+    con.execute(
+        """CREATE TABLE infusions AS SELECT stay_id, drug, start, stop, rate AS rate_ug_kg_min, 'inputevents:' || itemid AS source
+           FROM vaso WHERE rate BETWEEN 0 AND 100 AND stop > start AND coalesce(statusdescription, '') <> 'Rewritten'
+           ORDER BY 1, 2, 3"""
+    )
+    dq.append(
+        """SELECT stay_id, 'inputevents', CAST(itemid AS VARCHAR),
+                  CASE WHEN stop <= start THEN 'times_out_of_order' WHEN statusdescription = 'Rewritten' THEN 'rewritten_order'
+                       WHEN raw_rate IS NULL THEN 'missing_rate' WHEN rate IS NULL THEN 'unit_mismatch' ELSE 'implausible_value' END,
+                  count(*), any_value(CAST(raw_rate AS VARCHAR) || ' ' || coalesce(rateuom, ''))
+           FROM vaso WHERE NOT (coalesce(rate BETWEEN 0 AND 100, false) AND stop > start AND coalesce(statusdescription, '') <> 'Rewritten')
+           GROUP BY ALL"""
+    )
+
+    v = it["ventilation"]
+    con.execute(
+        f"""
+        CREATE TABLE vent_pts AS
+        SELECT c.stay_id, CAST(c.charttime AS TIMESTAMP) AS time,
+               max(CASE WHEN c.itemid IN {_in(v['mode_items'])} OR c.value IN {_strs(v['invasive_devices'])} THEN 5
+                        WHEN c.value IN {_strs(v['tracheostomy_devices'])} THEN 4
+                        WHEN c.value IN {_strs(v['noninvasive_devices'])} THEN 3
+                        WHEN c.value IN {_strs(v['hfnc_devices'])} THEN 2
+                        WHEN c.value IN {_strs(v['oxygen_devices'])} THEN 1 END) AS lvl
+        FROM raw_chartevents c JOIN stays s ON s.stay_id = c.stay_id
+        WHERE c.itemid IN {_in(v['mode_items'] + v['device_items'])}
+        GROUP BY 1, 2 HAVING lvl IS NOT NULL
+        """
+    )
+    eg = int(v["episode_gap_h"])
+    con.execute(
+        f"""
+        CREATE TABLE ventilation AS
+        WITH o AS (
+          SELECT *, CASE WHEN lag(time) OVER w IS NULL OR time - lag(time) OVER w > INTERVAL {eg} HOUR THEN 1 ELSE 0 END AS brk
+          FROM vent_pts WINDOW w AS (PARTITION BY stay_id, lvl ORDER BY time)
+        ), e AS (SELECT *, sum(brk) OVER (PARTITION BY stay_id, lvl ORDER BY time) AS ep FROM o)
+        SELECT stay_id, min(time) AS start, max(time) AS stop,
+               CASE any_value(lvl) WHEN 5 THEN 'invasive' WHEN 4 THEN 'tracheostomy_ventilated' WHEN 3 THEN 'noninvasive'
+                    WHEN 2 THEN 'hfnc' ELSE 'oxygen' END AS kind
+        FROM e GROUP BY stay_id, lvl, ep HAVING count(*) > 1
+        UNION ALL
+        SELECT p.stay_id, CAST(p.starttime AS TIMESTAMP), CAST(p.endtime AS TIMESTAMP),
+               CASE WHEN p.itemid IN {_in(v['procedure_invasive'])} THEN 'invasive' ELSE 'noninvasive' END
+        FROM raw_procedureevents p JOIN stays s ON s.stay_id = p.stay_id
+        WHERE p.itemid IN {_in(v['procedure_invasive'] + v['procedure_noninvasive'])} AND p.endtime >= p.starttime
+        ORDER BY 1, 2
+        """
+    )
+
+    like = " OR ".join(f"lower(p.drug) LIKE '%{n}%'" for n in abx_items["names"])
+    nolike = " AND ".join(f"lower(p.drug) NOT LIKE '%{n}%'" for n in abx_items["excluded_drug_words"])
+    con.execute(
+        f"""
+        CREATE TABLE antibiotics AS
+        SELECT w.stay_id, CAST(p.starttime AS TIMESTAMP) AS time, p.drug AS name, p.route, false AS time_is_date_only
+        FROM raw_prescriptions p JOIN win w ON w.subject_id = p.subject_id AND CAST(p.starttime AS TIMESTAMP) BETWEEN w.t0 AND w.t1
+        WHERE ({like}) AND {nolike} AND coalesce(p.drug_type, '') <> 'BASE'
+          AND upper(coalesce(p.route, '')) NOT IN {_strs(abx_items['excluded_routes'])}
+        ORDER BY 1, 2
+        """
+    )
+    neg = it["cultures"]["negative_org_itemids"]
+    con.execute(
+        f"""
+        CREATE TABLE cultures AS
+        WITH c AS (
+          SELECT subject_id, coalesce(CAST(charttime AS TIMESTAMP), CAST(chartdate AS TIMESTAMP) + INTERVAL {noon} HOUR) AS time,
+                 charttime IS NULL AS date_only, spec_type_desc AS specimen,
+                 bool_or(org_itemid IS NOT NULL AND org_itemid NOT IN {_in(neg)}) AS positive
+          FROM raw_microbiologyevents GROUP BY 1, 2, 3, 4
+        )
+        SELECT w.stay_id, c.time, c.specimen, c.positive, c.date_only AS time_is_date_only
+        FROM c JOIN win w ON w.subject_id = c.subject_id AND c.time BETWEEN w.t0 AND w.t1 ORDER BY 1, 2
+        """
+    )
+    con.execute(
+        """CREATE TABLE diagnoses AS SELECT s.stay_id, d.icd_code AS code, CAST(d.icd_version AS BIGINT) AS version
+           FROM raw_diagnoses_icd d JOIN stays s ON s.hadm_id = d.hadm_id WHERE d.icd_code IS NOT NULL ORDER BY 1, 2"""
+    )
+    # Unknown item ids in labevents for the analytes' neighbourhood are not errors (MIMIC has thousands of items);
+    # rows of the mapped tables without a stay are counted.
+    dq.append(
+        """SELECT NULL, 'chartevents', CAST(itemid AS VARCHAR), 'no_stay', count(*), NULL FROM raw_chartevents c
+           WHERE c.stay_id IS NULL OR c.stay_id NOT IN (SELECT stay_id FROM stays) GROUP BY ALL"""
+    )
+    dq.append(
+        """SELECT s.stay_id, 'icustays', 'stay', 'stay_without_observations', 1, NULL FROM stays s
+           WHERE NOT EXISTS (SELECT 1 FROM observations o WHERE o.stay_id = s.stay_id)"""
+    )
+    con.execute(
+        "CREATE TABLE data_quality AS SELECT * FROM ("
+        + " UNION ALL ".join(f"SELECT * FROM ({q})" for q in dq)
+        + ") t(stay_id, source, item, issue, n, example) ORDER BY 1, 2, 3, 4"
+    )
+    rows = _write(con, out)
+    report = AdapterReport(
+        dataset="mimic4",
+        items_version=str(it["version"]),
+        out_dir=str(out),
+        rows=rows,
+        choices={
+            "attach_window_pre_icu_h": pre,
+            "gcs_carry_forward_h": cf,
+            "ventilation_episode_gap_h": eg,
+            "pao2_specimen": "arterial only (52033 'ART.')",
+            "hla_dr_item": lab["hla_dr_per_monocyte"],
+        },
+    )
+    (out / "adapter.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
+    return report

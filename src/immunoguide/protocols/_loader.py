@@ -1,0 +1,1266 @@
+"""Load a protocol file, check it against itself, the concepts and the patient record, and build :class:`Protocol`.
+
+Structure (keys, types, closed vocabularies such as comparators and confidence tags) is checked by the pydantic
+models of :mod:`._schema`; everything that needs more than one table is checked here, and every failure is a
+:class:`~immunoguide.errors.CriteriaError` saying what was expected, what was found, where, and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import ValidationError
+
+from immunoguide.errors import CriteriaError, PolicyError, UnitError, UnknownCriteriaError
+from immunoguide.protocols._schema import (
+    SCHEMA_ID,
+    Arm,
+    BiomarkerSpec,
+    Blinding,
+    ClassificationSection,
+    Condition,
+    EligibilityCriterion,
+    Endpoint,
+    Overlay,
+    ProtocolDocument,
+    ProtocolMeta,
+    Randomisation,
+    Regimen,
+    SapChoice,
+    Setting,
+    Visits,
+    Vocabularies,
+)
+from immunoguide.protocols.model import (
+    BiomarkerCriterion,
+    ClassificationSpec,
+    EndotypeRule,
+    ReversalRule,
+    SampleTiming,
+)
+from immunoguide.units import concept as lookup_concept
+from immunoguide.units import normalise_unit
+
+__all__ = [
+    "NOT_APPLIED",
+    "Protocol",
+    "SettingWarning",
+    "ThresholdRef",
+    "available_protocols",
+    "compare",
+    "load_protocol",
+    "load_protocol_text",
+    "validate_protocol",
+]
+
+NOT_APPLIED = "not_applied"
+
+
+def compare(value: float, comparator: str, threshold: float) -> bool:
+    """``value <comparator> threshold``, keeping strict and non-strict comparators exactly.
+
+    >>> compare(4420, ">", 4420), compare(4420, "<=", 4420)
+    (False, True)
+    """
+    if comparator == ">":
+        return value > threshold
+    if comparator == ">=":
+        return value >= threshold
+    if comparator == "<":
+        return value < threshold
+    if comparator == "<=":
+        return value <= threshold
+    raise CriteriaError(
+        expected="a comparator in {'>', '>=', '<', '<='}",
+        got=comparator,
+        where="protocols.compare",
+        todo="write the comparator exactly as the source does",
+    )
+
+
+@dataclass(frozen=True)
+class ThresholdRef:
+    """One numeric threshold of a protocol, for listings, diffs and generated boundary tests.
+
+    ``setting`` is ``(name, option)`` when the threshold is the value of one option of a setting
+    (ImmunoSep E5: 1500 under ``registry_1500``, 1000 under ``protocol_v1_0_1000``).
+    """
+
+    where: str
+    quantity: str
+    comparator: str
+    threshold: float
+    unit: str
+    criterion_id: str | None = None
+    setting: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class SettingWarning:
+    """A result depends on a setting tagged *unknown*: which setting, the option used, what depends on it.
+
+    ``decisive`` is True when another option of the setting would have changed the result for this patient,
+    False when it would not, and None when that cannot be known (the item is not captured at all).
+    """
+
+    setting: str
+    option: str
+    text: str
+    depends: tuple[str, ...]
+    decisive: bool | None = None
+
+    def __str__(self) -> str:
+        tail = {True: " [another option would change this result]", False: "", None: ""}[self.decisive]
+        return f"{self.setting}={self.option} ({', '.join(self.depends)}): {self.text}{tail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "setting": self.setting,
+            "option": self.option,
+            "depends": list(self.depends),
+            "decisive": self.decisive,
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A loaded, validated protocol (``immunoguide.protocol/1``).
+
+    Sections keep the file's typed models (:mod:`immunoguide.protocols._schema`), except ``classification``,
+    which is built into the :class:`~immunoguide.protocols.model.ClassificationSpec` the endotype rules evaluate
+    (``classification_section`` keeps the file form, e.g. for the fallback note and the timing settings).
+    """
+
+    meta: ProtocolMeta
+    settings: Mapping[str, Setting]
+    vocabularies: Vocabularies
+    inclusion: tuple[EligibilityCriterion, ...]
+    exclusion: tuple[EligibilityCriterion, ...]
+    classification: ClassificationSpec | None
+    classification_section: ClassificationSection | None
+    overlays: tuple[Overlay, ...]
+    blinding: Blinding | None
+    arms: tuple[Arm, ...]
+    regimens: Mapping[str, Regimen]
+    visits: Visits | None
+    randomisation: Randomisation | None
+    endpoints: tuple[Endpoint, ...]
+    sap: Mapping[str, SapChoice]
+    source: str
+    sha256: str
+
+    @property
+    def id(self) -> str:
+        """Protocol id (``"immunosep-2025"``)."""
+        return self.meta.id
+
+    @property
+    def version(self) -> str:
+        """Version of this protocol file."""
+        return self.meta.version
+
+    @property
+    def title(self) -> str:
+        """Human-readable title."""
+        return self.meta.title
+
+    @property
+    def label(self) -> str:
+        """``id@version`` — what every result records."""
+        return f"{self.meta.id}@{self.meta.version}"
+
+    @property
+    def criteria(self) -> tuple[EligibilityCriterion, ...]:
+        """Inclusion then exclusion criteria, in file order."""
+        return self.inclusion + self.exclusion
+
+    def criterion(self, criterion_id: str) -> EligibilityCriterion:
+        """The inclusion or exclusion criterion with this id."""
+        for c in self.criteria:
+            if c.id == criterion_id:
+                return c
+        raise UnknownCriteriaError(
+            expected=f"a criterion id of {self.label}: {[c.id for c in self.criteria]}",
+            got=criterion_id,
+            where="protocol criterion",
+            todo="use an id from `immunoguide protocol show`",
+        )
+
+    def section_of(self, criterion_id: str) -> str:
+        """``"inclusion"`` or ``"exclusion"``."""
+        return "inclusion" if any(c.id == criterion_id for c in self.inclusion) else "exclusion"
+
+    def arm(self, code: str) -> Arm:
+        """The arm with this code."""
+        for a in self.arms:
+            if a.code == code:
+                return a
+        raise UnknownCriteriaError(
+            expected=f"an arm code of {self.label}: {[a.code for a in self.arms]}",
+            got=code,
+            where="protocol arm",
+            todo="use an arm code from `immunoguide protocol show`",
+        )
+
+    @property
+    def endotype_names(self) -> tuple[str, ...]:
+        """Declared endotype names in precedence order (empty without a classification)."""
+        if self.classification is None:
+            return ()
+        return tuple(r.name for r in self.classification.endotypes)
+
+    def resolve_settings(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Defaults overlaid with ``overrides``; an unknown setting or option raises :class:`PolicyError`.
+
+        >>> load_protocol("immunosep-2025").resolve_settings({"neutropenia_anc_threshold": "protocol_v1_0_1000"})[
+        ...     "neutropenia_anc_threshold"]
+        'protocol_v1_0_1000'
+        """
+        out = {name: s.default for name, s in self.settings.items()}
+        for name, opt in (overrides or {}).items():
+            if name not in self.settings:
+                raise PolicyError(
+                    expected=f"a setting of {self.label}: {sorted(self.settings)}",
+                    got=name,
+                    where="settings",
+                    todo="check the setting name (immunoguide protocol show lists them)",
+                )
+            if opt not in self.settings[name].options:
+                raise PolicyError(
+                    expected=f"an option of setting {name!r}: {sorted(self.settings[name].options)}",
+                    got=opt,
+                    where=f"settings.{name}",
+                    todo="pick one of the listed options",
+                )
+            out[name] = opt
+        return out
+
+    def setting_warnings(
+        self,
+        depends: Mapping[str, list[str] | tuple[str, ...]],
+        settings: Mapping[str, str],
+        decisive: Mapping[str, bool | None] | None = None,
+    ) -> tuple[SettingWarning, ...]:
+        """Warnings for the settings in ``depends`` (setting → what depends on it) that are tagged *unknown*."""
+        out = []
+        for name, deps in depends.items():
+            s = self.settings[name]
+            if s.confidence != "unknown":
+                continue
+            out.append(
+                SettingWarning(
+                    setting=name,
+                    option=settings.get(name, s.default),
+                    text=s.warning,
+                    depends=tuple(dict.fromkeys(deps)),
+                    decisive=(decisive or {}).get(name),
+                )
+            )
+        return tuple(out)
+
+    @property
+    def unknown_settings(self) -> tuple[str, ...]:
+        """Settings tagged ``unknown`` (each is reported as a warning by results that depend on it)."""
+        return tuple(n for n, s in self.settings.items() if s.confidence == "unknown")
+
+    @property
+    def classification_settings(self) -> tuple[str, ...]:
+        """Settings the classification (its timing) depends on."""
+        if self.classification_section is None:
+            return ()
+        return self.classification_section.timing.depends_on_settings
+
+    def thresholds(self) -> tuple[ThresholdRef, ...]:
+        """Every numeric threshold: eligibility thresholds, Sepsis-3 SOFA levels, windows, biomarker rules."""
+        out: list[ThresholdRef] = []
+        for c in self.criteria:
+            sect = self.section_of(c.id)
+            if c.kind == "threshold":
+                assert c.concept and c.comparator and c.unit
+                if c.threshold is not None:
+                    out.append(ThresholdRef(f"{sect} {c.id}", c.concept, c.comparator, c.threshold, c.unit, c.id))
+                else:
+                    assert c.threshold_setting and c.thresholds is not None
+                    for opt, value in c.thresholds.items():
+                        out.append(
+                            ThresholdRef(
+                                f"{sect} {c.id} [{c.threshold_setting}={opt}]",
+                                c.concept,
+                                c.comparator,
+                                value,
+                                c.unit,
+                                c.id,
+                                (c.threshold_setting, opt),
+                            )
+                        )
+            elif c.kind == "sepsis3":
+                assert c.ed_min_total_sofa is not None and c.hospitalised_min_sofa_increase is not None
+                out.append(ThresholdRef(f"{sect} {c.id} (ED)", "sofa_total", ">=", c.ed_min_total_sofa, "points", c.id))
+                out.append(
+                    ThresholdRef(
+                        f"{sect} {c.id} (hospitalised)",
+                        "sofa_increase",
+                        ">=",
+                        c.hospitalised_min_sofa_increase,
+                        "points",
+                        c.id,
+                    )
+                )
+            elif c.kind == "window_from_anchor":
+                assert c.comparator and c.hours is not None
+                out.append(ThresholdRef(f"{sect} {c.id}", f"{c.event}-{c.anchor}", c.comparator, c.hours, "h", c.id))
+        if self.classification is not None:
+            for rule in self.classification.endotypes:
+                for b in rule.all_of:
+                    out.append(ThresholdRef(f"endotype {rule.name}", b.concept, b.comparator, b.threshold, b.unit))
+            for rev in self.classification.reversals:
+                for b in rev.all_of:
+                    out.append(ThresholdRef(f"reversal {rev.endotype}", b.concept, b.comparator, b.threshold, b.unit))
+        return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Intervals (for contradiction checks)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Iv:
+    lo: float = -math.inf
+    lo_in: bool = False
+    hi: float = math.inf
+    hi_in: bool = False
+
+    @staticmethod
+    def of(comparator: str, t: float) -> _Iv:
+        return {
+            ">": _Iv(t, False, math.inf, False),
+            ">=": _Iv(t, True, math.inf, False),
+            "<": _Iv(-math.inf, False, t, False),
+            "<=": _Iv(-math.inf, False, t, True),
+        }[comparator]
+
+    def __and__(self, o: _Iv) -> _Iv:
+        if self.lo > o.lo or (self.lo == o.lo and not self.lo_in):
+            lo, lo_in = self.lo, self.lo_in
+        else:
+            lo, lo_in = o.lo, o.lo_in
+        if self.hi < o.hi or (self.hi == o.hi and not self.hi_in):
+            hi, hi_in = self.hi, self.hi_in
+        else:
+            hi, hi_in = o.hi, o.hi_in
+        return _Iv(lo, lo_in, hi, hi_in)
+
+    @property
+    def empty(self) -> bool:
+        return self.lo > self.hi or (self.lo == self.hi and not (self.lo_in and self.hi_in))
+
+    def covers(self, o: _Iv) -> bool:
+        """True if every point of ``o`` lies in ``self``."""
+        if o.empty:
+            return True
+        lo_ok = self.lo < o.lo or (self.lo == o.lo and (self.lo_in or not o.lo_in))
+        hi_ok = self.hi > o.hi or (self.hi == o.hi and (self.hi_in or not o.hi_in))
+        return lo_ok and hi_ok
+
+    def __str__(self) -> str:
+        lo = "-inf" if self.lo == -math.inf else f"{self.lo:g}"
+        hi = "inf" if self.hi == math.inf else f"{self.hi:g}"
+        return f"{'[' if self.lo_in else '('}{lo}, {hi}{']' if self.hi_in else ')'}"
+
+
+def _conjunction(criteria: Any) -> dict[str, _Iv]:
+    out: dict[str, _Iv] = {}
+    for b in criteria:
+        iv = _Iv.of(b.comparator, float(b.threshold))
+        out[b.concept] = out[b.concept] & iv if b.concept in out else iv
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building and checking
+# ---------------------------------------------------------------------------------------------------------------
+
+_KIND_KEYS: Mapping[str, tuple[frozenset[str], frozenset[str]]] = MappingProxyType(
+    {
+        "threshold": (
+            frozenset({"concept", "comparator", "unit"}),
+            frozenset({"threshold", "threshold_setting", "thresholds"}),
+        ),
+        "flag": (frozenset({"flag"}), frozenset({"met_when"})),
+        "value_in": (frozenset({"field", "values"}), frozenset()),
+        "sepsis3": (frozenset({"ed_min_total_sofa", "hospitalised_min_sofa_increase"}), frozenset()),
+        "endotype_in": (frozenset({"values"}), frozenset()),
+        "window_from_anchor": (frozenset({"anchor", "event", "comparator", "hours"}), frozenset()),
+        "overlay": (frozenset({"overlay"}), frozenset()),
+        "unknown": (frozenset({"setting"}), frozenset()),
+    }
+)
+_COMMON_KEYS = frozenset(
+    {"id", "text", "kind", "citation", "confidence", "applies_if", "depends_on_settings", "note"}
+)
+_KIT_ROUTES = frozenset({"IV", "SC", "IM", "PO"})
+_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+class _Checker:
+    def __init__(self, doc: ProtocolDocument, where: str) -> None:
+        self.doc = doc
+        self.where = where
+
+    def fail(self, at: str, *, expected: str, got: Any, todo: str) -> None:
+        raise CriteriaError(expected=expected, got=got, where=f"{self.where} [{at}]", todo=todo)
+
+    # -- settings and citations -------------------------------------------------------------------------------
+
+    def setting_ref(self, name: str, at: str) -> None:
+        if name not in self.doc.settings:
+            self.fail(
+                at,
+                expected=f"a setting declared in [settings]: {sorted(self.doc.settings)}",
+                got=name,
+                todo=f"declare [settings.{name}] with its options, default, confidence and warning",
+            )
+
+    def settings(self) -> None:
+        for name, s in self.doc.settings.items():
+            if s.default not in s.options:
+                self.fail(
+                    f"settings.{name}",
+                    expected=f"default among the setting's options {sorted(s.options)}",
+                    got=s.default,
+                    todo="set default to one of the options (an unknown item defaults to 'not_applied')",
+                )
+
+    def cited(self) -> Iterator[tuple[str, Any]]:
+        d = self.doc
+        for name, s in d.settings.items():
+            yield f"settings.{name}", s
+        for sect in ("inclusion", "exclusion"):
+            for c in getattr(d, sect):
+                yield f"{sect} {c.id}", c
+        if d.classification is not None:
+            yield "classification", d.classification
+            yield "classification.timing", d.classification.timing
+            for e in d.classification.endotypes:
+                yield f"classification.endotypes {e.name}", e
+                for b in e.all_of:
+                    yield f"classification.endotypes {e.name} {b.analyte}", b
+            for r in d.classification.reversals:
+                yield f"classification.reversals {r.endotype}", r
+                for b in r.all_of:
+                    yield f"classification.reversals {r.endotype} {b.analyte}", b
+        for o in d.overlays:
+            yield f"overlays {o.id}", o
+        if d.blinding is not None:
+            yield "blinding", d.blinding
+        for a in d.arms:
+            yield f"arms {a.code}", a
+        for reg in d.regimens:
+            yield f"regimens {reg.id}", reg
+            if reg.renal_check is not None:
+                yield f"regimens {reg.id} renal_check", reg.renal_check
+        if d.visits is not None:
+            yield "visits", d.visits
+        for ep in d.endpoints:
+            yield f"endpoints {ep.id}", ep
+        for name, choice in d.sap.items():
+            yield f"sap.{name}", choice
+        if d.randomisation is not None:
+            if d.randomisation.ratio is not None:
+                yield "randomisation.ratio", d.randomisation.ratio
+            if d.randomisation.sequence is not None:
+                yield "randomisation.sequence", d.randomisation.sequence
+
+    def citations(self) -> None:
+        keys = set(self.doc.protocol.citations)
+        for at, item in self.cited():
+            if not keys.intersection(_TOKEN.findall(item.citation)):
+                self.fail(
+                    at,
+                    expected=f"a citation naming at least one key of [protocol.citations]: {sorted(keys)}",
+                    got=item.citation,
+                    todo="cite the source by its key (and page/table), or declare the source in [protocol.citations]",
+                )
+
+    # -- concepts, units, methods -----------------------------------------------------------------------------
+
+    def concept_unit(self, concept: str, unit: str, at: str, *, todo: str | None = None) -> str:
+        try:
+            c = lookup_concept(concept)
+        except UnitError:
+            self.fail(
+                at,
+                expected="a concept of criteria/concepts.toml",
+                got=concept,
+                todo="use a canonical concept name (e.g. ferritin_ng_per_ml) or add the concept with its unit",
+            )
+            raise  # pragma: no cover - fail() raises
+        if normalise_unit(unit) != c.unit:
+            self.fail(
+                at,
+                expected=f"the canonical unit of {concept}: {c.unit!r}",
+                got=unit,
+                todo=todo or f"write the threshold in {c.unit} (convert it once, in the file)",
+            )
+        return c.unit
+
+    def plausible(self, concept: str, value: float, at: str) -> None:
+        c = lookup_concept(concept)
+        if not (c.min <= value <= c.max):
+            self.fail(
+                at,
+                expected=f"a threshold inside the plausible range of {concept} [{c.min:g}, {c.max:g}] {c.unit}",
+                got=value,
+                todo="check the threshold and its unit",
+            )
+
+    def vocabularies(self) -> None:
+        for tag, m in self.doc.vocabularies.methods.items():
+            for conc in m.concepts:
+                self.concept_unit(
+                    conc,
+                    m.unit,
+                    f"vocabularies.methods.{tag}",
+                    todo="a method reporting another unit (e.g. MFI) measures a different quantity: declare a "
+                    "concept for it; thresholds are not portable across methods",
+                )
+
+    def biomarker(self, b: BiomarkerSpec, at: str) -> BiomarkerCriterion:
+        unit = self.concept_unit(b.concept, b.unit, at)
+        self.plausible(b.concept, b.threshold, at)
+        methods = self.doc.vocabularies.methods
+        for tag in b.methods:
+            if tag not in methods:
+                self.fail(
+                    at,
+                    expected=f"an assay-method tag declared in [vocabularies.methods]: {sorted(methods)}",
+                    got=tag,
+                    todo="declare the method (its unit and concepts) or fix the tag; thresholds are not portable "
+                    "across methods (QuantiBRITE AB/c is not MFI)",
+                )
+            if b.concept not in methods[tag].concepts:
+                self.fail(
+                    at,
+                    expected=f"a method that measures {b.concept}",
+                    got=tag,
+                    todo=f"method {tag!r} measures {list(methods[tag].concepts)}; use a method declared for this concept",
+                )
+        if not b.methods and any(b.concept in m.concepts for m in methods.values()):
+            self.fail(
+                at,
+                expected=f"the assay method(s) of this {b.concept} threshold",
+                got=[],
+                todo="name the method, e.g. methods = [\"quantibrite_abc\"]: the threshold is only valid for it",
+            )
+        if b.persistence_count < 1:
+            self.fail(at, expected="persistence_count >= 1", got=b.persistence_count, todo="use 1 for one sample")
+        if b.persistence_consecutive_days and b.persistence_count < 2:
+            self.fail(
+                at,
+                expected="persistence_count >= 2 when persistence_consecutive_days is true",
+                got=b.persistence_count,
+                todo="set persistence_count to the number of consecutive days (e.g. 2)",
+            )
+        return BiomarkerCriterion(
+            analyte=b.analyte,
+            concept=b.concept,
+            comparator=b.comparator,
+            threshold=float(b.threshold),
+            unit=unit,
+            citation=b.cite(),
+            methods=tuple(b.methods),
+            persistence_count=b.persistence_count,
+            persistence_consecutive_days=b.persistence_consecutive_days,
+        )
+
+    # -- classification ---------------------------------------------------------------------------------------
+
+    def classification(self) -> ClassificationSpec | None:
+        cs = self.doc.classification
+        if cs is None:
+            return None
+        names = [e.name for e in cs.endotypes]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            self.fail("classification.endotypes", expected="unique endotype names", got=dup, todo="rename one")
+        if cs.otherwise in names:
+            self.fail(
+                "classification.otherwise",
+                expected="a fallback label that is not an endotype name",
+                got=cs.otherwise,
+                todo="name the 'neither' state differently (e.g. unclassified)",
+            )
+        rules: list[EndotypeRule] = []
+        conj: dict[str, dict[str, _Iv]] = {}
+        for e in cs.endotypes:
+            at = f"classification.endotypes {e.name}"
+            crit = tuple(self.biomarker(b, f"{at} {b.analyte}") for b in e.all_of)
+            conj[e.name] = _conjunction(crit)
+            for conc, iv in conj[e.name].items():
+                if iv.empty:
+                    self.fail(
+                        at,
+                        expected=f"criteria on {conc} that some value can meet together",
+                        got=[f"{b.comparator} {b.threshold:g}" for b in crit if b.concept == conc],
+                        todo="the rule can never be true; fix the comparators or thresholds",
+                    )
+            rules.append(EndotypeRule(name=e.name, precedence=e.precedence, all_of=crit, citation=e.cite()))
+        for i, a in enumerate(cs.endotypes):
+            for b in cs.endotypes[i + 1 :]:
+                if a.precedence != b.precedence:
+                    continue
+                shared = set(conj[a.name]) & set(conj[b.name])
+                if all(not (conj[a.name][c] & conj[b.name][c]).empty for c in shared):
+                    both = {c: str(conj[a.name][c] & conj[b.name][c]) for c in sorted(shared)}
+                    self.fail(
+                        f"classification.endotypes {a.name} / {b.name}",
+                        expected="endotype rules of equal precedence that cannot both be true",
+                        got=f"precedence {a.precedence} for both; both true when {both or 'any values'}",
+                        todo="give one rule the lower precedence number (it wins), or make the rules exclusive",
+                    )
+        t = cs.timing
+        for key in ("window_before_anchor_h", "window_after_anchor_h", "max_result_age_h"):
+            v = getattr(t, key)
+            if v is not None and v < 0:
+                self.fail(f"classification.timing.{key}", expected="hours >= 0 or absent", got=v, todo="fix")
+        for s in t.depends_on_settings:
+            self.setting_ref(s, "classification.timing")
+        timing = SampleTiming(
+            anchor=t.anchor,
+            window_before_anchor_h=t.window_before_anchor_h,
+            window_after_anchor_h=t.window_after_anchor_h,
+            max_result_age_h=t.max_result_age_h,
+            citation=t.cite(),
+        )
+        reversals: list[ReversalRule] = []
+        for r in cs.reversals:
+            at = f"classification.reversals {r.endotype}"
+            if r.endotype not in names:
+                self.fail(at, expected=f"a declared endotype {names}", got=r.endotype, todo="fix the endotype name")
+            has_fall = r.relative_fall_concept is not None or r.relative_fall_fraction is not None
+            if has_fall and (r.relative_fall_concept is None or r.relative_fall_fraction is None):
+                self.fail(
+                    at,
+                    expected="relative_fall_concept and relative_fall_fraction together",
+                    got={"concept": r.relative_fall_concept, "fraction": r.relative_fall_fraction},
+                    todo="give both (e.g. ferritin_ng_per_ml and 0.15) or neither",
+                )
+            if not has_fall and not r.all_of:
+                self.fail(
+                    at,
+                    expected="a relative fall or all_of criteria",
+                    got="neither",
+                    todo="say what reversal means for this endotype",
+                )
+            if r.relative_fall_concept is not None:
+                try:
+                    lookup_concept(r.relative_fall_concept)
+                except UnitError:
+                    self.fail(at, expected="a known concept", got=r.relative_fall_concept, todo="fix the concept")
+            if r.relative_fall_fraction is not None and not 0 < r.relative_fall_fraction < 1:
+                self.fail(
+                    at,
+                    expected="relative_fall_fraction between 0 and 1 (0.15 = a 15 % fall)",
+                    got=r.relative_fall_fraction,
+                    todo="write the fall as a fraction",
+                )
+            crit = tuple(self.biomarker(b, f"{at} {b.analyte}") for b in r.all_of)
+            for conc, iv in _conjunction(crit).items():
+                if iv.empty:
+                    self.fail(at, expected=f"satisfiable criteria on {conc}", got=str(iv), todo="fix the thresholds")
+            reversals.append(
+                ReversalRule(
+                    endotype=r.endotype,
+                    citation=r.cite(),
+                    relative_fall_concept=r.relative_fall_concept,
+                    relative_fall_fraction=r.relative_fall_fraction,
+                    all_of=crit,
+                )
+            )
+        return ClassificationSpec(
+            endotypes=tuple(sorted(rules, key=lambda r: r.precedence)),
+            otherwise=cs.otherwise,
+            timing=timing,
+            reversals=tuple(reversals),
+        )
+
+    # -- eligibility --------------------------------------------------------------------------------------------
+
+    def condition(self, cond: Condition, at: str) -> None:
+        self.categorical_values(cond.field, cond.values, at)
+
+    def categorical_values(self, field: str, values: tuple[Any, ...], at: str) -> None:
+        from immunoguide.rules.eligibility import PatientRecord
+
+        flags = PatientRecord.flag_fields() | set(self.doc.vocabularies.flags)
+        cats = PatientRecord.categorical_fields()
+        want_bool = field in flags
+        if want_bool:
+            allowed: set[Any] = {True, False}
+        elif field == "infection_source":
+            allowed = set(self.doc.vocabularies.infection_sources)
+        elif field in cats:
+            allowed = set(cats[field])
+        else:
+            self.fail(
+                at,
+                expected=f"a categorical or yes/no patient field: {sorted(set(cats) | flags | {'infection_source'})}",
+                got=field,
+                todo="use a PatientRecord field, or declare a yes/no flag in [vocabularies.flags]",
+            )
+            return  # pragma: no cover
+        bad = [v for v in values if isinstance(v, bool) != want_bool or v not in allowed]
+        if bad:
+            where_vocab = "[vocabularies.infection_sources]" if field == "infection_source" else f"field {field}"
+            self.fail(
+                at,
+                expected=f"values of {where_vocab}: {sorted(map(str, allowed))}",
+                got=bad,
+                todo="use a declared value (declare infection types in [vocabularies.infection_sources])",
+            )
+
+    def criteria(self, endotypes: tuple[str, ...], otherwise: str | None) -> None:
+        from immunoguide.rules.eligibility import PatientRecord
+
+        d = self.doc
+        ids = [c.id for c in d.inclusion + d.exclusion]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            self.fail(
+                "inclusion/exclusion",
+                expected="unique criterion ids across inclusion and exclusion",
+                got=dup,
+                todo="renumber the duplicated criterion",
+            )
+        flags = PatientRecord.flag_fields() | set(d.vocabularies.flags)
+        overlays = {o.id for o in d.overlays}
+        for sect in ("inclusion", "exclusion"):
+            for c in getattr(d, sect):
+                at = f"{sect} {c.id}"
+                required, optional = _KIND_KEYS[c.kind]
+                given = set(c.model_fields_set) - _COMMON_KEYS
+                missing = required - given
+                extra = given - required - optional
+                if missing:
+                    self.fail(
+                        at,
+                        expected=f"the keys kind {c.kind!r} needs: {sorted(required)}",
+                        got=sorted(given),
+                        todo=f"add {sorted(missing)}",
+                    )
+                if extra:
+                    self.fail(
+                        at,
+                        expected=f"only the keys kind {c.kind!r} uses: {sorted(required | optional)}",
+                        got=sorted(extra),
+                        todo="remove them or change the kind",
+                    )
+                for s in c.depends_on_settings:
+                    self.setting_ref(s, at)
+                if c.applies_if is not None:
+                    self.condition(c.applies_if, f"{at} applies_if")
+                getattr(self, f"_kind_{c.kind}")(c, at, flags=flags, overlays=overlays, endotypes=endotypes,
+                                                 otherwise=otherwise)
+        self.eligibility_contradictions()
+
+    def _kind_threshold(self, c: EligibilityCriterion, at: str, **_: Any) -> None:
+        assert c.concept and c.unit
+        self.concept_unit(c.concept, c.unit, at)
+        if (c.threshold is None) == (c.threshold_setting is None):
+            self.fail(
+                at,
+                expected="either threshold, or threshold_setting with thresholds per option",
+                got={"threshold": c.threshold, "threshold_setting": c.threshold_setting},
+                todo="give a fixed threshold, or let a setting choose it",
+            )
+        if c.threshold is not None:
+            if c.thresholds is not None:
+                self.fail(at, expected="no thresholds table with a fixed threshold", got=c.thresholds, todo="remove")
+            self.plausible(c.concept, c.threshold, at)
+            return
+        assert c.threshold_setting is not None
+        self.setting_ref(c.threshold_setting, at)
+        opts = set(self.doc.settings[c.threshold_setting].options)
+        if c.thresholds is None or set(c.thresholds) != opts:
+            self.fail(
+                at,
+                expected=f"one threshold per option of setting {c.threshold_setting!r}: {sorted(opts)}",
+                got=sorted(c.thresholds or {}),
+                todo="map every option to its threshold value",
+            )
+        for v in (c.thresholds or {}).values():
+            self.plausible(c.concept, v, at)
+
+    def _kind_flag(self, c: EligibilityCriterion, at: str, *, flags: set[str], **_: Any) -> None:
+        if c.flag not in flags:
+            self.fail(
+                at,
+                expected=f"a yes/no patient field or a flag declared in [vocabularies.flags]: {sorted(flags)}",
+                got=c.flag,
+                todo="declare the flag in [vocabularies.flags] with a description",
+            )
+
+    def _kind_value_in(self, c: EligibilityCriterion, at: str, **_: Any) -> None:
+        assert c.field is not None and c.values is not None
+        if not c.values:
+            self.fail(at, expected="at least one value", got=[], todo="list the values")
+        self.categorical_values(c.field, c.values, at)
+
+    def _kind_sepsis3(self, c: EligibilityCriterion, at: str, **_: Any) -> None:
+        for key in ("ed_min_total_sofa", "hospitalised_min_sofa_increase"):
+            v = getattr(c, key)
+            if not 0 < v <= 24:
+                self.fail(f"{at} {key}", expected="SOFA points between 1 and 24", got=v, todo="fix the SOFA level")
+
+    def _kind_endotype_in(
+        self, c: EligibilityCriterion, at: str, *, endotypes: tuple[str, ...], otherwise: str | None, **_: Any
+    ) -> None:
+        if not endotypes:
+            self.fail(at, expected="a [classification] declaring endotypes", got=None, todo="add [classification]")
+        allowed = set(endotypes) | ({otherwise} if otherwise else set())
+        bad = [v for v in (c.values or ()) if v not in allowed]
+        if bad or not c.values:
+            self.fail(
+                at,
+                expected=f"endotype names declared in [classification]: {sorted(allowed)}",
+                got=bad or [],
+                todo="fix the endotype name or declare the endotype",
+            )
+
+    def _kind_window_from_anchor(self, c: EligibilityCriterion, at: str, **_: Any) -> None:
+        assert c.hours is not None
+        if c.hours <= 0:
+            self.fail(at, expected="hours > 0", got=c.hours, todo="fix the window length")
+        if c.anchor == c.event:
+            self.fail(at, expected="an event different from the anchor", got=c.event, todo="fix anchor/event")
+
+    def _kind_overlay(self, c: EligibilityCriterion, at: str, *, overlays: set[str], **_: Any) -> None:
+        if c.overlay not in overlays:
+            self.fail(at, expected=f"an overlay declared in [[overlays]]: {sorted(overlays)}", got=c.overlay,
+                      todo="declare the overlay")
+
+    def _kind_unknown(self, c: EligibilityCriterion, at: str, **_: Any) -> None:
+        assert c.setting is not None
+        self.setting_ref(c.setting, at)
+
+    def eligibility_contradictions(self) -> None:
+        d = self.doc
+        incl = [c for c in d.inclusion if c.applies_if is None]
+        excl = [c for c in d.exclusion if c.applies_if is None]
+        # numeric: the values every inclusion threshold allows, against each exclusion threshold
+        inc_iv: dict[str, _Iv] = {}
+        for c in incl:
+            if c.kind == "threshold" and c.threshold is not None:
+                assert c.concept and c.comparator
+                iv = _Iv.of(c.comparator, c.threshold)
+                inc_iv[c.concept] = inc_iv[c.concept] & iv if c.concept in inc_iv else iv
+                if inc_iv[c.concept].empty:
+                    self.fail(
+                        f"inclusion {c.id}",
+                        expected=f"inclusion thresholds on {c.concept} that some value can meet together",
+                        got=str(inc_iv[c.concept]),
+                        todo="no patient could be included; fix the thresholds",
+                    )
+        for c in excl:
+            if c.kind != "threshold" or c.concept not in inc_iv:
+                continue
+            assert c.comparator
+            values = [c.threshold] if c.threshold is not None else list((c.thresholds or {}).values())
+            for v in values:
+                assert v is not None
+                if _Iv.of(c.comparator, v).covers(inc_iv[c.concept]):
+                    self.fail(
+                        f"exclusion {c.id}",
+                        expected=f"an exclusion that leaves some included {c.concept} values eligible",
+                        got=f"{c.concept} {c.comparator} {v:g} excludes every value the inclusion allows "
+                        f"{inc_iv[c.concept]}",
+                        todo="fix the comparator or the threshold (e.g. '>=' written for '<')",
+                    )
+        # categorical: a value both required and excluding
+        for a in incl:
+            if a.kind != "value_in":
+                continue
+            for b in excl:
+                if b.kind == "value_in" and b.field == a.field:
+                    both = sorted(set(a.values or ()) & set(b.values or ()))
+                    if both:
+                        self.fail(
+                            f"inclusion {a.id} / exclusion {b.id}",
+                            expected=f"{a.field} values that are not both included and excluded",
+                            got=both,
+                            todo="remove the value from one of the two lists",
+                        )
+            for b in incl:
+                if b is not a and b.kind == "value_in" and b.field == a.field:
+                    if not set(a.values or ()) & set(b.values or ()):
+                        self.fail(
+                            f"inclusion {a.id} / inclusion {b.id}",
+                            expected=f"inclusion lists of {a.field} that share a value",
+                            got=[list(a.values or ()), list(b.values or ())],
+                            todo="no patient could be included; merge or fix the lists",
+                        )
+        # flags: the same fact required and excluding
+        for a in incl:
+            if a.kind != "flag":
+                continue
+            wa = True if a.met_when is None else a.met_when
+            for b in excl:
+                wb = True if b.met_when is None else b.met_when
+                if b.kind == "flag" and b.flag == a.flag and wa == wb:
+                    self.fail(
+                        f"inclusion {a.id} / exclusion {b.id}",
+                        expected=f"flag {a.flag} not both required and excluding",
+                        got=f"{a.flag} is {wa} in both",
+                        todo="flip met_when in one of them or remove one",
+                    )
+
+    # -- arms, overlays, regimens -------------------------------------------------------------------------------
+
+    def regimens(self) -> dict[str, Regimen]:
+        regs: dict[str, Regimen] = {}
+        for r in self.doc.regimens:
+            at = f"regimens {r.id}"
+            if r.id in regs:
+                self.fail(at, expected="unique regimen ids", got=r.id, todo="rename one")
+            if not r.interval_h > 0:
+                self.fail(at, expected="interval_h > 0", got=r.interval_h, todo="give the dosing interval in hours")
+            if not r.duration_days > 0:
+                self.fail(at, expected="duration_days > 0", got=r.duration_days, todo="give the course in days")
+            if r.max_doses is not None and r.max_doses < 1:
+                self.fail(at, expected="max_doses >= 1 or absent", got=r.max_doses, todo="fix max_doses")
+            if r.is_placebo:
+                if r.dose is not None or r.dose_unit is not None:
+                    self.fail(at, expected="no active dose on a placebo course", got=r.dose, todo="use volume_ml")
+            elif r.dose is None or r.dose_unit is None:
+                self.fail(
+                    at,
+                    expected="dose and dose_unit for an active drug",
+                    got={"dose": r.dose, "dose_unit": r.dose_unit},
+                    todo="give the dose and its unit (mg, ug, mg/kg or ug/kg)",
+                )
+            if r.dose is not None and not r.dose > 0:
+                self.fail(at, expected="dose > 0", got=r.dose, todo="fix the dose")
+            if r.volume_ml is not None and not r.volume_ml > 0:
+                self.fail(at, expected="volume_ml > 0", got=r.volume_ml, todo="fix the volume")
+            for s in r.depends_on_settings:
+                self.setting_ref(s, at)
+            if r.renal_check is not None:
+                self.setting_ref(r.renal_check.setting, f"{at} renal_check")
+                if not r.renal_check.crcl_below_ml_per_min > 0:
+                    self.fail(at, expected="crcl_below_ml_per_min > 0", got=r.renal_check.crcl_below_ml_per_min,
+                              todo="fix the CrCl level")
+            regs[r.id] = r
+        for r in regs.values():
+            if r.mirrors is None:
+                continue
+            at = f"regimens {r.id} mirrors"
+            m = regs.get(r.mirrors)
+            if m is None:
+                self.fail(at, expected=f"a declared regimen {sorted(regs)}", got=r.mirrors, todo="fix the id")
+                continue  # pragma: no cover
+            for key in ("route", "interval_h", "duration_days", "max_doses"):
+                if getattr(r, key) != getattr(m, key):
+                    self.fail(
+                        at,
+                        expected=f"the same {key} as the mirrored regimen {m.id} ({getattr(m, key)!r})",
+                        got=getattr(r, key),
+                        todo="a dummy must look and run exactly like the drug it mirrors",
+                    )
+        return regs
+
+    def arms(self, regs: Mapping[str, Regimen], endotypes: tuple[str, ...]) -> None:
+        d = self.doc
+        codes = [a.code for a in d.arms]
+        dup = sorted({c for c in codes if codes.count(c) > 1})
+        if dup:
+            self.fail("arms", expected="unique arm codes", got=dup, todo="arm codes are a fixed code -> label map")
+        for a in d.arms:
+            at = f"arms {a.code}"
+            bad = [e for e in a.endotypes if e not in endotypes]
+            if bad:
+                self.fail(
+                    at,
+                    expected=f"endotypes declared in [classification]: {list(endotypes)}",
+                    got=bad,
+                    todo="fix the endotype name or declare the endotype rule",
+                )
+            for kit, rid in a.kits.items():
+                if rid not in regs:
+                    self.fail(f"{at} kits.{kit}", expected=f"a declared regimen {sorted(regs)}", got=rid,
+                              todo="declare the regimen in [[regimens]]")
+                if kit in _KIT_ROUTES and regs[rid].route != kit:
+                    self.fail(
+                        f"{at} kits.{kit}",
+                        expected=f"a regimen given by the kit's route {kit}",
+                        got=f"{rid} ({regs[rid].route})",
+                        todo="put the regimen in the kit of its route",
+                    )
+            for s in a.depends_on_settings:
+                self.setting_ref(s, at)
+            if not a.kits and not a.depends_on_settings:
+                self.fail(
+                    at,
+                    expected="kits, or the setting that stands for a regimen the sources do not give",
+                    got={},
+                    todo="add kits = { ... } or depends_on_settings = [\"comparator_regimen\"]",
+                )
+        ids = [o.id for o in d.overlays]
+        if len(set(ids)) != len(ids):
+            self.fail("overlays", expected="unique overlay ids", got=ids, todo="rename one")
+        for o in d.overlays:
+            at = f"overlays {o.id}"
+            bad = [c for c in o.allowed_arms if c not in codes]
+            if bad:
+                self.fail(at, expected=f"declared arm codes {codes}", got=bad, todo="fix the arm codes")
+            self.condition(o.when, f"{at} when")
+        if d.blinding is not None and d.blinding.double_dummy:
+            kitsets = {a.code: set(a.kits) for a in d.arms if a.kits}
+            first: set[str] = set().union(*kitsets.values())
+            for code, ks in kitsets.items():
+                if ks != first:
+                    self.fail(
+                        f"arms {code}",
+                        expected=f"the same kits in every arm of a double-dummy design: {sorted(first)}",
+                        got=sorted(ks),
+                        todo="give every arm the same kits (a placebo kit where the drug is absent)",
+                    )
+            for kit in first:
+                shapes = {
+                    (regs[a.kits[kit]].route, regs[a.kits[kit]].interval_h, regs[a.kits[kit]].duration_days)
+                    for a in d.arms
+                    if kit in a.kits
+                }
+                if len(shapes) > 1:
+                    self.fail(
+                        f"arms kits.{kit}",
+                        expected="one route, interval and duration per kit across arms (double dummy)",
+                        got=sorted(shapes),
+                        todo="make the dummy mirror the drug's schedule",
+                    )
+        if d.randomisation is not None:
+            for s in d.randomisation.depends_on_settings:
+                self.setting_ref(s, "randomisation")
+            if d.randomisation.ratio is not None:
+                roles = {a.role for a in d.arms}
+                for role, w in d.randomisation.ratio.value.items():
+                    if role not in roles or w < 1:
+                        self.fail(
+                            "randomisation.ratio",
+                            expected=f"positive whole weights for arm roles {sorted(roles)}",
+                            got={role: w},
+                            todo="write e.g. value = { active = 1, placebo = 1 }",
+                        )
+
+    def visits_and_endpoints(self) -> None:
+        d = self.doc
+        if d.visits is not None:
+            days = list(d.visits.days)
+            if days != sorted(set(days)) or days[0] < 0:
+                self.fail("visits", expected="distinct visit days >= 0 in increasing order", got=days,
+                          todo="sort the days")
+        ids = [e.id for e in d.endpoints]
+        if len(set(ids)) != len(ids):
+            self.fail("endpoints", expected="unique endpoint ids", got=ids, todo="rename one")
+        for e in d.endpoints:
+            if e.kind != "sofa_mean_decrease":
+                continue
+            at = f"endpoints {e.id}"
+            need = ("baseline_day", "first_day", "last_day", "comparator", "threshold", "death_score", "missing")
+            missing = [k for k in need if getattr(e, k) is None]
+            if missing:
+                self.fail(at, expected=f"{list(need)} for a SOFA-decrease endpoint", got=missing,
+                          todo="give the operational definition in full")
+            assert e.baseline_day is not None and e.first_day is not None and e.last_day is not None
+            if not e.baseline_day < e.first_day <= e.last_day:
+                self.fail(
+                    at,
+                    expected="baseline_day < first_day <= last_day",
+                    got=(e.baseline_day, e.first_day, e.last_day),
+                    todo="fix the day window",
+                )
+
+    def build(self, source: str, sha: str) -> Protocol:
+        d = self.doc
+        if d.schema_ != SCHEMA_ID:
+            self.fail("schema", expected=repr(SCHEMA_ID), got=d.schema_, todo="this loader reads format /1 only")
+        self.settings()
+        self.citations()
+        self.vocabularies()
+        spec = self.classification()
+        endotypes = tuple(e.name for e in spec.endotypes) if spec else ()
+        self.criteria(endotypes, spec.otherwise if spec else None)
+        regs = self.regimens()
+        self.arms(regs, endotypes)
+        self.visits_and_endpoints()
+        return Protocol(
+            meta=d.protocol,
+            settings=MappingProxyType(dict(d.settings)),
+            vocabularies=d.vocabularies,
+            inclusion=d.inclusion,
+            exclusion=d.exclusion,
+            classification=spec,
+            classification_section=d.classification,
+            overlays=d.overlays,
+            blinding=d.blinding,
+            arms=d.arms,
+            regimens=MappingProxyType(regs),
+            visits=d.visits,
+            randomisation=d.randomisation,
+            endpoints=d.endpoints,
+            sap=MappingProxyType(dict(d.sap)),
+            source=source,
+            sha256=sha,
+        )
+
+
+def _where_of(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> str:
+    parts: list[str] = []
+    node: Any = raw
+    for p in loc:
+        if isinstance(p, int):
+            label = f"[{p}]"
+            try:
+                item = node[p]
+                node = item
+                if isinstance(item, Mapping):
+                    ident = item.get("id") or item.get("name") or item.get("code") or item.get("analyte")
+                    if ident:
+                        label = f"[{p}] ({ident})"
+            except (IndexError, KeyError, TypeError):
+                node = None
+            parts.append(label)
+        else:
+            parts.append(("." if parts else "") + str(p))
+            node = node.get(p) if isinstance(node, Mapping) else None
+    return "".join(parts)
+
+
+def _structure_error(exc: ValidationError, raw: Mapping[str, Any], where: str) -> CriteriaError:
+    errs = exc.errors()
+    err = errs[0]
+    loc = tuple(err["loc"])
+    at = _where_of(loc, raw)
+    more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return CriteriaError(
+            expected="only the keys the protocol format defines",
+            got=str(loc[-1]),
+            where=f"{where} [{at}]{more}",
+            todo="remove or rename the key (a misspelt key would otherwise be ignored)",
+        )
+    if kind == "missing":
+        return CriteriaError(
+            expected=f"the required key {loc[-1]!r}",
+            got="absent",
+            where=f"{where} [{at}]{more}",
+            todo=f"add {loc[-1]!r}",
+        )
+    return CriteriaError(
+        expected=str(err["msg"]).replace("Input should be", "a value that is"),
+        got=err.get("input"),
+        where=f"{where} [{at}]{more}",
+        todo="fix the value (comparators: > >= < <=; confidence: confirmed, likely, unknown)",
+    )
+
+
+def load_protocol_text(text: str, *, where: str = "<text>") -> Protocol:
+    """Parse and validate protocol TOML text (user files, tests); raises :class:`CriteriaError` when invalid."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CriteriaError(expected="valid TOML", got=str(exc), where=where, todo="fix the TOML syntax") from None
+    try:
+        doc = ProtocolDocument.model_validate(raw)
+    except ValidationError as exc:
+        raise _structure_error(exc, raw, where) from None
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return _Checker(doc, where).build(where, sha)
+
+
+def _shipped() -> dict[str, str]:
+    root = resources.files("immunoguide.protocols")
+    return {p.name.removesuffix(".toml"): p.name for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def available_protocols() -> list[str]:
+    """Ids of the protocol files shipped with immunoguide.
+
+    >>> available_protocols()
+    ['gm-csf-meisel-2009', 'immunosep-2025', 'save-more-2021']
+    """
+    return sorted(_shipped())
+
+
+@cache
+def _load_shipped(protocol_id: str) -> Protocol:
+    fname = _shipped()[protocol_id]
+    text = resources.files("immunoguide.protocols").joinpath(fname).read_text("utf-8")
+    p = load_protocol_text(text, where=fname)
+    if p.id != protocol_id:
+        raise CriteriaError(
+            expected=f"[protocol].id {protocol_id!r} (the file name)",
+            got=p.id,
+            where=fname,
+            todo="name the file after the protocol id",
+        )
+    return p
+
+
+def load_protocol(id_or_path: str | Path) -> Protocol:
+    """Load a shipped protocol by id (optionally pinned, ``"immunosep-2025@1.0.0"``) or a protocol file by path.
+
+    Shipped protocols are validated once and cached; files are read and validated on every call.
+
+    >>> p = load_protocol("immunosep-2025")
+    >>> p.label, [c.id for c in p.inclusion][:3], p.classification.endotypes[0].name
+    ('immunosep-2025@1.0.0', ['I1', 'I2', 'I3'], 'MALS')
+    """
+    if isinstance(id_or_path, str) and not id_or_path.endswith(".toml"):
+        pid, _, version = id_or_path.partition("@")
+        if pid in _shipped():
+            p = _load_shipped(pid)
+            if version and version != p.version:
+                raise UnknownCriteriaError(
+                    expected=f"{pid} version {p.version} (the shipped version)",
+                    got=version,
+                    where="protocol id",
+                    todo="load the pinned version from its file path, or pin the shipped version",
+                )
+            return p
+        if not Path(id_or_path).exists():
+            raise UnknownCriteriaError(
+                expected=f"a shipped protocol id {available_protocols()} or a protocol file path",
+                got=id_or_path,
+                where="protocol id",
+                todo="pick a shipped id (immunoguide protocol show ID) or give the path to a .toml file",
+            )
+    return validate_protocol(id_or_path)
+
+
+def validate_protocol(path: str | Path) -> Protocol:
+    """Read and validate a protocol file; returns the :class:`Protocol` or raises :class:`CriteriaError`."""
+    p = Path(path)
+    try:
+        text = p.read_text("utf-8")
+    except OSError as exc:
+        raise UnknownCriteriaError(
+            expected="a readable protocol file",
+            got=str(path),
+            where="protocol path",
+            todo=f"check the path ({exc.strerror})",
+        ) from None
+    return load_protocol_text(text, where=str(p))

@@ -1,0 +1,632 @@
+"""Eligibility screening against a protocol file: one result per criterion, with the evidence used.
+
+:func:`evaluate_eligibility` reads every inclusion and exclusion criterion of a loaded protocol
+(:func:`immunoguide.protocols.load_protocol`) and returns, per criterion, ``"met"``, ``"not_met"`` or
+``"unknown"`` with the values, times and sources it used and a reason — the screening log a coordinator signs.
+For an *exclusion*, ``"met"`` means the patient is excluded.
+
+Overall ``eligible`` is
+
+* ``False`` when an inclusion is not met or an exclusion is met;
+* ``None`` (undetermined) when, otherwise, a criterion that is applied is unknown (missing data);
+* ``True`` otherwise.
+
+Criteria whose content the sources do not give (kind ``unknown``, e.g. ImmunoSep E8 steroid cut-off) are never
+invented: they are reported as ``"unknown"`` with ``applied=False`` and do not block the overall answer, but the
+setting that stands for them is listed in ``warnings``. Every result records the protocol ``id@version`` and the
+settings used. The rule is pure: no clocks (``at`` is passed in), files or randomness.
+
+Examples
+--------
+>>> from datetime import datetime
+>>> from immunoguide.protocols import load_protocol
+>>> p = load_protocol("immunosep-2025")
+>>> t0 = datetime(2024, 3, 1, 8, 0)
+>>> patient = PatientRecord(
+...     age_years=70, sex="male", consent="patient", infection_source="CAP", admission_source="emergency_department",
+...     sofa_total=9, endotype="immunoparalysis", sepsis3_onset_time=t0, planned_first_dose_time=datetime(2024, 3, 2, 20),
+...     covid19=False, stage_iv_malignancy=False, dnr_order=False, anc_per_mm3=6200)
+>>> r = evaluate_eligibility(p, patient)
+>>> r.eligible, r.protocol, r.result("E5").status
+(True, 'immunosep-2025@1.0.0', 'not_met')
+>>> [(w.setting, w.decisive) for w in r.warnings]  # doctest: +NORMALIZE_WHITESPACE
+[('infection_type_definitions', None), ('neutropenia_anc_threshold', False), ('other_exclusions', None),
+ ('steroid_exclusion', None)]
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from immunoguide.errors import InputError
+from immunoguide.protocols import Protocol, SettingWarning, compare
+from immunoguide.protocols._schema import Condition, EligibilityCriterion
+from immunoguide.protocols.model import Citation
+from immunoguide.units import check_plausible, concept, concepts
+
+__all__ = [
+    "TIME_POINT_FIELDS",
+    "CriterionResult",
+    "EligibilityResult",
+    "Evidence",
+    "PatientRecord",
+    "Provenance",
+    "Status",
+    "evaluate_eligibility",
+]
+
+Status = Literal["met", "not_met", "unknown"]
+
+#: Where each protocol time point is found in a :class:`PatientRecord`.
+TIME_POINT_FIELDS: Mapping[str, str] = MappingProxyType(
+    {
+        "sepsis3_onset": "sepsis3_onset_time",
+        "sepsis_onset": "sepsis_onset_time",
+        "hospital_admission": "hospital_admission_time",
+        "icu_admission": "icu_admission_time",
+        "first_dose": "planned_first_dose_time",
+    }
+)
+
+#: Numeric fields and the concept (unit, plausibility range) each is checked against.
+_NUMERIC_CONCEPT: Mapping[str, str] = MappingProxyType(
+    {
+        "age_years": "age_years",
+        "anc_per_mm3": "anc_per_mm3",
+        "weight_kg": "weight_kg",
+        "creatinine_clearance_ml_per_min": "creatinine_clearance_ml_per_min",
+    }
+)
+
+
+class Provenance(BaseModel):
+    """When a value was observed and where it comes from (lab system, CRF page, note)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    time: datetime | None = None
+    source: str | None = None
+
+
+class PatientRecord(BaseModel):
+    """What screening knows about one patient; every field is optional and ``None`` means unknown.
+
+    Quantities are in the canonical unit named in the field (``anc_per_mm3``) and checked for plausibility;
+    other concepts go into ``labs`` (concept name → value in its canonical unit), protocol-specific yes/no facts
+    into ``flags`` (declared in the protocol's ``[vocabularies.flags]``). ``endotype`` is the label produced by the
+    endotype classifier (:mod:`immunoguide.rules.endotype`). ``provenance`` gives, per field (or lab/flag name),
+    the time and source of the value; ``source`` is the default source of every value.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    patient_id: str | None = None
+    source: str | None = None
+    provenance: dict[str, Provenance] = Field(default_factory=dict)
+
+    age_years: float | None = None
+    sex: Literal["female", "male"] | None = None
+    pregnant: bool | None = None
+    unwilling_to_become_pregnant: bool | None = None
+    consent: Literal["patient", "first_degree_relative", "spouse", "refused"] | None = None
+    infection_source: str | None = None
+    covid19: bool | None = None
+    admission_source: Literal["emergency_department", "hospitalised"] | None = None
+    sofa_total: int | None = None
+    sofa_admission: int | None = None
+    sepsis3_onset_time: datetime | None = None
+    sepsis_onset_time: datetime | None = None
+    hospital_admission_time: datetime | None = None
+    icu_admission_time: datetime | None = None
+    planned_first_dose_time: datetime | None = None
+    endotype: str | None = None
+    stage_iv_malignancy: bool | None = None
+    dnr_order: bool | None = None
+    bsi_skin_commensal_or_catheter_related: bool | None = None
+    anc_per_mm3: float | None = None
+    weight_kg: float | None = None
+    creatinine_clearance_ml_per_min: float | None = None
+    labs: dict[str, float] = Field(default_factory=dict)
+    flags: dict[str, bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> PatientRecord:
+        for name, conc in _NUMERIC_CONCEPT.items():
+            v = getattr(self, name)
+            if v is not None:
+                check_plausible(conc, v, where=f"field {name}")
+        for name in ("sofa_total", "sofa_admission"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 24:
+                raise InputError(
+                    expected=f"{name} between 0 and 24 points",
+                    got=v,
+                    where=f"field {name}",
+                    todo="send the total SOFA score",
+                    field=name,
+                )
+        for name, v in self.labs.items():
+            if name not in concepts():
+                raise InputError(
+                    expected="lab values keyed by a concept of criteria/concepts.toml",
+                    got=name,
+                    where="field labs",
+                    todo="use the canonical concept name (e.g. ferritin_ng_per_ml) and its unit",
+                    field=f"labs.{name}",
+                )
+            check_plausible(name, v, where=f"labs.{name}")
+        typed = set(type(self).model_fields)
+        for name in self.flags:
+            if name in typed:
+                raise InputError(
+                    expected="protocol-specific flags only (typed fields go in their own field)",
+                    got=name,
+                    where="field flags",
+                    todo=f"send {name} as a top-level field",
+                    field=f"flags.{name}",
+                )
+        for name in self.provenance:
+            if name not in typed and name not in self.labs and name not in self.flags:
+                raise InputError(
+                    expected="provenance for a field, lab or flag of this record",
+                    got=name,
+                    where="field provenance",
+                    todo="key provenance by the field name it describes",
+                    field=f"provenance.{name}",
+                )
+        return self
+
+    @classmethod
+    def flag_fields(cls) -> set[str]:
+        """Typed yes/no fields (usable as ``flag`` in a protocol)."""
+        return {n for n, f in cls.model_fields.items() if f.annotation == (bool | None)}
+
+    @classmethod
+    def categorical_fields(cls) -> dict[str, tuple[str, ...]]:
+        """Typed categorical fields and their values (usable in ``value_in`` and conditions)."""
+        out: dict[str, tuple[str, ...]] = {}
+        for n, f in cls.model_fields.items():
+            for arg in typing.get_args(f.annotation):
+                if typing.get_origin(arg) is Literal:
+                    out[n] = tuple(typing.get_args(arg))
+        return out
+
+    def value_of(self, name: str) -> Any:
+        """A typed field, else a lab (by concept), else a protocol flag; None when absent."""
+        if name in type(self).model_fields:
+            return getattr(self, name)
+        if name in self.labs:
+            return self.labs[name]
+        return self.flags.get(name)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One value a criterion used: field, value, unit, when it was observed and where it comes from."""
+
+    field: str
+    value: Any
+    unit: str | None
+    time: datetime | None
+    source: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "field": self.field,
+            "value": self.value.isoformat() if isinstance(self.value, datetime) else self.value,
+            "unit": self.unit,
+            "time": self.time.isoformat() if self.time else None,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class CriterionResult:
+    """The outcome of one criterion for one patient.
+
+    ``applied`` is False for a criterion the protocol sources do not give (kind ``unknown``): it is reported,
+    never decides ``eligible``, and its setting is listed in the warnings.
+    """
+
+    id: str
+    section: Literal["inclusion", "exclusion"]
+    kind: str
+    text: str
+    status: Status
+    reason: str
+    evidence: tuple[Evidence, ...]
+    citation: Citation
+    applied: bool = True
+    settings_used: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def blocks(self) -> bool:
+        """True when this result makes the patient ineligible."""
+        return (self.section == "inclusion" and self.status == "not_met") or (
+            self.section == "exclusion" and self.status == "met"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "id": self.id,
+            "section": self.section,
+            "kind": self.kind,
+            "text": self.text,
+            "status": self.status,
+            "applied": self.applied,
+            "reason": self.reason,
+            "evidence": [e.to_dict() for e in self.evidence],
+            "citation": self.citation.source,
+            "confidence": self.citation.confidence,
+            "settings_used": dict(self.settings_used),
+        }
+
+
+@dataclass(frozen=True)
+class EligibilityResult:
+    """The screening log of one patient against one protocol version."""
+
+    protocol: str
+    eligible: bool | None
+    inclusion: tuple[CriterionResult, ...]
+    exclusion: tuple[CriterionResult, ...]
+    settings: Mapping[str, str]
+    warnings: tuple[SettingWarning, ...]
+    allowed_arms: tuple[str, ...]
+    evaluated_at: datetime | None
+    patient_id: str | None = None
+
+    @property
+    def criteria(self) -> tuple[CriterionResult, ...]:
+        """Inclusion then exclusion results."""
+        return self.inclusion + self.exclusion
+
+    def result(self, criterion_id: str) -> CriterionResult:
+        """The result of one criterion by id."""
+        for r in self.criteria:
+            if r.id == criterion_id:
+                return r
+        raise KeyError(criterion_id)
+
+    @property
+    def blocking(self) -> tuple[str, ...]:
+        """Ids of the criteria that make the patient ineligible."""
+        return tuple(r.id for r in self.criteria if r.blocks)
+
+    @property
+    def undetermined(self) -> tuple[str, ...]:
+        """Ids of applied criteria whose status is unknown (data to collect)."""
+        return tuple(r.id for r in self.criteria if r.applied and r.status == "unknown")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "protocol": self.protocol,
+            "patient_id": self.patient_id,
+            "eligible": self.eligible,
+            "blocking": list(self.blocking),
+            "undetermined": list(self.undetermined),
+            "allowed_arms": list(self.allowed_arms),
+            "evaluated_at": self.evaluated_at.isoformat() if self.evaluated_at else None,
+            "settings": dict(self.settings),
+            "warnings": [w.to_dict() for w in self.warnings],
+            "criteria": [r.to_dict() for r in self.criteria],
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _Eval:
+    def __init__(self, protocol: Protocol, patient: PatientRecord, settings: Mapping[str, str], at: datetime | None):
+        self.p = protocol
+        self.pt = patient
+        self.settings = settings
+        self.at = at
+
+    def ev(self, name: str, unit: str | None = None) -> Evidence:
+        value = self.pt.value_of(name)
+        prov = self.pt.provenance.get(name)
+        time = prov.time if prov and prov.time else (value if isinstance(value, datetime) else None)
+        source = prov.source if prov and prov.source else self.pt.source
+        return Evidence(field=name, value=value, unit=unit, time=time, source=source)
+
+    # each returns (status, reason, evidence, settings_used)
+
+    def threshold(self, c: EligibilityCriterion, option: str | None = None) -> tuple[Status, str, list[Evidence], dict[str, str]]:
+        assert c.concept and c.comparator
+        unit = concept(c.concept).unit
+        used: dict[str, str] = {}
+        if c.threshold is not None:
+            t = c.threshold
+        else:
+            assert c.threshold_setting and c.thresholds is not None
+            opt = option or self.settings[c.threshold_setting]
+            used[c.threshold_setting] = opt
+            t = c.thresholds[opt]
+        ev = self.ev(c.concept, unit)
+        v = ev.value
+        rule = f"{c.concept} {c.comparator} {t:g} {unit}"
+        if v is None:
+            return "unknown", f"{c.concept} not recorded (rule: {rule})", [ev], used
+        ok = compare(float(v), c.comparator, t)
+        return ("met" if ok else "not_met"), f"{v:g} {unit}: {rule} is {'true' if ok else 'false'}", [ev], used
+
+    def flag(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
+        assert c.flag
+        want = True if c.met_when is None else c.met_when
+        ev = self.ev(c.flag)
+        if ev.value is None:
+            return "unknown", f"{c.flag} not recorded", [ev], {}
+        ok = bool(ev.value) == want
+        return ("met" if ok else "not_met"), f"{c.flag} is {ev.value} (criterion requires {want})", [ev], {}
+
+    def value_in(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
+        assert c.field and c.values is not None
+        ev = self.ev(c.field)
+        v = ev.value
+        if v is None:
+            return "unknown", f"{c.field} not recorded", [ev], {}
+        if c.field == "infection_source" and v not in self.p.vocabularies.infection_sources:
+            return (
+                "unknown",
+                f"infection_source {v!r} is not a term of {self.p.id} "
+                f"({sorted(self.p.vocabularies.infection_sources)}); record it in this protocol's terms",
+                [ev],
+                {},
+            )
+        ok = v in c.values
+        return ("met" if ok else "not_met"), f"{c.field} is {v!r}; {'in' if ok else 'not in'} {list(c.values)}", [ev], {}
+
+    def sepsis3(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
+        assert c.ed_min_total_sofa is not None and c.hospitalised_min_sofa_increase is not None
+        route, tot, adm = self.pt.admission_source, self.pt.sofa_total, self.pt.sofa_admission
+        evs = [self.ev("admission_source"), self.ev("sofa_total", "points")]
+        ed_ok = None if tot is None else tot >= c.ed_min_total_sofa
+        if route == "emergency_department":
+            if ed_ok is None:
+                return "unknown", "admitted through the ED; total SOFA not recorded", evs, {}
+            return (
+                ("met" if ed_ok else "not_met"),
+                f"admitted through the ED; total SOFA {tot} {'>=' if ed_ok else '<'} {c.ed_min_total_sofa}",
+                evs,
+                {},
+            )
+        evs.append(self.ev("sofa_admission", "points"))
+        inc_ok = None if tot is None or adm is None else tot - adm >= c.hospitalised_min_sofa_increase
+        if route == "hospitalised":
+            if inc_ok is None:
+                return "unknown", "already hospitalised; current and admission SOFA both needed", evs, {}
+            assert tot is not None and adm is not None
+            return (
+                ("met" if inc_ok else "not_met"),
+                f"already hospitalised; SOFA increase {tot - adm} (from {adm} to {tot}) "
+                f"{'>=' if inc_ok else '<'} {c.hospitalised_min_sofa_increase}",
+                evs,
+                {},
+            )
+        # admission route unknown: decided only if both readings agree
+        if ed_ok is True and inc_ok is True:
+            return "met", "admission route not recorded; both Sepsis-3 readings are met", evs, {}
+        if ed_ok is False:  # SOFA below the ED level also rules out an increase of that size from >= 0
+            if c.hospitalised_min_sofa_increase >= c.ed_min_total_sofa:
+                return "not_met", f"total SOFA {tot} < {c.ed_min_total_sofa}: neither reading can be met", evs, {}
+        return "unknown", "admission route (emergency department or already hospitalised) not recorded", evs, {}
+
+    def endotype_in(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
+        assert c.values is not None
+        ev = self.ev("endotype")
+        v = ev.value
+        if v is None:
+            return "unknown", "endotype not classified yet", [ev], {}
+        ok = v in c.values
+        return ("met" if ok else "not_met"), f"endotype {v!r}; {'in' if ok else 'not in'} {list(c.values)}", [ev], {}
+
+    def window(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
+        assert c.anchor and c.event and c.comparator and c.hours is not None
+        fa, fe = TIME_POINT_FIELDS[c.anchor], TIME_POINT_FIELDS[c.event]
+        ea, ee = self.ev(fa), self.ev(fe)
+        rule = f"{c.event} - {c.anchor} {c.comparator} {c.hours:g} h"
+        if ea.value is None:
+            return "unknown", f"{fa} not recorded (rule: {rule})", [ea, ee], {}
+        if ee.value is None:
+            if self.at is not None and c.comparator in ("<", "<="):
+                elapsed = _hours(self.at, ea.value)
+                if not compare(elapsed, c.comparator, c.hours):
+                    return (
+                        "not_met",
+                        f"{fe} not recorded and {elapsed:g} h have already passed at {self.at.isoformat()} "
+                        f"(rule: {rule}): the window has closed",
+                        [ea, ee],
+                        {},
+                    )
+            return "unknown", f"{fe} not recorded (rule: {rule})", [ea, ee], {}
+        elapsed = _hours(ee.value, ea.value)
+        if elapsed < 0:
+            return "not_met", f"{fe} is {-elapsed:g} h before {fa}", [ea, ee], {}
+        ok = compare(elapsed, c.comparator, c.hours)
+        return ("met" if ok else "not_met"), f"{elapsed:g} h: {rule} is {'true' if ok else 'false'}", [ea, ee], {}
+
+    def overlay(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
+        o = next(o for o in self.p.overlays if o.id == c.overlay)
+        applies, evs = self.condition(o.when)
+        ee = self.ev("endotype")
+        evs.append(ee)
+        served = {e for a in self.p.arms if a.code in o.allowed_arms for e in a.endotypes}
+        endo_ok = None if ee.value is None else ee.value in served
+        if applies is False:
+            return "met", f"overlay {o.id} does not apply ({o.when.field} is {self.pt.value_of(o.when.field)})", evs, {}
+        if endo_ok is True:
+            return "met", f"endotype {ee.value!r} is served by the arms open under {o.id}: {list(o.allowed_arms)}", evs, {}
+        if applies is True and endo_ok is False:
+            return (
+                "not_met",
+                f"{o.when.field} is {self.pt.value_of(o.when.field)}: only arms {list(o.allowed_arms)} are open, "
+                f"none serves endotype {ee.value!r}",
+                evs,
+                {},
+            )
+        missing = [e.field for e in evs if e.value is None]
+        return "unknown", f"overlay {o.id}: {', '.join(missing)} not recorded", evs, {}
+
+    def unknown(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
+        assert c.setting
+        s = self.p.settings[c.setting]
+        opt = self.settings[c.setting]
+        return "unknown", f"not evaluated (setting {c.setting}={opt}): {s.warning}", [], {c.setting: opt}
+
+    def condition(self, cond: Condition) -> tuple[bool | None, list[Evidence]]:
+        ev = self.ev(cond.field)
+        if ev.value is None:
+            return None, [ev]
+        return ev.value in cond.values and isinstance(ev.value, bool) == isinstance(cond.values[0], bool), [ev]
+
+    def run(self, c: EligibilityCriterion, section: Literal["inclusion", "exclusion"]) -> CriterionResult:
+        fn = {
+            "threshold": self.threshold,
+            "flag": self.flag,
+            "value_in": self.value_in,
+            "sepsis3": self.sepsis3,
+            "endotype_in": self.endotype_in,
+            "window_from_anchor": self.window,
+            "overlay": self.overlay,
+            "unknown": self.unknown,
+        }[c.kind]
+        status, reason, evs, used = fn(c)
+        if c.applies_if is not None:
+            applies, cevs = self.condition(c.applies_if)
+            evs = cevs + evs
+            passing = status == ("met" if section == "inclusion" else "not_met")
+            cond_text = f"{c.applies_if.field} in {list(c.applies_if.values)}"
+            if applies is False:
+                status = "met" if section == "inclusion" else "not_met"
+                reason = f"not applicable: applies only if {cond_text}"
+            elif applies is None and not passing:
+                status, reason = "unknown", f"applies only if {cond_text}, which is not recorded; {reason}"
+        for s in c.depends_on_settings:
+            used.setdefault(s, self.settings[s])
+        return CriterionResult(
+            id=c.id,
+            section=section,
+            kind=c.kind,
+            text=c.text,
+            status=status,
+            reason=reason,
+            evidence=tuple(evs),
+            citation=c.cite(),
+            applied=c.kind != "unknown",
+            settings_used=MappingProxyType(used),
+        )
+
+
+def _hours(later: datetime, earlier: datetime) -> float:
+    try:
+        return (later - earlier).total_seconds() / 3600.0
+    except TypeError:
+        raise InputError(
+            expected="times that are all timezone-aware or all naive",
+            got=f"{later!r} and {earlier!r}",
+            where="eligibility times",
+            todo="send every time with an offset (or none of them)",
+        ) from None
+
+
+def _allowed_arms(protocol: Protocol, patient: PatientRecord, ev: _Eval) -> tuple[str, ...]:
+    arms = [a for a in protocol.arms if patient.endotype is None or not a.endotypes or patient.endotype in a.endotypes]
+    codes = [a.code for a in arms]
+    for o in protocol.overlays:
+        applies, _ = ev.condition(o.when)
+        if applies is not False:  # applies, or unknown: stay conservative
+            codes = [c for c in codes if c in o.allowed_arms]
+    return tuple(codes)
+
+
+def evaluate_eligibility(
+    protocol: Protocol,
+    patient: PatientRecord,
+    *,
+    at: datetime | None = None,
+    settings: Mapping[str, str] | None = None,
+) -> EligibilityResult:
+    """Evaluate every inclusion and exclusion criterion of ``protocol`` for ``patient``.
+
+    Parameters
+    ----------
+    protocol : Protocol
+        A loaded protocol (:func:`immunoguide.protocols.load_protocol`).
+    patient : PatientRecord
+        What screening knows; ``None`` fields are unknown.
+    at : datetime, optional
+        The time of screening. Used only to close a time window whose event (e.g. the first dose) is not
+        planned yet: when the window has already elapsed the criterion is ``not_met`` instead of ``unknown``.
+    settings : mapping, optional
+        Overrides of the protocol's settings (``{"neutropenia_anc_threshold": "protocol_v1_0_1000"}``);
+        unknown names or options raise :class:`~immunoguide.errors.PolicyError`.
+
+    Returns
+    -------
+    EligibilityResult
+        One :class:`CriterionResult` per criterion, ``eligible`` True / False / None (undetermined), the arms
+        still open to the patient, the settings used and a :class:`SettingWarning` for every *unknown* setting
+        the result depends on (``decisive`` tells whether another option would have changed it).
+
+    Raises
+    ------
+    InputError
+        An endotype that the protocol does not declare, or mixed naive and aware times.
+    """
+    used = protocol.resolve_settings(settings)
+    if patient.endotype is not None and protocol.classification is not None:
+        names = set(protocol.endotype_names) | {protocol.classification.otherwise}
+        if patient.endotype not in names:
+            raise InputError(
+                expected=f"an endotype of {protocol.label}: {sorted(names)}",
+                got=patient.endotype,
+                where="field endotype",
+                todo="classify with this protocol's classification (immunoguide classify) or leave it empty",
+                field="endotype",
+            )
+    ev = _Eval(protocol, patient, used, at)
+    incl = tuple(ev.run(c, "inclusion") for c in protocol.inclusion)
+    excl = tuple(ev.run(c, "exclusion") for c in protocol.exclusion)
+    results = incl + excl
+    if any(r.blocks for r in results):
+        eligible: bool | None = False
+    elif any(r.applied and r.status == "unknown" for r in results):
+        eligible = None
+    else:
+        eligible = True
+    depends: dict[str, list[str]] = {}
+    decisive: dict[str, bool | None] = {}
+    for c in protocol.criteria:
+        setting_names = list(c.depends_on_settings)
+        if c.kind == "unknown":
+            assert c.setting
+            setting_names.append(c.setting)
+        if c.kind == "threshold" and c.threshold_setting:
+            setting_names.append(c.threshold_setting)
+            statuses = {ev.threshold(c, opt)[0] for opt in protocol.settings[c.threshold_setting].options}
+            decisive[c.threshold_setting] = decisive.get(c.threshold_setting) or len(statuses) > 1
+        for n in setting_names:
+            depends.setdefault(n, []).append(c.id)
+    warnings = protocol.setting_warnings(dict(sorted(depends.items())), used, decisive)
+    return EligibilityResult(
+        protocol=protocol.label,
+        eligible=eligible,
+        inclusion=incl,
+        exclusion=excl,
+        settings=MappingProxyType(used),
+        warnings=warnings,
+        allowed_arms=() if eligible is False else _allowed_arms(protocol, patient, ev),
+        evaluated_at=at,
+        patient_id=patient.patient_id,
+    )
