@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PKGS="postgresql chromium chromium-driver poppler-utils libpango-1.0-0 libpangoft2-1.0-0"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = "0" ]; then
     export DEBIAN_FRONTEND=noninteractive
@@ -17,7 +18,7 @@ if [ -n "$missing" ]; then
 fi
 
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
-.venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+.venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt -r requirements-spark.txt -c constraints.txt
 .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
 
 exec .venv/bin/python -m pytest -n 2 -q "$@"

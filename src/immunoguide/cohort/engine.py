@@ -125,11 +125,10 @@ def hourly_sofa_expr(
         first=ceil_hour(st.intime),
         last=ceil_hour(ibis.coalesce(st.outtime, st.intime)),
     )
-    grid = s.select(
-        "stay_id",
-        "first",
-        hour_end=ibis.range(s.first - ibis.interval(hours=23), s.last + H, H).unnest(),
-    )
+    # An integer offset series (portable: Spark's timestamp SEQUENCE drops some ranges under Ibis 12).
+    n_hours = ((s.last.epoch_seconds() - s.first.epoch_seconds()) / 3600).cast("int64") + 23
+    sk = s.mutate(k=ibis.range(0, n_hours + 1).unnest())
+    grid = sk.select("stay_id", "first", hour_end=sk.first - ibis.interval(hours=23) + sk.k.as_interval("h"))
     g0 = s.select("stay_id", grid0=s.first - ibis.interval(hours=23), last=s.last)
 
     def in_grid(t: ir.Table) -> ir.Table:
@@ -211,7 +210,8 @@ def hourly_sofa_expr(
     kg = kg.mutate(lo=kg.start.truncate("h") + H, hi=ceil_hour(kg.stop))
     kg = kg.mutate(lo=ibis.greatest(kg.lo, kg.grid0), hi=ibis.least(kg.hi, kg.last))
     kg = kg.filter(kg.hi >= kg.lo)
-    rows = kg.select("stay_id", "drug", "rate_ug_kg_min", hour_end=ibis.range(kg.lo, kg.hi + H, H).unnest())
+    kg = kg.mutate(k=ibis.range(0, ((kg.hi.epoch_seconds() - kg.lo.epoch_seconds()) / 3600).cast("int64") + 1).unnest())
+    rows = kg.select("stay_id", "drug", "rate_ug_kg_min", hour_end=kg.lo + kg.k.as_interval("h"))
     vaso = rows.group_by(["stay_id", "hour_end"]).aggregate(
         **{d: rows.rate_ug_kg_min.max(where=rows.drug == d) for d in _CATECHOLAMINES}
     )
