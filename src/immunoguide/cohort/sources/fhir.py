@@ -22,7 +22,8 @@ Mapping (codes in ``fhir_codes.toml``):
   ``cultures`` (positive from the coded result or the interpretation; NULL while pending).
 * ``MedicationAdministration``: RxNorm / name vasopressors (effectivePeriod + ``dosage.rateQuantity`` or
   ``rateRatio``) → ``infusions`` in µg/kg/min (per-minute rates without kg divided by the stay weight);
-  antibiotics (RxNorm / name list) → ``antibiotics`` with ``dosage.route``.
+  antibiotics (RxNorm / name list) → ``antibiotics`` (name = the coding display or text, as charted) with
+  ``dosage.route``; topical / ophthalmic / otic routes are reported, not loaded.
 * ``Procedure`` (SNOMED CT) → ``ventilation`` (performedPeriod); ``Condition`` ICD-10 / ICD-9-CM → ``diagnoses``.
 
 Named choices (also in :attr:`FhirReport.choices`):
@@ -68,7 +69,7 @@ import tomllib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from importlib import resources
@@ -89,8 +90,16 @@ __all__ = ["FhirIssue", "FhirReport", "convert_fhir", "load_codes", "stable_id"]
 DRUGS = ("dopamine", "dobutamine", "epinephrine", "norepinephrine")
 VENT_KINDS = ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap", "hfnc", "oxygen", "none")
 #: Resource types the adapter reads; any other type is counted once per type (``resource_type_not_used``).
-USED_TYPES = ("Patient", "Encounter", "Observation", "MedicationAdministration", "Procedure", "Condition",
-              "Medication", "Specimen")
+USED_TYPES = (
+    "Patient",
+    "Encounter",
+    "Observation",
+    "MedicationAdministration",
+    "Procedure",
+    "Condition",
+    "Medication",
+    "Specimen",
+)
 _MAX_INT64 = 2**63 - 1
 _CENSORED = re.compile(r"^\s*(<=|>=|<|>|≤|≥|greater than|less than)\s*([0-9]+(?:\.[0-9]+)?)\s*$", re.IGNORECASE)
 _REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
@@ -133,7 +142,7 @@ class FhirReport:
     rows : dict
         Rows written per schema table.
     issues : tuple of FhirIssue
-        Everything written to ``data_quality``, in the same order.
+        Everything written to ``data_quality``, in the same order (by stay, source, item, issue).
     id_map : dict
         ``"Encounter/<id>"`` / ``"Patient/<id>"`` → the 63-bit integer id used, for every non-numeric FHIR id.
     choices : dict
@@ -160,17 +169,29 @@ def load_codes(name: str = "fhir_codes.toml") -> Mapping[str, Any]:
         if spec.get("kind") == "culture":
             continue
         if spec.get("concept") not in known:
-            raise CriteriaError(expected="a concept of criteria/concepts.toml", got=spec.get("concept"),
-                                where=f"{where} [loinc.{code}]", todo="fix the concept name")
+            raise CriteriaError(
+                expected="a concept of criteria/concepts.toml",
+                got=spec.get("concept"),
+                where=f"{where} [loinc.{code}]",
+                todo="fix the concept name",
+            )
         for key in ("text_unit", "dimensionless_unit"):
             if key in spec and normalise_unit(spec[key]) not in concepts()[spec["concept"]].units:
-                raise CriteriaError(expected=f"{key} accepted by {spec['concept']}", got=spec[key],
-                                    where=f"{where} [loinc.{code}]", todo="use a unit listed in concepts.toml")
+                raise CriteriaError(
+                    expected=f"{key} accepted by {spec['concept']}",
+                    got=spec[key],
+                    where=f"{where} [loinc.{code}]",
+                    todo="use a unit listed in concepts.toml",
+                )
     bad_kinds = {k: v for k, v in raw["procedure"]["ventilation"].items() if v not in VENT_KINDS}
     bad_drugs = [d for d in raw["medication"]["vasopressors"] if d not in DRUGS and d != "excluded_words"]
     if bad_kinds or bad_drugs:
-        raise CriteriaError(expected=f"ventilation kinds in {VENT_KINDS} and drugs in {DRUGS}",
-                            got={"kinds": bad_kinds, "drugs": bad_drugs}, where=where, todo="fix the mapping")
+        raise CriteriaError(
+            expected=f"ventilation kinds in {VENT_KINDS} and drugs in {DRUGS}",
+            got={"kinds": bad_kinds, "drugs": bad_drugs},
+            where=where,
+            todo="fix the mapping",
+        )
     return raw
 
 
@@ -248,8 +269,9 @@ def _load(path_or_bundles: Any) -> tuple[list[tuple[Any, str]], list[FhirIssue]]
                 issues += i
             return out, issues
         if not p.is_file():
-            raise InputError(expected="an existing file or directory", got=str(p), where="convert_fhir",
-                             todo="check the path")
+            raise InputError(
+                expected="an existing file or directory", got=str(p), where="convert_fhir", todo="check the path"
+            )
         return _load_file(p)
     if isinstance(path_or_bundles, Mapping) or hasattr(path_or_bundles, "model_dump_json"):
         values = [path_or_bundles]
@@ -279,8 +301,11 @@ def _load_file(p: Path) -> tuple[list[tuple[Any, str]], list[FhirIssue]]:
                 issues.append(FhirIssue(f"fhir:{p.name}:{n}", "line", "invalid_json", str(exc)[:200]))
                 continue
             if not _is_fhir_object(v):
-                issues.append(FhirIssue(f"fhir:{p.name}:{n}", "resourceType", "invalid_resource",
-                                        "not a FHIR resource: " + _short(v)))
+                issues.append(
+                    FhirIssue(
+                        f"fhir:{p.name}:{n}", "resourceType", "invalid_resource", "not a FHIR resource: " + _short(v)
+                    )
+                )
                 continue
             out.append((v, f"{p.name}:{n}"))
         if not out:
@@ -300,8 +325,9 @@ def _short(v: Any) -> str:
     return s if len(s) <= 120 else s[:117] + "..."
 
 
-def _flatten(value: dict[str, Any], where: str, items: list[_Item], full_urls: dict[str, str],
-             issues: list[FhirIssue]) -> None:
+def _flatten(
+    value: dict[str, Any], where: str, items: list[_Item], full_urls: dict[str, str], issues: list[FhirIssue]
+) -> None:
     """Open Bundles (recursively) into resource items; broken entries become issues."""
     rtype = value.get("resourceType")
     if rtype != "Bundle":
@@ -318,13 +344,21 @@ def _flatten(value: dict[str, Any], where: str, items: list[_Item], full_urls: d
         issues.append(FhirIssue(f"fhir:Bundle/{bid}", loc, "invalid_resource", msg))
     entries = value.get("entry", [])
     if not isinstance(entries, list):
-        issues.append(FhirIssue(f"fhir:Bundle/{bid}", "entry", "invalid_resource", "entry is not a list: " + _short(entries)))
+        issues.append(
+            FhirIssue(f"fhir:Bundle/{bid}", "entry", "invalid_resource", "entry is not a list: " + _short(entries))
+        )
         return
     for i, e in enumerate(entries):
         res = e.get("resource") if isinstance(e, dict) else None
         if not _is_fhir_object(res):
-            issues.append(FhirIssue(f"fhir:Bundle/{bid}", f"entry[{i}]", "invalid_resource",
-                                    "entry without a FHIR resource: " + _short(e)))
+            issues.append(
+                FhirIssue(
+                    f"fhir:Bundle/{bid}",
+                    f"entry[{i}]",
+                    "invalid_resource",
+                    "entry without a FHIR resource: " + _short(e),
+                )
+            )
             continue
         assert isinstance(res, dict)
         before = len(items)
@@ -354,7 +388,7 @@ def _time(v: Any, noon: int) -> tuple[datetime | None, bool, str | None]:
         return None, False, "missing_time"
     if isinstance(v, datetime):
         if v.tzinfo is not None:
-            v = v.astimezone(timezone.utc).replace(tzinfo=None)
+            v = v.astimezone(UTC).replace(tzinfo=None)
         return v, False, None
     if isinstance(v, date):
         return datetime(v.year, v.month, v.day, noon), True, None
@@ -428,7 +462,9 @@ class _Converter:
         self.weights: dict[int, tuple[datetime, float]] = {}
 
     # -- bookkeeping ----------------------------------------------------------------------------------------------
-    def issue(self, it: _Item | str, item: str, issue: str, example: Any, stays: Iterable[int | None] = (None,)) -> None:
+    def issue(
+        self, it: _Item | str, item: str, issue: str, example: Any, stays: Iterable[int | None] = (None,)
+    ) -> None:
         label = it.label if isinstance(it, _Item) else it
         for sid in list(stays) or [None]:
             self.issues.append(FhirIssue(label, str(item), issue, str(example)[:300], sid))
@@ -456,22 +492,30 @@ class _Converter:
         if enc_key and enc_key in self.stays:
             return [self.stays[enc_key].stay_id], ""
         if subject_key and t is not None:
-            hits = [s.stay_id for s in self.stays_by_subject.get(subject_key, [])
-                    if s.intime - self.pre <= t and (s.outtime is None or t <= s.outtime)]
+            hits = [
+                s.stay_id
+                for s in self.stays_by_subject.get(subject_key, [])
+                if s.intime - self.pre <= t and (s.outtime is None or t <= s.outtime)
+            ]
             if hits:
                 return hits, ""
         if enc_key:
-            why = f"encounter {enc_key} is not a stay" + (f" and {subject_key} has no stay window containing {t}"
-                                                           if subject_key else " and there is no subject")
+            why = f"encounter {enc_key} is not a stay" + (
+                f" and {subject_key} has no stay window containing {t}" if subject_key else " and there is no subject"
+            )
         elif subject_key:
-            why = (f"no encounter; {subject_key} has no stay window containing {t}" if t
-                   else f"no encounter and no time to place {subject_key}")
+            why = (
+                f"no encounter; {subject_key} has no stay window containing {t}"
+                if t
+                else f"no encounter and no time to place {subject_key}"
+            )
         else:
             why = "no encounter and no subject"
         return [], why
 
-    def status_ok(self, it: _Item, status: Any, used: list[str], excluded: list[str], item: str,
-                  stays: list[int] | list[None]) -> bool:
+    def status_ok(
+        self, it: _Item, status: Any, used: list[str], excluded: list[str], item: str, stays: list[int] | list[None]
+    ) -> bool:
         if status in used:
             return True
         kind = "status_not_usable" if status in excluded else "invalid_code"
@@ -487,8 +531,12 @@ class _Converter:
         for it in items:
             if it.key is not None and it.key in seen:
                 same = seen[it.key].raw == it.raw
-                self.issue(it, it.rtype, "duplicate_resource" if same else "conflicting_duplicate",
-                           "identical copy ignored" if same else "differs from the first copy; the first is used")
+                self.issue(
+                    it,
+                    it.rtype,
+                    "duplicate_resource" if same else "conflicting_duplicate",
+                    "identical copy ignored" if same else "differs from the first copy; the first is used",
+                )
                 continue
             if it.key is not None:
                 seen[it.key] = it
@@ -516,11 +564,18 @@ class _Converter:
                 m = _REF.search(enc)
                 enc_key = f"{m.group(1)}/{m.group(2)}" if m else None
             stays = [self.stays[enc_key].stay_id] if enc_key in self.stays else [None]
-            numeric = isinstance(got, str) and loc.split(".")[-1] in ("value", "valueInteger") and any(
-                p in loc for p in ("valueQuantity", "rateQuantity", "valueInteger", "numerator", "denominator"))
-            self.issue(it, _raw_code(it.raw) if numeric else loc,
-                       "text_in_numeric_field" if numeric else "invalid_resource",
-                       f"{loc} = {got!r}" if numeric else msg, stays)
+            numeric = (
+                isinstance(got, str)
+                and loc.split(".")[-1] in ("value", "valueInteger")
+                and any(p in loc for p in ("valueQuantity", "rateQuantity", "valueInteger", "numerator", "denominator"))
+            )
+            self.issue(
+                it,
+                _raw_code(it.raw) if numeric else loc,
+                "text_in_numeric_field" if numeric else "invalid_resource",
+                f"{loc} = {got!r}" if numeric else msg,
+                stays,
+            )
         for it in by_type["Observation"]:
             self.observation(it)
         for it in by_type["MedicationAdministration"]:
@@ -540,8 +595,12 @@ class _Converter:
             if not self.status_ok(it, e.status, ec["status_used"], ec["status_excluded"], "Encounter.status", [None]):
                 continue
             if cls is None or cls.code not in ec["classes"] or (cls.system and cls.system not in ec["class_systems"]):
-                self.issue(it, getattr(cls, "code", None) or "Encounter.class", "encounter_class_not_inpatient",
-                           f"class {getattr(cls, 'system', None)}|{getattr(cls, 'code', None)}")
+                self.issue(
+                    it,
+                    getattr(cls, "code", None) or "Encounter.class",
+                    "encounter_class_not_inpatient",
+                    f"class {getattr(cls, 'system', None)}|{getattr(cls, 'code', None)}",
+                )
                 continue
             accepted.append(it)
         acc_keys = {it.key for it in accepted}
@@ -562,7 +621,9 @@ class _Converter:
                 self.issue(it, "Encounter.period", "times_out_of_order", f"end {end} before start {start}")
                 continue
             if it.key is None:
-                self.issue(it, "Encounter.id", "invalid_resource", "an encounter needs an id (or a fullUrl) to be a stay")
+                self.issue(
+                    it, "Encounter.id", "invalid_resource", "an encounter needs an id (or a fullUrl) to be a stay"
+                )
                 continue
             sid = self.int_id(it.key)
             if sid in used_ids:
@@ -617,8 +678,17 @@ class _Converter:
             return None
         return None
 
-    def patient_facts(self, it: _Item, pat: Any, row: dict[str, Any], start: datetime, admit: datetime,
-                      hosp_end: datetime | None, adm_enc: Any, sid: int) -> None:
+    def patient_facts(
+        self,
+        it: _Item,
+        pat: Any,
+        row: dict[str, Any],
+        start: datetime,
+        admit: datetime,
+        hosp_end: datetime | None,
+        adm_enc: Any,
+        sid: int,
+    ) -> None:
         if pat.gender in self.c["patient"]["genders"]:
             row["sex"] = None if pat.gender == "unknown" else pat.gender
         elif pat.gender is not None:
@@ -639,7 +709,9 @@ class _Converter:
             row["deathtime"] = death
         elif death is None:
             disp = getattr(getattr(adm_enc, "hospitalization", None), "dischargeDisposition", None)
-            if hosp_end is not None and any(c.code in self.c["encounter"]["death_dispositions"] for c in _codings(disp)):
+            if hosp_end is not None and any(
+                c.code in self.c["encounter"]["death_dispositions"] for c in _codings(disp)
+            ):
                 row["deathtime"] = hosp_end
 
     # -- observations ---------------------------------------------------------------------------------------------
@@ -659,8 +731,14 @@ class _Converter:
         if not self.status_ok(it, o.status, used, oc["status_excluded"], _first_code(o.code), sids):
             return
         if all(s is None for _, s, _ in parts):
-            self.issue(it, parts[0][2], "unknown_code", "; ".join(f"{c.system}|{c.code}" for c in _codings(o.code))
-                       or _short(o.code.model_dump(exclude_none=True) if o.code else None), sids)
+            self.issue(
+                it,
+                parts[0][2],
+                "unknown_code",
+                "; ".join(f"{c.system}|{c.code}" for c in _codings(o.code))
+                or _short(o.code.model_dump(exclude_none=True) if o.code else None),
+                sids,
+            )
             return
         if t is None:
             self.issue(it, parts[0][2], tprob or "missing_time", "no usable effective[x]", sids)
@@ -685,10 +763,22 @@ class _Converter:
             value, text, unit = res
             for sid in stays:
                 self.rows["observations"].append(
-                    {"stay_id": sid, "time": t, "concept": spec["concept"], "value": value, "value_text": text,
-                     "unit": unit, "method": method, "source": it.label})
-                if spec["concept"] == "weight_kg" and value is not None and (
-                        sid not in self.weights or t < self.weights[sid][0]):
+                    {
+                        "stay_id": sid,
+                        "time": t,
+                        "concept": spec["concept"],
+                        "value": value,
+                        "value_text": text,
+                        "unit": unit,
+                        "method": method,
+                        "source": it.label,
+                    }
+                )
+                if (
+                    spec["concept"] == "weight_kg"
+                    and value is not None
+                    and (sid not in self.weights or t < self.weights[sid][0])
+                ):
                     self.weights[sid] = (t, value)
 
     def obs_spec(self, cc: Any) -> dict[str, Any] | None:
@@ -697,8 +787,13 @@ class _Converter:
             if c.system == self.sys["loinc"] and c.code in self.c["loinc"]:
                 return dict(self.c["loinc"][c.code])
             if c.system == self.sys["concept"] and c.code in known:
+                # the local code system defines its values in the concept's canonical unit: a censored text is read
+                # in it; a Quantity without a unit is accepted only for dimensionless concepts (pH, points, fraction)
                 canon = concepts()[c.code].unit
-                return {"concept": c.code, "text_unit": canon, "dimensionless_unit": canon}
+                spec = {"concept": c.code, "text_unit": canon}
+                if canon in self.c["local_concepts"]["dimensionless_units"]:
+                    spec["dimensionless_unit"] = canon
+                return spec
         return None
 
     def obs_time(self, o: Any, spec: Mapping[str, Any]) -> tuple[datetime | None, bool, str | None]:
@@ -758,8 +853,10 @@ class _Converter:
                 return bad("missing_value", "valueQuantity without a value")
             unit, source, prob = self.unit_for(q, spec)
             if unit is None:
-                return bad(prob or "unit_mismatch",
-                           f"{_num(q.value)} {source or ''}: {name} accepts {sorted(concepts()[name].units)}")
+                return bad(
+                    prob or "unit_mismatch",
+                    f"{_num(q.value)} {source or ''}: {name} accepts {sorted(concepts()[name].units)}",
+                )
             if q.comparator is not None and q.comparator not in self.c["observation"]["comparators"]:
                 return bad("invalid_code", f"comparator {q.comparator!r}")
             try:
@@ -790,13 +887,27 @@ class _Converter:
             return None, h.valueString.strip(), spec["text_unit"]
         if h.dataAbsentReason is not None:
             return bad("missing_value", f"dataAbsentReason {_first_code(h.dataAbsentReason)}")
-        present = [k for k in ("valueCodeableConcept", "valueBoolean", "valueRange", "valueRatio", "valuePeriod",
-                               "valueDateTime", "valueTime", "valueSampledData") if getattr(h, k, None) is not None]
+        present = [
+            k
+            for k in (
+                "valueCodeableConcept",
+                "valueBoolean",
+                "valueRange",
+                "valueRatio",
+                "valuePeriod",
+                "valueDateTime",
+                "valueTime",
+                "valueSampledData",
+            )
+            if getattr(h, k, None) is not None
+        ]
         if present:
             return bad("unsupported_value_type", f"{present[0]} for a numeric concept")
         return bad("missing_value", "no value[x]")
 
-    def culture(self, it: _Item, o: Any, spec: Mapping[str, Any], t: datetime, date_only: bool, stays: list[int]) -> None:
+    def culture(
+        self, it: _Item, o: Any, spec: Mapping[str, Any], t: datetime, date_only: bool, stays: list[int]
+    ) -> None:
         cc = self.c["culture"]
         positive: bool | None = None
         interp = [c.code for i in (o.interpretation or []) for c in _codings(i) if c.code]
@@ -827,7 +938,8 @@ class _Converter:
         specimen = self.specimen(o) or spec.get("specimen")
         for sid in stays:
             self.rows["cultures"].append(
-                {"stay_id": sid, "time": t, "specimen": specimen, "positive": positive, "time_is_date_only": date_only})
+                {"stay_id": sid, "time": t, "specimen": specimen, "positive": positive, "time_is_date_only": date_only}
+            )
 
     def specimen(self, o: Any) -> str | None:
         ref = o.specimen
@@ -889,7 +1001,7 @@ class _Converter:
         p = m.effectivePeriod
         if m.effectiveDateTime is not None:
             start, sd, sprob = _time(m.effectiveDateTime, self.noon)
-            end, ed, eprob = None, False, "missing_time"
+            end, ed, eprob = _time(None, self.noon)  # no end: (None, False, "missing_time")
         else:
             start, sd, sprob = _time(getattr(p, "start", None), self.noon)
             end, ed, eprob = _time(getattr(p, "end", None), self.noon)
@@ -899,8 +1011,15 @@ class _Converter:
             return
         kind = self.classify_drug(cc) if cc is not None else None
         if kind is None:
-            self.issue(it, code, "unknown_code", "; ".join(f"{c.system}|{c.code}" for c in _codings(cc))
-                       or "; ".join(_texts(cc)) or "no medication code", sids)
+            self.issue(
+                it,
+                code,
+                "unknown_code",
+                "; ".join(f"{c.system}|{c.code}" for c in _codings(cc))
+                or "; ".join(_texts(cc))
+                or "no medication code",
+                sids,
+            )
             return
         if start is None:
             self.issue(it, code, sprob or "missing_time", "no usable effective[x] start", sids)
@@ -920,16 +1039,23 @@ class _Converter:
                 rt = _texts(dosage.route)
                 route = rt[0] if rt else (rc[0] if rc else None)
                 if any(c in mc["antibiotics"]["excluded_route_codes"] for c in rc) or any(
-                        w in s.lower().split() for s in rt for w in mc["antibiotics"]["excluded_route_words"]):
+                    w in s.lower().split() for s in rt for w in mc["antibiotics"]["excluded_route_words"]
+                ):
                     self.issue(it, code, "route_not_systemic", f"route {route}", stays)
                     return
             for sid in stays:
                 self.rows["antibiotics"].append(
-                    {"stay_id": sid, "time": start, "name": name, "route": route, "time_is_date_only": sd})
+                    {"stay_id": sid, "time": start, "name": name, "route": route, "time_is_date_only": sd}
+                )
             return
         if end is None:
-            self.issue(it, code, "missing_end_time" if eprob != "imprecise_time" else "imprecise_time",
-                       "an infusion needs effectivePeriod.start and .end", stays)
+            self.issue(
+                it,
+                code,
+                "missing_end_time" if eprob != "imprecise_time" else "imprecise_time",
+                "an infusion needs effectivePeriod.start and .end",
+                stays,
+            )
             return
         if end == start:
             self.issue(it, code, "times_out_of_order", f"end {end} equals start", stays)
@@ -947,7 +1073,8 @@ class _Converter:
                 self.issue(it, code, res.issue, res.example, [sid])
                 continue
             self.rows["infusions"].append(
-                {"stay_id": sid, "drug": name, "start": start, "stop": end, "rate_ug_kg_min": res, "source": it.label})
+                {"stay_id": sid, "drug": name, "start": start, "stop": end, "rate_ug_kg_min": res, "source": it.label}
+            )
 
     def rate(self, dosage: Any) -> tuple[float, str] | str:
         if dosage is None:
@@ -978,14 +1105,20 @@ class _Converter:
                 return to_canonical(cname, value, u)
             if u in per_min:
                 if sid not in self.weights:
-                    return FhirIssue("", drug, "rate_per_min_without_weight", f"{_num(value)} {unit}; stay has no body weight")
+                    return FhirIssue(
+                        "", drug, "rate_per_min_without_weight", f"{_num(value)} {unit}; stay has no body weight"
+                    )
                 return to_canonical(cname, value * float(per_min[u]) / self.weights[sid][1], "ug/kg/min")
         except ImplausibleValueError as exc:
             return FhirIssue("", drug, "implausible_value", exc.message)
         except UnitError as exc:  # pragma: no cover - guarded above
             return FhirIssue("", drug, "unit_mismatch", exc.message)
-        return FhirIssue("", drug, "unit_mismatch",
-                         f"{_num(value)} {unit}: expected one of {sorted(concepts()[cname].units)} or {sorted(per_min)}")
+        return FhirIssue(
+            "",
+            drug,
+            "unit_mismatch",
+            f"{_num(value)} {unit}: expected one of {sorted(concepts()[cname].units)} or {sorted(per_min)}",
+        )
 
     # -- procedures and conditions --------------------------------------------------------------------------------
     def procedure(self, it: _Item) -> None:
@@ -996,16 +1129,23 @@ class _Converter:
             end, ed, eprob = _time(p.performedPeriod.end, self.noon)
         else:
             start, sd, sprob = _time(p.performedDateTime, self.noon)
-            end, ed, eprob = None, False, "missing_time"
+            end, ed, eprob = _time(None, self.noon)  # no end: (None, False, "missing_time")
         stays, why = self.attach(self.ref(p.encounter), self.ref(p.subject), start)
         sids: list[Any] = stays or [None]
         if not self.status_ok(it, p.status, pc["status_used"], pc["status_excluded"], code, sids):
             return
-        kind = next((pc["ventilation"][c.code] for c in _codings(p.code)
-                     if c.system == self.sys["snomed"] and c.code in pc["ventilation"]), None)
+        kind = next(
+            (
+                pc["ventilation"][c.code]
+                for c in _codings(p.code)
+                if c.system == self.sys["snomed"] and c.code in pc["ventilation"]
+            ),
+            None,
+        )
         if kind is None:
-            self.issue(it, code, "unknown_code",
-                       "; ".join(f"{c.system}|{c.code}" for c in _codings(p.code)) or "no code", sids)
+            self.issue(
+                it, code, "unknown_code", "; ".join(f"{c.system}|{c.code}" for c in _codings(p.code)) or "no code", sids
+            )
             return
         if start is None:
             self.issue(it, code, sprob or "missing_time", "no usable performedPeriod.start", sids)
@@ -1017,8 +1157,13 @@ class _Converter:
             self.issue(it, code, "no_encounter", why)
             return
         if end is None:
-            self.issue(it, code, "missing_end_time" if eprob != "imprecise_time" else "imprecise_time",
-                       "ventilation needs performedPeriod.start and .end", stays)
+            self.issue(
+                it,
+                code,
+                "missing_end_time" if eprob != "imprecise_time" else "imprecise_time",
+                "ventilation needs performedPeriod.start and .end",
+                stays,
+            )
             return
         if sd or ed:
             self.issue(it, code, "date_only_time", "ventilation period given as dates", stays)
@@ -1052,8 +1197,15 @@ class _Converter:
                 invalid.append(f"{x.system}|{x.code}")
         if not found:
             kind = "invalid_code" if invalid else "unknown_code"
-            self.issue(it, code, kind, "; ".join(invalid) or "; ".join(
-                f"{x.system}|{x.code}" for x in _codings(c.code)) or "no ICD-10 / ICD-9-CM coding", sids)
+            self.issue(
+                it,
+                code,
+                kind,
+                "; ".join(invalid)
+                or "; ".join(f"{x.system}|{x.code}" for x in _codings(c.code))
+                or "no ICD-10 / ICD-9-CM coding",
+                sids,
+            )
             return
         if not stays:
             self.issue(it, code, "no_encounter", why)
@@ -1070,8 +1222,11 @@ class _Converter:
                 s.row["weight_kg"] = self.weights[s.stay_id][1]
             self.rows["stays"].append(s.row)
             if s.stay_id not in with_obs:
-                self.issues.append(FhirIssue(f"fhir:{key}", "stay", "stay_without_observations",
-                                             "no usable observation attached", s.stay_id))
+                self.issues.append(
+                    FhirIssue(
+                        f"fhir:{key}", "stay", "stay_without_observations", "no usable observation attached", s.stay_id
+                    )
+                )
 
 
 def _sort_key(row: Mapping[str, Any], cols: tuple[str, ...]) -> tuple[Any, ...]:
@@ -1089,8 +1244,9 @@ _ORDER: dict[str, tuple[str, ...]] = {
 }
 
 
-def convert_fhir(path_or_bundles: str | os.PathLike[str] | Mapping[str, Any] | Iterable[Any],
-                 out_dir: str | os.PathLike[str]) -> FhirReport:
+def convert_fhir(
+    path_or_bundles: str | os.PathLike[str] | Mapping[str, Any] | Iterable[Any], out_dir: str | os.PathLike[str]
+) -> FhirReport:
     """Convert FHIR R4B Bundles into the timeline schema (one Parquet file per table in ``out_dir``).
 
     Parameters
@@ -1120,6 +1276,9 @@ def convert_fhir(path_or_bundles: str | os.PathLike[str] | Mapping[str, Any] | I
     for v, where in values:
         _flatten(v, where, items, conv.full_urls, conv.issues)
     conv.run(items)
+    issues = sorted(
+        conv.issues, key=lambda i: (i.stay_id is None, i.stay_id or 0, i.source, i.item, i.issue, i.example)
+    )
 
     out = Path(out_dir)
     tables: dict[str, pa.Table] = {}
@@ -1128,8 +1287,17 @@ def convert_fhir(path_or_bundles: str | os.PathLike[str] | Mapping[str, Any] | I
         if table in _ORDER:
             rows = sorted(rows, key=lambda r, c=_ORDER[table]: _sort_key(r, c))  # type: ignore[misc]
         if table == "data_quality":
-            rows = [{"stay_id": i.stay_id, "source": i.source, "item": i.item, "issue": i.issue, "n": i.n,
-                     "example": i.example} for i in conv.issues]
+            rows = [
+                {
+                    "stay_id": i.stay_id,
+                    "source": i.source,
+                    "item": i.item,
+                    "issue": i.issue,
+                    "n": i.n,
+                    "example": i.example,
+                }
+                for i in issues
+            ]
         tables[table] = pa.Table.from_pylist(rows, schema=schema)
     out.mkdir(parents=True, exist_ok=True)
     for table, tbl in tables.items():
@@ -1142,7 +1310,7 @@ def convert_fhir(path_or_bundles: str | os.PathLike[str] | Mapping[str, Any] | I
         out_dir=str(out),
         resources_read=len(items),
         rows={t: tbl.num_rows for t, tbl in tables.items()},
-        issues=tuple(conv.issues),
+        issues=tuple(issues),
         id_map=dict(sorted(conv.id_map.items())),
         choices={
             "fhir_version": codes["fhir_version"],
