@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from immunoguide.cli._classify import classify
-from immunoguide.cli._cohort import cohort_app
+from immunoguide.cli._cohort import cohort_app, screen
 from immunoguide.cli._demo import demo
 from immunoguide.cli._protocol import protocol_app
 from immunoguide.cli._score import score_app
@@ -27,6 +27,7 @@ app.add_typer(score_app, name="score")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(cohort_app, name="cohort")
 app.command("classify")(classify)
+app.command("screen")(screen)
 app.command("demo")(demo)
 
 

@@ -123,3 +123,28 @@ def summary(
         c.print(t)
     for p in s.plots:
         c.print(f"plot: {p}")
+
+
+def screen(
+    data: Annotated[Path, typer.Argument(help="Source data (folder or file).")],
+    source: Annotated[str, typer.Option("--source", help="mimic3 | mimic4 | long | fhir")] = "mimic3",
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("immunoguide-screening"),
+    protocol: Annotated[str, typer.Option("--protocol", help="Protocol id.")] = "immunosep-2025",
+) -> None:
+    """Real-data screening report: Sepsis-3 stays, infection sources, ferritin availability (and censored values),
+    endotype where decidable, and what is missing for a full classification."""
+    from immunoguide.cohort.pipeline import run_cohort
+    from immunoguide.cohort.report import screening_report
+
+    console = Console()
+    try:
+        with console.status("converting source …"):
+            convert_source(source, data, out / "timeline")
+        with console.status("hourly SOFA, Sepsis-3, screening …"):
+            run_cohort(out / "timeline", out, protocol=protocol)
+        report = screening_report(out)
+    except ImmunoguideError as exc:
+        fail(exc, EXIT_BAD_DATA_FILE if isinstance(exc, InputError) else 2)
+        return
+    console.print(report.text)
+    console.print(f"\nreport: {report.path}")
