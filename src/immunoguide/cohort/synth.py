@@ -46,11 +46,21 @@ unclassified about 53 %; the rest indeterminate) or, with ``endotype_prior="prov
 kinds are ``unknown_itemid`` (an itemid absent from the dictionaries), ``text_in_numeric`` (``value='ERROR'``,
 ``valuenum`` NULL), ``implausible`` (99999, e.g. platelets 99999), ``unit_mismatch`` (bilirubin or creatinine in
 ``umol/L``; norepinephrine in ``mg/kg/min``), ``before_intime`` (an output charted before ``icustays.intime``).
-Ferritin and HLA-DR rows are never made bad, so the endotype truth stays exact.
+Ferritin and HLA-DR rows, and the first and last heart rate of each stay (they define the stay's charted span),
+are never made bad, so the endotype truth and the hourly grid stay exact.
 
 Determinism: the same ``seed`` gives byte-identical files for the same ``chunk_stays``; the concatenated content of
 every table (rows, order and values) does not depend on ``chunk_stays`` (stays are generated in fixed internal blocks
 of :data:`BLOCK_STAYS` stays, each with its own random streams; chunks only decide where files are cut).
+
+Realism traps on purpose: bedside copies of platelets, creatinine and bilirubin in ``chartevents`` (227457, 220615,
+225690), FiO2 occasionally charted as a fraction, ICD-9 and ICD-10 codes side by side, cultures with only a date,
+topical and ophthalmic antibiotics and ``BASE`` diluent rows in ``prescriptions``, suspected-infection work-ups
+(cultures + short antibiotic courses) in non-infected stays, and norepinephrine rates stored in single precision.
+
+The ImmunoSep "indeterminate" remainder (about 6 % of screened: 41 of 672 screened were neither MALS, immunoparalysis
+nor unclassified, spec §2.1) is represented by a missing HLA-DR result or a censored ferritin; ``_truth/stays``
+records both the latent (``endotype_true``) and the data-supported (``endotype_observable``) class.
 
 Simplifications (synthetic, not MIMIC facts): one ICU stay per hospital admission (about 7 % of admissions are a
 later admission of the same subject); item labels of ``d_items`` / ``d_labitems`` and the microbiology specimen,
@@ -158,87 +168,237 @@ def _schema(*cols: tuple[str, pa.DataType]) -> pa.Schema:
 SCHEMAS: Mapping[str, pa.Schema] = MappingProxyType(
     {
         "patients": _schema(
-            ("subject_id", _i32), ("gender", _str), ("anchor_age", _i16), ("anchor_year", _i16),
-            ("anchor_year_group", _str), ("dod", pa.date32()),
+            ("subject_id", _i32),
+            ("gender", _str),
+            ("anchor_age", _i16),
+            ("anchor_year", _i16),
+            ("anchor_year_group", _str),
+            ("dod", pa.date32()),
         ),
         "admissions": _schema(
-            ("subject_id", _i32), ("hadm_id", _i32), ("admittime", _ts), ("dischtime", _ts), ("deathtime", _ts),
-            ("admission_type", _str), ("admit_provider_id", _str), ("admission_location", _str),
-            ("discharge_location", _str), ("insurance", _str), ("language", _str), ("marital_status", _str),
-            ("race", _str), ("edregtime", _ts), ("edouttime", _ts), ("hospital_expire_flag", _i16),
+            ("subject_id", _i32),
+            ("hadm_id", _i32),
+            ("admittime", _ts),
+            ("dischtime", _ts),
+            ("deathtime", _ts),
+            ("admission_type", _str),
+            ("admit_provider_id", _str),
+            ("admission_location", _str),
+            ("discharge_location", _str),
+            ("insurance", _str),
+            ("language", _str),
+            ("marital_status", _str),
+            ("race", _str),
+            ("edregtime", _ts),
+            ("edouttime", _ts),
+            ("hospital_expire_flag", _i16),
         ),
         "diagnoses_icd": _schema(
-            ("subject_id", _i32), ("hadm_id", _i32), ("seq_num", _i32), ("icd_code", _str), ("icd_version", _i32),
+            ("subject_id", _i32),
+            ("hadm_id", _i32),
+            ("seq_num", _i32),
+            ("icd_code", _str),
+            ("icd_version", _i32),
         ),
         "labevents": _schema(
-            ("labevent_id", _i64), ("subject_id", _i32), ("hadm_id", _i32), ("specimen_id", _i64), ("itemid", _i32),
-            ("order_provider_id", _str), ("charttime", _ts), ("storetime", _ts), ("value", _str), ("valuenum", _f64),
-            ("valueuom", _str), ("ref_range_lower", _f64), ("ref_range_upper", _f64), ("flag", _str),
-            ("priority", _str), ("comments", _str),
+            ("labevent_id", _i64),
+            ("subject_id", _i32),
+            ("hadm_id", _i32),
+            ("specimen_id", _i64),
+            ("itemid", _i32),
+            ("order_provider_id", _str),
+            ("charttime", _ts),
+            ("storetime", _ts),
+            ("value", _str),
+            ("valuenum", _f64),
+            ("valueuom", _str),
+            ("ref_range_lower", _f64),
+            ("ref_range_upper", _f64),
+            ("flag", _str),
+            ("priority", _str),
+            ("comments", _str),
         ),
         "microbiologyevents": _schema(
-            ("microevent_id", _i64), ("subject_id", _i32), ("hadm_id", _i32), ("micro_specimen_id", _i64),
-            ("order_provider_id", _str), ("chartdate", _ts), ("charttime", _ts), ("spec_itemid", _i32),
-            ("spec_type_desc", _str), ("test_seq", _i32), ("storedate", _ts), ("storetime", _ts),
-            ("test_itemid", _i32), ("test_name", _str), ("org_itemid", _i32), ("org_name", _str),
-            ("isolate_num", _i16), ("quantity", _str), ("ab_itemid", _i32), ("ab_name", _str),
-            ("dilution_text", _str), ("dilution_comparison", _str), ("dilution_value", _f64),
-            ("interpretation", _str), ("comments", _str),
+            ("microevent_id", _i64),
+            ("subject_id", _i32),
+            ("hadm_id", _i32),
+            ("micro_specimen_id", _i64),
+            ("order_provider_id", _str),
+            ("chartdate", _ts),
+            ("charttime", _ts),
+            ("spec_itemid", _i32),
+            ("spec_type_desc", _str),
+            ("test_seq", _i32),
+            ("storedate", _ts),
+            ("storetime", _ts),
+            ("test_itemid", _i32),
+            ("test_name", _str),
+            ("org_itemid", _i32),
+            ("org_name", _str),
+            ("isolate_num", _i16),
+            ("quantity", _str),
+            ("ab_itemid", _i32),
+            ("ab_name", _str),
+            ("dilution_text", _str),
+            ("dilution_comparison", _str),
+            ("dilution_value", _f64),
+            ("interpretation", _str),
+            ("comments", _str),
         ),
         "prescriptions": _schema(
-            ("subject_id", _i32), ("hadm_id", _i32), ("pharmacy_id", _i64), ("poe_id", _str), ("poe_seq", _i32),
-            ("order_provider_id", _str), ("starttime", _ts), ("stoptime", _ts), ("drug_type", _str), ("drug", _str),
-            ("formulary_drug_cd", _str), ("gsn", _str), ("ndc", _str), ("prod_strength", _str), ("form_rx", _str),
-            ("dose_val_rx", _str), ("dose_unit_rx", _str), ("form_val_disp", _str), ("form_unit_disp", _str),
-            ("doses_per_24_hrs", _f64), ("route", _str),
+            ("subject_id", _i32),
+            ("hadm_id", _i32),
+            ("pharmacy_id", _i64),
+            ("poe_id", _str),
+            ("poe_seq", _i32),
+            ("order_provider_id", _str),
+            ("starttime", _ts),
+            ("stoptime", _ts),
+            ("drug_type", _str),
+            ("drug", _str),
+            ("formulary_drug_cd", _str),
+            ("gsn", _str),
+            ("ndc", _str),
+            ("prod_strength", _str),
+            ("form_rx", _str),
+            ("dose_val_rx", _str),
+            ("dose_unit_rx", _str),
+            ("form_val_disp", _str),
+            ("form_unit_disp", _str),
+            ("doses_per_24_hrs", _f64),
+            ("route", _str),
         ),
         "icustays": _schema(
-            ("subject_id", _i32), ("hadm_id", _i32), ("stay_id", _i32), ("first_careunit", _str),
-            ("last_careunit", _str), ("intime", _ts), ("outtime", _ts), ("los", _f64),
+            ("subject_id", _i32),
+            ("hadm_id", _i32),
+            ("stay_id", _i32),
+            ("first_careunit", _str),
+            ("last_careunit", _str),
+            ("intime", _ts),
+            ("outtime", _ts),
+            ("los", _f64),
         ),
         "chartevents": _schema(
-            ("subject_id", _i32), ("hadm_id", _i32), ("stay_id", _i32), ("caregiver_id", _i32), ("charttime", _ts),
-            ("storetime", _ts), ("itemid", _i32), ("value", _str), ("valuenum", _f64), ("valueuom", _str),
+            ("subject_id", _i32),
+            ("hadm_id", _i32),
+            ("stay_id", _i32),
+            ("caregiver_id", _i32),
+            ("charttime", _ts),
+            ("storetime", _ts),
+            ("itemid", _i32),
+            ("value", _str),
+            ("valuenum", _f64),
+            ("valueuom", _str),
             ("warning", _i16),
         ),
         "inputevents": _schema(
-            ("subject_id", _i32), ("hadm_id", _i32), ("stay_id", _i32), ("caregiver_id", _i32), ("starttime", _ts),
-            ("endtime", _ts), ("storetime", _ts), ("itemid", _i32), ("amount", _f64), ("amountuom", _str),
-            ("rate", _f64), ("rateuom", _str), ("orderid", _i64), ("linkorderid", _i64), ("ordercategoryname", _str),
-            ("secondaryordercategoryname", _str), ("ordercomponenttypedescription", _str),
-            ("ordercategorydescription", _str), ("patientweight", _f64), ("totalamount", _f64),
-            ("totalamountuom", _str), ("isopenbag", _i16), ("continueinnextdept", _i16),
-            ("statusdescription", _str), ("originalamount", _f64), ("originalrate", _f64),
+            ("subject_id", _i32),
+            ("hadm_id", _i32),
+            ("stay_id", _i32),
+            ("caregiver_id", _i32),
+            ("starttime", _ts),
+            ("endtime", _ts),
+            ("storetime", _ts),
+            ("itemid", _i32),
+            ("amount", _f64),
+            ("amountuom", _str),
+            ("rate", _f64),
+            ("rateuom", _str),
+            ("orderid", _i64),
+            ("linkorderid", _i64),
+            ("ordercategoryname", _str),
+            ("secondaryordercategoryname", _str),
+            ("ordercomponenttypedescription", _str),
+            ("ordercategorydescription", _str),
+            ("patientweight", _f64),
+            ("totalamount", _f64),
+            ("totalamountuom", _str),
+            ("isopenbag", _i16),
+            ("continueinnextdept", _i16),
+            ("statusdescription", _str),
+            ("originalamount", _f64),
+            ("originalrate", _f64),
         ),
         "outputevents": _schema(
-            ("subject_id", _i32), ("hadm_id", _i32), ("stay_id", _i32), ("caregiver_id", _i32), ("charttime", _ts),
-            ("storetime", _ts), ("itemid", _i32), ("value", _f64), ("valueuom", _str),
+            ("subject_id", _i32),
+            ("hadm_id", _i32),
+            ("stay_id", _i32),
+            ("caregiver_id", _i32),
+            ("charttime", _ts),
+            ("storetime", _ts),
+            ("itemid", _i32),
+            ("value", _f64),
+            ("valueuom", _str),
         ),
         "procedureevents": _schema(
-            ("subject_id", _i32), ("hadm_id", _i32), ("stay_id", _i32), ("caregiver_id", _i32), ("starttime", _ts),
-            ("endtime", _ts), ("storetime", _ts), ("itemid", _i32), ("value", _f64), ("valueuom", _str),
-            ("location", _str), ("locationcategory", _str), ("orderid", _i64), ("linkorderid", _i64),
-            ("ordercategoryname", _str), ("ordercategorydescription", _str), ("patientweight", _f64),
-            ("isopenbag", _i16), ("continueinnextdept", _i16), ("statusdescription", _str),
-            ("originalamount", _f64), ("originalrate", _f64),
+            ("subject_id", _i32),
+            ("hadm_id", _i32),
+            ("stay_id", _i32),
+            ("caregiver_id", _i32),
+            ("starttime", _ts),
+            ("endtime", _ts),
+            ("storetime", _ts),
+            ("itemid", _i32),
+            ("value", _f64),
+            ("valueuom", _str),
+            ("location", _str),
+            ("locationcategory", _str),
+            ("orderid", _i64),
+            ("linkorderid", _i64),
+            ("ordercategoryname", _str),
+            ("ordercategorydescription", _str),
+            ("patientweight", _f64),
+            ("isopenbag", _i16),
+            ("continueinnextdept", _i16),
+            ("statusdescription", _str),
+            ("originalamount", _f64),
+            ("originalrate", _f64),
         ),
         "d_items": _schema(
-            ("itemid", _i32), ("label", _str), ("abbreviation", _str), ("linksto", _str), ("category", _str),
-            ("unitname", _str), ("param_type", _str), ("lownormalvalue", _f64), ("highnormalvalue", _f64),
+            ("itemid", _i32),
+            ("label", _str),
+            ("abbreviation", _str),
+            ("linksto", _str),
+            ("category", _str),
+            ("unitname", _str),
+            ("param_type", _str),
+            ("lownormalvalue", _f64),
+            ("highnormalvalue", _f64),
         ),
         "d_labitems": _schema(("itemid", _i32), ("label", _str), ("fluid", _str), ("category", _str)),
         "_truth/stays": _schema(
-            ("stay_id", _i32), ("subject_id", _i32), ("hadm_id", _i32), ("seed", _i64), ("infected", pa.bool_()),
-            ("source", _str), ("onset_kind", _str), ("infection_onset", _ts), ("severity", _f64),
-            ("ventilated", pa.bool_()), ("vasopressors", pa.bool_()), ("died", pa.bool_()),
-            ("screened", pa.bool_()), ("screen_time", _ts), ("ferritin_true_ng_per_ml", _f64),
-            ("ferritin_censored", pa.bool_()), ("hla_dr_true_ab_per_cell", _f64), ("hla_dr_reported", pa.bool_()),
-            ("endotype_true", _str), ("endotype_observable", _str), ("bad_rows_total", _i32),
+            ("stay_id", _i32),
+            ("subject_id", _i32),
+            ("hadm_id", _i32),
+            ("seed", _i64),
+            ("infected", pa.bool_()),
+            ("source", _str),
+            ("onset_kind", _str),
+            ("infection_onset", _ts),
+            ("severity", _f64),
+            ("ventilated", pa.bool_()),
+            ("vasopressors", pa.bool_()),
+            ("died", pa.bool_()),
+            ("screened", pa.bool_()),
+            ("screen_time", _ts),
+            ("ferritin_true_ng_per_ml", _f64),
+            ("ferritin_censored", pa.bool_()),
+            ("hla_dr_true_ab_per_cell", _f64),
+            ("hla_dr_reported", pa.bool_()),
+            ("endotype_true", _str),
+            ("endotype_observable", _str),
+            ("bad_rows_total", _i32),
             *[(f"bad_{k}", _i32) for k in BAD_ROW_KINDS],
         ),
         "_truth/bad_rows": _schema(
-            ("table", _str), ("kind", _str), ("subject_id", _i32), ("hadm_id", _i32), ("stay_id", _i32),
-            ("itemid", _i32), ("time", _ts), ("row_id", _i64),
+            ("table", _str),
+            ("kind", _str),
+            ("subject_id", _i32),
+            ("hadm_id", _i32),
+            ("stay_id", _i32),
+            ("itemid", _i32),
+            ("time", _ts),
+            ("row_id", _i64),
         ),
     }
 )
@@ -265,7 +425,12 @@ TABLE_DIRS: Mapping[str, str] = MappingProxyType(
 )
 
 EVENT_TABLES = (
-    "chartevents", "labevents", "inputevents", "outputevents", "procedureevents", "microbiologyevents",
+    "chartevents",
+    "labevents",
+    "inputevents",
+    "outputevents",
+    "procedureevents",
+    "microbiologyevents",
     "prescriptions",
 )
 _CHUNKED = tuple(t for t in TABLE_DIRS if t not in ("d_items", "d_labitems"))
@@ -296,6 +461,16 @@ _CHART_ITEMS: dict[int, tuple[str, str, str, str | None, str]] = {
     226732: ("O2 Delivery Device(s)", "O2 Delivery Device(s)", "Respiratory", None, "Text"),
     220339: ("PEEP set", "PEEP set", "Respiratory", "cmH2O", "Numeric"),
     226512: ("Admission Weight (Kg)", "Admission Weight (Kg)", "General", "kg", "Numeric"),
+    220048: ("Heart Rhythm", "Heart Rhythm", "Routine Vital Signs", None, "Text"),
+    220046: ("Heart rate Alarm - High", "HR Alarm - High", "Alarms", "bpm", "Numeric"),
+    220047: ("Heart Rate Alarm - Low", "HR Alarm - Low", "Alarms", "bpm", "Numeric"),
+    223769: ("O2 Saturation Pulseoxymetry Alarm - High", "SpO2 Alarm - High", "Alarms", "%", "Numeric"),
+    223770: ("O2 Saturation Pulseoxymetry Alarm - Low", "SpO2 Alarm - Low", "Alarms", "%", "Numeric"),
+    224690: ("Respiratory Rate (Total)", "Respiratory Rate (Total)", "Respiratory", "insp/min", "Numeric"),
+    224685: ("Tidal Volume (observed)", "Tidal Volume (observed)", "Respiratory", "mL", "Numeric"),
+    220615: ("Creatinine", "Creatinine", "Labs", "mg/dL", "Numeric"),
+    227457: ("Platelet Count", "Platelet Count", "Labs", "K/uL", "Numeric with tag"),
+    225690: ("Total Bilirubin", "Total Bilirubin", "Labs", "mg/dL", "Numeric"),
 }
 # inputevents: itemid -> (label, category, unitname)
 _INPUT_ITEMS: dict[int, tuple[str, str, str]] = {
@@ -314,8 +489,12 @@ _INPUT_ITEMS: dict[int, tuple[str, str, str]] = {
     225850: ("Cefazolin", "Antibiotics", "dose"),
 }
 _OUTPUT_ITEMS: dict[int, str] = {
-    226559: "Foley", 226560: "Void", 226561: "Condom Cath", 226567: "Straight Cath",
-    227488: "GU Irrigant Volume In", 227489: "GU Irrigant/Urine Volume Out",
+    226559: "Foley",
+    226560: "Void",
+    226561: "Condom Cath",
+    226567: "Straight Cath",
+    227488: "GU Irrigant Volume In",
+    227489: "GU Irrigant/Urine Volume Out",
 }
 _PROC_ITEMS: dict[int, str] = {225792: "Invasive Ventilation", 225794: "Non-invasive Ventilation"}
 
@@ -346,28 +525,52 @@ _UNKNOWN_LAB_ITEMIDS = np.array([999911, 999912], dtype=np.int32)
 _GCS_EYE = ("None", "To Pain", "To Speech", "Spontaneously")  # 1..4
 _GCS_VERBAL = ("No Response", "Incomprehensible sounds", "Inappropriate Words", "Confused", "Oriented")  # 1..5
 _GCS_MOTOR = (
-    "No response", "Abnormal extension", "Abnormal Flexion", "Flex-withdraws", "Localizes Pain", "Obeys Commands",
+    "No response",
+    "Abnormal extension",
+    "Abnormal Flexion",
+    "Flex-withdraws",
+    "Localizes Pain",
+    "Obeys Commands",
 )  # 1..6
 _VENT_MODES = ("CMV/ASSIST/AutoFlow", "CMV/ASSIST", "CPAP/PSV", "SIMV/PRES")
 _O2_DEVICES = ("Endotracheal tube", "Bipap mask", "High flow nasal cannula", "Nasal cannula", "None")
-_CHART_TEXTS = pa.array([*_GCS_EYE, *_GCS_VERBAL, "No Response-ETT", *_GCS_MOTOR, *_VENT_MODES, *_O2_DEVICES, "ERROR"])
+_RHYTHMS = ("SR (Sinus Rhythm)", "ST (Sinus Tachycardia)", "SB (Sinus Bradycardia)", "AF (Atrial Fibrillation)")
+_CHART_TEXTS = pa.array(
+    [*_GCS_EYE, *_GCS_VERBAL, "No Response-ETT", *_GCS_MOTOR, *_VENT_MODES, *_O2_DEVICES, "ERROR", *_RHYTHMS]
+)
 _TX_EYE, _TX_VERBAL = 0, 4
 _TX_ETT = 9
 _TX_MOTOR = 10
 _TX_VENT = 16
 _TX_O2 = 20
 _TX_ERROR = 25
-_LAB_TEXTS = pa.array(["ART.", "VEN.", "MIX.", "ERROR", "GREATER THAN {limit}"])  # last one formatted per run
+_TX_RHYTHM = 26
 
 # ICD codes: (ICD-10, ICD-9)
 _ICD_SEPSIS = ("A419", "0389")
 _ICD_SEVERE_SEPSIS = ("R6520", "99592")
 _ICD_SEPTIC_SHOCK = ("R6521", "78552")
 _ICD_SOURCE = {0: ("J189", "486"), 1: ("R7881", "7907"), 2: ("N390", "5990"), 3: ("K659", "5679")}
-_ICD_NONINF = (("I214", "41071"), ("I619", "431"), ("K922", "5789"), ("J9601", "51881"), ("I469", "4275"),
-               ("E1010", "25013"))
-_ICD_COMORB = (("I10", "4019"), ("E119", "25000"), ("N179", "5849"), ("I509", "4280"), ("J449", "496"),
-               ("N189", "5859"), ("I4891", "42731"), ("E785", "2724"), ("F17210", "3051"), ("K746", "5715"))
+_ICD_NONINF = (
+    ("I214", "41071"),
+    ("I619", "431"),
+    ("K922", "5789"),
+    ("J9601", "51881"),
+    ("I469", "4275"),
+    ("E1010", "25013"),
+)
+_ICD_COMORB = (
+    ("I10", "4019"),
+    ("E119", "25000"),
+    ("N179", "5849"),
+    ("I509", "4280"),
+    ("J449", "496"),
+    ("N189", "5859"),
+    ("I4891", "42731"),
+    ("E785", "2724"),
+    ("F17210", "3051"),
+    ("K746", "5715"),
+)
 
 # Microbiology
 _SPEC = {  # key -> (spec_itemid, spec_type_desc, test_itemid, test_name)
@@ -392,11 +595,24 @@ _ORGS = (  # (org_itemid, org_name, susceptibility panel as ab indices into _ABS
     (80293, "POSITIVE FOR METHICILLIN RESISTANT STAPH AUREUS", ()),
 )
 _ABS = (  # (ab_itemid, ab_name)
-    (90004, "AMPICILLIN"), (90018, "CEFTRIAXONE"), (90028, "CEFEPIME"), (90026, "PIPERACILLIN/TAZO"),
-    (90029, "MEROPENEM"), (90019, "CIPROFLOXACIN"), (90008, "TRIMETHOPRIM/SULFA"), (90012, "GENTAMICIN"),
-    (90015, "VANCOMYCIN"), (90016, "OXACILLIN"), (90006, "ERYTHROMYCIN"), (90011, "TETRACYCLINE"),
-    (90025, "LEVOFLOXACIN"), (90017, "CEFTAZIDIME"), (90013, "TOBRAMYCIN"), (90002, "PENICILLIN"),
-    (90007, "CLINDAMYCIN"), (90010, "NITROFURANTOIN"),
+    (90004, "AMPICILLIN"),
+    (90018, "CEFTRIAXONE"),
+    (90028, "CEFEPIME"),
+    (90026, "PIPERACILLIN/TAZO"),
+    (90029, "MEROPENEM"),
+    (90019, "CIPROFLOXACIN"),
+    (90008, "TRIMETHOPRIM/SULFA"),
+    (90012, "GENTAMICIN"),
+    (90015, "VANCOMYCIN"),
+    (90016, "OXACILLIN"),
+    (90006, "ERYTHROMYCIN"),
+    (90011, "TETRACYCLINE"),
+    (90025, "LEVOFLOXACIN"),
+    (90017, "CEFTAZIDIME"),
+    (90013, "TOBRAMYCIN"),
+    (90002, "PENICILLIN"),
+    (90007, "CLINDAMYCIN"),
+    (90010, "NITROFURANTOIN"),
 )
 # organism choice per source (indices into _ORGS, probabilities)
 _ORG_BY_SOURCE = {
@@ -445,9 +661,13 @@ _REGIMENS = {
 }
 
 _CAREUNITS = (
-    "Medical Intensive Care Unit (MICU)", "Surgical Intensive Care Unit (SICU)",
-    "Medical/Surgical Intensive Care Unit (MICU/SICU)", "Cardiac Vascular Intensive Care Unit (CVICU)",
-    "Coronary Care Unit (CCU)", "Trauma SICU (TSICU)", "Neuro Surgical Intensive Care Unit (Neuro SICU)",
+    "Medical Intensive Care Unit (MICU)",
+    "Surgical Intensive Care Unit (SICU)",
+    "Medical/Surgical Intensive Care Unit (MICU/SICU)",
+    "Cardiac Vascular Intensive Care Unit (CVICU)",
+    "Coronary Care Unit (CCU)",
+    "Trauma SICU (TSICU)",
+    "Neuro Surgical Intensive Care Unit (Neuro SICU)",
 )
 _ANCHOR_GROUPS = ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022")
 
@@ -523,7 +743,6 @@ class _Cfg:
     screen_probability: float
     q_class: tuple[float, float, float]  # latent MALS / SII / unclassified
     hla_missing: float
-    limit_text_index: int
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -569,7 +788,8 @@ def generate_mimic4(
     endotype_prior : {"immunosep", "provide"}
         Observable endotype mix among screened stays (:data:`ENDOTYPE_PRIORS`).
     overwrite : bool
-        Remove earlier generator output (only the table directories this function writes) before writing.
+        Remove earlier generator output (only the table directories this function writes) before writing; refused
+        when the directory holds those table directories but no ``_truth/summary.json`` (not generator output).
     progress : callable, optional
         Called as ``progress(stays_done, stays_total)`` after each block.
 
@@ -585,9 +805,14 @@ def generate_mimic4(
     """
     t_start = time.perf_counter()
     cfg = _make_cfg(
-        stays=stays, seed=seed, chunk_stays=chunk_stays, bad_row_rate=bad_row_rate,
-        censored_ferritin_rate=censored_ferritin_rate, limit=ferritin_report_limit_ng_per_ml,
-        infected_fraction=infected_fraction, endotype_prior=endotype_prior,
+        stays=stays,
+        seed=seed,
+        chunk_stays=chunk_stays,
+        bad_row_rate=bad_row_rate,
+        censored_ferritin_rate=censored_ferritin_rate,
+        limit=ferritin_report_limit_ng_per_ml,
+        infected_fraction=infected_fraction,
+        endotype_prior=endotype_prior,
     )
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
@@ -613,21 +838,34 @@ def generate_mimic4(
         if progress is not None:
             progress(g0 + n, stays)
     rows = sink.close()
-    for name, schema, data in (("d_items", SCHEMAS["d_items"], _d_items()),
-                               ("d_labitems", SCHEMAS["d_labitems"], _d_labitems())):
+    for name, schema, data in (
+        ("d_items", SCHEMAS["d_items"], _d_items()),
+        ("d_labitems", SCHEMAS["d_labitems"], _d_labitems()),
+    ):
         path = out / TABLE_DIRS[name] / "part-00000.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pydict(data, schema=schema), path)
         rows[name] = len(data["itemid"])
     summary = SynthSummary(
-        out_dir=out, stays=stays, seed=seed, chunk_stays=chunk_stays, chunks=sink.n_chunks, rows=rows,
-        bad_rows=bad_totals, endotypes_observable=endo_counts, seconds=time.perf_counter() - t_start,
+        out_dir=out,
+        stays=stays,
+        seed=seed,
+        chunk_stays=chunk_stays,
+        chunks=sink.n_chunks,
+        rows=rows,
+        bad_rows=bad_totals,
+        endotypes_observable=endo_counts,
+        seconds=time.perf_counter() - t_start,
         settings={
-            "bad_row_rate": bad_row_rate, "censored_ferritin_rate": censored_ferritin_rate,
+            "bad_row_rate": bad_row_rate,
+            "censored_ferritin_rate": censored_ferritin_rate,
             "ferritin_report_limit_ng_per_ml": ferritin_report_limit_ng_per_ml,
-            "infected_fraction": infected_fraction, "endotype_prior": endotype_prior,
-            "latent_endotype_mix": list(cfg.q_class), "hla_dr_missing_probability": cfg.hla_missing,
-            "screen_probability": cfg.screen_probability, "block_stays": BLOCK_STAYS,
+            "infected_fraction": infected_fraction,
+            "endotype_prior": endotype_prior,
+            "latent_endotype_mix": list(cfg.q_class),
+            "hla_dr_missing_probability": cfg.hla_missing,
+            "screen_probability": cfg.screen_probability,
+            "block_stays": BLOCK_STAYS,
         },
     )
     (out / "_truth" / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n", "utf-8")
@@ -639,28 +877,47 @@ def generate_mimic4(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _make_cfg(*, stays: int, seed: int, chunk_stays: int, bad_row_rate: float, censored_ferritin_rate: float,
-              limit: float, infected_fraction: float, endotype_prior: str) -> _Cfg:
+def _make_cfg(
+    *,
+    stays: int,
+    seed: int,
+    chunk_stays: int,
+    bad_row_rate: float,
+    censored_ferritin_rate: float,
+    limit: float,
+    infected_fraction: float,
+    endotype_prior: str,
+) -> _Cfg:
     where = "generate_mimic4"
 
     def check(ok: bool, name: str, expected: str, got: Any) -> None:
         if not ok:
-            raise InputError(expected=expected, got=got, where=where, field=name,
-                             todo=f"pass a valid {name}")
+            raise InputError(expected=expected, got=got, where=where, field=name, todo=f"pass a valid {name}")
 
     check(isinstance(stays, int) and 1 <= stays <= 9_999_999, "stays", "an integer in 1..9,999,999", stays)
     check(isinstance(seed, int) and seed >= 0, "seed", "an integer >= 0", seed)
     check(isinstance(chunk_stays, int) and chunk_stays >= 1, "chunk_stays", "an integer >= 1", chunk_stays)
     check(0.0 <= bad_row_rate <= 0.5, "bad_row_rate", "a probability in [0, 0.5]", bad_row_rate)
-    check(0.0 <= censored_ferritin_rate <= 1.0, "censored_ferritin_rate", "a probability in [0, 1]",
-          censored_ferritin_rate)
+    check(
+        0.0 <= censored_ferritin_rate <= 1.0,
+        "censored_ferritin_rate",
+        "a probability in [0, 1]",
+        censored_ferritin_rate,
+    )
     check(0.0 < limit, "ferritin_report_limit_ng_per_ml", "a positive ferritin limit in ng/mL", limit)
     check(0.0 < infected_fraction < 1.0, "infected_fraction", "a fraction in (0, 1)", infected_fraction)
     check(endotype_prior in ENDOTYPE_PRIORS, "endotype_prior", f"one of {sorted(ENDOTYPE_PRIORS)}", endotype_prior)
     q, m = _calibrate_endotypes(ENDOTYPE_PRIORS[endotype_prior], censored_ferritin_rate, limit)
-    return _Cfg(seed=seed, bad_row_rate=bad_row_rate, censored_ferritin_rate=censored_ferritin_rate,
-                ferritin_report_limit=limit, infected_fraction=infected_fraction, screen_probability=0.9,
-                q_class=q, hla_missing=m, limit_text_index=4)
+    return _Cfg(
+        seed=seed,
+        bad_row_rate=bad_row_rate,
+        censored_ferritin_rate=censored_ferritin_rate,
+        ferritin_report_limit=limit,
+        infected_fraction=infected_fraction,
+        screen_probability=0.9,
+        q_class=q,
+        hla_missing=m,
+    )
 
 
 # Ferritin and HLA-DR distributions (synthetic choices; only the thresholds are protocol facts).
@@ -671,8 +928,9 @@ _HLA_UNC_MU, _HLA_UNC_SD = math.log(11000.0), 0.5  # truncated to >= 5000 AB/c
 _HLA_MALS_MU, _HLA_MALS_SD = math.log(6000.0), 0.7
 
 
-def _calibrate_endotypes(target: tuple[float, float, float], r: float, limit: float
-                         ) -> tuple[tuple[float, float, float], float]:
+def _calibrate_endotypes(
+    target: tuple[float, float, float], r: float, limit: float
+) -> tuple[tuple[float, float, float], float]:
     """Latent class mix and HLA-DR-missing probability so that the *observable* mix matches ``target``.
 
     A MALS ferritin is censored (hence indeterminate) with probability ``r`` when ``limit`` < 4420 ng/mL; a
@@ -710,8 +968,19 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     existing = [TABLE_DIRS[t] for t in TABLE_DIRS if (out / TABLE_DIRS[t]).exists()]
     if existing and not overwrite:
         raise InputError(
-            expected="an empty or new output directory", got=str(out), where="generate_mimic4",
-            field="out_dir", todo=f"choose another directory or pass overwrite=True (found {existing[0]})",
+            expected="an empty or new output directory",
+            got=str(out),
+            where="generate_mimic4",
+            field="out_dir",
+            todo=f"choose another directory or pass overwrite=True (CLI: --overwrite); found {existing[0]}",
+        )
+    if existing and not (out / "_truth" / "summary.json").is_file():
+        raise InputError(
+            expected="earlier output of this generator (with _truth/summary.json) before overwriting",
+            got=str(out),
+            where="generate_mimic4",
+            field="out_dir",
+            todo=f"choose another directory; {existing[0]} here was not written by the generator and is kept",
         )
     for rel in existing:
         shutil.rmtree(out / rel)
@@ -804,11 +1073,26 @@ def _minute(t: np.ndarray) -> np.ndarray:
     return np.where(t == _NAT, _NAT, t - np.mod(t, 60))
 
 
-def _grid(rng: np.random.Generator, start: np.ndarray, end: np.ndarray, step: np.ndarray | float,
-          jitter: float = 0.0, drop: float = 0.0, keep_ends: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _ceil_minute(t: np.ndarray) -> np.ndarray:
+    """Round times (s) up to the next whole minute."""
+    return t + np.mod(-t, 60)
+
+
+def _grid(
+    rng: np.random.Generator,
+    start: np.ndarray,
+    end: np.ndarray,
+    step: np.ndarray | float,
+    jitter: float = 0.0,
+    drop: float = 0.0,
+    keep_ends: bool = False,
+    include_end: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-stay times from ``start`` to ``end`` every ``step`` s (± ``jitter`` s), some dropped.
 
-    Returns (local stay index, time in s) sorted by stay then time.
+    With ``keep_ends`` the first and last points are never dropped; with ``include_end`` a point at ``end`` is
+    added when the regular grid stops more than a quarter step before it. Returns (local stay index, time in s)
+    sorted by stay then time.
     """
     step_a = np.broadcast_to(np.asarray(step, dtype=np.float64), start.shape)
     span = np.maximum(end - start, 0).astype(np.float64)
@@ -822,6 +1106,16 @@ def _grid(rng: np.random.Generator, start: np.ndarray, end: np.ndarray, step: np
     if jitter:
         t = t + rng.uniform(-jitter, jitter, total).astype(np.int64)
         t = np.clip(t, start[rep], end[rep])
+    if include_end:
+        last_t = np.where(n > 0, start + ((n - 1) * step_a).astype(np.int64), end)
+        extra = np.flatnonzero((n > 0) & (end - last_t > step_a / 4))
+        rep = np.concatenate([rep, extra])
+        t = np.concatenate([t, end[extra]])
+        order = np.argsort(rep, kind="stable")
+        rep, t = rep[order], t[order]
+        n = np.bincount(rep, minlength=len(start))
+        first = np.cumsum(n) - n
+        total = len(rep)
     keep = np.ones(total, dtype=bool)
     if drop:
         keep = rng.random(total) >= drop
@@ -868,12 +1162,13 @@ def _to_arrow(values: Any, typ: pa.DataType) -> pa.Array:
     raise TypeError(f"no numpy conversion for {typ}")  # pragma: no cover - programming error
 
 
-def _finish(name: str, cols: dict[str, Any], s: np.ndarray, t: np.ndarray, g0: int) -> pa.Table:
+def _finish(
+    name: str, cols: dict[str, Any], s: np.ndarray, t: np.ndarray, g0: int, perm: np.ndarray | None = None
+) -> pa.Table:
     """Sort rows by (stay, time), build the Arrow table with the table's schema plus the hidden ``_g`` column."""
     schema = SCHEMAS[name]
-    tt = np.where(t == _NAT, 0, t)
-    key = s.astype(np.int64) * (1 << 34) + (tt - (tt.min() if len(tt) else 0))
-    perm = np.argsort(key, kind="stable")
+    if perm is None:
+        perm = _sort_perm(s, t)
     arrays = []
     for f in schema:
         v = cols[f.name]
@@ -891,8 +1186,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _trunc_lognormal(rng: np.random.Generator, n: int, mu: float, sd: float, lo: float | None, hi: float | None
-                     ) -> np.ndarray:
+def _trunc_lognormal(
+    rng: np.random.Generator, n: int, mu: float, sd: float, lo: float | None, hi: float | None
+) -> np.ndarray:
     """Log-normal draws truncated to [lo, hi] by inverse CDF (vectorised)."""
     a = ndtr((math.log(lo) - mu) / sd) if lo else 0.0
     b = ndtr((math.log(hi) - mu) / sd) if hi else 1.0
@@ -957,20 +1253,24 @@ class _Stays:
     pressors: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
-_W_SOURCE = np.array([  # resp, coag, liver, cardio, cns, renal
-    [1.0, 0.4, 0.25, 0.7, 0.4, 0.5],  # pneumonia
-    [0.5, 0.7, 0.4, 1.0, 0.4, 0.7],  # bacteremia
-    [0.35, 0.4, 0.3, 0.8, 0.5, 0.9],  # urinary
-    [0.5, 0.5, 0.9, 0.8, 0.3, 0.6],  # abdominal
-])
-_W_NONINF = np.array([
-    [0.5, 0.3, 0.3, 1.0, 0.4, 0.5],  # cardiac (NSTEMI)
-    [0.6, 0.2, 0.1, 0.4, 1.0, 0.2],  # neuro (ICH)
-    [0.3, 0.6, 0.5, 0.8, 0.3, 0.5],  # GI bleed
-    [1.0, 0.2, 0.2, 0.5, 0.4, 0.4],  # respiratory failure
-    [0.7, 0.4, 0.5, 1.0, 0.9, 0.7],  # cardiac arrest
-    [0.3, 0.2, 0.2, 0.5, 0.5, 0.8],  # DKA
-])
+_W_SOURCE = np.array(
+    [  # resp, coag, liver, cardio, cns, renal
+        [1.0, 0.4, 0.25, 0.7, 0.4, 0.5],  # pneumonia
+        [0.5, 0.7, 0.4, 1.0, 0.4, 0.7],  # bacteremia
+        [0.35, 0.4, 0.3, 0.8, 0.5, 0.9],  # urinary
+        [0.5, 0.5, 0.9, 0.8, 0.3, 0.6],  # abdominal
+    ]
+)
+_W_NONINF = np.array(
+    [
+        [0.5, 0.3, 0.3, 1.0, 0.4, 0.5],  # cardiac (NSTEMI)
+        [0.6, 0.2, 0.1, 0.4, 1.0, 0.2],  # neuro (ICH)
+        [0.3, 0.6, 0.5, 0.8, 0.3, 0.5],  # GI bleed
+        [1.0, 0.2, 0.2, 0.5, 0.4, 0.4],  # respiratory failure
+        [0.7, 0.4, 0.5, 1.0, 0.9, 0.7],  # cardiac arrest
+        [0.3, 0.2, 0.2, 0.5, 0.5, 0.8],  # DKA
+    ]
+)
 _NONINF_P = (0.25, 0.2, 0.15, 0.2, 0.08, 0.12)
 
 
@@ -988,7 +1288,7 @@ def _draw_stays(rng: np.random.Generator, cfg: _Cfg, g0: int, n: int) -> _Stays:
 
     # death
     endo_effect = np.select([latent_class == 0, latent_class == 1], [0.9, 0.5], 0.0)
-    p_die = _sigmoid(-3.6 + 4.4 * severity + 0.025 * (age - 64) + endo_effect)
+    p_die = _sigmoid(-4.2 + 4.6 * severity + 0.025 * (age - 64) + endo_effect)
     died = rng.random(n) < p_die
 
     # subjects: ~7 % of admissions are a later admission of the previous stay's (surviving) subject
@@ -1003,17 +1303,20 @@ def _draw_stays(rng: np.random.Generator, cfg: _Cfg, g0: int, n: int) -> _Stays:
     # durations (hours)
     ed = rng.random(n) < 0.7
     pre_h = np.where(ed, _u(rng, 2, 10, n), np.clip(np.exp(rng.normal(math.log(36), 0.8, n)), 12, 400))
-    los_h = np.clip(np.exp(rng.normal(math.log(34.0) + 0.9 * severity, 0.75, n)), 6, 45 * 24)
+    los_h = np.clip(np.exp(rng.normal(math.log(44.0) + 0.9 * severity, 0.75, n)), 6, 45 * 24)
     died_in_icu = died & (rng.random(n) < 0.75)
-    post_h = np.where(died_in_icu, 0.0,
-                      np.where(died, _u(rng, 12, 240, n), np.clip(np.exp(rng.normal(math.log(72), 0.8, n)), 4, 1440)))
+    post_h = np.where(
+        died_in_icu,
+        0.0,
+        np.where(died, _u(rng, 12, 240, n), np.clip(np.exp(rng.normal(math.log(72), 0.8, n)), 4, 1440)),
+    )
     gap_h = np.clip(np.exp(rng.normal(math.log(90 * 24), 1.0, n)), 48, 700 * 24)
     step_s = ((pre_h + los_h + post_h + gap_h) * _H).astype(np.int64)
     cs = np.concatenate([[0], np.cumsum(step_s)[:-1]])
     anchor_year = rng.integers(2110, 2200, n)
     anchor_group = rng.integers(0, len(_ANCHOR_GROUPS), n)
     year0 = np.datetime64("1970-01-01", "Y")
-    yr_s = ((year0 + (anchor_year - 1970).astype("timedelta64[Y]")).astype("datetime64[s]").astype(np.int64))
+    yr_s = (year0 + (anchor_year - 1970).astype("timedelta64[Y]")).astype("datetime64[s]").astype(np.int64)
     base_s = yr_s + (_u(rng, 0, 2.5, n) * 365.25 * _DAY).astype(np.int64)
     admittime = _minute(base_s[subject_first] + (cs - cs[subject_first]))
     intime = _minute(admittime + (pre_h * _H).astype(np.int64)) + rng.integers(0, 60, n)
@@ -1032,9 +1335,13 @@ def _draw_stays(rng: np.random.Generator, cfg: _Cfg, g0: int, n: int) -> _Stays:
     icd10 = np.where(anchor_group <= 1, False, np.where(anchor_group == 2, rng.random(n) < 0.5, True))
     # out-of-hospital death within a year for some survivors (only the subject's last stay can die)
     last_of_subject = np.r_[first_of_subject[1:], True]
-    dod_s = np.where(died, deathtime,
-                     np.where(last_of_subject & (rng.random(n) < 0.08),
-                              dischtime + (_u(rng, 1, 365, n) * _DAY).astype(np.int64), _NAT))
+    dod_s = np.where(
+        died,
+        deathtime,
+        np.where(
+            last_of_subject & (rng.random(n) < 0.08), dischtime + (_u(rng, 1, 365, n) * _DAY).astype(np.int64), _NAT
+        ),
+    )
     dod_days = np.where(dod_s == _NAT, _NAT, np.floor_divide(dod_s, _DAY))
 
     # infection onset
@@ -1044,8 +1351,10 @@ def _draw_stays(rng: np.random.Generator, cfg: _Cfg, g0: int, n: int) -> _Stays:
     arrival = np.where(ed, edregtime, admittime)
     onset = np.select(
         [kind == 0, kind == 1],
-        [arrival - (_u(rng, 0, 24, n) * _H).astype(np.int64),
-         admittime + (_u(rng, 48, np.maximum(pre_h - 2, 49), n) * _H).astype(np.int64)],
+        [
+            arrival - (_u(rng, 0, 24, n) * _H).astype(np.int64),
+            admittime + (_u(rng, 48, np.maximum(pre_h - 2, 49), n) * _H).astype(np.int64),
+        ],
         intime + (_u(rng, 48, np.maximum(los_h - 36, 49), n) * _H).astype(np.int64),
     )
     onset = np.where(infected, _minute(onset), _NAT)
@@ -1061,17 +1370,47 @@ def _draw_stays(rng: np.random.Generator, cfg: _Cfg, g0: int, n: int) -> _Stays:
     base[:, _ORG_RESP] += 0.15 * comorb[:, 4]  # COPD
 
     return _Stays(
-        n=n, g=g, subject_id=(10_000_000 + g0 + subject_first).astype(np.int64), hadm_id=20_000_000 + g,
-        stay_id=30_000_000 + g, first_of_subject=first_of_subject, female=female, anchor_age=anchor_age,
-        anchor_year=anchor_year, anchor_group=anchor_group, icd10=icd10, weight=weight, severity=severity,
-        infected=infected, source=source, noninf_reason=noninf_reason, onset_kind=np.where(infected, kind, -1),
-        onset=onset, event_time=event_time, plateau_h=_u(rng, 12, 72, n), tau_h=_u(rng, 12, 60, n), base=base,
-        amp=amp, died=died, died_in_icu=died_in_icu, deathtime=deathtime, dod_days=dod_days,
-        admittime=admittime, dischtime=dischtime, intime=intime, outtime=outtime, ed=ed, edregtime=edregtime,
-        edouttime=edouttime, careunit=rng.choice(len(_CAREUNITS), n, p=[0.3, 0.12, 0.2, 0.15, 0.1, 0.08, 0.05]),
-        comorb=comorb, latent_class=latent_class,
-        art_line=rng.random(n) < 0.25 + 0.55 * severity, temp_f=rng.random(n) < 0.3,
-        foley=rng.random(n) < 0.55 + 0.4 * severity, irrigation=rng.random(n) < 0.03,
+        n=n,
+        g=g,
+        subject_id=(10_000_000 + g0 + subject_first).astype(np.int64),
+        hadm_id=20_000_000 + g,
+        stay_id=30_000_000 + g,
+        first_of_subject=first_of_subject,
+        female=female,
+        anchor_age=anchor_age,
+        anchor_year=anchor_year,
+        anchor_group=anchor_group,
+        icd10=icd10,
+        weight=weight,
+        severity=severity,
+        infected=infected,
+        source=source,
+        noninf_reason=noninf_reason,
+        onset_kind=np.where(infected, kind, -1),
+        onset=onset,
+        event_time=event_time,
+        plateau_h=_u(rng, 12, 72, n),
+        tau_h=_u(rng, 12, 60, n),
+        base=base,
+        amp=amp,
+        died=died,
+        died_in_icu=died_in_icu,
+        deathtime=deathtime,
+        dod_days=dod_days,
+        admittime=admittime,
+        dischtime=dischtime,
+        intime=intime,
+        outtime=outtime,
+        ed=ed,
+        edregtime=edregtime,
+        edouttime=edouttime,
+        careunit=rng.choice(len(_CAREUNITS), n, p=[0.3, 0.12, 0.2, 0.15, 0.1, 0.08, 0.05]),
+        comorb=comorb,
+        latent_class=latent_class,
+        art_line=rng.random(n) < 0.25 + 0.55 * severity,
+        temp_f=rng.random(n) < 0.3,
+        foley=rng.random(n) < 0.55 + 0.4 * severity,
+        irrigation=rng.random(n) < 0.03,
     )
 
 
@@ -1097,8 +1436,20 @@ def _runs(idx: np.ndarray, t: np.ndarray, above: np.ndarray) -> tuple[np.ndarray
     return idx[si], t[si], t[ei], ei - si + 1
 
 
-def _per_stay_interval(n: int, run_stay: np.ndarray, run_start: np.ndarray, run_end: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def _merge_runs(
+    stay: np.ndarray, t0: np.ndarray, t1: np.ndarray, npts: np.ndarray, gap: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge runs of the same stay separated by at most ``gap`` s (clinicians do not stop a drip for one hour)."""
+    if len(stay) == 0:
+        return stay, t0, t1, npts
+    new = np.r_[True, (stay[1:] != stay[:-1]) | (t0[1:] - t1[:-1] > gap)]
+    starts = np.flatnonzero(new)
+    return stay[starts], t0[starts], np.maximum.reduceat(t1, starts), np.add.reduceat(npts, starts)
+
+
+def _per_stay_interval(
+    n: int, run_stay: np.ndarray, run_start: np.ndarray, run_end: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """First start and last end per stay (``_NAT`` where a stay has no run)."""
     s = np.full(n, np.iinfo(np.int64).max)
     e = np.full(n, _NAT)
@@ -1113,15 +1464,17 @@ def _per_stay_interval(n: int, run_stay: np.ndarray, run_start: np.ndarray, run_
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _generate_block(cfg: _Cfg, block: int, g0: int, n: int, counters: dict[str, int], lab_texts: pa.Array
-                    ) -> dict[str, pa.Table]:
+def _generate_block(
+    cfg: _Cfg, block: int, g0: int, n: int, counters: dict[str, int], lab_texts: pa.Array
+) -> dict[str, pa.Table]:
     st = _draw_stays(_rng(cfg.seed, block, 0), cfg, g0, n)
     out: dict[str, pa.Table] = {}
     bad: dict[str, np.ndarray] = {}
     detail: list[pa.Table] = []
 
-    chart, hr = _chartevents(_rng(cfg.seed, block, 1), st)
-    lab, endo = _labevents(_rng(cfg.seed, block, 2), st, cfg)
+    chart_parts, hr = _chartevents(_rng(cfg.seed, block, 1), st)
+    lab, endo = _labevents(_rng(cfg.seed, block, 2), st, cfg, chart_parts)
+    chart = _chart_cols(_rng(cfg.seed, block, 9), chart_parts)
     inp = _inputevents(_rng(cfg.seed, block, 3), st, hr)
     outp = _outputevents(_rng(cfg.seed, block, 4), st)
     proc = _procedureevents(_rng(cfg.seed, block, 5), st)
@@ -1131,18 +1484,18 @@ def _generate_block(cfg: _Cfg, block: int, g0: int, n: int, counters: dict[str, 
     brng = _rng(cfg.seed, block, 7)
     _bad_chart(brng, chart, cfg.bad_row_rate)
     _bad_lab(brng, lab, cfg.bad_row_rate)
+    _lab_columns(lab, lab_texts)
     _bad_input(brng, inp, cfg.bad_row_rate)
     _bad_output(brng, outp, st, cfg.bad_row_rate)
+    _proc_columns(proc)
 
     def finish(name: str, cols: dict[str, Any], tkey: str, id_col: str | None = None) -> None:
         s = cols.pop("_s")
         t = cols[tkey]
         kinds = cols.pop("_bad", None)
+        order = _sort_perm(s, t)
         # sequential ids in (stay, time) order, counted across blocks
         if id_col is not None:
-            tt = np.where(t == _NAT, 0, t)
-            key = s.astype(np.int64) * (1 << 34) + (tt - (tt.min() if len(tt) else 0))
-            order = np.argsort(key, kind="stable")
             ids = np.empty(len(s), np.int64)
             ids[order] = counters.get(id_col, 0) + 1 + np.arange(len(s))
             counters[id_col] = counters.get(id_col, 0) + len(s)
@@ -1151,17 +1504,24 @@ def _generate_block(cfg: _Cfg, block: int, g0: int, n: int, counters: dict[str, 
                 first = np.full(int(cols["_link"].max()) + 1 if len(s) else 0, np.iinfo(np.int64).max)
                 np.minimum.at(first, cols["_link"], ids)
                 cols["linkorderid"] = first[cols["_link"]]
+            if id_col == "pharmacy_id":  # poe_seq: unique order sequence; poe_id = "<subject_id>-<poe_seq>"
+                subj = st.subject_id[s]
+                cols["poe_seq"] = ids.astype(np.int32)
+                cols["poe_id"] = lambda p, a=subj, b=ids: pc.binary_join_element_wise(
+                    pc.cast(pa.array(a[p]), pa.string()), pc.cast(pa.array(b[p]), pa.string()), "-"
+                )
         for hidden in [k for k in cols if k.startswith("_")]:
             cols.pop(hidden)
         _fill_ids(cols, st, s)
-        table = _finish(name, cols, s, t, g0)
+        table = _finish(name, cols, s, t, g0, order)
         out[name] = table
         if kinds is not None:
-            perm_kinds = _sorted_like(kinds, s, t)
-            bad[name] = np.bincount(s[kinds >= 0] * 8 + kinds[kinds >= 0], minlength=n * 8).reshape(n, 8)
-            detail.append(_bad_detail(name, table, perm_kinds, tkey, id_col))
+            nk = len(BAD_ROW_KINDS)
+            bad[name] = np.bincount(s[kinds >= 0] * nk + kinds[kinds >= 0], minlength=n * nk).reshape(n, nk)
+            detail.append(_bad_detail(name, table, kinds[order], tkey, id_col))
 
     finish("chartevents", chart, "charttime")
+    _offset_group_ids(lab, counters, "specimen_id", 1)
     finish("labevents", lab, "charttime", "labevent_id")
     finish("inputevents", inp, "starttime", "orderid")
     finish("outputevents", outp, "charttime")
@@ -1169,12 +1529,9 @@ def _generate_block(cfg: _Cfg, block: int, g0: int, n: int, counters: dict[str, 
     _offset_group_ids(micro, counters, "micro_specimen_id", 1_000_000)
     finish("microbiologyevents", micro, "chartdate", "microevent_id")
     finish("prescriptions", rx, "starttime", "pharmacy_id")
-    rx_t = out["prescriptions"]
-    poe_seq = pc.add(pc.multiply(pc.cast(rx_t["pharmacy_id"], pa.int64()), 0), 0)  # placeholder, replaced below
-    del poe_seq
-    out.update(_stay_tables(st))
+    out.update(_stay_tables(_rng(cfg.seed, block, 8), st))
 
-    counts = np.zeros((n, 8), np.int64)
+    counts = np.zeros((n, len(BAD_ROW_KINDS)), np.int64)
     for m in bad.values():
         counts += m
     out["_truth/stays"] = _truth_table(st, cfg, endo, counts, g0)
@@ -1189,10 +1546,11 @@ def _generate_block(cfg: _Cfg, block: int, g0: int, n: int, counters: dict[str, 
     return out
 
 
-def _sorted_like(values: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
+def _sort_perm(s: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Row order by (stay, time); ties keep generation order (stable), so the order is reproducible."""
     tt = np.where(t == _NAT, 0, t)
     key = s.astype(np.int64) * (1 << 34) + (tt - (tt.min() if len(tt) else 0))
-    return values[np.argsort(key, kind="stable")]
+    return np.argsort(key, kind="stable")
 
 
 def _offset_group_ids(cols: dict[str, Any], counters: dict[str, int], name: str, base: int) -> None:
@@ -1231,15 +1589,16 @@ def _bad_detail(name: str, table: pa.Table, kinds_sorted: np.ndarray, tkey: str,
         "kind": pc.take(kind_names, pa.array(kinds_sorted[rows].astype(np.int32))),
         "subject_id": sub["subject_id"],
         "hadm_id": sub["hadm_id"],
-        "stay_id": sub["stay_id"] if "stay_id" in sub.column_names else pa.nulls(n, pa.int32()),
+        "stay_id": pc.add(sub["_g"], 30_000_000).cast(pa.int32()),
         "itemid": sub["itemid"],
         "time": sub[tkey],
         "row_id": sub[id_col].cast(pa.int64()) if id_col else pa.nulls(n, pa.int64()),
         "_g": sub["_g"],
     }
     schema = SCHEMAS["_truth/bad_rows"].append(pa.field("_g", pa.int64()))
-    return pa.Table.from_pydict({k: v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v
-                                 for k, v in cols.items()}, schema=schema)
+    return pa.Table.from_pydict(
+        {k: v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v for k, v in cols.items()}, schema=schema
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1247,33 +1606,118 @@ def _bad_detail(name: str, table: pa.Table, kinds_sorted: np.ndarray, tkey: str,
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _chartevents(rng: np.random.Generator, st: _Stays) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    n = st.n
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # s, t, itemid, num, text
+class _ChartParts:
+    """Accumulates chartevents rows as numpy pieces: stay, time, itemid, valuenum, text index."""
 
-    def add(s: np.ndarray, t: np.ndarray, item: Any, num: np.ndarray, text: np.ndarray | None = None) -> None:
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, s: np.ndarray, t: np.ndarray, item: Any, num: np.ndarray, text: np.ndarray | None = None) -> None:
         k = len(s)
-        parts.append((s, t, np.broadcast_to(np.asarray(item, np.int32), (k,)).copy(), num.astype(np.float64),
-                      np.full(k, -1, np.int16) if text is None else text.astype(np.int16)))
+        self.parts.append(
+            (
+                s,
+                t,
+                np.broadcast_to(np.asarray(item, np.int32), (k,)).copy(),
+                np.asarray(num, np.float64),
+                np.full(k, -1, np.int16) if text is None else np.asarray(text).astype(np.int16),
+            )
+        )
 
-    # hourly grid (heart rate defines the charted span of the stay)
-    start = st.intime + rng.integers(0, 20 * 60, n)
-    end = st.outtime - rng.integers(0, 20 * 60, n)
-    end = np.maximum(end, start)
-    hs, ht = _grid(rng, start, end, 3600.0, jitter=8 * 60, drop=0.04, keep_ends=True)
+
+_CHART_UOMS = ("bpm", "mmHg", "insp/min", "%", "°F", "°C", "cmH2O", "kg", "mg/dL", "K/uL", "mL")
+_CHART_UOM_OF = {
+    220045: 0,
+    220046: 0,
+    220047: 0,
+    220050: 1,
+    220051: 1,
+    220052: 1,
+    220179: 1,
+    220180: 1,
+    220181: 1,
+    225312: 1,
+    220210: 2,
+    224690: 2,
+    220277: 3,
+    223769: 3,
+    223770: 3,
+    223761: 4,
+    223762: 5,
+    220339: 6,
+    226512: 7,
+    220615: 8,
+    225690: 8,
+    227457: 9,
+    224685: 10,
+}
+
+
+def _chartevents(rng: np.random.Generator, st: _Stays) -> tuple[_ChartParts, dict[str, np.ndarray]]:
+    n = st.n
+    cp = _ChartParts()
+    add = cp.add
+    t_in = _ceil_minute(st.intime)
+
+    # hourly grid (heart rate defines the charted span of the stay); every 30 min while haemodynamically unstable
+    start = t_in + 60 * rng.integers(0, 20, n)
+    end = np.maximum(_minute(st.outtime - rng.integers(0, 20 * 60, n)), start)
+    hs, ht = _grid(rng, start, end, 3600.0, jitter=8 * 60, drop=0.04, keep_ends=True, include_end=True)
     ht = _minute(ht)
     lv = _levels(st, hs, ht)
+    unstable = lv[:, _ORG_CARDIO] > 0.45
+    hs_x, ht_x = hs[unstable], ht[unstable] + 30 * 60
+    inside = ht_x < end[hs_x]
+    vs_s = np.concatenate([hs, hs_x[inside]])
+    vs_t = np.concatenate([ht, ht_x[inside]])
+    vlv = np.concatenate([lv, _levels(st, hs_x[inside], ht_x[inside])])
+    m = len(vs_s)
     off_hr = rng.normal(0, 8, n)
-    hr_val = np.round(np.clip(78 + 35 * lv[:, _ORG_CARDIO] + off_hr[hs] + rng.normal(0, 6, len(hs)), 30, 190))
-    add(hs, ht, 220045, hr_val)
-    # airway / vasopressor need from the hourly levels
+    hr_val = np.round(np.clip(78 + 35 * vlv[:, _ORG_CARDIO] + off_hr[vs_s] + rng.normal(0, 6, m), 30, 190))
+    add(vs_s, vs_t, 220045, hr_val)
+    af = st.comorb[:, 6]
+    rhythm = np.where(af[vs_s] & (rng.random(m) < 0.9), 3, np.select([hr_val > 100, hr_val < 60], [1, 2], 0))
+    keep = rng.random(m) >= 0.1
+    add(vs_s[keep], vs_t[keep], 220048, np.full(keep.sum(), np.nan), _TX_RHYTHM + rhythm[keep])
+    keep = rng.random(m) >= 0.05
+    add(
+        vs_s[keep],
+        vs_t[keep],
+        220210,
+        np.round(np.clip(16 + 12 * vlv[keep, _ORG_RESP] + rng.normal(0, 3, keep.sum()), 6, 50)),
+    )
+    keep = rng.random(m) >= 0.05
+    add(
+        vs_s[keep],
+        vs_t[keep],
+        220277,
+        np.round(np.clip(98 - 7 * vlv[keep, _ORG_RESP] + rng.normal(0, 1.5, keep.sum()), 70, 100)),
+    )
+    # blood pressure: arterial line (220052, or 225312 for some stays) or non-invasive; MAP held near 65-70 on pressors
+    off_map = rng.normal(0, 6, n)
+    map_val = np.clip(85 - 36 * np.minimum(vlv[:, _ORG_CARDIO], 0.45) + off_map[vs_s] + rng.normal(0, 5, m), 35, 160)
+    pp = np.clip(rng.normal(45, 8, m), 20, 90)
+    sbp, dbp = np.round(map_val + 2 * pp / 3), np.round(map_val - pp / 3)
+    map_val = np.round(map_val)
+    keep = rng.random(m) >= 0.05
+    art = st.art_line[vs_s] & keep
+    art_item = np.where(rng.random(n) < 0.08, 225312, 220052)
+    add(vs_s[art], vs_t[art], art_item[vs_s[art]], map_val[art])
+    add(vs_s[art], vs_t[art], 220050, sbp[art])
+    add(vs_s[art], vs_t[art], 220051, dbp[art])
+    nibp = ~st.art_line[vs_s] & keep
+    add(vs_s[nibp], vs_t[nibp], 220181, map_val[nibp])
+    add(vs_s[nibp], vs_t[nibp], 220179, sbp[nibp])
+    add(vs_s[nibp], vs_t[nibp], 220180, dbp[nibp])
+
+    # airway / ventilation from the hourly levels
     airway = np.maximum(lv[:, _ORG_RESP], 0.8 * lv[:, _ORG_CNS])
     thr = 0.55 + rng.normal(0, 0.05, n)
     rs, r0, r1, _ = _runs(hs, ht, airway > thr[hs])
     long_enough = (r1 - r0) >= 2 * _H
     vs, ve = _per_stay_interval(n, rs[long_enough], r0[long_enough], r1[long_enough])
     ve = np.where(ve == _NAT, _NAT, np.minimum(ve + (_u(rng, 0, 8, n) * _H).astype(np.int64), st.outtime))
-    vs = np.where(vs == _NAT, _NAT, np.maximum(vs - (_u(rng, 0, 1, n) * _H).astype(np.int64), st.intime))
+    vs = np.where(vs == _NAT, _NAT, np.maximum(vs - (_u(rng, 0, 1, n) * _H).astype(np.int64), t_in))
     st.vent_start, st.vent_end = _minute(vs), _minute(ve)
     ns_, n0, n1, _ = _runs(hs, ht, (airway > 0.38) & (airway <= thr[hs]))
     ok = (n1 - n0) >= 2 * _H
@@ -1288,66 +1732,63 @@ def _chartevents(rng: np.random.Generator, st: _Stays) -> tuple[dict[str, Any], 
     def on_niv(s: np.ndarray, t: np.ndarray) -> np.ndarray:
         return (st.niv_start[s] != _NAT) & (t >= st.niv_start[s]) & (t <= st.niv_end[s])
 
-    # respiratory rate, SpO2
-    keep = rng.random(len(hs)) >= 0.05
-    add(hs[keep], ht[keep], 220210,
-        np.round(np.clip(16 + 12 * lv[keep, _ORG_RESP] + rng.normal(0, 3, keep.sum()), 6, 50)))
-    keep = rng.random(len(hs)) >= 0.05
-    add(hs[keep], ht[keep], 220277,
-        np.round(np.clip(98 - 7 * lv[keep, _ORG_RESP] + rng.normal(0, 1.5, keep.sum()), 70, 100)))
-    # blood pressure: arterial line (220052, or 225312 for some stays) or non-invasive; MAP held near 65-70 on pressors
-    off_map = rng.normal(0, 6, n)
-    map_val = np.clip(85 - 36 * np.minimum(lv[:, _ORG_CARDIO], 0.45) + off_map[hs] + rng.normal(0, 5, len(hs)), 35, 160)
-    pp = np.clip(rng.normal(45, 8, len(hs)), 20, 90)
-    sbp, dbp = np.round(map_val + 2 * pp / 3), np.round(map_val - pp / 3)
-    map_val = np.round(map_val)
-    keep = rng.random(len(hs)) >= 0.05
-    art = st.art_line[hs] & keep
-    art_item = np.where(rng.random(n) < 0.08, 225312, 220052)
-    add(hs[art], ht[art], art_item[hs[art]], map_val[art])
-    add(hs[art], ht[art], 220050, sbp[art])
-    add(hs[art], ht[art], 220051, dbp[art])
-    nibp = ~st.art_line[hs] & keep
-    add(hs[nibp], ht[nibp], 220181, map_val[nibp])
-    add(hs[nibp], ht[nibp], 220179, sbp[nibp])
-    add(hs[nibp], ht[nibp], 220180, dbp[nibp])
+    # ventilator-measured respiratory rate and tidal volume, hourly while intubated
+    v1 = on_vent(hs, ht) & (rng.random(len(hs)) >= 0.1)
+    add(hs[v1], ht[v1], 224690, np.round(np.clip(18 + 10 * lv[v1, _ORG_RESP] + rng.normal(0, 3, v1.sum()), 8, 40)))
+    add(hs[v1], ht[v1], 224685, np.round(np.clip(rng.normal(6.5, 1.0, v1.sum()) * (st.weight[hs[v1]] * 0.8), 150, 900)))
 
-    # 4-hourly grid: temperature, GCS, NIBP cross-checks, ventilator settings, O2 device
-    fs, ft = _grid(rng, st.intime + rng.integers(0, 90 * 60, n), st.outtime, 4 * 3600.0, jitter=30 * 60, drop=0.05)
+    # 4-hourly grid: temperature, GCS, NIBP cross-checks, ventilator settings, O2 device, alarm limits
+    fs, ft = _grid(rng, t_in + 60 * rng.integers(0, 90, n), st.outtime, 4 * 3600.0, jitter=30 * 60, drop=0.05)
     ft = _minute(ft)
     lv4 = _levels(st, fs, ft)
-    temp_c = 36.9 + 1.4 * st.infected[fs] * _sigmoid(((ft - st.event_time[fs]) / _H - 2) / 2) \
-        * np.exp(-np.clip((ft - st.event_time[fs]) / _H - 48, 0, None) / 24) + rng.normal(0, 0.35, len(fs))
+    k4 = len(fs)
+    h_on = (ft - st.event_time[fs]) / _H
+    fever = st.infected[fs] * _sigmoid((h_on - 2) / 2) * np.exp(-np.clip(h_on - 48, 0, None) / 24)
+    temp_c = 36.9 + 1.4 * fever + rng.normal(0, 0.35, k4)
     is_f = st.temp_f[fs]
     add(fs[~is_f], ft[~is_f], 223762, np.round(temp_c[~is_f], 1))
     add(fs[is_f], ft[is_f], 223761, np.round(temp_c[is_f] * 9 / 5 + 32, 1))
-    cross = st.art_line[fs] & (rng.random(len(fs)) < 0.5)
-    m4 = np.clip(85 - 36 * np.minimum(lv4[:, _ORG_CARDIO], 0.45) + off_map[fs] + rng.normal(0, 6, len(fs)), 35, 160)
+    cross = st.art_line[fs] & (rng.random(k4) < 0.5)
+    m4 = np.clip(85 - 36 * np.minimum(lv4[:, _ORG_CARDIO], 0.45) + off_map[fs] + rng.normal(0, 6, k4), 35, 160)
     add(fs[cross], ft[cross], 220181, np.round(m4[cross]))
-    # GCS (worse with CNS dysfunction and while intubated and sedated)
+    # GCS: worse with CNS dysfunction and while intubated and sedated
     vent4 = on_vent(fs, ft)
-    f = np.clip(lv4[:, _ORG_CNS] + 0.25 * vent4 + rng.normal(0, 0.08, len(fs)), 0, 1)
+    f = np.clip((lv4[:, _ORG_CNS] - 0.1) / 0.9 + 0.25 * vent4 + rng.normal(0, 0.06, k4), 0, 1)
     eye = np.clip(4 - np.round(3 * f), 1, 4).astype(np.int16)
     verbal = np.clip(5 - np.round(4 * f), 1, 5).astype(np.int16)
     motor = np.clip(6 - np.round(5 * f), 1, 6).astype(np.int16)
-    gk = [rng.random(len(fs)) >= 0.03 for _ in range(3)]
-    add(fs[gk[0]], ft[gk[0]], 220739, eye[gk[0]].astype(np.float64), _TX_EYE + eye[gk[0]] - 1)
+    gk = [rng.random(k4) >= 0.03 for _ in range(3)]
+    add(fs[gk[0]], ft[gk[0]], 220739, eye[gk[0]], _TX_EYE + eye[gk[0]] - 1)
     vtext = np.where(vent4, _TX_ETT, _TX_VERBAL + verbal - 1)
-    vnum = np.where(vent4, 1, verbal).astype(np.float64)
+    vnum = np.where(vent4, 1, verbal)
     add(fs[gk[1]], ft[gk[1]], 223900, vnum[gk[1]], vtext[gk[1]])
-    add(fs[gk[2]], ft[gk[2]], 223901, motor[gk[2]].astype(np.float64), _TX_MOTOR + motor[gk[2]] - 1)
-    # ventilator mode and PEEP while intubated; O2 device for everyone
-    add(fs[vent4], ft[vent4], 223849, np.full(vent4.sum(), np.nan),
-        _TX_VENT + rng.choice(len(_VENT_MODES), vent4.sum(), p=[0.5, 0.2, 0.25, 0.05]))
-    add(fs[vent4], ft[vent4], 220339, np.round(np.clip(5 + 8 * lv4[vent4, _ORG_RESP] + rng.normal(0, 1.5, vent4.sum()), 5, 20)))
+    add(fs[gk[2]], ft[gk[2]], 223901, motor[gk[2]], _TX_MOTOR + motor[gk[2]] - 1)
+    add(
+        fs[vent4],
+        ft[vent4],
+        223849,
+        np.full(vent4.sum(), np.nan),
+        _TX_VENT + rng.choice(len(_VENT_MODES), vent4.sum(), p=[0.5, 0.2, 0.25, 0.05]),
+    )
+    add(
+        fs[vent4],
+        ft[vent4],
+        220339,
+        np.round(np.clip(5 + 8 * lv4[vent4, _ORG_RESP] + rng.normal(0, 1.5, vent4.sum()), 5, 20)),
+    )
     niv4 = on_niv(fs, ft)
     air4 = np.maximum(lv4[:, _ORG_RESP], 0.8 * lv4[:, _ORG_CNS])
     device = np.select([vent4, niv4, air4 > 0.4, air4 > 0.2], [0, 1, 2, 3], 4)
-    dk = rng.random(len(fs)) < 0.7
+    dk = rng.random(k4) < 0.7
     add(fs[dk], ft[dk], 226732, np.full(dk.sum(), np.nan), _TX_O2 + device[dk])
+    al = rng.random(k4) < 0.5
+    add(fs[al], ft[al], 220046, np.full(al.sum(), 120.0))
+    add(fs[al], ft[al], 220047, np.full(al.sum(), 50.0))
+    add(fs[al], ft[al], 223769, np.full(al.sum(), 100.0))
+    add(fs[al], ft[al], 223770, np.where(st.comorb[fs[al], 4], 88.0, 92.0))
 
     # FiO2 (percent), 2-hourly while on respiratory support or with hypoxaemia
-    ts_, tt_ = _grid(rng, st.intime + rng.integers(0, 60 * 60, n), st.outtime, 2 * 3600.0, jitter=20 * 60)
+    ts_, tt_ = _grid(rng, t_in + 60 * rng.integers(0, 60, n), st.outtime, 2 * 3600.0, jitter=20 * 60)
     tt_ = _minute(tt_)
     lv2 = _levels(st, ts_, tt_)
     supp = on_vent(ts_, tt_) | on_niv(ts_, tt_) | (lv2[:, _ORG_RESP] > 0.3)
@@ -1356,25 +1797,26 @@ def _chartevents(rng: np.random.Generator, st: _Stays) -> tuple[dict[str, Any], 
     frac = rng.random(supp.sum()) < 0.02  # charted as a fraction (MIMIC quirk; mimic-code multiplies by 100)
     add(ts_[supp], tt_[supp], 223835, np.where(frac, fio2 / 100, fio2))
     # admission weight
-    add(np.arange(n), _minute(st.intime + rng.integers(0, 2 * 3600, n)), 226512, st.weight)
+    add(np.arange(n), t_in + 60 * rng.integers(0, 120, n), 226512, st.weight)
+    return cp, {"s": hs, "t": ht, "cardio": lv[:, _ORG_CARDIO]}
 
-    s = np.concatenate([p[0] for p in parts])
-    t = np.concatenate([p[1] for p in parts])
-    item = np.concatenate([p[2] for p in parts])
-    num = np.concatenate([p[3] for p in parts])
-    text = np.concatenate([p[4] for p in parts])
-    uom_pool = pa.array(["bpm", "mmHg", "insp/min", "%", "°F", "°C", "cmH2O", "kg"])
-    uom_of = {220045: 0, 220050: 1, 220051: 1, 220052: 1, 220179: 1, 220180: 1, 220181: 1, 225312: 1, 220210: 2,
-              220277: 3, 223761: 4, 223762: 5, 220339: 6, 226512: 7}
-    uom = _lookup(item, uom_of, -1)
+
+def _chart_cols(rng: np.random.Generator, cp: _ChartParts) -> dict[str, Any]:
+    s = np.concatenate([p[0] for p in cp.parts])
+    t = np.concatenate([p[1] for p in cp.parts])
     k = len(s)
-    cols: dict[str, Any] = {
-        "_s": s, "charttime": t, "itemid": item, "_num": num, "_text": text, "_uom": uom,
-        "caregiver_id": rng.integers(10_000, 99_999, k), "storetime": t + rng.integers(60, 90 * 60, k),
+    item = np.concatenate([p[2] for p in cp.parts])
+    return {
+        "_s": s,
+        "charttime": t,
+        "itemid": item,
+        "_num": np.concatenate([p[3] for p in cp.parts]),
+        "_text": np.concatenate([p[4] for p in cp.parts]),
+        "_uom": _lookup(item, _CHART_UOM_OF, -1),
+        "caregiver_id": rng.integers(10_000, 99_999, k),
+        "storetime": t + rng.integers(60, 90 * 60, k),
         "warning": (rng.random(k) < 0.005).astype(np.int16),
     }
-    hr_out = {"s": hs, "t": ht, "cardio": lv[:, _ORG_CARDIO]}
-    return cols, hr_out
 
 
 def _fio2_percent(l_resp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -1393,7 +1835,7 @@ def _lookup(keys: np.ndarray, mapping: Mapping[int, int], default: int) -> np.nd
 def _chart_columns(cols: dict[str, Any]) -> None:
     """Turn chartevents' internal columns into value / valuenum / valueuom."""
     num, text, uom = cols.pop("_num"), cols.pop("_text"), cols.pop("_uom")
-    pool_u = pa.array(["bpm", "mmHg", "insp/min", "%", "°F", "°C", "cmH2O", "kg"])
+    pool_u = pa.array(list(_CHART_UOMS))
     cols["value"] = lambda p: _numtext(num[p], text[p], _CHART_TEXTS)
     cols["valuenum"] = num
     cols["valueuom"] = lambda p: _cat(pool_u, uom[p])
@@ -1404,7 +1846,9 @@ def _chart_columns(cols: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _labevents(rng: np.random.Generator, st: _Stays, cfg: _Cfg) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _labevents(
+    rng: np.random.Generator, st: _Stays, cfg: _Cfg, chart: _ChartParts
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     n = st.n
     rows: list[tuple[np.ndarray, ...]] = []  # s, t, item, num, text, specimen(local), prio
     spec_counter = [0]
@@ -1414,11 +1858,20 @@ def _labevents(rng: np.random.Generator, st: _Stays, cfg: _Cfg) -> tuple[dict[st
         spec_counter[0] += k
         return out
 
-    def add(s: np.ndarray, t: np.ndarray, spec: np.ndarray, item: int, num: np.ndarray,
-            text: np.ndarray | None = None) -> None:
+    def add(
+        s: np.ndarray, t: np.ndarray, spec: np.ndarray, item: int, num: np.ndarray, text: np.ndarray | None = None
+    ) -> None:
         k = len(s)
-        rows.append((s, t, np.full(k, item, np.int32), num.astype(np.float64),
-                     np.full(k, -1, np.int16) if text is None else text.astype(np.int16), spec))
+        rows.append(
+            (
+                s,
+                t,
+                np.full(k, item, np.int32),
+                num.astype(np.float64),
+                np.full(k, -1, np.int16) if text is None else text.astype(np.int16),
+                spec,
+            )
+        )
 
     # routine draws: on admission, then every 8-24 h (sicker → more often), 12 h before ICU up to ICU discharge
     step = (24.0 / (1 + 2 * st.severity)) * _H
@@ -1439,31 +1892,58 @@ def _labevents(rng: np.random.Generator, st: _Stays, cfg: _Cfg) -> tuple[dict[st
             add(ds[take][present], dt[take][present], spec[present], item, values[take][present])
 
     plt_factor = np.exp(rng.normal(0, 0.2, n))
-    panel(0.93, [
-        (51265, np.round(np.clip(260 * np.exp(-1.9 * lv[:, _ORG_COAG]) * plt_factor[ds] * noise(0.08), 3, 900))),
-        (51301, np.round(np.clip(8 + 9 * st.infected[ds] * lv[:, _ORG_RESP:_ORG_RESP + 1].ravel() * 0 + 9
-                                 * st.infected[ds] * _sigmoid((dt - st.event_time[ds]) / _H / 6) * noise(0.25)
-                                 + rng.normal(0, 1.5, m), 0.5, 60), 1)),
-        (51222, np.round(np.clip(rng.normal(10.5, 1.6, m), 5, 17), 1)),
-    ])
-    panel(0.95, [
-        (50912, np.round(np.clip(0.8 * np.exp(1.85 * lv[:, _ORG_RENAL]) * noise(0.07), 0.2, 15), 1)),
-        (51006, np.round(np.clip(14 * np.exp(1.4 * lv[:, _ORG_RENAL]) * noise(0.15), 3, 180))),
-        (50983, np.round(rng.normal(139, 4, m))),
-        (50971, np.round(np.clip(rng.normal(4.1, 0.5, m), 2.2, 7.5), 1)),
-    ])
+    panel(
+        0.93,
+        [
+            (51265, np.round(np.clip(260 * np.exp(-1.9 * lv[:, _ORG_COAG]) * plt_factor[ds] * noise(0.08), 3, 900))),
+            (
+                51301,
+                np.round(
+                    np.clip(
+                        8
+                        + 9 * st.infected[ds] * _sigmoid((dt - st.event_time[ds]) / _H / 6) * noise(0.25)
+                        + rng.normal(0, 1.5, m),
+                        0.5,
+                        60,
+                    ),
+                    1,
+                ),
+            ),
+            (51222, np.round(np.clip(rng.normal(10.5, 1.6, m), 5, 17), 1)),
+        ],
+    )
+    panel(
+        0.95,
+        [
+            (50912, np.round(np.clip(0.8 * np.exp(1.85 * lv[:, _ORG_RENAL]) * noise(0.07), 0.2, 15), 1)),
+            (51006, np.round(np.clip(14 * np.exp(1.4 * lv[:, _ORG_RENAL]) * noise(0.15), 3, 180))),
+            (50983, np.round(rng.normal(139, 4, m))),
+            (50971, np.round(np.clip(rng.normal(4.1, 0.5, m), 2.2, 7.5), 1)),
+        ],
+    )
     bili_p = np.clip(0.3 + 0.35 * st.severity[ds] + 0.3 * (st.source[ds] == 3), 0, 0.95)
     take = rng.random(m) < bili_p
-    add(ds[take], dt[take], new_specimens(int(take.sum())), 50885,
-        np.round(np.clip(0.5 * np.exp(3.2 * lv[take, _ORG_LIVER]) * noise(0.12)[take], 0.1, 45), 1))
+    add(
+        ds[take],
+        dt[take],
+        new_specimens(int(take.sum())),
+        50885,
+        np.round(np.clip(0.5 * np.exp(3.2 * lv[take, _ORG_LIVER]) * noise(0.12)[take], 0.1, 45), 1),
+    )
     take = rng.random(m) < 0.1 + 0.1 * st.infected[ds]
-    add(ds[take], dt[take], new_specimens(int(take.sum())), 50889,
-        np.round(np.clip(5 + 180 * st.infected[ds[take]] * lv[take, _ORG_CARDIO] * noise(0.3)[take], 0.3, 400), 1))
+    add(
+        ds[take],
+        dt[take],
+        new_specimens(int(take.sum())),
+        50889,
+        np.round(np.clip(5 + 180 * st.infected[ds[take]] * lv[take, _ORG_CARDIO] * noise(0.3)[take], 0.3, 400), 1),
+    )
 
     # blood gases: every ~6 h while intubated, otherwise daily for some (more with hypoxaemia)
     vent = st.vent_start != _NAT
-    bs1, bt1 = _grid(rng, np.where(vent, st.vent_start, st.outtime), np.where(vent, st.vent_end, st.outtime - 1),
-                     6 * _H, jitter=_H)
+    bs1, bt1 = _grid(
+        rng, np.where(vent, st.vent_start, st.outtime), np.where(vent, st.vent_end, st.outtime - 1), 6 * _H, jitter=_H
+    )
     bs2, bt2 = _grid(rng, st.intime + rng.integers(0, 6 * _H, n), st.outtime, 24 * _H, jitter=3 * _H)
     lv2 = _levels(st, bs2, bt2)
     keep2 = rng.random(len(bs2)) < 0.15 + 0.8 * np.clip(lv2[:, _ORG_RESP] - 0.15, 0, 1)
@@ -1484,8 +1964,13 @@ def _labevents(rng: np.random.Generator, st: _Stays, cfg: _Cfg) -> tuple[dict[st
     lab_fio2 = rng.random(k) < np.where(vent_b, 0.65, 0.2)
     add(bs[lab_fio2], bt[lab_fio2], spec[lab_fio2], 50816, fio2[lab_fio2])
     lac = rng.random(k) < 0.5
-    add(bs[lac], bt[lac], spec[lac], 50813,
-        np.round(np.clip(1.0 + 6 * blv[lac, _ORG_CARDIO] ** 2 * np.exp(rng.normal(0, 0.25, lac.sum())), 0.3, 25), 1))
+    add(
+        bs[lac],
+        bt[lac],
+        spec[lac],
+        50813,
+        np.round(np.clip(1.0 + 6 * blv[lac, _ORG_CARDIO] ** 2 * np.exp(rng.normal(0, 0.25, lac.sum())), 0.3, 25), 1),
+    )
 
     # ferritin + synthetic HLA-DR (screened infected stays), repeat ferritin / HLA-DR, ferritin work-ups
     endo = _endotype_draws(rng, st, cfg)
@@ -1493,22 +1978,44 @@ def _labevents(rng: np.random.Generator, st: _Stays, cfg: _Cfg) -> tuple[dict[st
     si = np.flatnonzero(scr)
     f_t = endo["screen_time"][si]
     cens_f = endo["ferritin_censored"][si]
-    add(si, f_t, new_specimens(len(si)), FERRITIN_ITEMID, np.where(cens_f, np.nan, endo["ferritin"][si]),
-        np.where(cens_f, 4, -1))
+    add(
+        si,
+        f_t,
+        new_specimens(len(si)),
+        FERRITIN_ITEMID,
+        np.where(cens_f, np.nan, endo["ferritin"][si]),
+        np.where(cens_f, 4, -1),
+    )
     hi = si[endo["hla_reported"][si]]
-    add(hi, endo["screen_time"][hi] + (_u(rng, 0, 2, len(hi)) * _H).astype(np.int64) // 60 * 60,
-        new_specimens(len(hi)), HLA_DR_ITEMID, endo["hla"][hi])
+    add(
+        hi,
+        endo["screen_time"][hi] + (_u(rng, 0, 2, len(hi)) * _H).astype(np.int64) // 60 * 60,
+        new_specimens(len(hi)),
+        HLA_DR_ITEMID,
+        endo["hla"][hi],
+    )
     # repeat ferritin ~72 h later (half of the screened, if still in the ICU)
     rep_t = _minute(f_t + ((72 + rng.normal(0, 6, len(si))) * _H).astype(np.int64))
     rep = (rng.random(len(si)) < 0.5) & (rep_t < st.outtime[si])
     rf = np.round(endo["ferritin"][si] * np.exp(rng.normal(np.where(st.died[si], 0.1, -0.25), 0.3)))
     rf = np.maximum(rf, 5)
     rcens = (rf > cfg.ferritin_report_limit) & (rng.random(len(si)) < cfg.censored_ferritin_rate)
-    add(si[rep], rep_t[rep], new_specimens(int(rep.sum())), FERRITIN_ITEMID,
-        np.where(rcens, np.nan, rf)[rep], np.where(rcens, 4, -1)[rep])
+    add(
+        si[rep],
+        rep_t[rep],
+        new_specimens(int(rep.sum())),
+        FERRITIN_ITEMID,
+        np.where(rcens, np.nan, rf)[rep],
+        np.where(rcens, 4, -1)[rep],
+    )
     rep_h = rep & (rng.random(len(si)) < 0.6) & endo["hla_reported"][si]
-    add(si[rep_h], rep_t[rep_h] + 1800, new_specimens(int(rep_h.sum())), HLA_DR_ITEMID,
-        np.round(np.clip(endo["hla"][si] * np.exp(rng.normal(0.15, 0.3, len(si))), 100, 90000))[rep_h])
+    add(
+        si[rep_h],
+        rep_t[rep_h] + 1800,
+        new_specimens(int(rep_h.sum())),
+        HLA_DR_ITEMID,
+        np.round(np.clip(endo["hla"][si] * np.exp(rng.normal(0.15, 0.3, len(si))), 100, 90000))[rep_h],
+    )
     wk = np.flatnonzero(~st.infected & (rng.random(n) < 0.05))
     wf = np.round(np.clip(np.exp(rng.normal(math.log(250), 1.0, len(wk))), 5, 60000))
     wc = (wf > cfg.ferritin_report_limit) & (rng.random(len(wk)) < cfg.censored_ferritin_rate)
@@ -1522,8 +2029,17 @@ def _labevents(rng: np.random.Generator, st: _Stays, cfg: _Cfg) -> tuple[dict[st
     text = np.concatenate([r[4] for r in rows])
     specimen = np.concatenate([r[5] for r in rows]).astype(np.int64)
     k = len(s)
+    # bedside copies of some lab results in chartevents (MetaVision "Labs" items), only during the ICU stay
+    copy_of = {51265: 227457, 50912: 220615, 50885: 225690}
+    cp = np.isin(item, list(copy_of)) & (t >= st.intime[s]) & (t <= st.outtime[s]) & (rng.random(k) < 0.5)
+    chart.add(s[cp], t[cp], _lookup(item[cp], copy_of, 0), num[cp])
     cols: dict[str, Any] = {
-        "_s": s, "charttime": t, "itemid": item, "_num": num, "_text": text, "_specimen": specimen,
+        "_s": s,
+        "charttime": t,
+        "itemid": item,
+        "_num": num,
+        "_text": text,
+        "_specimen": specimen,
         "storetime": t + rng.integers(20 * 60, 3 * 3600, k),
         "_prov": np.where(rng.random(k) < 0.3, -1, rng.integers(0, len(_PROVIDERS), k)),
         "_prio": rng.choice(3, k, p=[0.55, 0.35, 0.1]),
@@ -1540,20 +2056,29 @@ def _endotype_draws(rng: np.random.Generator, st: _Stays, cfg: _Cfg) -> dict[str
     anchor = np.maximum(np.where(st.infected, st.onset, st.intime), st.intime)
     t = anchor + (_u(rng, 6, 30, n) * _H).astype(np.int64)
     late = t >= st.outtime - _H
-    t = np.where(late, st.intime + ((st.outtime - st.intime) * _u(rng, 0.1, 0.8, n)).astype(np.int64), t)
+    t = np.where(late, anchor + (np.maximum(st.outtime - anchor, 0) * _u(rng, 0.1, 0.8, n)).astype(np.int64), t)
     feasible = st.infected & (np.where(st.infected, st.onset, 0) < st.outtime - 2 * _H)
     screened = feasible & (rng.random(n) < cfg.screen_probability)
     screen_time = np.where(screened, _minute(t), _NAT)
 
-    f_low = np.clip(np.round(_trunc_lognormal(rng, n, _FERR_LOW_MU, _FERR_LOW_SD, None, MALS_FERRITIN_NG_PER_ML)),
-                    5, MALS_FERRITIN_NG_PER_ML)
-    f_mals = np.maximum(np.round(MALS_FERRITIN_NG_PER_ML * np.exp(np.abs(rng.normal(0, _FERR_MALS_SD, n)))),
-                        MALS_FERRITIN_NG_PER_ML + 1)
+    f_low = np.clip(
+        np.round(_trunc_lognormal(rng, n, _FERR_LOW_MU, _FERR_LOW_SD, None, MALS_FERRITIN_NG_PER_ML)),
+        5,
+        MALS_FERRITIN_NG_PER_ML,
+    )
+    f_mals = np.maximum(
+        np.round(MALS_FERRITIN_NG_PER_ML * np.exp(np.abs(rng.normal(0, _FERR_MALS_SD, n)))), MALS_FERRITIN_NG_PER_ML + 1
+    )
     ferritin = np.where(cls == 0, f_mals, f_low)
-    h_sii = np.clip(np.round(_trunc_lognormal(rng, n, _HLA_SII_MU, _HLA_SII_SD, None, SII_HLA_DR_AB_PER_CELL)),
-                    150, SII_HLA_DR_AB_PER_CELL - 1)
-    h_unc = np.maximum(np.round(_trunc_lognormal(rng, n, _HLA_UNC_MU, _HLA_UNC_SD, SII_HLA_DR_AB_PER_CELL, None)),
-                       SII_HLA_DR_AB_PER_CELL)
+    h_sii = np.clip(
+        np.round(_trunc_lognormal(rng, n, _HLA_SII_MU, _HLA_SII_SD, None, SII_HLA_DR_AB_PER_CELL)),
+        150,
+        SII_HLA_DR_AB_PER_CELL - 1,
+    )
+    h_unc = np.maximum(
+        np.round(_trunc_lognormal(rng, n, _HLA_UNC_MU, _HLA_UNC_SD, SII_HLA_DR_AB_PER_CELL, None)),
+        SII_HLA_DR_AB_PER_CELL,
+    )
     h_mals = np.round(np.clip(np.exp(rng.normal(_HLA_MALS_MU, _HLA_MALS_SD, n)), 150, 90000))
     hla = np.select([cls == 0, cls == 1], [h_mals, h_sii], h_unc)
     censored = screened & (ferritin > cfg.ferritin_report_limit) & (rng.random(n) < cfg.censored_ferritin_rate)
@@ -1566,13 +2091,26 @@ def _endotype_draws(rng: np.random.Generator, st: _Stays, cfg: _Cfg) -> dict[str
     else:
         cens_decides_mals = np.zeros(n, bool)
     obs = np.select(
-        [censored & ~cens_decides_mals, ferritin > MALS_FERRITIN_NG_PER_ML, ~hla_reported,
-         hla < SII_HLA_DR_AB_PER_CELL],
-        [3, 0, 3, 1], 2)
+        [
+            censored & ~cens_decides_mals,
+            ferritin > MALS_FERRITIN_NG_PER_ML,
+            ~hla_reported,
+            hla < SII_HLA_DR_AB_PER_CELL,
+        ],
+        [3, 0, 3, 1],
+        2,
+    )
     obs = np.where(screened, obs, -1)
-    return {"screened": screened, "screen_time": screen_time, "ferritin": ferritin.astype(np.float64),
-            "hla": hla.astype(np.float64), "ferritin_censored": censored, "hla_reported": hla_reported,
-            "endotype_true": true, "endotype_observable": obs}
+    return {
+        "screened": screened,
+        "screen_time": screen_time,
+        "ferritin": ferritin.astype(np.float64),
+        "hla": hla.astype(np.float64),
+        "ferritin_censored": censored,
+        "hla_reported": hla_reported,
+        "endotype_true": true,
+        "endotype_observable": obs,
+    }
 
 
 _PROVIDERS = pa.array([f"P{i:05X}" for i in range(1, 1201)])
@@ -1625,31 +2163,38 @@ _PRESSOR_RATE = {  # itemid -> (rateuom, amountuom, base rate, slope per unit of
 def _inputevents(rng: np.random.Generator, st: _Stays, hr: dict[str, np.ndarray]) -> dict[str, Any]:
     n = st.n
     hs, ht, cardio = hr["s"], hr["t"], hr["cardio"]
-    noisy = cardio + rng.normal(0, 0.03, len(hs))
-    thr = 0.45 + rng.normal(0, 0.03, n)
+    noisy = cardio + rng.normal(0, 0.02, len(hs))
+    thr = 0.5 + rng.normal(0, 0.03, n)
     first = rng.choice(3, n, p=[0.85, 0.1, 0.05])  # norepinephrine / dopamine / epinephrine first line
     first_item = np.array([221906, 221662, 221289])[first]
     episodes: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]] = []  # stay, start, end, item, onset
 
-    rs, r0, r1, npts = _runs(hs, ht, noisy > thr[hs])
-    dur = np.where(npts == 1, (_u(rng, 10, 55, len(rs)) * 60).astype(np.int64), r1 - r0 + (_u(rng, 0, 50, len(rs)) * 60).astype(np.int64))
+    rs, r0, r1, npts = _merge_runs(*_runs(hs, ht, noisy > thr[hs]), gap=4 * _H)
+    tail = (_u(rng, 0, 50, len(rs)) * 60).astype(np.int64)
+    dur = np.where(npts == 1, (_u(rng, 10, 55, len(rs)) * 60).astype(np.int64), r1 - r0 + tail)
     episodes.append((rs, r0, r0 + dur, first_item[rs], 0.45))
     st.pressors = np.zeros(n, bool)
     st.pressors[rs] = True
     # second agent (vasopressin or epinephrine) when very unstable
     second = np.where(rng.random(n) < 0.5, 222315, 221289)
-    s2, a0, a1, np2 = _runs(hs, ht, noisy > thr[hs] + 0.3)
+    s2, a0, a1, np2 = _merge_runs(*_runs(hs, ht, noisy > thr[hs] + 0.3), gap=4 * _H)
     ok = np2 >= 2
     episodes.append((s2[ok], a0[ok], a1[ok], second[s2[ok]], 0.75))
     # dobutamine for some pressor stays (low output)
     dob = rng.random(n) < 0.08
-    s3, b0, b1, np3 = _runs(hs, ht, (noisy > thr[hs] + 0.1) & dob[hs])
+    s3, b0, b1, np3 = _merge_runs(*_runs(hs, ht, (noisy > thr[hs] + 0.1) & dob[hs]), gap=4 * _H)
     episodes.append((s3, b0, b1 + 30 * 60, np.full(len(s3), 221653), 0.55))
     # propofol while intubated
     vent = np.flatnonzero((st.vent_start != _NAT) & (rng.random(n) < 0.75))
-    episodes.append((vent, st.vent_start[vent] + 15 * 60, np.maximum(st.vent_end[vent] - 30 * 60,
-                                                                      st.vent_start[vent] + 45 * 60),
-                     np.full(len(vent), 222168), 0.0))
+    episodes.append(
+        (
+            vent,
+            st.vent_start[vent] + 15 * 60,
+            np.maximum(st.vent_end[vent] - 30 * 60, st.vent_start[vent] + 45 * 60),
+            np.full(len(vent), 222168),
+            0.0,
+        )
+    )
 
     # split every episode into segments (rate changes every 1-4 h) sharing a link id
     es = np.concatenate([e[0] for e in episodes])
@@ -1660,7 +2205,8 @@ def _inputevents(rng: np.random.Generator, st: _Stays, hr: dict[str, np.ndarray]
     eitem = np.concatenate([e[3] for e in episodes])
     eon = np.concatenate([np.full(len(e[0]), e[4]) for e in episodes])
     step = _u(rng, 1.0, 4.0, len(es)) * _H
-    seg_e, seg_t = _grid(rng, e0, e1 - 1, step)
+    seg_e, seg_t = _grid(rng, e0, e1 - 1, step, jitter=20 * 60)
+    seg_t[np.r_[True, seg_e[1:] != seg_e[:-1]]] = e0[seg_e[np.r_[True, seg_e[1:] != seg_e[:-1]]]]
     seg_t = _minute(seg_t)
     nxt_same = np.r_[seg_e[1:] == seg_e[:-1], False]
     seg_end = np.where(nxt_same, np.r_[seg_t[1:], 0], e1[seg_e])
@@ -1681,18 +2227,28 @@ def _inputevents(rng: np.random.Generator, st: _Stays, hr: dict[str, np.ndarray]
         rate[m] = np.round(r, 3 if r0_ < 1 else 1)
         rateuom[m] = upool.index(ru)
         amountuom[m] = apool.index(au)
-    rate = np.float32(rate).astype(np.float64)  # MetaVision stores single precision (e.g. 0.0500000007450581)
+    rate = rate.astype(np.float32).astype(np.float64)  # MetaVision stores single precision (e.g. 0.0500000007450581)
     minutes = (seg_end - seg_t) / 60.0
     per_kg = rateuom == 0
     w = st.weight[s]
     amount = np.where(per_kg, rate * w * minutes / 1000.0, rate * minutes / 60.0)
-    status = np.where(nxt_same, 0, np.where(rng.random(len(s)) < 0.2, 2, 1))  # ChangeDose/Rate, FinishedRunning, Stopped
+    status = np.where(
+        nxt_same, 0, np.where(rng.random(len(s)) < 0.2, 2, 1)
+    )  # ChangeDose/Rate, FinishedRunning, Stopped
     k = len(s)
     pressor_cols: dict[str, Any] = {
-        "_s": s, "starttime": seg_t, "endtime": seg_end, "itemid": item.astype(np.int32), "amount": amount,
-        "_amountuom": amountuom, "rate": rate, "_rateuom": rateuom, "_link": seg_e.astype(np.int64),
-        "_cat": np.where(item == 222168, 1, 0), "_cdesc": np.zeros(k, np.int64),
-        "totalamount": np.full(k, 250.0), "_status": status,
+        "_s": s,
+        "starttime": seg_t,
+        "endtime": seg_end,
+        "itemid": item.astype(np.int32),
+        "amount": amount,
+        "_amountuom": amountuom,
+        "rate": rate,
+        "_rateuom": rateuom,
+        "_link": seg_e.astype(np.int64),
+        "_cat": np.where(item == 222168, 1, 0),
+        "totalamount": np.full(k, 250.0),
+        "_status": status,
     }
     # fluid boluses early in shock: 1-3 x NaCl 0.9 % 500/1000 mL (no rate)
     nb = np.where(st.pressors | (rng.random(n) < 0.3), rng.integers(1, 4, n), 0)
@@ -1702,10 +2258,18 @@ def _inputevents(rng: np.random.Generator, st: _Stays, hr: dict[str, np.ndarray]
     vol = np.where(rng.random(len(bs)) < 0.6, 1000.0, 500.0)
     kb = len(bs)
     bolus_cols: dict[str, Any] = {
-        "_s": bs, "starttime": bt, "endtime": bt + (_u(rng, 15, 60, kb) * 60).astype(np.int64) // 60 * 60,
-        "itemid": np.full(kb, 225158, np.int32), "amount": vol, "_amountuom": np.full(kb, 2), "rate": np.full(kb, np.nan),
-        "_rateuom": np.full(kb, -1), "_link": (seg_e.max() + 1 if len(seg_e) else 0) + np.arange(kb),
-        "_cat": np.full(kb, 2), "_cdesc": np.full(kb, 1), "totalamount": vol, "_status": np.ones(kb, np.int64),
+        "_s": bs,
+        "starttime": bt,
+        "endtime": bt + (_u(rng, 15, 60, kb) * 60).astype(np.int64) // 60 * 60,
+        "itemid": np.full(kb, 225158, np.int32),
+        "amount": vol,
+        "_amountuom": np.full(kb, 2),
+        "rate": np.full(kb, np.nan),
+        "_rateuom": np.full(kb, -1),
+        "_link": (seg_e.max() + 1 if len(seg_e) else 0) + np.arange(kb),
+        "_cat": np.full(kb, 2),
+        "totalamount": vol,
+        "_status": np.ones(kb, np.int64),
     }
     cols = {k_: np.concatenate([pressor_cols[k_], bolus_cols[k_]]) for k_ in pressor_cols}
     return _input_common(rng, st, cols)
@@ -1726,23 +2290,26 @@ def _input_common(rng: np.random.Generator, st: _Stays, cols: dict[str, Any]) ->
 
 
 def _input_columns(cols: dict[str, Any]) -> None:
-    au, ru, cat, cdesc, status = (cols.pop(k) for k in ("_amountuom", "_rateuom", "_cat", "_cdesc", "_status"))
+    au, ru, cat, status = (cols.pop(k) for k in ("_amountuom", "_rateuom", "_cat", "_status"))
     cols["amountuom"] = lambda p: _cat(pa.array(["mg", "units", "mL", "dose"]), au[p])
     cols["rateuom"] = lambda p: _cat(pa.array(["mcg/kg/min", "units/hour", "mg/kg/min", "mL/hour"]), ru[p])
     cols["ordercategoryname"] = lambda p: _cat(
         pa.array(["01-Drips", "02-Fluids (Crystalloids)", "03-IV Fluid Bolus", "08-Antibiotics (IV)"]),
-        np.select([cat[p] == 0, cat[p] == 1, cat[p] == 2], [0, 0, 2], 3))
+        np.select([cat[p] == 0, cat[p] == 1, cat[p] == 2], [0, 0, 2], 3),
+    )
     cols["secondaryordercategoryname"] = lambda p: _cat(
-        pa.array(["Additive", "Additives (Ivpb)"]), np.select([cat[p] <= 1, cat[p] == 3], [0, 1], -1))
+        pa.array(["Additive", "Additives (Ivpb)"]), np.select([cat[p] <= 1, cat[p] == 3], [0, 1], -1)
+    )
     cols["ordercomponenttypedescription"] = lambda p: _cat(
-        pa.array(["Main order parameter", "Additive"]), np.zeros(len(p), np.int64))
+        pa.array(["Main order parameter", "Additive"]), np.zeros(len(p), np.int64)
+    )
     cols["ordercategorydescription"] = lambda p: _cat(
         pa.array(["Continuous Med", "Bolus", "Drug Push", "Intermittent"]),
-        np.select([cat[p] <= 1, cat[p] == 2], [0, 1], 3))
-    cols["totalamountuom"] = lambda p: _cat(pa.array(["mL"]), np.where(np.isnan(cols_total[p]), -1, 0))
-    cols_total = cols["totalamount"]
+        np.select([cat[p] <= 1, cat[p] == 2], [0, 1], 3),
+    )
+    total = cols["totalamount"]
+    cols["totalamountuom"] = lambda p: _cat(pa.array(["mL"]), np.where(np.isnan(total[p]), -1, 0))
     cols["statusdescription"] = lambda p: _cat(pa.array(["ChangeDose/Rate", "FinishedRunning", "Stopped"]), status[p])
-    del cdesc
 
 
 def _procedureevents(rng: np.random.Generator, st: _Stays) -> dict[str, Any]:
@@ -1754,11 +2321,19 @@ def _procedureevents(rng: np.random.Generator, st: _Stays) -> dict[str, Any]:
     item = np.concatenate([np.full(len(inv), 225792), np.full(len(niv), 225794)]).astype(np.int32)
     k = len(s)
     return {
-        "_s": s, "starttime": t0, "endtime": t1, "itemid": item, "value": (t1 - t0) / 60.0,
-        "_link": np.arange(k, dtype=np.int64), "caregiver_id": rng.integers(10_000, 99_999, k),
-        "storetime": t1 + rng.integers(0, 3600, k), "patientweight": st.weight[s],
-        "isopenbag": np.ones(k, np.int16), "continueinnextdept": np.zeros(k, np.int16),
-        "originalamount": (t1 - t0) / 60.0, "originalrate": np.zeros(k),
+        "_s": s,
+        "starttime": t0,
+        "endtime": t1,
+        "itemid": item,
+        "value": (t1 - t0) / 60.0,
+        "_link": np.arange(k, dtype=np.int64),
+        "caregiver_id": rng.integers(10_000, 99_999, k),
+        "storetime": t1 + rng.integers(0, 3600, k),
+        "patientweight": st.weight[s],
+        "isopenbag": np.ones(k, np.int16),
+        "continueinnextdept": np.zeros(k, np.int16),
+        "originalamount": (t1 - t0) / 60.0,
+        "originalrate": np.zeros(k),
         "_died": st.died_in_icu[s] & (t1 >= st.outtime[s] - 60),
     }
 
@@ -1782,8 +2357,7 @@ def _proc_columns(cols: dict[str, Any]) -> None:
 def _outputevents(rng: np.random.Generator, st: _Stays) -> dict[str, Any]:
     n = st.n
     step = np.where(st.foley, 1.0, _u(rng, 3, 6, n)) * _H
-    s, t = _grid(rng, st.intime + rng.integers(20 * 60, 2 * 3600, n), st.outtime, step, jitter=10 * 60,
-                 drop=0.08)
+    s, t = _grid(rng, st.intime + rng.integers(20 * 60, 2 * 3600, n), st.outtime, step, jitter=10 * 60, drop=0.08)
     t = _minute(t)
     prev_same = np.r_[False, s[1:] == s[:-1]]
     interval_h = np.where(prev_same, (t - np.r_[t[:1], t[:-1]]) / _H, step[s] / _H)
@@ -1803,8 +2377,12 @@ def _outputevents(rng: np.random.Generator, st: _Stays) -> dict[str, Any]:
     vol_all = np.concatenate([vol, irrigant[irr]])
     k = len(s_all)
     return {
-        "_s": s_all, "charttime": t_all, "itemid": item_all, "value": vol_all,
-        "caregiver_id": rng.integers(10_000, 99_999, k), "storetime": t_all + rng.integers(60, 3600, k),
+        "_s": s_all,
+        "charttime": t_all,
+        "itemid": item_all,
+        "value": vol_all,
+        "caregiver_id": rng.integers(10_000, 99_999, k),
+        "storetime": t_all + rng.integers(60, 3600, k),
         "_bad": np.full(k, -1, np.int8),
     }
 
@@ -1820,9 +2398,13 @@ def _micro_and_rx(rng: np.random.Generator, st: _Stays) -> tuple[dict[str, Any],
     arrival = np.where(st.ed, st.edregtime, st.admittime)
     # suspicion time: infected → after onset (not before arrival); some non-infected get a rule-out work-up
     rule_out = ~inf & (rng.random(n) < 0.15)
-    t_sus = np.where(inf, np.maximum(st.onset + (_u(rng, 0.5, 8, n) * _H).astype(np.int64),
-                                     arrival + (_u(rng, 0.3, 3, n) * _H).astype(np.int64)),
-                     st.intime + ((st.outtime - st.intime) * _u(rng, 0.05, 0.6, n)).astype(np.int64))
+    t_sus = np.where(
+        inf,
+        np.maximum(
+            st.onset + (_u(rng, 0.5, 8, n) * _H).astype(np.int64), arrival + (_u(rng, 0.3, 3, n) * _H).astype(np.int64)
+        ),
+        st.intime + ((st.outtime - st.intime) * _u(rng, 0.05, 0.6, n)).astype(np.int64),
+    )
     t_sus = np.minimum(t_sus, st.dischtime - _H)
     culture_first = rng.random(n) < 0.75
     t_cult = _minute(np.where(culture_first, t_sus, t_sus + (_u(rng, 0.5, 20, n) * _H).astype(np.int64)))
@@ -1850,15 +2432,36 @@ def _micro_and_rx(rng: np.random.Generator, st: _Stays) -> tuple[dict[str, Any],
     for src, key in src_spec.items():
         m = np.flatnonzero(inf & (st.source == src) & (rng.random(n) < 0.9))
         pos = rng.random(len(m)) < p_src[src]
-        sp.append((m, _minute(t_cult[m] + (_u(rng, 0, 3, len(m)) * _H).astype(np.int64)), np.full(len(m), key), pos,
-                   np.where(pos, org[m], -1)))
+        sp.append(
+            (
+                m,
+                _minute(t_cult[m] + (_u(rng, 0, 3, len(m)) * _H).astype(np.int64)),
+                np.full(len(m), key),
+                pos,
+                np.where(pos, org[m], -1),
+            )
+        )
     urine_ro = np.flatnonzero((rule_out | (inf & (st.source != 2))) & (rng.random(n) < 0.5))
-    sp.append((urine_ro, _minute(t_cult[urine_ro] + (_u(rng, 0, 4, len(urine_ro)) * _H).astype(np.int64)),
-               np.full(len(urine_ro), 2), np.zeros(len(urine_ro), bool), np.full(len(urine_ro), -1)))
+    sp.append(
+        (
+            urine_ro,
+            _minute(t_cult[urine_ro] + (_u(rng, 0, 4, len(urine_ro)) * _H).astype(np.int64)),
+            np.full(len(urine_ro), 2),
+            np.zeros(len(urine_ro), bool),
+            np.full(len(urine_ro), -1),
+        )
+    )
     mrsa = np.flatnonzero(rng.random(n) < 0.4)
     mpos = rng.random(len(mrsa)) < 0.08
-    sp.append((mrsa, _minute(st.intime[mrsa] + (_u(rng, 0, 6, len(mrsa)) * _H).astype(np.int64)),
-               np.full(len(mrsa), 4), mpos, np.where(mpos, 10, -1)))
+    sp.append(
+        (
+            mrsa,
+            _minute(st.intime[mrsa] + (_u(rng, 0, 6, len(mrsa)) * _H).astype(np.int64)),
+            np.full(len(mrsa), 4),
+            mpos,
+            np.where(mpos, 10, -1),
+        )
+    )
 
     ss = np.concatenate([x[0] for x in sp])
     stime = np.concatenate([x[1] for x in sp])
@@ -1874,8 +2477,8 @@ def _micro_and_rx(rng: np.random.Generator, st: _Stays) -> tuple[dict[str, Any],
     r_pos = np.arange(len(r_spec)) - np.repeat(np.cumsum(nrows) - nrows, nrows)
     max_panel = max(panel_len.max(), 1)
     panel = np.full((len(_ORGS), max_panel), -1)
-    for i, o in enumerate(_ORGS):
-        panel[i, : len(o[2])] = o[2]
+    for i, org_row in enumerate(_ORGS):
+        panel[i, : len(org_row[2])] = org_row[2]
     r_org = sorg[r_spec]
     has_panel = (r_org >= 0) & (panel_len[np.maximum(r_org, 0)] > 0)
     r_ab = np.where(has_panel, panel[np.maximum(r_org, 0), np.minimum(r_pos, max_panel - 1)], -1)
@@ -1891,16 +2494,20 @@ def _micro_and_rx(rng: np.random.Generator, st: _Stays) -> tuple[dict[str, Any],
     ab_itemid = np.array([a[0] for a in _ABS], np.int32)
     ct = stime[r_spec]
     chartdate = ct - np.mod(ct, _DAY)
-    store = ct + (_u(rng, 20, 72, len(r_spec)) * _H).astype(np.int64)[np.arange(len(r_spec))]
     store = stime[r_spec] + ((_u(rng, 20, 72, nspec) * _H).astype(np.int64))[r_spec]
     neg_comment = np.where(~spos[r_spec], np.where(skey[r_spec] == 4, 1, 0), -1)
     quantity = np.where(spos[r_spec] & (skey[r_spec] == 2), 0, -1)
     prov = np.where(rng.random(nspec) < 0.5, -1, rng.integers(0, len(_PROVIDERS), nspec))
     micro: dict[str, Any] = {
-        "_s": ss[r_spec], "micro_specimen_id": r_spec.astype(np.int64), "chartdate": chartdate,
-        "charttime": np.where(date_only[r_spec], _NAT, ct), "spec_itemid": spec_itemid[skey[r_spec]],
-        "test_seq": np.ones(len(r_spec), np.int32), "storedate": store - np.mod(store, _DAY),
-        "storetime": store, "test_itemid": test_itemid[skey[r_spec]],
+        "_s": ss[r_spec],
+        "micro_specimen_id": r_spec.astype(np.int64),
+        "chartdate": chartdate,
+        "charttime": np.where(date_only[r_spec], _NAT, ct),
+        "spec_itemid": spec_itemid[skey[r_spec]],
+        "test_seq": np.ones(len(r_spec), np.int32),
+        "storedate": store - np.mod(store, _DAY),
+        "storetime": store,
+        "test_itemid": test_itemid[skey[r_spec]],
         "org_itemid": np.where(r_org >= 0, org_itemid[np.maximum(r_org, 0)], -1),
         "isolate_num": np.where(r_org >= 0, 1, -1).astype(np.int16),
         "ab_itemid": np.where(r_ab >= 0, ab_itemid[np.maximum(r_ab, 0)], -1),
@@ -1934,29 +2541,42 @@ def _micro_and_rx(rng: np.random.Generator, st: _Stays) -> tuple[dict[str, Any],
             stop = np.where(early, np.minimum(stop, start + (_u(rng, 48, 72, len(m)) * _H).astype(np.int64)), stop)
             orders.append((m[ok], d[ok], start[ok], _minute(stop[ok])))
     ro = np.flatnonzero(rule_out)
-    for d in (_D_VANC, _D_CEFE):
+    for drug in (_D_VANC, _D_CEFE):
         start = _minute(t_abx[ro])
-        orders.append((ro, np.full(len(ro), d), start,
-                       _minute(np.minimum(start + (_u(rng, 24, 48, len(ro)) * _H).astype(np.int64), st.dischtime[ro]))))
+        orders.append(
+            (
+                ro,
+                np.full(len(ro), drug),
+                start,
+                _minute(np.minimum(start + (_u(rng, 24, 48, len(ro)) * _H).astype(np.int64), st.dischtime[ro])),
+            )
+        )
     pro = np.flatnonzero(~inf & ~rule_out & (rng.random(n) < 0.1))
     ps = _minute(st.intime[pro] - (_u(rng, 0, 3, len(pro)) * _H).astype(np.int64))
     orders.append((pro, np.full(len(pro), _D_CEFA), ps, np.minimum(ps + _DAY, st.dischtime[pro])))
-    for d, p in ((_D_BACI, 0.05), (_D_ERYO, 0.03)):
-        m = np.flatnonzero(rng.random(n) < p)
+    for drug, prob in ((_D_BACI, 0.05), (_D_ERYO, 0.03)):
+        m = np.flatnonzero(rng.random(n) < prob)
         stt = _minute(st.intime[m] + ((st.outtime[m] - st.intime[m]) * rng.random(len(m))).astype(np.int64))
-        orders.append((m, np.full(len(m), d), stt, np.minimum(stt + 3 * _DAY, st.dischtime[m])))
+        orders.append((m, np.full(len(m), drug), stt, np.minimum(stt + 3 * _DAY, st.dischtime[m])))
     # diluent (BASE) rows next to vancomycin orders
     van = [(o[0][o[1] == _D_VANC], o[2][o[1] == _D_VANC], o[3][o[1] == _D_VANC]) for o in orders]
     vs_ = np.concatenate([v[0] for v in van])
     vkeep = rng.random(len(vs_)) < 0.7
-    orders.append((vs_[vkeep], np.full(vkeep.sum(), _D_ISOD), np.concatenate([v[1] for v in van])[vkeep],
-                   np.concatenate([v[2] for v in van])[vkeep]))
+    orders.append(
+        (
+            vs_[vkeep],
+            np.full(vkeep.sum(), _D_ISOD),
+            np.concatenate([v[1] for v in van])[vkeep],
+            np.concatenate([v[2] for v in van])[vkeep],
+        )
+    )
     # routine non-antibiotic drugs
     nr = rng.integers(5, 12, n)
     rs = np.repeat(np.arange(n), nr)
     rd = _ROUTINE_DRUGS[rng.integers(0, len(_ROUTINE_DRUGS), len(rs))]
-    rstart = _minute(st.admittime[rs] + ((st.dischtime[rs] - st.admittime[rs]) * rng.random(len(rs)) * 0.7
-                                         ).astype(np.int64))
+    rstart = _minute(
+        st.admittime[rs] + ((st.dischtime[rs] - st.admittime[rs]) * rng.random(len(rs)) * 0.7).astype(np.int64)
+    )
     rstop = np.minimum(rstart + (_u(rng, 0.5, 6, len(rs)) * _DAY).astype(np.int64), st.dischtime[rs])
     orders.append((rs, rd, rstart, _minute(rstop)))
     o_s = np.concatenate([o[0] for o in orders])
@@ -1968,8 +2588,9 @@ def _micro_and_rx(rng: np.random.Generator, st: _Stays) -> tuple[dict[str, Any],
     col = lambda j: [d[j] for d in drugs]  # noqa: E731
     o_prov = rng.integers(0, len(_PROVIDERS), k)
     rx: dict[str, Any] = {
-        "_s": o_s, "starttime": o_start, "stoptime": o_stop,
-        "poe_seq": lambda p: np.zeros(len(p), np.int32),
+        "_s": o_s,
+        "starttime": o_start,
+        "stoptime": o_stop,
         "doses_per_24_hrs": np.array(col(8), np.float64)[o_d],
         "order_provider_id": lambda p: _cat(_PROVIDERS, o_prov[p]),
         "drug_type": lambda p: _cat(col(1), o_d[p]),
@@ -1997,10 +2618,17 @@ def _micro_and_rx(rng: np.random.Generator, st: _Stays) -> tuple[dict[str, Any],
     gt = _minute(gt)
     kk = len(gi)
     abx_inputs: dict[str, Any] = {
-        "_s": a_s[gi], "starttime": gt, "endtime": gt + (_u(rng, 30, 90, kk) * 60).astype(np.int64) // 60 * 60,
-        "itemid": a_item[gi].astype(np.int32), "amount": np.ones(kk), "_amountuom": np.full(kk, 3),
-        "rate": np.full(kk, np.nan), "_rateuom": np.full(kk, -1), "_link": np.arange(kk, dtype=np.int64),
-        "_cat": np.full(kk, 3), "_cdesc": np.full(kk, 3), "totalamount": np.full(kk, np.nan),
+        "_s": a_s[gi],
+        "starttime": gt,
+        "endtime": gt + (_u(rng, 30, 90, kk) * 60).astype(np.int64) // 60 * 60,
+        "itemid": a_item[gi].astype(np.int32),
+        "amount": np.ones(kk),
+        "_amountuom": np.full(kk, 3),
+        "rate": np.full(kk, np.nan),
+        "_rateuom": np.full(kk, -1),
+        "_link": np.arange(kk, dtype=np.int64),
+        "_cat": np.full(kk, 3),
+        "totalamount": np.full(kk, np.nan),
         "_status": np.ones(kk, np.int64),
     }
     return micro, rx, _input_common(rng, st, abx_inputs)
@@ -2030,11 +2658,19 @@ def _pick_kinds(rng: np.random.Generator, applicable: np.ndarray, rate: float) -
 
 def _bad_chart(rng: np.random.Generator, cols: dict[str, Any], rate: float) -> None:
     num, text, item = cols["_num"], cols["_text"], cols["itemid"]
+    s, t = cols["_s"], cols["charttime"]
     k = len(num)
+    # the first and last heart rate of a stay define its charted span (mimic-code icustay_times): never made bad
+    hr = item == 220045
+    n_st = int(s.max()) + 1 if k else 0
+    lo, hi = np.full(n_st, np.iinfo(np.int64).max), np.full(n_st, np.iinfo(np.int64).min)
+    np.minimum.at(lo, s[hr], t[hr])
+    np.maximum.at(hi, s[hr], t[hr])
+    protected = hr & ((t == lo[s]) | (t == hi[s]))
     app = np.zeros((k, len(BAD_ROW_KINDS)), bool)
-    app[:, _K_UNKNOWN] = True
-    app[:, _K_TEXT] = ~np.isnan(num)
-    app[:, _K_IMPLAUSIBLE] = ~np.isnan(num) & (text < 0)
+    app[:, _K_UNKNOWN] = ~protected
+    app[:, _K_TEXT] = ~np.isnan(num) & ~protected
+    app[:, _K_IMPLAUSIBLE] = ~np.isnan(num) & (text < 0) & ~protected
     kinds = _pick_kinds(rng, app, rate)
     m = kinds == _K_UNKNOWN
     item[m] = rng.choice(_UNKNOWN_CHART_ITEMIDS, m.sum())
@@ -2107,49 +2743,86 @@ def _bad_output(rng: np.random.Generator, cols: dict[str, Any], st: _Stays, rate
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _stay_tables(st: _Stays) -> dict[str, pa.Table]:
+def _stay_tables(rng: np.random.Generator, st: _Stays) -> dict[str, pa.Table]:
     n = st.n
     idx = np.arange(n)
     g0 = int(st.g[0])
-    rng = np.random.default_rng(np.random.SeedSequence(int(st.stay_id[0]), spawn_key=(99,)))
     out: dict[str, pa.Table] = {}
     fs = np.flatnonzero(st.first_of_subject)
     # dod belongs to the subject: take it from the subject's last stay
     subj = np.cumsum(st.first_of_subject) - 1
     dod = np.full(len(fs), _NAT)
     np.maximum.at(dod, subj, st.dod_days)
-    out["patients"] = _finish("patients", {
-        "subject_id": st.subject_id[fs], "gender": _cat(["M", "F"], st.female[fs].astype(np.int64)),
-        "anchor_age": st.anchor_age[fs].astype(np.int16), "anchor_year": st.anchor_year[fs].astype(np.int16),
-        "anchor_year_group": _cat(_ANCHOR_GROUPS, st.anchor_group[fs]), "dod": dod,
-    }, fs, np.zeros(len(fs), np.int64), g0)
+    out["patients"] = _finish(
+        "patients",
+        {
+            "subject_id": st.subject_id[fs],
+            "gender": _cat(["M", "F"], st.female[fs].astype(np.int64)),
+            "anchor_age": st.anchor_age[fs].astype(np.int16),
+            "anchor_year": st.anchor_year[fs].astype(np.int16),
+            "anchor_year_group": _cat(_ANCHOR_GROUPS, st.anchor_group[fs]),
+            "dod": dod,
+        },
+        fs,
+        np.zeros(len(fs), np.int64),
+        g0,
+    )
     dloc = np.where(st.died, 0, rng.choice(5, n, p=[0.45, 0.2, 0.2, 0.1, 0.05]) + 1)
-    out["admissions"] = _finish("admissions", {
-        "subject_id": st.subject_id, "hadm_id": st.hadm_id, "admittime": st.admittime, "dischtime": st.dischtime,
-        "deathtime": st.deathtime,
-        "admission_type": _cat(["EW EMER.", "URGENT", "DIRECT EMER.", "ELECTIVE", "OBSERVATION ADMIT"],
-                               np.where(st.ed, rng.choice([0, 4], n, p=[0.85, 0.15]),
-                                        rng.choice([1, 2, 3], n, p=[0.5, 0.3, 0.2]))),
-        "admit_provider_id": _cat(_PROVIDERS, rng.integers(0, len(_PROVIDERS), n)),
-        "admission_location": _cat(["EMERGENCY ROOM", "TRANSFER FROM HOSPITAL", "PHYSICIAN REFERRAL"],
-                                   np.where(st.ed, 0, rng.choice([1, 2], n))),
-        "discharge_location": _cat(["DIED", "HOME", "HOME HEALTH CARE", "SKILLED NURSING FACILITY", "REHAB",
-                                    "HOSPICE"], dloc),
-        "insurance": _cat(["Medicare", "Medicaid", "Other"], rng.choice(3, n, p=[0.45, 0.1, 0.45])),
-        "language": _cat(["ENGLISH", "?"], (rng.random(n) < 0.1).astype(np.int64)),
-        "marital_status": _cat(["MARRIED", "SINGLE", "WIDOWED", "DIVORCED"],
-                               np.where(rng.random(n) < 0.05, -1, rng.choice(4, n, p=[0.45, 0.3, 0.15, 0.1]))),
-        "race": _cat(["WHITE", "BLACK/AFRICAN AMERICAN", "HISPANIC/LATINO - PUERTO RICAN", "ASIAN", "OTHER",
-                      "UNKNOWN"], rng.choice(6, n, p=[0.65, 0.12, 0.05, 0.04, 0.06, 0.08])),
-        "edregtime": st.edregtime, "edouttime": st.edouttime,
-        "hospital_expire_flag": st.died.astype(np.int16),
-    }, idx, st.admittime, g0)
+    out["admissions"] = _finish(
+        "admissions",
+        {
+            "subject_id": st.subject_id,
+            "hadm_id": st.hadm_id,
+            "admittime": st.admittime,
+            "dischtime": st.dischtime,
+            "deathtime": st.deathtime,
+            "admission_type": _cat(
+                ["EW EMER.", "URGENT", "DIRECT EMER.", "ELECTIVE", "OBSERVATION ADMIT"],
+                np.where(st.ed, rng.choice([0, 4], n, p=[0.85, 0.15]), rng.choice([1, 2, 3], n, p=[0.5, 0.3, 0.2])),
+            ),
+            "admit_provider_id": _cat(_PROVIDERS, rng.integers(0, len(_PROVIDERS), n)),
+            "admission_location": _cat(
+                ["EMERGENCY ROOM", "TRANSFER FROM HOSPITAL", "PHYSICIAN REFERRAL"],
+                np.where(st.ed, 0, rng.choice([1, 2], n)),
+            ),
+            "discharge_location": _cat(
+                ["DIED", "HOME", "HOME HEALTH CARE", "SKILLED NURSING FACILITY", "REHAB", "HOSPICE"], dloc
+            ),
+            "insurance": _cat(["Medicare", "Medicaid", "Other"], rng.choice(3, n, p=[0.45, 0.1, 0.45])),
+            "language": _cat(["ENGLISH", "?"], (rng.random(n) < 0.1).astype(np.int64)),
+            "marital_status": _cat(
+                ["MARRIED", "SINGLE", "WIDOWED", "DIVORCED"],
+                np.where(rng.random(n) < 0.05, -1, rng.choice(4, n, p=[0.45, 0.3, 0.15, 0.1])),
+            ),
+            "race": _cat(
+                ["WHITE", "BLACK/AFRICAN AMERICAN", "HISPANIC/LATINO - PUERTO RICAN", "ASIAN", "OTHER", "UNKNOWN"],
+                rng.choice(6, n, p=[0.65, 0.12, 0.05, 0.04, 0.06, 0.08]),
+            ),
+            "edregtime": st.edregtime,
+            "edouttime": st.edouttime,
+            "hospital_expire_flag": st.died.astype(np.int16),
+        },
+        idx,
+        st.admittime,
+        g0,
+    )
     last = np.where(rng.random(n) < 0.9, st.careunit, rng.integers(0, len(_CAREUNITS), n))
-    out["icustays"] = _finish("icustays", {
-        "subject_id": st.subject_id, "hadm_id": st.hadm_id, "stay_id": st.stay_id,
-        "first_careunit": _cat(_CAREUNITS, st.careunit), "last_careunit": _cat(_CAREUNITS, last),
-        "intime": st.intime, "outtime": st.outtime, "los": (st.outtime - st.intime) / _DAY,
-    }, idx, st.intime, g0)
+    out["icustays"] = _finish(
+        "icustays",
+        {
+            "subject_id": st.subject_id,
+            "hadm_id": st.hadm_id,
+            "stay_id": st.stay_id,
+            "first_careunit": _cat(_CAREUNITS, st.careunit),
+            "last_careunit": _cat(_CAREUNITS, last),
+            "intime": st.intime,
+            "outtime": st.outtime,
+            "los": (st.outtime - st.intime) / _DAY,
+        },
+        idx,
+        st.intime,
+        g0,
+    )
     # diagnoses: infection codes first for infected stays, then the admitting problem and comorbidities
     codes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # stay, code index into table, priority
 
@@ -2188,11 +2861,19 @@ def _stay_tables(st: _Stays) -> dict[str, pa.Table]:
     v10 = st.icd10[ds]
     code10 = np.array([p[0] for p in table])
     code9 = np.array([p[1] for p in table])
-    out["diagnoses_icd"] = _finish("diagnoses_icd", {
-        "subject_id": st.subject_id[ds], "hadm_id": st.hadm_id[ds], "seq_num": seq.astype(np.int32),
-        "icd_code": pa.array(np.where(v10, code10[dc], code9[dc]).tolist(), type=pa.string()),
-        "icd_version": np.where(v10, 10, 9).astype(np.int32),
-    }, ds, seq.astype(np.int64), g0)
+    out["diagnoses_icd"] = _finish(
+        "diagnoses_icd",
+        {
+            "subject_id": st.subject_id[ds],
+            "hadm_id": st.hadm_id[ds],
+            "seq_num": seq.astype(np.int32),
+            "icd_code": pa.array(np.where(v10, code10[dc], code9[dc]).tolist(), type=pa.string()),
+            "icd_version": np.where(v10, 10, 9).astype(np.int32),
+        },
+        ds,
+        seq.astype(np.int64),
+        g0,
+    )
     return out
 
 
@@ -2200,12 +2881,20 @@ def _truth_table(st: _Stays, cfg: _Cfg, endo: dict[str, np.ndarray], counts: np.
     n = st.n
     idx = np.arange(n)
     cols: dict[str, Any] = {
-        "stay_id": st.stay_id, "subject_id": st.subject_id, "hadm_id": st.hadm_id,
-        "seed": np.full(n, cfg.seed, np.int64), "infected": st.infected,
-        "source": _cat(SOURCES, st.source), "onset_kind": _cat(["community", "hospital_ward", "icu"], st.onset_kind),
-        "infection_onset": st.onset, "severity": np.round(st.severity, 4),
-        "ventilated": st.vent_start != _NAT, "vasopressors": st.pressors, "died": st.died,
-        "screened": endo["screened"], "screen_time": endo["screen_time"],
+        "stay_id": st.stay_id,
+        "subject_id": st.subject_id,
+        "hadm_id": st.hadm_id,
+        "seed": np.full(n, cfg.seed, np.int64),
+        "infected": st.infected,
+        "source": _cat(SOURCES, st.source),
+        "onset_kind": _cat(["community", "hospital_ward", "icu"], st.onset_kind),
+        "infection_onset": st.onset,
+        "severity": np.round(st.severity, 4),
+        "ventilated": st.vent_start != _NAT,
+        "vasopressors": st.pressors,
+        "died": st.died,
+        "screened": endo["screened"],
+        "screen_time": endo["screen_time"],
         "ferritin_true_ng_per_ml": np.where(endo["screened"], endo["ferritin"], np.nan),
         "ferritin_censored": endo["ferritin_censored"],
         "hla_dr_true_ab_per_cell": np.where(endo["screened"], endo["hla"], np.nan),

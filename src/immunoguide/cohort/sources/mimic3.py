@@ -266,6 +266,13 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         f"""SELECT stay_id, time, 'fio2_fraction', valuenum / 100.0, value_text, valueuom, NULL, 'labevents:' || itemid
             FROM lab_raw WHERE itemid IN {_in(lab['fio2_lab'])} AND valuenum BETWEEN 21 AND 100"""
     )
+    for ids, ok_expr in ((lab["pao2_mmhg"], _plausible("pao2_mmhg", "valuenum")), (lab["fio2_lab"], "valuenum BETWEEN 21 AND 100")):
+        dq.append(
+            f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
+                       CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field' ELSE 'implausible_value' END, count(*),
+                       any_value(coalesce(CAST(valuenum AS VARCHAR), value_text))
+                FROM lab_raw WHERE itemid IN {_in(ids)} AND NOT coalesce({ok_expr}, false) GROUP BY ALL"""
+        )
     # Ferritin keeps its text (censored values such as 'GREATER THAN 2000' have no valuenum)
     obs.append(
         f"""SELECT stay_id, time, 'ferritin_ng_per_ml', valuenum, value_text, coalesce(valueuom, 'ng/mL'), NULL,

@@ -66,6 +66,13 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     for module, tables in _TABLES.items():
         for t in tables:
             _source(con, root, module, t)
+    dictionaries = []
+    for module, t in (("icu", "d_items"), ("hosp", "d_labitems")):
+        try:
+            _source(con, root, module, t)
+            dictionaries.append(t)
+        except InputError:
+            pass  # dictionaries are optional; without them unknown item ids cannot be told apart
     pre = int(it["attachment"]["pre_icu_h"])
     noon = int(it["attachment"]["date_only_hour"])
     ch = it["chart"]
@@ -206,12 +213,20 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         f"""SELECT stay_id, time, 'fio2_fraction', round(valuenum / 100.0, 3), value_text, valueuom, NULL, 'labevents:' || itemid
             FROM lab_raw WHERE itemid IN {_in(lab['fio2_lab'])} AND valuenum BETWEEN 21 AND 100"""
     )
+    for ids, ok_expr in ((lab["pao2_mmhg"], _plausible("pao2_mmhg", "valuenum")), (lab["fio2_lab"], "valuenum BETWEEN 21 AND 100")):
+        dq.append(
+            f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
+                       CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field' ELSE 'implausible_value' END, count(*),
+                       any_value(coalesce(CAST(valuenum AS VARCHAR), value_text))
+                FROM lab_raw WHERE itemid IN {_in(ids)} AND NOT coalesce({ok_expr}, false) GROUP BY ALL"""
+        )
     for k in ("ferritin_ng_per_ml", "hla_dr_per_monocyte"):
         ok = _strs(units[k])
         obs.append(
             f"""SELECT stay_id, time, '{k}', CASE WHEN {_plausible(k, 'valuenum')} THEN valuenum END, value_text,
                        coalesce(valueuom, '{units[k][0]}'),
-                       CASE WHEN '{k}' = 'hla_dr_per_monocyte' THEN lower(regexp_extract(coalesce(comments, ''), 'method=([A-Za-z_]+)', 1)) END,
+                       CASE WHEN '{k}' = 'hla_dr_per_monocyte' THEN CASE WHEN comments ILIKE '%quantibrite%' THEN 'quantibrite_abc'
+                            WHEN comments ILIKE '%MFI%' THEN 'mfi' END END,
                        'labevents:' || itemid
                 FROM lab_raw WHERE itemid IN {_in(lab[k])} AND (valueuom IN {ok} OR valueuom IS NULL)
                   AND (valuenum IS NULL OR {_plausible(k, 'valuenum')})"""
@@ -236,18 +251,19 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         """
     )
     con.execute(
-        """CREATE TABLE uo_net AS SELECT stay_id, time, sum(signed) AS net, string_agg(DISTINCT CAST(itemid AS VARCHAR), '+') AS items
-           FROM uo_raw WHERE value BETWEEN 0 AND 5000 GROUP BY 1, 2"""
+        """CREATE TABLE uo_net AS SELECT u.stay_id, u.time, sum(u.signed) AS net, string_agg(DISTINCT CAST(u.itemid AS VARCHAR), '+') AS items
+           FROM uo_raw u JOIN stays s ON s.stay_id = u.stay_id WHERE u.value BETWEEN 0 AND 5000 AND u.time >= s.intime GROUP BY 1, 2"""
     )
     obs.append("SELECT stay_id, time, 'urine_output_ml', net, NULL, 'mL', NULL, 'outputevents:' || items FROM uo_net WHERE net >= 0")
     dq += [
         """SELECT stay_id, 'outputevents', CAST(itemid AS VARCHAR), CASE WHEN value IS NULL THEN 'text_in_numeric_field'
                   ELSE 'implausible_value' END, count(*), any_value(CAST(value AS VARCHAR))
-           FROM uo_raw WHERE NOT coalesce(value BETWEEN 0 AND 5000, false) GROUP BY ALL""",
+           FROM uo_raw u JOIN stays s USING (stay_id) WHERE NOT coalesce(value BETWEEN 0 AND 5000, false) AND u.time >= s.intime
+           GROUP BY ALL""",
         """SELECT stay_id, 'outputevents', items, 'net_negative_urine_after_irrigant', count(*), any_value(CAST(net AS VARCHAR))
            FROM uo_net WHERE net < 0 GROUP BY ALL""",
         """SELECT u.stay_id, 'outputevents', CAST(u.itemid AS VARCHAR), 'time_before_icu_admission', count(*), any_value(CAST(u.time AS VARCHAR))
-           FROM uo_raw u JOIN stays s USING (stay_id) WHERE u.time < s.intime - INTERVAL 24 HOUR GROUP BY ALL""",
+           FROM uo_raw u JOIN stays s USING (stay_id) WHERE u.time < s.intime GROUP BY ALL""",
     ]
     con.execute("CREATE TABLE observations_all AS " + " UNION ALL ".join(obs))
     con.execute(
@@ -277,6 +293,11 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         """CREATE TABLE infusions AS SELECT stay_id, drug, start, stop, rate AS rate_ug_kg_min, 'inputevents:' || itemid AS source
            FROM vaso WHERE rate BETWEEN 0 AND 100 AND stop > start AND coalesce(statusdescription, '') <> 'Rewritten'
            ORDER BY 1, 2, 3"""
+    )
+    dq.append(
+        """SELECT stay_id, 'inputevents', CAST(itemid AS VARCHAR), 'unit_converted_' || replace(rateuom, '/', '_per_'),
+                  count(*), any_value(CAST(raw_rate AS VARCHAR) || ' ' || rateuom)
+           FROM vaso WHERE rateuom <> 'mcg/kg/min' AND rate BETWEEN 0 AND 100 GROUP BY ALL"""
     )
     dq.append(
         """SELECT stay_id, 'inputevents', CAST(itemid AS VARCHAR),
@@ -359,6 +380,18 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         """SELECT NULL, 'chartevents', CAST(itemid AS VARCHAR), 'no_stay', count(*), NULL FROM raw_chartevents c
            WHERE c.stay_id IS NULL OR c.stay_id NOT IN (SELECT stay_id FROM stays) GROUP BY ALL"""
     )
+    if "d_items" in dictionaries:
+        dq.append(
+            """SELECT c.stay_id, 'chartevents', CAST(c.itemid AS VARCHAR), 'unknown_itemid', count(*), any_value(c.value)
+               FROM raw_chartevents c JOIN stays s ON s.stay_id = c.stay_id
+               WHERE c.itemid NOT IN (SELECT itemid FROM raw_d_items) GROUP BY ALL"""
+        )
+    if "d_labitems" in dictionaries:
+        dq.append(
+            """SELECT w.stay_id, 'labevents', CAST(l.itemid AS VARCHAR), 'unknown_itemid', count(*), any_value(l.value)
+               FROM raw_labevents l JOIN win w ON w.subject_id = l.subject_id AND CAST(l.charttime AS TIMESTAMP) BETWEEN w.t0 AND w.t1
+               WHERE l.itemid NOT IN (SELECT itemid FROM raw_d_labitems) GROUP BY ALL"""
+        )
     dq.append(
         """SELECT s.stay_id, 'icustays', 'stay', 'stay_without_observations', 1, NULL FROM stays s
            WHERE NOT EXISTS (SELECT 1 FROM observations o WHERE o.stay_id = s.stay_id)"""
