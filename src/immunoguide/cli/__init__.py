@@ -14,6 +14,7 @@ from immunoguide.cli._cohort import cohort_app, screen
 from immunoguide.cli._demo import demo
 from immunoguide.cli._protocol import protocol_app
 from immunoguide.cli._score import score_app
+from immunoguide.cli._synth import synth_app
 
 __all__ = ["app", "main"]
 
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.add_typer(score_app, name="score")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(cohort_app, name="cohort")
+app.add_typer(synth_app, name="synth")
 app.command("classify")(classify)
 app.command("screen")(screen)
 app.command("demo")(demo)
