@@ -2,7 +2,7 @@
 
 Every error message follows the same shape: *expected …; got …; where …; what to do*.
 Codes are stable (``IG-E1xx`` input, ``IG-E2xx`` criteria/protocol data, ``IG-E3xx`` rules,
-``IG-E4xx`` trial operations) so that a CLI exit code, an HTTP error body or a log line can be
+``IG-E4xx`` trial operations, ``IG-E5xx`` statistics) so that a CLI exit code, an HTTP error body or a log line can be
 looked up in the docs. Only ``cli/`` maps these to exit codes and only ``service/`` to HTTP.
 
 Tree::
@@ -18,7 +18,27 @@ Tree::
     │   ├── BandGapError            some value falls in no band
     │   └── UnknownCriteriaError    criteria/protocol id not shipped
     ├── PolicyError                 unknown policy or policy option (IG-E3xx)
-    └── TrialError                  trial operations (IG-E4xx; subclassed by trial/)
+    ├── TrialError                  trial operations (IG-E4xx; subclassed by trial/)
+    │   ├── AlreadyRandomized         the patient already has an allocation (IG-E401)
+    │   ├── AllocationListMismatch    allocation list differs from its checksum/the store (IG-E402)
+    │   ├── RandomizationWindowMissed the Sepsis-3 → first-dose window has closed (IG-E403)
+    │   ├── NotRandomized             action needs a randomised patient (IG-E404)
+    │   ├── DuplicateConsent          consent already recorded (IG-E405)
+    │   ├── UnknownPatient            no such patient in the store (IG-E406)
+    │   ├── WrongStratum              stratum differs from the classification (IG-E407)
+    │   ├── NotAuthorized             role/site may not do this (IG-E408)
+    │   ├── AuditChainBroken          audit trail or data edited behind its back (IG-E409)
+    │   ├── NotEligible               eligibility not established (IG-E410)
+    │   ├── ConsentMissing            no (valid) consent (IG-E411)
+    │   ├── AllocationListUnavailable no list / list exhausted (IG-E412)
+    │   ├── DuplicateRecord           record already exists (IG-E413)
+    │   ├── PatientWithdrawn          patient has withdrawn (IG-E414)
+    │   ├── NotAVisitDay              day is no protocol visit day (IG-E415)
+    │   ├── StoreError                store not initialised/outdated/not empty (IG-E416)
+    │   ├── UnknownRecord             no such record (IG-E417)
+    │   └── NotAuthenticated          no valid login/token (IG-E418; a NotAuthorized; REST 401)
+    └── StatisticsError             estimation or test cannot be computed (IG-E5xx)
+        └── ConvergenceError        a model fit did not converge (IG-E501)
 
 Warnings are separate: :class:`ImmunoguideWarning` and subclasses.
 """
@@ -28,20 +48,40 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AllocationListMismatch",
+    "AllocationListUnavailable",
+    "AlreadyRandomized",
+    "AuditChainBroken",
     "BandGapError",
     "BandOverlapError",
     "ConflictingInputError",
+    "ConsentMissing",
+    "ConvergenceError",
     "CriteriaError",
+    "DuplicateConsent",
+    "DuplicateRecord",
     "ImmunoguideError",
     "ImmunoguideWarning",
     "ImplausibleValueError",
     "InputError",
     "MissingInputError",
+    "NotAVisitDay",
+    "NotAuthenticated",
+    "NotAuthorized",
+    "NotEligible",
+    "NotRandomized",
+    "PatientWithdrawn",
     "PolicyError",
+    "RandomizationWindowMissed",
+    "StatisticsError",
+    "StoreError",
     "TrialError",
     "UnitError",
     "UnknownCriteriaError",
+    "UnknownPatient",
     "UnknownProtocolSettingWarning",
+    "UnknownRecord",
+    "WrongStratum",
 ]
 
 DOCS_URL = "https://immunoguide.readthedocs.io/errors#"
@@ -161,6 +201,126 @@ class TrialError(ImmunoguideError):
     """Base of the trial-operation errors (randomisation, dosing, consent …)."""
 
     code = "IG-E400"
+
+
+class AlreadyRandomized(TrialError):
+    """The patient already holds an allocation slot: a patient is randomised once only."""
+
+    code = "IG-E401"
+
+
+class AllocationListMismatch(TrialError):
+    """An allocation list file, its checksum or the slots in the store do not agree."""
+
+    code = "IG-E402"
+
+
+class RandomizationWindowMissed(TrialError):
+    """The protocol's window from Sepsis-3 onset to the first blinded dose (ImmunoSep < 72 h) has closed."""
+
+    code = "IG-E403"
+
+
+class NotRandomized(TrialError):
+    """The action (dose, kit, follow-up, AE, unblinding) needs a randomised patient."""
+
+    code = "IG-E404"
+
+
+class DuplicateConsent(TrialError):
+    """A consent is already recorded for the patient."""
+
+    code = "IG-E405"
+
+
+class UnknownPatient(TrialError):
+    """No patient with this study code is in the store (or not at the user's site)."""
+
+    code = "IG-E406"
+
+
+class WrongStratum(TrialError):
+    """The stratum asked for differs from the patient's classified endotype, or the endotype is no stratum."""
+
+    code = "IG-E407"
+
+
+class NotAuthorized(TrialError):
+    """The user's role (or site) may not perform the action or see the data."""
+
+    code = "IG-E408"
+
+
+class AuditChainBroken(TrialError):
+    """The audit hash chain is broken, or a data table differs from what the audit trail recorded."""
+
+    code = "IG-E409"
+
+
+class NotEligible(TrialError):
+    """The patient is not eligible (or eligibility is undetermined) under the protocol."""
+
+    code = "IG-E410"
+
+
+class ConsentMissing(TrialError):
+    """The action needs a recorded, valid informed consent."""
+
+    code = "IG-E411"
+
+
+class AllocationListUnavailable(TrialError):
+    """No imported allocation list for the site and stratum, or no free slot left in it."""
+
+    code = "IG-E412"
+
+
+class DuplicateRecord(TrialError):
+    """The record already exists (patient code, follow-up day, dose, report, withdrawal, list)."""
+
+    code = "IG-E413"
+
+
+class PatientWithdrawn(TrialError):
+    """The patient has withdrawn; no further treatment or data entry is accepted."""
+
+    code = "IG-E414"
+
+
+class NotAVisitDay(TrialError):
+    """The study day is not a follow-up day of the protocol, or the item is not collected that day."""
+
+    code = "IG-E415"
+
+
+class StoreError(TrialError):
+    """The trial store is not initialised, not at the current schema, or not empty where it must be."""
+
+    code = "IG-E416"
+
+
+class UnknownRecord(TrialError):
+    """No record with this id (adverse event, kit, allocation list) for the patient."""
+
+    code = "IG-E417"
+
+
+class NotAuthenticated(NotAuthorized):
+    """No valid credentials: missing, wrong or expired password or bearer token (REST answers 401)."""
+
+    code = "IG-E418"
+
+
+class StatisticsError(ImmunoguideError):
+    """An estimate or test is undefined for the data (e.g. a zero cell with no correction requested)."""
+
+    code = "IG-E500"
+
+
+class ConvergenceError(StatisticsError):
+    """A model fit (logistic, proportional-odds, Cox) did not converge; the message names the probable cause."""
+
+    code = "IG-E501"
 
 
 class ImmunoguideWarning(UserWarning):

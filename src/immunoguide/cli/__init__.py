@@ -12,8 +12,10 @@ import typer
 from immunoguide.cli._classify import classify
 from immunoguide.cli._cohort import cohort_app, screen
 from immunoguide.cli._demo import demo
+from immunoguide.cli._design import design_app
 from immunoguide.cli._protocol import protocol_app
 from immunoguide.cli._score import score_app
+from immunoguide.cli._stats import stats_app
 from immunoguide.cli._synth import synth_app
 
 __all__ = ["app", "main"]
@@ -28,6 +30,8 @@ app.add_typer(score_app, name="score")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(synth_app, name="synth")
+app.add_typer(stats_app, name="stats")
+app.add_typer(design_app, name="design")
 app.command("classify")(classify)
 app.command("screen")(screen)
 app.command("demo")(demo)

@@ -1,0 +1,120 @@
+"""Trial analysis: SAP endpoint derivations and the estimators and tests of the statistical analysis plan.
+
+Public API (re-exported here; the modules are :mod:`~immunoguide.analysis.endpoints`,
+:mod:`~immunoguide.analysis.estimators`, :mod:`~immunoguide.analysis.sap` and
+:mod:`~immunoguide.analysis.vectorised`).
+
+Examples
+--------
+>>> from immunoguide.analysis import two_proportions
+>>> r = two_proportions(46, 131, 26, 145)
+>>> round(100 * r.risk_difference.difference, 1), round(r.odds_ratio.odds_ratio, 2), round(r.fisher.p_value, 3)
+(17.2, 2.48, 0.002)
+"""
+
+from immunoguide.analysis.endpoints import (
+    BiomarkerDraw,
+    DailySofaRecord,
+    DayValue,
+    DrawEvaluation,
+    InfectionOutcomeResult,
+    MeanSofaResult,
+    MortalityResult,
+    ReversalResult,
+    SofaResponseArrays,
+    SofaResponseResult,
+    immune_reversal,
+    infection_outcome_day15,
+    mean_sofa_survivors,
+    mortality,
+    sofa_response,
+    sofa_response_arrays,
+    sofa_response_by_patient,
+)
+from immunoguide.analysis.estimators import (
+    CoxResult,
+    HazardTerm,
+    KaplanMeierResult,
+    LogisticRegressionResult,
+    ModelTerm,
+    OddsRatioResult,
+    ProportionalOddsResult,
+    RiskDifferenceResult,
+    SubgroupRow,
+    SubgroupTable,
+    TestResult,
+    TwoProportionsResult,
+    ZeroCellCorrection,
+    cox,
+    fisher_exact_test,
+    kaplan_meier,
+    logistic_adjusted,
+    logrank,
+    newcombe_risk_difference,
+    proportional_odds,
+    subgroup_interactions,
+    two_proportions,
+    woolf_odds_ratio,
+)
+from immunoguide.analysis.sap import AVAILABLE_SAPS, PolicyDef, Sap, SofaResponseSpec, SubgroupSpec, load_sap
+from immunoguide.analysis.vectorised import (
+    fisher_two_sided_p,
+    mann_whitney_from_counts,
+    newcombe_interval,
+    wilson_interval,
+    woolf_interval,
+)
+
+__all__ = [
+    "AVAILABLE_SAPS",
+    "BiomarkerDraw",
+    "CoxResult",
+    "DailySofaRecord",
+    "DayValue",
+    "DrawEvaluation",
+    "HazardTerm",
+    "InfectionOutcomeResult",
+    "KaplanMeierResult",
+    "LogisticRegressionResult",
+    "MeanSofaResult",
+    "ModelTerm",
+    "MortalityResult",
+    "OddsRatioResult",
+    "PolicyDef",
+    "ProportionalOddsResult",
+    "ReversalResult",
+    "RiskDifferenceResult",
+    "Sap",
+    "SofaResponseArrays",
+    "SofaResponseResult",
+    "SofaResponseSpec",
+    "SubgroupRow",
+    "SubgroupSpec",
+    "SubgroupTable",
+    "TestResult",
+    "TwoProportionsResult",
+    "ZeroCellCorrection",
+    "cox",
+    "fisher_exact_test",
+    "fisher_two_sided_p",
+    "immune_reversal",
+    "infection_outcome_day15",
+    "kaplan_meier",
+    "load_sap",
+    "logistic_adjusted",
+    "logrank",
+    "mann_whitney_from_counts",
+    "mean_sofa_survivors",
+    "mortality",
+    "newcombe_interval",
+    "newcombe_risk_difference",
+    "proportional_odds",
+    "sofa_response",
+    "sofa_response_arrays",
+    "sofa_response_by_patient",
+    "subgroup_interactions",
+    "two_proportions",
+    "wilson_interval",
+    "woolf_interval",
+    "woolf_odds_ratio",
+]
