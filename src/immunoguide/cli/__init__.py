@@ -13,6 +13,7 @@ from immunoguide.cli._classify import classify
 from immunoguide.cli._cohort import cohort_app, screen
 from immunoguide.cli._demo import demo
 from immunoguide.cli._design import design_app
+from immunoguide.cli._docs import docs_app
 from immunoguide.cli._protocol import protocol_app
 from immunoguide.cli._score import score_app
 from immunoguide.cli._stats import stats_app
@@ -32,6 +33,7 @@ app.add_typer(cohort_app, name="cohort")
 app.add_typer(synth_app, name="synth")
 app.add_typer(stats_app, name="stats")
 app.add_typer(design_app, name="design")
+app.add_typer(docs_app, name="docs")
 app.command("classify")(classify)
 app.command("screen")(screen)
 app.command("demo")(demo)

@@ -319,7 +319,7 @@ def hourly_sofa_expr(
         out = out.mutate(total=ibis.ifelse(n_missing > 0, ibis.null("int64"), sum(ibis.coalesce(out[c], 0) for c in COMPONENTS)))
     return out.select(
         "stay_id", "hour_end", *COMPONENTS, "total", n_imputed=out.imputed_mask, **{f"{c}_imputed": out[f"{c}_imputed"] for c in COMPONENTS}
-    ).order_by(["stay_id", "hour_end"])
+    )
 
 
 def _left_join_on_stay(left: ir.Table, right: ir.Table) -> ir.Table:
