@@ -99,78 +99,82 @@ def pandas_hourly_sofa_sample(tl: Path, n: int) -> tuple[float, int]:
     return time.perf_counter() - t0, len(stays)
 
 
-def child(stays: int, work: Path) -> dict:
-    """One benchmark size, run in a child process."""
+def stage(name: str, stays: int, work: Path) -> dict:
+    """One stage of one size, run in its own process so that its peak RSS is its own."""
     import duckdb
     import ibis
 
-    from immunoguide.cohort.engine import TimelineTables, hourly_sofa_expr, sepsis3_expr
-    from immunoguide.cohort.sources.mimic4 import convert_mimic4
-    from immunoguide.cohort.synth import generate_mimic4
-
-    out: dict = {"stays": stays}
     raw, tl, res = work / "raw", work / "timeline", work / "out"
+    out: dict = {}
     t = time.perf_counter()
-    s = generate_mimic4(raw, stays=stays, seed=20261123)
-    out["synth_s"] = time.perf_counter() - t
-    out["events"] = int(s.events)
-    t = time.perf_counter()
-    convert_mimic4(raw, tl)
-    out["adapter_s"] = time.perf_counter() - t
-    res.mkdir()
-    con = ibis.duckdb.connect(threads=2, memory_limit="6GB")
-    t = time.perf_counter()
-    tabs = TimelineTables.from_parquet(con, str(tl))
-    hourly = hourly_sofa_expr(tabs)
-    con.to_parquet(hourly.select("stay_id", "hour_end", "respiration", "coagulation", "liver", "cardiovascular", "cns", "renal", "total"), str(res / "sofa_hourly.parquet"))
-    back = con.read_parquet(str(res / "sofa_hourly.parquet"))
-    con.to_parquet(sepsis3_expr(tabs, back), str(res / "sepsis3.parquet"))
-    out["engine_s"] = time.perf_counter() - t
-    out["hourly_rows"] = duckdb.sql(f"select count(*) from '{res}/sofa_hourly.parquet'").fetchall()[0][0]
-    floor = duckdb.connect()
-    floor.execute("SET threads = 2")
-    t = time.perf_counter()
-    floor.sql(
-        f"""select stay_id, concept, count(*), min(value), max(value), min(time), max(time)
-            from '{tl}/observations.parquet' group by all"""
-    ).fetchall()
-    floor.sql(f"select stay_id, drug, count(*), max(rate_ug_kg_min), min(start), max(stop) from '{tl}/infusions.parquet' group by all").fetchall()
-    floor.sql(f"select stay_id, count(*), min(time) from '{tl}/antibiotics.parquet' group by all").fetchall()
-    floor.sql(f"select stay_id, count(*), min(time) from '{tl}/cultures.parquet' group by all").fetchall()
-    out["floor_s"] = time.perf_counter() - t
-    sample = min(PANDAS_SAMPLE, stays)
-    secs, n = pandas_hourly_sofa_sample(tl, sample)
-    out["pandas_sample_s"] = secs
-    out["pandas_scaled_s"] = secs / n * stays
+    if name == "synth":
+        from immunoguide.cohort.synth import generate_mimic4
+
+        out["events"] = int(generate_mimic4(raw, stays=stays, seed=20261123).events)
+    elif name == "adapter":
+        from immunoguide.cohort.sources.mimic4 import convert_mimic4
+
+        convert_mimic4(raw, tl)
+    elif name == "engine":
+        from immunoguide.cohort.engine import TimelineTables, hourly_sofa_expr, sepsis3_expr
+
+        res.mkdir(exist_ok=True)
+        con = ibis.duckdb.connect(threads=2, memory_limit="4GB")
+        tabs = TimelineTables.from_parquet(con, str(tl))
+        cols = ("stay_id", "hour_end", "respiration", "coagulation", "liver", "cardiovascular", "cns", "renal", "total")
+        con.to_parquet(hourly_sofa_expr(tabs).select(*cols), str(res / "sofa_hourly.parquet"))
+        back = con.read_parquet(str(res / "sofa_hourly.parquet"))
+        con.to_parquet(sepsis3_expr(tabs, back), str(res / "sepsis3.parquet"))
+        out["hourly_rows"] = duckdb.sql(f"select count(*) from '{res}/sofa_hourly.parquet'").fetchall()[0][0]
+    elif name == "floor":
+        floor = duckdb.connect()
+        floor.execute("SET threads = 2")
+        floor.sql(
+            f"""select stay_id, concept, count(*), min(value), max(value), min(time), max(time)
+                from '{tl}/observations.parquet' group by all"""
+        ).fetchall()
+        floor.sql(f"select stay_id, drug, count(*), max(rate_ug_kg_min), min(start), max(stop) from '{tl}/infusions.parquet' group by all").fetchall()
+        floor.sql(f"select stay_id, count(*), min(time) from '{tl}/antibiotics.parquet' group by all").fetchall()
+        floor.sql(f"select stay_id, count(*), min(time) from '{tl}/cultures.parquet' group by all").fetchall()
+    elif name == "pandas":
+        secs, n = pandas_hourly_sofa_sample(tl, min(PANDAS_SAMPLE, stays))
+        out["pandas_scaled_s"] = secs / n * stays
+    out["seconds"] = time.perf_counter() - t
     out["peak_rss_mb"] = _rss_mb()
     return out
 
 
+def run_stage(name: str, stays: int, work: str) -> dict:
+    env = {**os.environ, "IG_BENCH_STAGE": name, "IG_BENCH_CHILD": str(stays), "IG_BENCH_WORK": work}
+    p = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        print(p.stderr[-3000:])
+        raise SystemExit(f"stage {name} at {stays} stays failed")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
-    if os.environ.get("IG_BENCH_CHILD"):
-        stays = int(os.environ["IG_BENCH_CHILD"])
-        print(json.dumps(child(stays, Path(os.environ["IG_BENCH_WORK"]))))
+    if os.environ.get("IG_BENCH_STAGE"):
+        print(json.dumps(stage(os.environ["IG_BENCH_STAGE"], int(os.environ["IG_BENCH_CHILD"]), Path(os.environ["IG_BENCH_WORK"]))))
         return
     rows = []
     for n in SIZES:
         with tempfile.TemporaryDirectory(prefix=f"ig-bench-{n}-") as work:
-            env = {**os.environ, "IG_BENCH_CHILD": str(n), "IG_BENCH_WORK": work}
-            p = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, check=False)
-            if p.returncode != 0:
-                print(p.stderr[-3000:])
-                raise SystemExit(f"size {n} failed")
-            r = json.loads(p.stdout.strip().splitlines()[-1])
+            r = {name: run_stage(name, n, work) for name in ("synth", "adapter", "engine", "floor", "pandas")}
+        r["stays"] = n
         rows.append(r)
+        ev, eng = r["synth"]["events"], r["engine"]["seconds"]
         print(
-            f"{n:>7} stays | {r['events'] / 1e6:6.1f} M events | synth {r['synth_s']:6.1f} s | adapter {r['adapter_s']:6.1f} s | "
-            f"engine {r['engine_s']:6.1f} s ({r['events'] / r['engine_s'] / 1e6:.2f} M events/s) | floor {r['floor_s']:5.2f} s "
-            f"| engine/floor {r['engine_s'] / r['floor_s']:5.1f}x (target <= 3x) | pandas scaled {r['pandas_scaled_s']:8.1f} s "
-            f"| speed-up vs pandas {r['pandas_scaled_s'] / r['engine_s']:6.1f}x (target >= 50x) | peak RSS {r['peak_rss_mb']:7.0f} MB",
+            f"{n:>7} stays | {ev / 1e6:6.1f} M events | synth {r['synth']['seconds']:6.1f} s | "
+            f"adapter {r['adapter']['seconds']:6.1f} s (peak {r['adapter']['peak_rss_mb']:.0f} MB) | "
+            f"engine {eng:6.1f} s, {ev / eng / 1e6:.2f} M events/s, peak {r['engine']['peak_rss_mb']:.0f} MB (target < 8000) | "
+            f"floor {r['floor']['seconds']:5.2f} s -> engine/floor {eng / r['floor']['seconds']:5.1f}x (target <= 3x) | "
+            f"pandas scaled {r['pandas']['pandas_scaled_s']:8.1f} s -> speed-up {r['pandas']['pandas_scaled_s'] / eng:6.1f}x (target >= 50x)",
             flush=True,
         )
     print("\ngrowth (engine seconds per 1,000 stays):")
     for r in rows:
-        print(f"  {r['stays']:>7} stays: {1000 * r['engine_s'] / r['stays']:.3f} s / 1k stays, hourly rows {r['hourly_rows']:,}")
+        print(f"  {r['stays']:>7} stays: {1000 * r['engine']['seconds'] / r['stays']:.3f} s / 1k stays, hourly rows {r['engine']['hourly_rows']:,}")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ class CohortRun:
 def connect(engine: str, *, spark_session: Any = None) -> Any:
     """An Ibis backend: ``duckdb`` (embedded, default) or ``spark`` (local mode unless a session is given)."""
     if engine == "duckdb":
-        return ibis.duckdb.connect()
+        import os
+
+        return ibis.duckdb.connect(memory_limit=os.environ.get("IMMUNOGUIDE_DUCKDB_MEMORY", "4GB"))
     if engine == "spark":
         try:
             from immunoguide.cohort.spark import local_spark_session

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from immunoguide.cohort.sources.mimic3 import AdapterReport, _in, _plausible, _strs, _write, load_items
+from immunoguide.cohort.sources.mimic3 import AdapterReport, _in, _plausible, _strs, _write, duckdb_connection, load_items
 from immunoguide.errors import InputError
 
 __all__ = ["convert_mimic4"]
@@ -62,7 +62,7 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     out.mkdir(parents=True, exist_ok=True)
     it = load_items("mimic4_items.toml")
     abx_items = load_items(it["antibiotics"]["from_items"])["antibiotics"]
-    con = duckdb.connect()
+    con = duckdb_connection()
     for module, tables in _TABLES.items():
         for t in tables:
             _source(con, root, module, t)
