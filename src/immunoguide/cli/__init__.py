@@ -15,9 +15,12 @@ from immunoguide.cli._demo import demo
 from immunoguide.cli._design import design_app
 from immunoguide.cli._docs import docs_app
 from immunoguide.cli._protocol import protocol_app
+from immunoguide.cli._report import report, report_dsmb
 from immunoguide.cli._score import score_app
+from immunoguide.cli._serve import serve, users_app
 from immunoguide.cli._stats import stats_app
 from immunoguide.cli._synth import synth_app
+from immunoguide.cli._trial import audit_app, trial_app
 
 __all__ = ["app", "main"]
 
@@ -37,6 +40,12 @@ app.add_typer(docs_app, name="docs")
 app.command("classify")(classify)
 app.command("screen")(screen)
 app.command("demo")(demo)
+app.command("report")(report)
+app.command("report-dsmb")(report_dsmb)
+app.command("serve")(serve)
+app.add_typer(users_app, name="users")
+app.add_typer(trial_app, name="trial")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

@@ -1,0 +1,148 @@
+"""``immunoguide report`` (blinded) and ``immunoguide report-dsmb`` (unblinded): the trial's statistical report.
+
+Both read the trial store (``--db URL`` or ``IMMUNOGUIDE_DB_URL``; or a folder written by ``immunoguide trial
+export`` with ``--export DIR``) through the trial's read layer as the user given by ``--user``/``--role``
+(``IMMUNOGUIDE_USER``/``IMMUNOGUIDE_ROLE``, as for ``immunoguide trial``), and write HTML, PDF, figures, a
+traceability CSV and a summary JSON to ``--out DIR``. ``report`` pools the arms (roles statistician, dsmb,
+administrator); ``report-dsmb`` is the unblinded DSMB report (role dsmb only).
+
+Output: one JSON document on stdout (files, pages, summary numbers). Errors: one JSON line ``{"error": {...}}`` on
+stderr; exit codes as for ``immunoguide trial``: 2 bad input, 3 bad data file, 4 refused (``IG-E4xx``, e.g. not
+authorised), 5 integrity failure.
+
+Register in ``cli/__init__.py``::
+
+    from immunoguide.cli._report import report, report_dsmb
+    app.command("report")(report)
+    app.command("report-dsmb")(report_dsmb)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from immunoguide.errors import (
+    AllocationListMismatch,
+    AuditChainBroken,
+    CriteriaError,
+    ImmunoguideError,
+    InputError,
+    PolicyError,
+    TrialError,
+)
+
+__all__ = ["report", "report_dsmb"]
+
+EXIT_INPUT = 2
+EXIT_DATA_FILE = 3
+EXIT_REFUSED = 4
+EXIT_INTEGRITY = 5
+
+_Db = Annotated[str | None, typer.Option("--db", envvar="IMMUNOGUIDE_DB_URL",
+                                         help="Trial store URL (default sqlite:///immunoguide.db).")]
+_Export = Annotated[Path | None, typer.Option("--export", help="Read a folder written by `immunoguide trial export` "
+                                                                "instead of the store.")]
+_Out = Annotated[Path, typer.Option("--out", help="Output folder (HTML, PDF, figures, CSV, JSON).")]
+_User = Annotated[str | None, typer.Option("--user", envvar="IMMUNOGUIDE_USER", help="Your user name.")]
+_Role = Annotated[str | None, typer.Option("--role", envvar="IMMUNOGUIDE_ROLE", help="Your trial role.")]
+_Site = Annotated[str | None, typer.Option("--site", envvar="IMMUNOGUIDE_SITE", help="Your site (site roles).")]
+_Protocol = Annotated[str, typer.Option("--protocol", help="Protocol id (optionally @version).")]
+_Now = Annotated[str | None, typer.Option("--now", envvar="IMMUNOGUIDE_NOW",
+                                          help="Report time (ISO 8601 with offset; default: now).")]
+_TraceRows = Annotated[int, typer.Option("--trace-rows", min=0,
+                                         help="Patients of the traceability appendix printed in the PDF.")]
+
+
+def _exit_code(exc: ImmunoguideError) -> int:
+    if isinstance(exc, (AuditChainBroken, AllocationListMismatch)):
+        return EXIT_INTEGRITY
+    if isinstance(exc, TrialError):
+        return EXIT_REFUSED
+    if isinstance(exc, CriteriaError):
+        return EXIT_DATA_FILE
+    if isinstance(exc, (InputError, PolicyError)):
+        return EXIT_INPUT
+    return EXIT_REFUSED
+
+
+def _now(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(expected="an ISO 8601 time for --now", got=text, where="--now",
+                         todo="e.g. 2025-03-01T08:30:00+00:00") from None
+    if t.tzinfo is None:
+        raise InputError(expected="a time with a UTC offset for --now", got=text, where="--now", todo="add e.g. +00:00")
+    return t
+
+
+def _run(*, blinded: bool, db: str | None, export: Path | None, out: Path, user: str | None, role: str | None,
+         site: str | None, protocol: str, now: str | None, trace_rows: int) -> None:
+    try:
+        from immunoguide.analysis.report import build_report
+        from immunoguide.trial.access import Actor
+
+        if not user or not role:
+            raise InputError(expected="--user and --role (or IMMUNOGUIDE_USER / IMMUNOGUIDE_ROLE)",
+                             got={"user": user, "role": role}, where="command line",
+                             todo="say who you are and in which trial role")
+        actor = Actor(user, role, site)
+        if export is not None and db is not None:
+            raise InputError(expected="either --db or --export", got="both", where="command line",
+                             todo="read the store, or an export folder, not both")
+        source: Any
+        if export is not None:
+            source = export
+        else:
+            from immunoguide.trial.store import default_url
+
+            source = db or default_url()
+        res = build_report(source, out, blinded=blinded, actor=actor, protocol=protocol, now=_now(now),
+                           trace_rows_in_pdf=trace_rows)
+    except ImmunoguideError as exc:
+        sys.stderr.write(json.dumps({"error": exc.to_dict()}, default=str) + "\n")
+        raise typer.Exit(_exit_code(exc)) from None
+    doc = {"html": str(res.html_path), "pdf": str(res.pdf_path), "pdf_pages": res.pdf_pages,
+           "traceability_csv": str(res.traceability_csv), "blinded": res.blinded,
+           "figures": {k: str(v) for k, v in res.figures.items()}, "summary": res.summary}
+    sys.stdout.write(json.dumps(doc, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def report(
+    out: _Out,
+    db: _Db = None,
+    export: _Export = None,
+    user: _User = None,
+    role: _Role = None,
+    site: _Site = None,
+    protocol: _Protocol = "immunosep-2025",
+    now: _Now = None,
+    trace_rows: _TraceRows = 40,
+) -> None:
+    """Blinded statistical report (arms pooled): CONSORT, Table 1, endpoints, survival, SOFA, safety, settings."""
+    _run(blinded=True, db=db, export=export, out=out, user=user, role=role, site=site, protocol=protocol, now=now,
+         trace_rows=trace_rows)
+
+
+def report_dsmb(
+    out: _Out,
+    db: _Db = None,
+    export: _Export = None,
+    user: _User = None,
+    role: _Role = None,
+    site: _Site = None,
+    protocol: _Protocol = "immunosep-2025",
+    now: _Now = None,
+    trace_rows: _TraceRows = 40,
+) -> None:
+    """Unblinded DSMB report (role dsmb only): groups, forest plot, survival by arm, safety by arm and signals."""
+    _run(blinded=False, db=db, export=export, out=out, user=user, role=role, site=site, protocol=protocol, now=now,
+         trace_rows=trace_rows)

@@ -1,0 +1,171 @@
+"""``immunoguide serve`` (the REST service under uvicorn) and ``immunoguide users …`` (service accounts).
+
+Register in :mod:`immunoguide.cli` with::
+
+    from immunoguide.cli._serve import serve, users_app
+    app.command("serve")(serve)
+    app.add_typer(users_app, name="users")
+
+``serve`` binds 127.0.0.1 by default, uses ``--db`` / ``IMMUNOGUIDE_DB_URL`` (default the embedded SQLite file
+``immunoguide.db``; PostgreSQL by URL) and refuses to start while demo accounts (well-known passwords) exist in the
+store, unless ``--demo`` is given — and ``--demo`` is refused on any address other than loopback. There is no
+default administrator: create users with ``immunoguide users create-user``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from immunoguide.errors import ImmunoguideError, InputError, StoreError
+
+__all__ = ["serve", "users_app"]
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+users_app = typer.Typer(help="Service accounts (password login, trial roles).", no_args_is_help=True)
+
+_DB_OPTION = typer.Option("--db", envvar="IMMUNOGUIDE_DB_URL",
+                          help="Trial store URL (default sqlite:///immunoguide.db; postgresql+psycopg://… for PostgreSQL).")
+
+
+def _fail(exc: ImmunoguideError, code: int = EXIT_REFUSED) -> None:
+    sys.stderr.write(exc.message + "\n")
+    raise typer.Exit(code)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _user_store(db: str | None, *, init: bool = False):  # noqa: ANN202 - internal
+    from immunoguide.service.auth import UserStore
+    from immunoguide.trial.store import TrialStore
+
+    st = TrialStore(db)
+    if init:
+        st.upgrade()
+    users = UserStore(st.engine)
+    users.create_tables()
+    return st, users
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    db: Annotated[str | None, _DB_OPTION] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Create and allow the demo accounts (loopback only).")] = False,
+    init: Annotated[bool, typer.Option("--init", help="Create or upgrade the trial schema first.")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="uvicorn worker processes.")] = 1,
+    secret_env: Annotated[str, typer.Option("--secret-env", help="Environment variable holding the token key.")]
+    = "IMMUNOGUIDE_SECRET",
+) -> None:
+    """Start the REST service (rules, trial operations, CDS Hooks) on HOST:PORT."""
+    import uvicorn
+
+    from immunoguide.service.auth import demo_accounts, ensure_demo_users
+
+    if demo and not _loopback(host):
+        _fail(InputError(expected="a loopback address with --demo", got=host, where="--host",
+                         todo="demo accounts have well-known passwords: serve them on 127.0.0.1 only"), EXIT_USAGE)
+    try:
+        st, users = _user_store(db, init=init or demo)
+        try:
+            st.check_schema()
+            present = users.demo_users()
+            if demo:
+                created = ensure_demo_users(users)
+                sys.stderr.write(f"demo accounts ({len(demo_accounts())}; password = user name): "
+                                 f"{', '.join(u for u, _, _ in demo_accounts())}"
+                                 + (f" — created {len(created)}" if created else "") + "\n")
+            elif present:
+                raise StoreError(
+                    expected="a store without demo accounts (their passwords are well known)",
+                    got=f"{len(present)} demo account(s): {', '.join(present[:4])}{' …' if len(present) > 4 else ''}",
+                    where=st.safe_url,
+                    todo="start with --demo on loopback, or remove them with `immunoguide users delete-demo`",
+                )
+            elif users.count_users() == 0:
+                sys.stderr.write("no users yet: create one with `immunoguide users create-user NAME --role "
+                                 "administrator` (there is no default administrator)\n")
+            url = st.url
+        finally:
+            st.dispose()
+    except ImmunoguideError as exc:
+        _fail(exc)
+        return
+    os.environ["IMMUNOGUIDE_DB_URL"] = url
+    os.environ.setdefault("IMMUNOGUIDE_SECRET_ENV", secret_env)
+    sys.stderr.write(f"immunoguide service on http://{host}:{port} (store {st.safe_url}; docs at /docs)\n")
+    uvicorn.run("immunoguide.service.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="info", proxy_headers=False)
+
+
+@users_app.command("create-user")
+def create_user(
+    username: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[str, typer.Option("--role", help="Trial role: site_coordinator, investigator, "
+                                                     "unblinded_pharmacist, statistician, dsmb, administrator.")],
+    site: Annotated[str | None, typer.Option("--site", help="Site code (site roles).")] = None,
+    db: Annotated[str | None, _DB_OPTION] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Create a service account (password asked twice, or one line on stdin; stored as a salted scrypt hash)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        st, users = _user_store(db)
+        try:
+            st.check_schema()
+            actor = users.create_user(username, password, role, site)
+        finally:
+            st.dispose()
+    except ImmunoguideError as exc:
+        _fail(exc, EXIT_USAGE if isinstance(exc, InputError) else EXIT_REFUSED)
+        return
+    typer.echo(f"created {actor.describe()}")
+
+
+@users_app.command("list")
+def list_users(db: Annotated[str | None, _DB_OPTION] = None) -> None:
+    """List the service accounts (name, role, site, demo, active)."""
+    try:
+        st, users = _user_store(db)
+        try:
+            rows = users.list_users()
+        finally:
+            st.dispose()
+    except ImmunoguideError as exc:
+        _fail(exc)
+        return
+    for u in rows:
+        typer.echo(f"{u['username']}\t{u['role']}\t{u['site'] or '-'}\t{'demo' if u['demo'] else ''}"
+                   f"\t{'active' if u['active'] else 'disabled'}")
+
+
+@users_app.command("delete-demo")
+def delete_demo(db: Annotated[str | None, _DB_OPTION] = None) -> None:
+    """Remove every demo account (and its tokens)."""
+    try:
+        st, users = _user_store(db)
+        try:
+            n = users.delete_demo_users()
+        finally:
+            st.dispose()
+    except ImmunoguideError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"removed {n} demo account(s)")

@@ -1,0 +1,536 @@
+"""``immunoguide trial …`` and ``immunoguide audit verify``: thin commands over :mod:`immunoguide.trial`.
+
+Common options (before the command: ``immunoguide trial --db URL --user U --role R --site S <command>``), each
+with an environment variable: ``--db`` (``IMMUNOGUIDE_DB_URL``, default ``sqlite:///immunoguide.db``),
+``--user`` (``IMMUNOGUIDE_USER``), ``--role`` (``IMMUNOGUIDE_ROLE``), ``--site`` (``IMMUNOGUIDE_SITE``) and
+``--now`` (``IMMUNOGUIDE_NOW``, ISO 8601 with offset; default the current UTC time — for replays and tests).
+
+Output is one JSON document on stdout. Errors are one JSON line ``{"error": {...}}`` on stderr; exit codes:
+0 done, 2 bad input, 3 bad data file, 4 refused by a trial rule (``IG-E4xx``: already randomised, window
+missed, not authorised …), 5 integrity failure (audit chain broken, allocation lists do not verify).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from immunoguide.errors import (
+    AllocationListMismatch,
+    AuditChainBroken,
+    CriteriaError,
+    ImmunoguideError,
+    InputError,
+    PolicyError,
+    TrialError,
+)
+
+__all__ = ["audit_app", "trial_app"]
+
+EXIT_OK = 0
+EXIT_INPUT = 2
+EXIT_DATA_FILE = 3
+EXIT_REFUSED = 4
+EXIT_INTEGRITY = 5
+
+trial_app = typer.Typer(help="Trial operations over the trial store (SQLite or PostgreSQL).", no_args_is_help=True)
+allocation_app = typer.Typer(help="Allocation lists: generate (statistician), import and verify.", no_args_is_help=True)
+ae_app = typer.Typer(help="Adverse events: record, report SAEs, list, safety signals (DSMB).", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail of the trial store.", no_args_is_help=True)
+trial_app.add_typer(allocation_app, name="allocation")
+trial_app.add_typer(ae_app, name="ae")
+
+
+@dataclass
+class _Ctx:
+    db: str | None
+    user: str | None
+    role: str | None
+    site: str | None
+    now_text: str | None
+
+    def now(self) -> datetime:
+        if not self.now_text:
+            return datetime.now(UTC)
+        return _time(self.now_text, "--now")
+
+    def actor(self) -> Any:
+        from immunoguide.trial.access import Actor
+
+        if not self.user or not self.role:
+            raise InputError(expected="--user and --role (or IMMUNOGUIDE_USER / IMMUNOGUIDE_ROLE)",
+                             got={"user": self.user, "role": self.role}, where="command line",
+                             todo="say who you are and in which trial role")
+        return Actor(self.user, self.role, self.site)
+
+    def store(self, *, check: bool = True) -> Any:
+        from immunoguide.trial.store import TrialStore
+
+        st = TrialStore(self.db)
+        if check:
+            st.check_schema()
+        return st
+
+
+def _exit_code(exc: ImmunoguideError) -> int:
+    if isinstance(exc, (AuditChainBroken, AllocationListMismatch)):
+        return EXIT_INTEGRITY
+    if isinstance(exc, TrialError):
+        return EXIT_REFUSED
+    if isinstance(exc, CriteriaError):
+        return EXIT_DATA_FILE
+    if isinstance(exc, (InputError, PolicyError)):
+        return EXIT_INPUT
+    return EXIT_REFUSED
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str, ensure_ascii=False) + "\n")
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Map immunoguide errors to an error line on stderr and the exit code (the only place that does)."""
+    try:
+        yield
+    except ImmunoguideError as exc:
+        sys.stderr.write(json.dumps({"error": exc.to_dict()}, default=str) + "\n")
+        raise typer.Exit(_exit_code(exc)) from None
+
+
+def _time(text: str | None, name: str) -> datetime:
+    if text is None:
+        raise InputError(expected=f"a time for {name}", got=None, where=name, todo="give an ISO 8601 time with offset")
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(expected=f"an ISO 8601 time for {name}", got=text, where=name,
+                         todo="e.g. 2025-03-01T08:30:00+00:00") from None
+    if t.tzinfo is None:
+        raise InputError(expected=f"a time with a UTC offset for {name}", got=text, where=name,
+                         todo="add e.g. +00:00")
+    return t
+
+
+def _json_arg(value: str | None, name: str) -> Any:
+    """A JSON object given inline, as @file, or as '-' (stdin)."""
+    if value is None:
+        return None
+    try:
+        if value == "-":
+            raw = sys.stdin.read()
+        elif value.startswith("@"):
+            raw = Path(value[1:]).read_text()
+        else:
+            raw = value
+        return json.loads(raw)
+    except (OSError, ValueError) as exc:
+        raise InputError(expected=f"a JSON object for {name} (inline, @file or -)", got=value[:80], where=name,
+                         todo=f"fix the JSON ({exc})") from None
+
+
+def _run(ctx: typer.Context, fn: Callable[[Any, Any, datetime], Any], *, check: bool = True) -> None:
+    c: _Ctx = ctx.obj
+    with _errors():
+        actor = c.actor()
+        now = c.now()
+        store = c.store(check=check)
+        try:
+            with store.session() as s:
+                out = fn(s, actor, now)
+        finally:
+            store.dispose()
+    _emit(out)
+
+
+@trial_app.callback()
+def _common(
+    ctx: typer.Context,
+    db: Annotated[str | None, typer.Option("--db", envvar="IMMUNOGUIDE_DB_URL",
+                                           help="Database URL (default sqlite:///immunoguide.db).")] = None,
+    user: Annotated[str | None, typer.Option("--user", envvar="IMMUNOGUIDE_USER", help="Your user name.")] = None,
+    role: Annotated[str | None, typer.Option("--role", envvar="IMMUNOGUIDE_ROLE", help="Your trial role.")] = None,
+    site: Annotated[str | None, typer.Option("--site", envvar="IMMUNOGUIDE_SITE", help="Your site (site roles).")] = None,
+    now: Annotated[str | None, typer.Option("--now", envvar="IMMUNOGUIDE_NOW",
+                                            help="Act at this time (ISO 8601; default: now).")] = None,
+) -> None:
+    """Trial operations: every command is stored with who and when, and audited."""
+    ctx.obj = _Ctx(db, user, role, site, now)
+
+
+@trial_app.command("init")
+def init(ctx: typer.Context) -> None:
+    """Create or upgrade the store's schema (Alembic migrations), then show the revision."""
+    c: _Ctx = ctx.obj
+    with _errors():
+        st = c.store(check=False)
+        try:
+            st.upgrade()
+            _emit({"db": st.safe_url, "schema_revision": st.schema_revision()})
+        finally:
+            st.dispose()
+
+
+@trial_app.command("screen")
+def screen_cmd(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument(help="Study code of the patient.")],
+    record: Annotated[str, typer.Option("--record", help="Screening facts: JSON inline, @file or - (stdin).")],
+    site: Annotated[str | None, typer.Option("--patient-site", help="Site of the patient (default: your site).")] = None,
+    protocol: Annotated[str, typer.Option("--protocol")] = "immunosep-2025",
+) -> None:
+    """Screen a patient: eligibility with its evidence into the screening log."""
+    from immunoguide.trial import screen
+
+    def fn(s: Any, actor: Any, now: datetime) -> Any:
+        return screen(s, code, site or actor.site or "", _json_arg(record, "--record"), actor=actor, now=now,
+                      protocol=protocol)
+
+    _run(ctx, fn)
+
+
+@trial_app.command("consent")
+def consent_cmd(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument()],
+    given_by: Annotated[str, typer.Option("--by", help="patient, first_degree_relative, spouse, or refused.")],
+    signed_at: Annotated[str, typer.Option("--signed-at", help="ISO 8601 time the form was signed.")],
+) -> None:
+    """Record informed consent (once)."""
+    from immunoguide.trial import record_consent
+
+    _run(ctx, lambda s, a, now: record_consent(s, code, given_by, _time(signed_at, "--signed-at"), actor=a, now=now))
+
+
+@trial_app.command("classify-lab")
+def classify_lab_cmd(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument()],
+    labs: Annotated[str, typer.Option("--labs", help="Lab results: JSON inline, @file or - (ferritin, ferritin_unit, "
+                                                     "ferritin_sample_time, hla_dr, hla_dr_method …).")],
+) -> None:
+    """Enter ferritin / mHLA-DR results and classify the endotype (the randomisation stratum)."""
+    from immunoguide.trial import enter_labs
+
+    _run(ctx, lambda s, a, now: enter_labs(s, code, _json_arg(labs, "--labs"), actor=a, now=now))
+
+
+@trial_app.command("randomize")
+def randomize_cmd(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument()],
+    stratum: Annotated[str | None, typer.Option("--stratum", help="Expected stratum (checked).")] = None,
+) -> None:
+    """Randomise a patient: next free slot of the site's list for the stratum, kits assigned."""
+    from immunoguide.trial import randomize, require_lists_verified
+
+    def fn(s: Any, actor: Any, now: datetime) -> Any:
+        require_lists_verified(s)
+        return randomize(s, code, actor=actor, now=now, stratum=stratum)
+
+    _run(ctx, fn)
+
+
+@trial_app.command("kits")
+def kits_cmd(ctx: typer.Context, code: Annotated[str, typer.Argument()]) -> None:
+    """Show the patient's kits (contents for unblinded pharmacists only)."""
+    from immunoguide.trial import kits_view
+
+    _run(ctx, lambda s, a, now: kits_view(s, code, actor=a))
+
+
+@trial_app.command("show")
+def show_cmd(ctx: typer.Context, code: Annotated[str, typer.Argument()]) -> None:
+    """Show one patient as your role may see them."""
+    from immunoguide.trial import patient_view
+
+    _run(ctx, lambda s, a, now: patient_view(s, code, actor=a))
+
+
+@trial_app.command("dose")
+def dose_cmd(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument()],
+    kit: Annotated[str | None, typer.Option("--kit", help="IV or SC (omit to show the schedule only).")] = None,
+    given_at: Annotated[str | None, typer.Option("--given-at")] = None,
+    number: Annotated[int | None, typer.Option("--number", help="Dose number in the kit's schedule.")] = None,
+    note: Annotated[str | None, typer.Option("--note")] = None,
+) -> None:
+    """Record a dose (with --kit and --given-at) and show the schedule with late/missed flags."""
+    from immunoguide.trial import dosing_view, record_dose
+
+    def fn(s: Any, actor: Any, now: datetime) -> Any:
+        if kit is None:
+            return dosing_view(s, code, actor=actor, now=now)
+        return record_dose(s, code, kit, _time(given_at, "--given-at"), actor=actor, now=now, number=number, note=note)
+
+    _run(ctx, fn)
+
+
+@trial_app.command("followup")
+def followup_cmd(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument()],
+    day: Annotated[int, typer.Option("--day", help="Study day (0 = the 24 h from randomisation).")],
+    sofa_total: Annotated[int | None, typer.Option("--sofa-total")] = None,
+    sofa_inputs: Annotated[str | None, typer.Option("--sofa-inputs", help="Worst values (JSON) to compute SOFA from.")] = None,
+    labs: Annotated[str | None, typer.Option("--labs", help="Serial lab results (JSON).")] = None,
+    infection: Annotated[str | None, typer.Option("--infection", help="Day 15: resolution, intermediate, failure, "
+                                                                      "superinfection.")] = None,
+    vital_status: Annotated[str | None, typer.Option("--vital-status", help="Days 28, 90: alive or dead.")] = None,
+    death_at: Annotated[str | None, typer.Option("--death-at")] = None,
+    assessed_at: Annotated[str | None, typer.Option("--assessed-at")] = None,
+) -> None:
+    """Record one follow-up day (SOFA, labs, infection assessment, vital status)."""
+    from immunoguide.trial import record_followup
+
+    def fn(s: Any, actor: Any, now: datetime) -> Any:
+        return record_followup(
+            s, code, day, actor=actor, now=now,
+            assessed_at=_time(assessed_at, "--assessed-at") if assessed_at else None, sofa_total=sofa_total,
+            sofa_inputs=_json_arg(sofa_inputs, "--sofa-inputs"), labs=_json_arg(labs, "--labs"),
+            infection_assessment=infection, vital_status=vital_status,
+            death_at=_time(death_at, "--death-at") if death_at else None,
+        )
+
+    _run(ctx, fn)
+
+
+def _parse_bool(value: str, name: str) -> bool:
+    v = value.strip().lower()
+    if v in ("yes", "true", "1"):
+        return True
+    if v in ("no", "false", "0"):
+        return False
+    raise InputError(expected=f"yes or no for {name}", got=value, where=name, todo="answer yes or no")
+
+
+@ae_app.command("record")
+def ae_record_cmd(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument()],
+    term: Annotated[str, typer.Option("--term")],
+    onset: Annotated[str, typer.Option("--onset")],
+    grade: Annotated[int, typer.Option("--grade", help="CTCAE grade 1-5.")],
+    serious: Annotated[str, typer.Option("--serious", help="yes or no.")],
+    relatedness: Annotated[str, typer.Option("--relatedness")],
+    outcome: Annotated[str, typer.Option("--outcome")],
+    aware_at: Annotated[str | None, typer.Option("--aware-at")] = None,
+) -> None:
+    """Record an adverse event (a serious one starts the 24 h and 15-day reporting clocks)."""
+    from immunoguide.trial import record_adverse_event
+
+    def fn(s: Any, actor: Any, now: datetime) -> Any:
+        return record_adverse_event(
+            s, code, term=term, onset_at=_time(onset, "--onset"), grade=grade, serious=_parse_bool(serious, "--serious"),
+            relatedness=relatedness, outcome=outcome, actor=actor, now=now,
+            aware_at=_time(aware_at, "--aware-at") if aware_at else None,
+        )
+
+    _run(ctx, fn)
+
+
+@ae_app.command("report")
+def ae_report_cmd(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument()],
+    ae_id: Annotated[int, typer.Option("--ae")],
+    kind: Annotated[str, typer.Option("--kind", help="initial or full.")],
+    reported_at: Annotated[str, typer.Option("--reported-at")],
+) -> None:
+    """Record the initial or full report of an SAE."""
+    from immunoguide.trial import report_sae
+
+    _run(ctx, lambda s, a, now: report_sae(s, code, ae_id, kind, _time(reported_at, "--reported-at"), actor=a, now=now))
+
+
+@ae_app.command("list")
+def ae_list_cmd(ctx: typer.Context, code: Annotated[str, typer.Argument()]) -> None:
+    """The patient's adverse events with SAE clock status."""
+    from immunoguide.trial import adverse_events_view
+
+    _run(ctx, lambda s, a, now: adverse_events_view(s, code, actor=a, now=now))
+
+
+@ae_app.command("signals")
+def ae_signals_cmd(ctx: typer.Context) -> None:
+    """Automatic safety signals by arm (unblinded safety reviewer only)."""
+    from immunoguide.trial import safety_signals
+
+    _run(ctx, lambda s, a, now: safety_signals(s, actor=a, now=now))
+
+
+@trial_app.command("unblind")
+def unblind_cmd(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option("--reason", help="Clinical reason (required).")],
+) -> None:
+    """Emergency unblinding of one patient (investigator of the site; audited)."""
+    from immunoguide.trial import unblind
+
+    _run(ctx, lambda s, a, now: unblind(s, code, reason, actor=a, now=now))
+
+
+@trial_app.command("withdraw")
+def withdraw_cmd(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option("--reason")],
+    remove_data: Annotated[bool, typer.Option("--remove-data/--keep-data",
+                                              help="The patient asked for their data to be removed.")] = False,
+) -> None:
+    """Record a withdrawal (with --remove-data: delete the clinical data, keep a tombstone for CONSORT)."""
+    from immunoguide.trial import withdraw
+
+    _run(ctx, lambda s, a, now: withdraw(s, code, reason, actor=a, now=now, remove_data=remove_data))
+
+
+@trial_app.command("consort")
+def consort_cmd(ctx: typer.Context) -> None:
+    """CONSORT flow counts (by arm for unblinded roles only)."""
+    from immunoguide.trial import consort
+
+    _run(ctx, lambda s, a, now: consort(s, actor=a))
+
+
+@trial_app.command("screening-log")
+def screening_log_cmd(ctx: typer.Context) -> None:
+    """Every screened patient with the latest eligibility and screen-failure reasons."""
+    from immunoguide.trial import screening_log
+
+    _run(ctx, lambda s, a, now: screening_log(s, actor=a))
+
+
+@trial_app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    fmt: Annotated[str, typer.Option("--format", help="parquet, csv or both.")] = "both",
+) -> None:
+    """Export the whole trial (as your role may see it) with a data dictionary."""
+    from immunoguide.trial import export_trial
+
+    formats = ("parquet", "csv") if fmt == "both" else (fmt,)
+    _run(ctx, lambda s, a, now: export_trial(s, out, actor=a, now=now, formats=formats))
+
+
+@trial_app.command("backup")
+def backup_cmd(ctx: typer.Context, out: Annotated[Path, typer.Option("--out", help="Backup file (.zip).")]) -> None:
+    """Back the whole store up to a portable file (administrator)."""
+    from immunoguide.trial import backup_store
+
+    c: _Ctx = ctx.obj
+    with _errors():
+        st = c.store()
+        try:
+            res = backup_store(st, out, actor=c.actor(), now=c.now())
+        finally:
+            st.dispose()
+    _emit(res)
+
+
+@trial_app.command("restore")
+def restore_cmd(ctx: typer.Context, backup: Annotated[Path, typer.Argument(help="Backup file.")]) -> None:
+    """Restore a backup into an empty, initialised store (administrator); the audit chain is re-verified."""
+    from immunoguide.trial import restore_store
+
+    c: _Ctx = ctx.obj
+    with _errors():
+        st = c.store()
+        try:
+            res = restore_store(st, backup, actor=c.actor(), now=c.now())
+        finally:
+            st.dispose()
+    _emit(res)
+
+
+@allocation_app.command("generate")
+def allocation_generate_cmd(
+    site: Annotated[str, typer.Option("--site")],
+    stratum: Annotated[str, typer.Option("--stratum")],
+    n: Annotated[int, typer.Option("-n", help="Minimum number of slots (whole blocks are generated).")],
+    seed: Annotated[str, typer.Option("--seed", help="Secret seed (kept with the list).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    block_sizes: Annotated[str | None, typer.Option("--block-sizes", help="e.g. 2,4,6 (default: platform choice).")] = None,
+    protocol: Annotated[str, typer.Option("--protocol")] = "immunosep-2025",
+) -> None:
+    """Generate an allocation list (no database needed): CSV + metadata + SHA-256 checksum file."""
+    from immunoguide.trial import generate_allocation_list
+
+    with _errors():
+        sizes = None
+        if block_sizes:
+            try:
+                sizes = tuple(int(x) for x in block_sizes.split(","))
+            except ValueError:
+                raise InputError(expected="block sizes like 2,4,6", got=block_sizes, where="--block-sizes",
+                                 todo="give integers separated by commas") from None
+        files = generate_allocation_list(site, stratum, n, seed, sizes, out_dir=out, protocol=protocol)
+    _emit(files.to_dict())
+
+
+@allocation_app.command("import")
+def allocation_import_cmd(ctx: typer.Context, csv_file: Annotated[Path, typer.Argument(help="The list's .csv.")]) -> None:
+    """Import a list (administrator): checksums and content verified, every slot audited."""
+    from immunoguide.trial import import_allocation_list
+
+    _run(ctx, lambda s, a, now: import_allocation_list(s, csv_file, actor=a, now=now))
+
+
+@allocation_app.command("verify")
+def allocation_verify_cmd(
+    ctx: typer.Context,
+    lists: Annotated[Path | None, typer.Option("--lists", help="Directory with the list files to compare.")] = None,
+) -> None:
+    """Verify the imported lists against their checksums, files and use (stable check ids); exit 5 on errors."""
+    from immunoguide.trial import verify_allocation_lists
+    from immunoguide.trial.access import authorize
+
+    c: _Ctx = ctx.obj
+    with _errors():
+        actor = c.actor()
+        authorize(actor, "verify")
+        st = c.store()
+        try:
+            with st.session() as s:
+                checks = verify_allocation_lists(s, list_dir=lists)
+        finally:
+            st.dispose()
+    errors = [x for x in checks if x.level == "error"]
+    _emit({"ok": not errors, "checks": [x.to_dict() for x in checks]})
+    if errors:
+        raise typer.Exit(EXIT_INTEGRITY)
+
+
+@audit_app.callback()
+def _audit() -> None:
+    """The audit trail of the trial store (append-only, hash-chained)."""
+
+
+@audit_app.command("verify")
+def audit_verify_cmd(
+    db: Annotated[str | None, typer.Option("--db", envvar="IMMUNOGUIDE_DB_URL")] = None,
+) -> None:
+    """Walk the audit hash chain and compare it with every table; exit 5 on any edit or deletion."""
+    from immunoguide.trial import TrialStore, verify_audit
+
+    with _errors():
+        st = TrialStore(db)
+        try:
+            st.check_schema()
+            with st.session() as s:
+                report = verify_audit(s)
+        finally:
+            st.dispose()
+    _emit(report.to_dict())
+    if not report.ok:
+        raise typer.Exit(EXIT_INTEGRITY)

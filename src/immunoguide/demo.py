@@ -1,0 +1,374 @@
+"""The main job end to end (``immunoguide demo``): from a synthetic ICU population to the trial report.
+
+Application layer (like ``cli/`` and ``service/``): it only calls the public functions of the layers below, in the
+order a real biomarker-guided trial runs them.
+
+1. **Population** — ``immunoguide synth mimic4``: a seeded synthetic MIMIC-IV-shaped ICU population (several
+   hospitals, ferritin incl. censored values, synthetic mHLA-DR).
+2. **Screening** — the MIMIC-IV adapter and the cohort engine: hourly SOFA, Sepsis-3 onset, infection source,
+   endotype screening and eligibility under ``immunosep-2025``.
+3. **Enrolment** — each candidate (Sepsis-3 from pneumonia or bacteremia) goes through the trial store exactly as
+   a site would run it (same functions as the CLI and REST service, audit trail on): screening log, consent
+   (some refuse), laboratory classification from the stay's own ferritin / mHLA-DR results, randomisation from
+   checksummed allocation lists (one per site and stratum) inside the < 72 h window.
+4. **Conduct** — blinded dosing (with some late and missed doses), daily follow-up on the protocol's visit days
+   with SOFA trajectories simulated by arm and stratum (priors from ``design/priors.toml``: placebo responders
+   ~18 %, active ~35 %), missing visits, deaths, day-15 infection outcome, day-28/90 vital status, adverse events
+   (anaemia more often on anakinra, bleeding on interferon-γ with thrombocytopenia), withdrawals (one kind with
+   removal of the patient's data).
+5. **Analysis** — the SAP and the report (HTML + PDF), blinded and unblinded (DSMB), and the audit-trail check.
+
+The outcome model is a simulation for demonstration only; the data are synthetic and no result is clinical
+evidence. The same seed gives the same store, the same numbers and the same report.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["DemoResult", "run_demo"]
+
+SITES = ("ATH", "MIL")  # the service's demo accounts cover these two sites
+#: Infection sources ImmunoSep enrols (cohort engine names → protocol vocabulary).
+ENROLLED_SOURCES = {"CAP": "CAP", "HAP": "HAP", "VAP": "VAP", "bacteremia": "primary_BSI"}
+STEP = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo produced: counts, the primary endpoint and where everything was written."""
+
+    out_dir: str
+    db_url: str
+    screened_stays: int
+    sepsis3_stays: int
+    candidates: int
+    screened_in_trial: int
+    randomised: dict[str, int]
+    endotype_mix: dict[str, int]
+    primary: dict[str, Any]
+    report_html: str
+    report_pdf: str
+    dsmb_report_html: str
+    dsmb_report_pdf: str
+    audit_intact: bool
+    accounts: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _utc(t: Any) -> datetime:
+    t = t.to_pydatetime() if hasattr(t, "to_pydatetime") else t
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
+
+
+def run_demo(
+    out_dir: str | Path,
+    *,
+    stays: int = 1500,
+    seed: int = 20251208,
+    progress: STEP | None = None,
+) -> DemoResult:
+    """Run the whole story into ``out_dir`` (see the module docstring); returns the summary."""
+    import pyarrow.parquet as pq
+
+    from immunoguide.cohort.pipeline import run_cohort
+    from immunoguide.cohort.sources.mimic4 import convert_mimic4
+    from immunoguide.cohort.synth import generate_mimic4
+    from immunoguide.trial import (
+        Actor,
+        TrialStore,
+        generate_allocation_list,
+        import_allocation_list,
+        verify_audit,
+    )
+
+    say = progress or (lambda _msg, _i, _n: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    n_steps = 6
+
+    say("generating a synthetic multi-site ICU population", 1, n_steps)
+    raw = out / "population"
+    if not (raw / "_truth" / "summary.json").exists():
+        generate_mimic4(raw, stays=stays, seed=seed, overwrite=raw.exists())
+    say("screening the population: hourly SOFA, Sepsis-3, endotypes, eligibility", 2, n_steps)
+    timeline = out / "timeline"
+    convert_mimic4(raw, timeline)
+    cohort = out / "cohort"
+    run_cohort(timeline, cohort, protocol="immunosep-2025")
+
+    stays_tbl = {r["stay_id"]: r for r in pq.read_table(timeline / "stays.parquet").to_pylist()}
+    s3 = {r["stay_id"]: r for r in pq.read_table(cohort / "sepsis3.parquet").to_pylist()}
+    screening = {r["stay_id"]: r for r in pq.read_table(cohort / "screening.parquet").to_pylist()}
+    markers: dict[int, list[dict[str, Any]]] = {}
+    for r in pq.read_table(
+        timeline / "observations.parquet", filters=[("concept", "in", ["ferritin_ng_per_ml", "hla_dr_per_monocyte"])]
+    ).to_pylist():
+        markers.setdefault(r["stay_id"], []).append(r)
+    candidates = [
+        sid for sid in sorted(s3)
+        if s3[sid]["status"] == "onset" and s3[sid]["infection_source"] in ENROLLED_SOURCES
+    ]
+
+    say("trial store: allocation lists, screening, consent, classification, randomisation", 3, n_steps)
+    db = out / "demo.db"
+    if db.exists():
+        db.unlink()
+    url = f"sqlite:///{db}"
+    store = TrialStore(url)
+    store.upgrade()
+    admin = Actor("admin", "administrator")
+    lists = out / "allocation_lists"
+    t_first = min((_utc(s3[c]["onset_time"]) for c in candidates), default=datetime(2025, 1, 1, tzinfo=UTC))
+    list_time = t_first - timedelta(days=1)
+    for site in SITES:
+        for stratum in ("MALS", "immunoparalysis"):
+            f = generate_allocation_list(site, stratum, 120, seed=f"{seed}-{site}-{stratum}", out_dir=lists)
+            with store.session() as s:
+                import_allocation_list(s, f.csv, actor=admin, now=list_time)
+
+    enrolled = _enrol(store, candidates, stays_tbl, s3, screening, markers, rng)
+    say("blinded dosing, 90 days of follow-up, adverse events, withdrawals", 4, n_steps)
+    _conduct(store, enrolled, rng)
+
+    say("statistical analysis plan and reports (blinded and DSMB)", 5, n_steps)
+    from immunoguide.analysis.report import build_report
+
+    end = max((e["t_rand"] for e in enrolled.values() if "t_rand" in e), default=t_first) + timedelta(days=101)
+    blind = build_report(store, out / "report", blinded=True, actor=Actor("statistician", "statistician"), now=end)
+    dsmb = build_report(store, out / "report_dsmb", blinded=False, actor=Actor("dsmb_chair", "dsmb"), now=end)
+    say("verifying the audit trail", 6, n_steps)
+    with store.session() as s:
+        audit = verify_audit(s)
+    arms: dict[str, int] = {}
+    strata: dict[str, int] = {}
+    for e in enrolled.values():
+        if e.get("arm_role"):
+            arms[e["arm_role"]] = arms.get(e["arm_role"], 0) + 1
+            strata[e["stratum"]] = strata.get(e["stratum"], 0) + 1
+    endo: dict[str, int] = {}
+    for sid in candidates:
+        k = screening.get(sid, {}).get("endotype") or "not screened"
+        endo[k] = endo.get(k, 0) + 1
+    res = DemoResult(
+        out_dir=str(out),
+        db_url=url,
+        screened_stays=len(stays_tbl),
+        sepsis3_stays=sum(1 for r in s3.values() if r["status"] == "onset"),
+        candidates=len(candidates),
+        screened_in_trial=sum(1 for e in enrolled.values() if e.get("screened")),
+        randomised={**{f"arm:{k}": v for k, v in sorted(arms.items())}, **{f"stratum:{k}": v for k, v in sorted(strata.items())}},
+        endotype_mix=dict(sorted(endo.items())),
+        primary=dsmb.summary.get("primary", {}),
+        report_html=str(blind.html_path),
+        report_pdf=str(blind.pdf_path),
+        dsmb_report_html=str(dsmb.html_path),
+        dsmb_report_pdf=str(dsmb.pdf_path),
+        audit_intact=audit.ok,
+    )
+    (out / "demo_summary.json").write_text(json.dumps(res.to_dict(), indent=2, default=str))
+    store.dispose()
+    return res
+
+
+def _screening_record(st: dict[str, Any], sep: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    sex = {"F": "female", "M": "male"}.get(st.get("sex") or "", None)
+    rec: dict[str, Any] = {
+        "age_years": st["age_years"],
+        "infection_source": ENROLLED_SOURCES[sep["infection_source"]],
+        "admission_source": "emergency_department" if st["admission_source"] == "emergency_department" else "hospitalised",
+        "sofa_total": sep["sofa_at_onset"],
+        "sepsis3_onset_time": _utc(sep["onset_time"]).isoformat(),
+        "covid19": False,
+        "stage_iv_malignancy": rng.random() < 0.03,
+        "dnr_order": rng.random() < 0.04,
+        "anc_per_mm3": round(rng.lognormvariate(8.8, 0.45)),
+        "bsi_skin_commensal_or_catheter_related": False if sep["infection_source"] == "bacteremia" else None,
+    }
+    if sex:
+        rec["sex"] = sex
+        if sex == "female":
+            rec["unwilling_to_become_pregnant"] = True
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+def _lab_record(obs: list[dict[str, Any]], onset: datetime) -> dict[str, Any]:
+    """The stay's own ferritin / mHLA-DR nearest after onset (or before), with sample and result times."""
+    rec: dict[str, Any] = {}
+    for concept, key in (("ferritin_ng_per_ml", "ferritin"), ("hla_dr_per_monocyte", "hla_dr")):
+        rows = [o for o in obs if o["concept"] == concept]
+        if not rows:
+            continue
+        o = min(rows, key=lambda r: abs((_utc(r["time"]) - onset).total_seconds()))
+        t = _utc(o["time"])
+        rec[key] = o["value"] if o["value"] is not None else o["value_text"]
+        rec[f"{key}_unit"] = o["unit"]
+        rec[f"{key}_sample_time"] = t.isoformat()
+        rec[f"{key}_result_time"] = (t + timedelta(hours=2 if key == "ferritin" else 5)).isoformat()
+        if key == "hla_dr":
+            rec["hla_dr_method"] = o["method"] or "quantibrite_abc"
+    return rec
+
+
+def _enrol(store: Any, candidates: list[int], stays_tbl: dict, s3: dict, screening: dict, markers: dict, rng: random.Random) -> dict[str, dict]:
+    from immunoguide.errors import ImmunoguideError
+    from immunoguide.trial import Actor, enter_labs, patient_view, randomize, record_consent, screen
+
+    dsmb = Actor("dsmb_chair", "dsmb")
+    enrolled: dict[str, dict] = {}
+    for sid in candidates:
+        st, sep = stays_tbl[sid], s3[sid]
+        site = SITES[sid % len(SITES)]
+        coord = Actor(f"coord_{site.lower()}", "site_coordinator", site)
+        code = f"{site}-{sid}"
+        onset = _utc(sep["onset_time"])
+        e: dict[str, Any] = {"stay_id": sid, "site": site, "coord": coord, "onset": onset}
+        enrolled[code] = e
+        with store.session() as s:
+            res = screen(s, code, site, _screening_record(st, sep, rng), actor=coord, now=onset + timedelta(hours=1))
+            e["screened"] = True
+            if res.get("eligible") is False:
+                continue
+            given = rng.choices(["patient", "first_degree_relative", "spouse", "refused"], [0.35, 0.4, 0.17, 0.08])[0]
+            record_consent(s, code, given, onset + timedelta(hours=2), actor=coord, now=onset + timedelta(hours=2))
+            if given == "refused":
+                continue
+            labs = _lab_record(markers.get(sid, []), onset)
+            if not labs:
+                continue
+            # Results are entered when the last one is reported (assay turnaround), never before.
+            t_labs = max(datetime.fromisoformat(v) for k, v in labs.items() if k.endswith("_result_time"))
+            t_labs = max(t_labs, onset + timedelta(hours=2)) + timedelta(minutes=10)
+            e["t_labs"] = t_labs
+            try:
+                lab_res = enter_labs(s, code, labs, actor=coord, now=t_labs)
+            except ImmunoguideError:
+                continue  # an unusable result (reported by enter_labs) is a screen failure, never a guess
+            e["endotype"] = lab_res.get("stratum") or (lab_res.get("classification") or {}).get("endotype")
+        if e.get("endotype") not in ("MALS", "immunoparalysis"):
+            continue
+        t_rand = e["t_labs"] + timedelta(minutes=rng.randrange(30, 600, 5))
+        with store.session() as s:
+            try:
+                randomize(s, code, actor=coord, now=t_rand)
+            except ImmunoguideError:
+                continue  # not eligible at randomisation (e.g. an exclusion), recorded by the store
+            view = patient_view(s, code, actor=dsmb)["randomisation"]
+        e.update(t_rand=t_rand, stratum=e["endotype"], arm=view["arm"], arm_role=view["arm_role"])
+    return {k: v for k, v in enrolled.items() if "t_rand" in v} | {k: v for k, v in enrolled.items() if "t_rand" not in v}
+
+
+def _conduct(store: Any, enrolled: dict[str, dict], rng: random.Random) -> None:
+    """Dosing, follow-up, AEs and withdrawals for every randomised patient (seeded simulation)."""
+    from immunoguide.trial import record_adverse_event, record_dose, record_followup, withdraw
+
+    randomised = [(c, e) for c, e in enrolled.items() if "t_rand" in e]
+    for i, (code, e) in enumerate(randomised):
+        coord, t0 = e["coord"], e["t_rand"]
+        active = e["arm_role"] == "active"
+        late = t0 + timedelta(days=100)
+
+        def day_t(d: float, h: float = 2.0) -> datetime:
+            return t0 + timedelta(hours=24 * d + h)
+
+        # Outcome model (demonstration only): responder probability by arm, mortality by stratum.
+        responder = rng.random() < (0.36 if active else 0.18)
+        base = rng.randint(5, 14)
+        slope = rng.uniform(0.5, 0.9) if responder else rng.uniform(-0.2, 0.15)
+        p28 = (0.62 if e["stratum"] == "MALS" else 0.45) - (0.06 if active else 0.0)
+        death_day = None
+        if rng.random() < p28:
+            death_day = rng.randint(2, 28)
+        elif rng.random() < 0.35:
+            death_day = rng.randint(29, 90)
+        withdraw_day = None
+        if rng.random() < 0.03:
+            withdraw_day = rng.randint(2, 10)
+            death_day = None
+        remove_data = withdraw_day is not None and rng.random() < 0.6
+        with store.session() as s:
+            # Blinded dosing: IV q8h and SC q48h for 15 days; ~3 % missed, ~5 % late.
+            last_day = min(15, (death_day or 99) - 1, (withdraw_day or 99))
+            for n in range(0, max(1, last_day) * 3):
+                if n > 0 and rng.random() < 0.03:
+                    continue
+                delay = timedelta(minutes=rng.randrange(120, 300, 5)) if n > 0 and rng.random() < 0.05 else timedelta(0)
+                given = t0 + timedelta(hours=0.5 + 8 * n) + delay
+                record_dose(s, code, "IV", given, actor=coord, now=given + timedelta(minutes=20))
+            for n in range(0, (max(1, last_day) + 1) // 2):
+                given = t0 + timedelta(hours=0.5 + 48 * n)
+                record_dose(s, code, "SC", given, actor=coord, now=given + timedelta(minutes=20))
+            for day in range(1, 16):
+                if death_day is not None and day >= death_day:
+                    break
+                if withdraw_day is not None and day > withdraw_day:
+                    break
+                item: dict[str, Any] = {}
+                if day == 1 or rng.random() > 0.12:  # missing visits ~12 %
+                    sofa = base - slope * (day - 1) + rng.uniform(-1.2, 1.2) + (day / 3 if death_day else 0)
+                    item["sofa_total"] = int(max(0, min(24, round(sofa))))
+                if day in (4, 8):
+                    item["labs"] = _followup_labs(e, day_t(day, 1.0), active, rng)
+                if day == 15:
+                    item["infection_assessment"] = rng.choices(
+                        ["resolution", "intermediate", "failure", "superinfection"],
+                        [0.45, 0.08, 0.25, 0.22] if active else [0.32, 0.06, 0.31, 0.31],
+                    )[0]
+                if item:
+                    record_followup(s, code, day, actor=coord, now=late, assessed_at=day_t(day), **item)
+            if withdraw_day is None:
+                for horizon in (28, 90):
+                    if death_day is not None and death_day <= 28 and horizon == 90:
+                        continue
+                    dead = death_day is not None and death_day <= horizon
+                    record_followup(s, code, horizon, actor=coord, now=late, assessed_at=day_t(horizon),
+                                    vital_status="dead" if dead else "alive",
+                                    death_at=day_t(death_day, 5.0) if dead else None)
+            # Adverse events: background events plus the signals the trial reported.
+            terms = ["hypokalemia", "atrial fibrillation", "acute kidney injury", "delirium", "pneumonia"]
+            if e["arm"].startswith("mals") and active and rng.random() < 0.25:
+                terms.append("anemia")
+            if e["arm"].startswith("sii") and active and rng.random() < 0.12:
+                terms += ["hemorrhage", "thrombocytopenia"]
+            for term in rng.sample(terms, k=min(len(terms), rng.randint(0, 3))):
+                onset_day = rng.randint(1, 12)
+                if (death_day and onset_day >= death_day) or (withdraw_day and onset_day > withdraw_day):
+                    continue
+                serious = rng.random() < 0.4
+                record_adverse_event(
+                    s, code, term=term, onset_at=day_t(onset_day, 4.0), grade=rng.choice([3, 4]) if serious else rng.choice([1, 2]),
+                    serious=serious, relatedness=rng.choice(["not_related", "not_related", "unlikely", "possible"]),
+                    outcome=rng.choice(["recovered", "recovering"]), actor=coord, now=late, aware_at=day_t(onset_day, 6.0),
+                )
+            if death_day is not None and death_day <= 28 and rng.random() < 0.5:
+                record_adverse_event(s, code, term="septic shock", onset_at=day_t(death_day - 1, 1.0), grade=5, serious=True,
+                                     relatedness="not_related", outcome="fatal", actor=coord, now=late,
+                                     aware_at=day_t(death_day - 1, 4.0))
+            if withdraw_day is not None:
+                withdraw(s, code, "consent withdrawn" if remove_data else "patient decided to stop the study drugs",
+                         actor=coord, now=late, remove_data=remove_data)
+
+
+def _followup_labs(e: dict[str, Any], t: datetime, active: bool, rng: random.Random) -> dict[str, Any]:
+    """Serial ferritin / mHLA-DR draws: recovery more likely on the active drug (reversal endpoint)."""
+    recover = rng.random() < (0.75 if active else 0.5)
+    if e["stratum"] == "MALS":
+        ferr = rng.uniform(2500, 4300) if recover else rng.uniform(4500, 9000)
+        hla = rng.uniform(6000, 14000)
+    else:
+        ferr = rng.uniform(300, 1800)
+        hla = rng.uniform(8200, 15000) if recover else rng.uniform(1500, 6000)
+    return {
+        "ferritin": round(ferr), "ferritin_unit": "ng/mL", "ferritin_sample_time": t.isoformat(),
+        "ferritin_result_time": (t + timedelta(hours=2)).isoformat(),
+        "hla_dr": round(hla), "hla_dr_unit": "AB/c", "hla_dr_method": "quantibrite_abc",
+        "hla_dr_sample_time": t.isoformat(), "hla_dr_result_time": (t + timedelta(hours=5)).isoformat(),
+    }

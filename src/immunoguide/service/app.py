@@ -1,0 +1,147 @@
+"""The FastAPI application: :func:`create_app` builds it over one trial store (SQLite or PostgreSQL).
+
+The service is thin: ``/rules`` calls the pure rules, ``/trial`` the trial functions (with the logged-in user's
+role and site, so that ``trial/`` authorises and blinds), ``/cds-services`` the CDS Hooks service, ``/auth`` the
+user store. Errors are mapped to HTTP only in :mod:`immunoguide.service.errors`.
+
+Start-up (the lifespan) opens the trial store, checks (or, with ``auto_upgrade``, creates) its schema, creates the
+user tables, and runs the allocation-list verification
+(:func:`immunoguide.trial.randomization.require_lists_verified`): an error-level finding (``IG-RAND-E…``) stops
+the start, warnings are logged and shown at ``GET /trial/allocation-lists/verify``.
+
+Examples
+--------
+>>> from fastapi.testclient import TestClient
+>>> app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True))
+>>> with TestClient(app) as client:
+...     client.get("/health").json()["status"]
+'ok'
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from immunoguide.service._context import ServiceSettings, ServiceState
+from immunoguide.service.auth import UserStore
+from immunoguide.service.errors import install_error_handlers
+from immunoguide.trial.store import TrialStore
+
+__all__ = ["DASHBOARD_MODULE", "ServiceSettings", "app_from_env", "create_app"]
+
+log = logging.getLogger("immunoguide.service")
+
+#: Module whose ``router`` (an APIRouter) is included when it exists.
+DASHBOARD_MODULE = "immunoguide.service.dashboard"
+
+API_VERSION = "1.0.0"
+
+_DESCRIPTION = """\
+REST service of immunoguide: the clinical rules (SOFA, immune endotype, eligibility), every trial operation over the
+trial store (screening, consent, classification, randomisation, kits, doses, follow-up, adverse events, unblinding,
+exports) and an HL7 CDS Hooks `patient-view` service.
+
+Log in at `POST /auth/token` and send `Authorization: Bearer <token>`. Roles are the trial roles; blinding and site
+restriction are enforced by the trial store's read layer. Every error has the body
+`{code, error, message, expected, got, where, field, todo, docs_url}`.
+"""
+
+
+def _dashboard_router() -> Any | None:
+    """The dashboard's router when :data:`DASHBOARD_MODULE` exists (import errors inside it are not hidden)."""
+    if importlib.util.find_spec(DASHBOARD_MODULE) is None:
+        return None
+    return importlib.import_module(DASHBOARD_MODULE).router
+
+
+def create_app(
+    db_url: str | None = None,
+    *,
+    secret: str | bytes | None = None,
+    settings: ServiceSettings | None = None,
+    store: TrialStore | None = None,
+) -> FastAPI:
+    """Build the service app.
+
+    Parameters
+    ----------
+    db_url : str, optional
+        Trial store URL (SQLite file, ``sqlite://`` in memory, or ``postgresql+psycopg://…``); default
+        ``$IMMUNOGUIDE_DB_URL`` or ``sqlite:///immunoguide.db``.
+    secret : str or bytes, optional
+        Key of the bearer-token digests (keep it stable across restarts and workers so tokens stay valid).
+    settings : ServiceSettings, optional
+        Token lifetime, CDS protocols, clock, start-up checks.
+    store : TrialStore, optional
+        An already open store (tests); then ``db_url`` is ignored and the store is not disposed at shutdown.
+
+    Returns
+    -------
+    FastAPI
+    """
+    cfg = settings or ServiceSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        st = store or TrialStore(db_url)
+        try:
+            if cfg.auto_upgrade:
+                st.upgrade()
+            st.check_schema()
+            users = UserStore(st.engine, secret=secret, token_ttl=cfg.token_ttl, cache_s=cfg.token_cache_s)
+            users.create_tables()
+            state = ServiceState(store=st, users=users, settings=cfg)
+            if cfg.verify_allocation_lists:
+                from immunoguide.trial.randomization import require_lists_verified
+
+                with st.session() as s:
+                    checks = require_lists_verified(s)
+                state.allocation_checks = [c.to_dict() for c in checks]
+                for c in checks:
+                    log.warning("allocation lists: %s %s", c.id, c.message)
+            app.state.service = state
+            yield
+        finally:
+            app.state.service = None
+            if store is None:
+                st.dispose()
+
+    app = FastAPI(
+        title="immunoguide",
+        version=API_VERSION,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    from immunoguide.service import cds_hooks, routes_auth, routes_rules, routes_trial
+
+    @app.get("/health", tags=["meta"], summary="Liveness")
+    async def health() -> dict[str, str]:
+        """``{"status": "ok"}`` while the service runs (no authentication)."""
+        return {"status": "ok"}
+
+    app.include_router(routes_auth.router)
+    app.include_router(routes_rules.router)
+    app.include_router(routes_trial.router)
+    app.include_router(cds_hooks.router)
+    dashboard = _dashboard_router()
+    if dashboard is not None:
+        app.include_router(dashboard)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app for ``uvicorn --factory`` (``immunoguide serve``): store from ``$IMMUNOGUIDE_DB_URL``, token key from
+    the variable named by ``$IMMUNOGUIDE_SECRET_ENV`` (default ``IMMUNOGUIDE_SECRET``)."""
+    import os
+
+    secret = os.environ.get(os.environ.get("IMMUNOGUIDE_SECRET_ENV", "IMMUNOGUIDE_SECRET"))
+    return create_app(os.environ.get("IMMUNOGUIDE_DB_URL"), secret=secret or None)

@@ -1,0 +1,544 @@
+"""The append-only, hash-chained audit trail of every write to the trial store, and its verifier.
+
+Every row of the audited tables (:data:`~immunoguide.trial.models.AUDITED_TABLES`) is created, changed and
+deleted through :func:`insert`, :func:`update` and :func:`delete`, which record who (user and role), when, what
+(table, row id, patient) and the row before and after the change. A guard on the session refuses to flush any
+change to an audited table that did not go through them, so nothing bypasses the audit from the ORM.
+
+The chain
+---------
+Audit entry ``n`` stores ``payload`` = ``{"before": …, "after": …}`` (canonical JSON: sorted keys, UTC ISO
+times), ``payload_sha256`` = SHA-256 of that JSON, and
+
+``hash_n = sha256(hash_{n-1} + canonical_json({seq, at, actor, role, action, table, row_id, patient_id,
+payload_sha256}))``
+
+with ``hash_0`` = 64 zeros. The tip (``seq``, ``hash``) is kept in ``audit_head``. A transaction queues its
+entries and chains them when it commits (:func:`chain_pending`): it flushes its data changes, locks the head
+(``SELECT … FOR UPDATE`` on PostgreSQL; SQLite transactions are serialised by ``BEGIN IMMEDIATE``), numbers and
+hashes its entries and moves the head, so the chain never forks and the head is held only for those last writes.
+
+Because the chain hashes the *hash* of the payload, a payload can be removed without breaking the chain: this
+is how a withdrawal with data removal erases a patient's clinical data from the trail too (:func:`redact`). The
+removal is itself an audit entry listing the redacted entries, and the verifier accepts a missing payload only
+when such an entry covers it.
+
+Verification (:func:`verify_audit`) walks the chain, recomputes every hash and payload hash, checks the head,
+then replays the trail (the last ``after`` image of every row) and compares it with every row of every audited
+table, so an edit, insertion or deletion behind the audit's back — in the trail or in a data table — is
+reported. Issue ids are stable:
+
+========== ===================================================================================
+IG-AUD-E001 an entry's ``prev_hash`` is not the previous entry's hash (link broken)
+IG-AUD-E002 an entry's hash does not match its content (entry edited)
+IG-AUD-E003 an entry's payload does not match its ``payload_sha256`` (payload edited)
+IG-AUD-E004 entries are missing from the sequence (entries deleted)
+IG-AUD-E005 the head does not match the last entry (entries deleted at the end, or head edited)
+IG-AUD-E006 a payload is missing without a recorded redaction covering it
+IG-AUD-E007 a data row has no audit entry (inserted behind the audit's back)
+IG-AUD-E008 a data row differs from its last audited image (edited behind the audit's back)
+IG-AUD-E009 a row the trail says exists is missing (deleted behind the audit's back)
+IG-AUD-E010 a row the trail says was deleted is present (re-inserted behind the audit's back)
+========== ===================================================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, event, inspect, select
+from sqlalchemy import insert as sql_insert
+from sqlalchemy import update as sql_update
+from sqlalchemy.orm import Session
+
+from immunoguide.errors import AuditChainBroken
+from immunoguide.trial.access import Actor
+from immunoguide.trial.models import AUDITED_TABLES, AuditHead, AuditRecord, Base
+
+__all__ = [
+    "GENESIS_HASH",
+    "append",
+    "AuditIssue",
+    "AuditReport",
+    "canonical_json",
+    "chain_pending",
+    "delete",
+    "entry_hash",
+    "head_seq",
+    "install_guard",
+    "insert",
+    "insert_many",
+    "redact",
+    "require_intact",
+    "row_image",
+    "update",
+    "verify_audit",
+]
+
+GENESIS_HASH = "0" * 64
+_MODELS = {m.__tablename__: m for m in AUDITED_TABLES}
+_OK_KEY = "_immunoguide_audit_ok"
+_HEAD_KEY = "_immunoguide_audit_head"
+_PENDING_KEY = "_immunoguide_audit_pending"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat()
+    return value
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no spaces, UTC ISO times, NaN refused: the bytes every hash is taken over.
+
+    >>> canonical_json({"b": 1, "a": [1.5, None]})
+    '{"a":[1.5,null],"b":1}'
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                      default=_jsonable)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def row_image(obj: Base) -> dict[str, Any]:
+    """Every column of a mapped row as canonical JSON values (what the trail records and replays)."""
+    out: dict[str, Any] = {}
+    for col in obj.__table__.columns:
+        v = getattr(obj, col.key)
+        if isinstance(col.type, JSON) and v is not None:
+            v = json.loads(canonical_json(v))
+        out[col.key] = _jsonable(v)
+    return out
+
+
+def _row_id(obj: Base) -> str:
+    ident = inspect(obj).identity
+    return ",".join(str(i) for i in ident) if ident else ""
+
+
+def _patient_of(obj: Base) -> int | None:
+    from immunoguide.trial.models import Patient
+
+    if isinstance(obj, Patient):
+        return obj.id
+    return getattr(obj, "patient_id", None)
+
+
+def entry_hash(prev_hash: str, header: Mapping[str, Any]) -> str:
+    """``sha256(prev_hash + canonical_json(header))`` (hex)."""
+    return _sha256(prev_hash + canonical_json(header))
+
+
+def _header(r: AuditRecord) -> dict[str, Any]:
+    return {
+        "seq": r.seq,
+        "at": _jsonable(r.at),
+        "actor": r.actor,
+        "role": r.role,
+        "action": r.action,
+        "table": r.table_name,
+        "row_id": r.row_id,
+        "patient_id": r.patient_id,
+        "payload_sha256": r.payload_sha256,
+    }
+
+
+class _Head:
+    """The chain tip as locked by this transaction; written back once, just before the commit."""
+
+    __slots__ = ("txn", "seq", "hash", "dirty")
+
+    def __init__(self, txn: Any, seq: int, hash_: str) -> None:
+        self.txn, self.seq, self.hash, self.dirty = txn, seq, hash_, False
+
+
+def _locked_head(session: Session) -> _Head:
+    cached = session.info.get(_HEAD_KEY)
+    txn = session.get_transaction()
+    if cached is not None and cached.txn is txn:
+        return cached
+    row = session.execute(
+        select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+    ).one()
+    head = _Head(txn, row.seq, row.hash)
+    session.info[_HEAD_KEY] = head
+    return head
+
+
+def _write_head(session: Session) -> None:
+    head = session.info.get(_HEAD_KEY)
+    if head is not None and head.dirty and head.txn is session.get_transaction():
+        session.execute(sql_update(AuditHead).where(AuditHead.id == 1).values(seq=head.seq, hash=head.hash)
+                        .execution_options(synchronize_session=False))
+        head.dirty = False
+
+
+def append(
+    session: Session,
+    actor: Actor,
+    now: datetime,
+    *,
+    action: str,
+    table: str,
+    row_id: str | None,
+    patient_id: int | None,
+    payload: Mapping[str, Any] | None,
+) -> AuditRecord:
+    """Queue one entry; it is chained (sequence number and hash) when the transaction commits.
+
+    Chaining at commit keeps the chain head locked only for the final writes of a transaction, so concurrent
+    transactions (PostgreSQL) do their work in parallel and serialise only there.
+    """
+    payload_text = canonical_json(payload)  # canonical JSON is idempotent: loads + dumps gives the same text
+    payload_json = json.loads(payload_text) if payload is not None else None
+    rec = AuditRecord(
+        seq=None, at=now, actor=actor.user, role=actor.role, action=action, table_name=table, row_id=row_id,
+        patient_id=patient_id, payload=payload_json, payload_sha256=_sha256(payload_text), prev_hash="", hash="",
+        redacted_by=None,
+    )
+    txn = session.get_transaction()
+    pending: tuple[Any, list[AuditRecord]] | None = session.info.get(_PENDING_KEY)
+    if pending is None or pending[0] is not txn:
+        pending = (txn, [])
+        session.info[_PENDING_KEY] = pending
+    pending[1].append(rec)
+    return rec
+
+
+def chain_pending(session: Session) -> None:
+    """Write the data changes, lock the chain head and chain every queued entry (called before each commit).
+
+    The head lock is taken after every data change of the transaction has been flushed, and nothing but the
+    new audit entries and the head are written after it, so it can never take part in a deadlock.
+    """
+    pending = session.info.get(_PENDING_KEY)
+    if pending is None or pending[0] is not session.get_transaction() or not pending[1]:
+        return
+    session.flush()
+    head = _locked_head(session)
+    rows = []
+    for rec in pending[1]:
+        rec.seq = head.seq + 1
+        rec.prev_hash = head.hash
+        rec.hash = entry_hash(head.hash, _header(rec))
+        rows.append({c.key: getattr(rec, c.key) for c in AuditRecord.__table__.columns})
+        head.seq, head.hash, head.dirty = rec.seq, rec.hash, True
+    pending[1].clear()
+    session.execute(sql_insert(Base.metadata.tables[AuditRecord.__tablename__]), rows)  # one multi-row INSERT; the entries stay transient
+    _write_head(session)
+
+
+def _bless(session: Session, objs: Iterable[Base]) -> None:
+    """Mark rows whose pending change was recorded here (the guard lets exactly these through the next flush)."""
+    session.info.setdefault(_OK_KEY, set()).update(id(o) for o in objs)
+
+
+def insert(session: Session, actor: Actor, now: datetime, obj: Base) -> Base:
+    """Add ``obj`` and record its image (before = None)."""
+    return insert_many(session, actor, now, [obj])[0]
+
+
+def insert_many(session: Session, actor: Actor, now: datetime, objs: Sequence[Base]) -> Sequence[Base]:
+    """Add several rows in one flush (which assigns their ids) and record one entry per row."""
+    session.add_all(objs)
+    _bless(session, objs)
+    session.flush()
+    for obj in objs:
+        append(
+            session, actor, now, action="insert", table=obj.__tablename__, row_id=_row_id(obj),
+            patient_id=_patient_of(obj), payload={"before": None, "after": row_image(obj)},
+        )
+    return objs
+
+
+def update(session: Session, actor: Actor, now: datetime, obj: Base, *, redact_before: bool = False,
+           **changes: Any) -> bool:
+    """Set ``changes`` on ``obj`` and record before/after; returns False (and records nothing) when no value changes.
+
+    The row is written by the next flush (at the latest, the commit). ``redact_before`` records the before image
+    as ``{"redacted": true}`` (used when data are removed).
+    """
+    before = row_image(obj)
+    for k, v in changes.items():
+        if k not in obj.__table__.columns:
+            raise AttributeError(f"{obj.__tablename__} has no column {k}")
+        setattr(obj, k, v)
+    after = row_image(obj)
+    if after == before:
+        return False
+    _bless(session, [obj])
+    append(
+        session, actor, now, action="update", table=obj.__tablename__, row_id=_row_id(obj),
+        patient_id=_patient_of(obj), payload={"before": {"redacted": True} if redact_before else before, "after": after},
+    )
+    return True
+
+
+def delete(session: Session, actor: Actor, now: datetime, obj: Base, *, redact_before: bool = False) -> None:
+    """Delete ``obj`` and record its last image (``redact_before``: record ``{"redacted": true}`` instead)."""
+    before = {"redacted": True} if redact_before else row_image(obj)
+    row_id, table, patient = _row_id(obj), obj.__tablename__, _patient_of(obj)
+    session.delete(obj)
+    _bless(session, [obj])
+    append(session, actor, now, action="delete", table=table, row_id=row_id, patient_id=patient,
+           payload={"before": before, "after": None})
+
+
+def head_seq(session: Session) -> int:
+    """The sequence number of the last entry, queued entries chained first (locks the head until the commit)."""
+    chain_pending(session)
+    return _locked_head(session).seq
+
+
+def redact(session: Session, actor: Actor, now: datetime, *, patient_id: int, tables: Iterable[str],
+           reason: str, up_to_seq: int) -> int:
+    """Remove the payloads of the patient's entries for ``tables`` up to ``up_to_seq``; the removal is itself an
+    entry listing them.
+
+    Returns the number of entries redacted. The chain stays verifiable (it hashes payload hashes).
+    """
+    tables = sorted(set(tables))
+    chain_pending(session)
+    seqs = list(
+        session.execute(
+            select(AuditRecord.seq)
+            .where(AuditRecord.patient_id == patient_id, AuditRecord.table_name.in_(tables),
+                   AuditRecord.payload.is_not(None), AuditRecord.seq <= up_to_seq)
+            .order_by(AuditRecord.seq)
+        ).scalars()
+    )
+    rec = append(session, actor, now, action="redact", table="audit_log", row_id=None, patient_id=patient_id,
+                 payload={"reason": reason, "tables": tables, "seqs": seqs})
+    chain_pending(session)
+    if seqs:
+        # the only change ever made to existing audit entries (payload removed, hash kept)
+        for i in range(0, len(seqs), 500):
+            session.execute(
+                sql_update(AuditRecord)
+                .where(AuditRecord.seq.in_(seqs[i : i + 500]))
+                .values(payload=None, redacted_by=rec.seq)
+                .execution_options(synchronize_session=False)
+            )
+        for obj in list(session.identity_map.values()):
+            if isinstance(obj, AuditRecord) and obj.seq in set(seqs):
+                session.expire(obj)
+    return len(seqs)
+
+
+def install_guard(session_factory: Any) -> None:
+    """Refuse to flush a change to an audited table that did not go through this module; write the chain head
+    once per transaction, just before the commit."""
+
+    @event.listens_for(session_factory, "before_flush")
+    def _guard(session: Session, _ctx: Any, _instances: Any) -> None:
+        ok = session.info.get(_OK_KEY, set())
+        audited = tuple(AUDITED_TABLES)
+        for obj in list(session.new) + list(session.deleted) + [o for o in session.dirty if session.is_modified(o)]:
+            if isinstance(obj, audited) and id(obj) not in ok:
+                raise RuntimeError(
+                    f"unaudited write to {obj.__tablename__}: every write to the trial store goes through "
+                    "immunoguide.trial.audit (insert/update/delete)"
+                )
+
+    @event.listens_for(session_factory, "after_flush_postexec")
+    def _flushed(session: Session, _ctx: Any) -> None:
+        session.info.pop(_OK_KEY, None)
+
+    @event.listens_for(session_factory, "before_commit")
+    def _head(session: Session) -> None:
+        chain_pending(session)
+        _write_head(session)
+
+    @event.listens_for(session_factory, "after_transaction_end")
+    def _forget(session: Session, transaction: Any) -> None:
+        if transaction.parent is None:
+            session.info.pop(_OK_KEY, None)
+            pending = session.info.get(_PENDING_KEY)
+            if pending is not None and pending[0] is transaction:
+                session.info.pop(_PENDING_KEY, None)
+        head = session.info.get(_HEAD_KEY)
+        if head is not None and head.txn is transaction:
+            session.info.pop(_HEAD_KEY, None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# verification
+
+
+@dataclass(frozen=True)
+class AuditIssue:
+    """One problem found by :func:`verify_audit` (``id`` is stable, see the module docstring)."""
+
+    id: str
+    message: str
+    seq: int | None = None
+    table: str | None = None
+    row_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {"id": self.id, "message": self.message, "seq": self.seq, "table": self.table, "row_id": self.row_id}
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The result of :func:`verify_audit`: ``ok`` when no issue was found."""
+
+    entries: int
+    head_seq: int
+    head_hash: str
+    rows_checked: int
+    issues: tuple[AuditIssue, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """True when the chain and every audited table verify."""
+        return not self.issues
+
+    @property
+    def first_broken(self) -> AuditIssue | None:
+        """The first issue of the chain walk (lowest sequence number), else the first data issue."""
+        chain = [i for i in self.issues if i.seq is not None]
+        return min(chain, key=lambda i: i.seq or 0) if chain else (self.issues[0] if self.issues else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "head_seq": self.head_seq,
+            "head_hash": self.head_hash,
+            "rows_checked": self.rows_checked,
+            "first_broken": self.first_broken.to_dict() if self.first_broken else None,
+            "issues": [i.to_dict() for i in self.issues],
+        }
+
+
+_REDACTED = object()
+
+
+def verify_audit(session: Session, *, max_issues: int = 200) -> AuditReport:
+    """Walk the chain, check the head, replay the trail and compare it with every audited table.
+
+    Parameters
+    ----------
+    session : Session
+        A session on the store (read only).
+    max_issues : int
+        Stop collecting after this many issues (the first ones are the most useful).
+
+    Returns
+    -------
+    AuditReport
+    """
+    chain_pending(session)
+    _write_head(session)
+    issues: list[AuditIssue] = []
+
+    def add(issue: AuditIssue) -> None:
+        if len(issues) < max_issues:
+            issues.append(issue)
+
+    prev_hash, expected_seq, n = GENESIS_HASH, 1, 0
+    state: dict[tuple[str, str], Any] = {}
+    redactions: dict[int, tuple[int | None, set[int]]] = {}
+    pending_redacted: list[AuditRecord] = []
+    for r in session.execute(select(AuditRecord).order_by(AuditRecord.seq)).scalars():
+        n += 1
+        if r.seq != expected_seq:
+            add(AuditIssue("IG-AUD-E004", f"audit entries {expected_seq}..{r.seq - 1} are missing (deleted)", r.seq))
+        if r.prev_hash != prev_hash:
+            add(AuditIssue("IG-AUD-E001", f"entry {r.seq} does not link to the entry before it (chain broken)", r.seq))
+        if entry_hash(r.prev_hash, _header(r)) != r.hash:
+            add(AuditIssue("IG-AUD-E002", f"entry {r.seq} does not match its hash (edited)", r.seq, r.table_name,
+                           r.row_id))
+        if r.payload is None:
+            pending_redacted.append(r)
+        elif _sha256(canonical_json(r.payload)) != r.payload_sha256:
+            add(AuditIssue("IG-AUD-E003", f"entry {r.seq}: payload does not match its SHA-256 (edited)", r.seq,
+                           r.table_name, r.row_id))
+        if r.action == "redact" and r.payload is not None:
+            redactions[r.seq] = (r.patient_id, set(r.payload.get("seqs", [])))
+        if r.action in ("insert", "update", "delete") and r.table_name in _MODELS:
+            key = (r.table_name, r.row_id or "")
+            if r.action == "delete":
+                state[key] = None
+            elif r.payload is None:
+                state[key] = _REDACTED
+            else:
+                state[key] = r.payload.get("after")
+        prev_hash, expected_seq = r.hash, r.seq + 1
+    for r in pending_redacted:
+        red = redactions.get(r.redacted_by or -1)
+        if red is None or red[0] != r.patient_id or r.seq not in red[1]:
+            add(AuditIssue("IG-AUD-E006", f"entry {r.seq}: payload removed without a redaction entry covering it",
+                           r.seq, r.table_name, r.row_id))
+    head = session.execute(select(AuditHead).where(AuditHead.id == 1)
+                           .execution_options(populate_existing=True)).scalar_one_or_none()
+    if head is None or head.seq != expected_seq - 1 or head.hash != prev_hash:
+        add(AuditIssue(
+            "IG-AUD-E005",
+            f"the chain head ({None if head is None else head.seq}) does not match the last entry ({expected_seq - 1}):"
+            " entries deleted at the end, or the head edited",
+            expected_seq - 1,
+        ))
+    rows = 0
+    seen: set[tuple[str, str]] = set()
+    for model in AUDITED_TABLES:
+        table = model.__tablename__
+        for obj in session.execute(select(model).execution_options(populate_existing=True)).scalars():
+            rows += 1
+            key = (table, _row_id(obj))
+            seen.add(key)
+            exp = state.get(key, KeyError)
+            if exp is KeyError:
+                add(AuditIssue("IG-AUD-E007", f"{table} row {key[1]} has no audit entry (written behind the "
+                                              "audit's back)", None, table, key[1]))
+            elif exp is None:
+                add(AuditIssue("IG-AUD-E010", f"{table} row {key[1]} was deleted per the audit trail but is present",
+                               None, table, key[1]))
+            elif exp is _REDACTED:
+                add(AuditIssue("IG-AUD-E008", f"{table} row {key[1]}: its last audited image was redacted but the "
+                                              "row is still present", None, table, key[1]))
+            else:
+                img = row_image(obj)
+                if img != exp:
+                    cols = sorted(k for k in set(img) | set(exp) if img.get(k) != exp.get(k))
+                    add(AuditIssue("IG-AUD-E008", f"{table} row {key[1]} differs from its audited image in "
+                                                  f"{', '.join(cols)} (edited behind the audit's back)",
+                                   None, table, key[1]))
+    for key, exp in state.items():
+        if exp is not None and key not in seen:
+            add(AuditIssue("IG-AUD-E009", f"{key[0]} row {key[1]} is missing (deleted behind the audit's back)",
+                           None, key[0], key[1]))
+    return AuditReport(
+        entries=n,
+        head_seq=head.seq if head else -1,
+        head_hash=head.hash if head else "",
+        rows_checked=rows,
+        issues=tuple(issues),
+    )
+
+
+def require_intact(report: AuditReport) -> None:
+    """Raise :class:`AuditChainBroken` naming the first issue unless ``report.ok``."""
+    if report.ok:
+        return
+    first = report.first_broken
+    assert first is not None
+    raise AuditChainBroken(
+        expected="an intact audit chain and data tables matching it",
+        got=f"{len(report.issues)} issue(s); first: {first.id} {first.message}",
+        where="audit verify",
+        todo="restore the store from the last good backup and investigate who changed it; "
+        "`immunoguide audit verify` lists every issue",
+    )

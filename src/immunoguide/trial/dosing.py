@@ -1,0 +1,175 @@
+"""Dosing: the protocol's schedule for the patient's kits, administrations recorded, late/missed doses flagged.
+
+The schedule is :func:`immunoguide.rules.regimen.dose_schedule` for the patient's arm, starting at the first
+recorded administration (treatment day 1 = the day of the first dose; ImmunoSep: IV q8h × 15 d = 45 doses, SC
+q48h × 15 d = 8 doses). Every kit of an arm has the same schedule whatever it holds (double dummy), so the
+ward's view — kit, dose number, day, due time, status — does not unblind; the prescribed content of each dose is
+shown to unblinded roles only.
+
+Each administration is matched to a scheduled dose (:func:`immunoguide.rules.regimen.reconcile`) and flagged
+``on_time``, ``early``, ``late``, ``missed`` or ``pending`` at ``now``. The tolerance for a late dose is not in
+the protocol: :data:`DEFAULT_LATE_AFTER_H` is the platform's choice, reported in every view. The first dose is
+checked against the protocol's window from Sepsis-3 onset (ImmunoSep I7, < 72 h); a first dose outside the
+window is recorded (it was given) and flagged as a protocol deviation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from immunoguide.errors import DuplicateRecord, InputError
+from immunoguide.protocols import compare
+from immunoguide.rules.regimen import Administration, Schedule, dose_schedule, reconcile
+from immunoguide.trial import audit
+from immunoguide.trial._common import (
+    aware,
+    check_choice,
+    get_patient,
+    not_future,
+    protocol_of,
+    require_active,
+    require_randomised,
+)
+from immunoguide.trial.access import Actor, arm_visible
+from immunoguide.trial.kits import kits_of
+from immunoguide.trial.models import DoseAdministration, Kit, Patient, Withdrawal
+from immunoguide.trial.randomization import randomization_window
+
+__all__ = ["DEFAULT_LATE_AFTER_H", "dosing_view", "record_dose"]
+
+#: A dose given more than this many hours after its due time is flagged late (platform choice; not in the protocol).
+DEFAULT_LATE_AFTER_H = 1.0
+
+
+def _schedule(session: Session, p: Patient, start: datetime) -> Schedule:
+    slot = require_randomised(session, p, "dosing")
+    return dose_schedule(protocol_of(p), slot.arm, start)
+
+
+def _administrations(session: Session, p: Patient) -> list[tuple[DoseAdministration, Kit]]:
+    rows = session.execute(
+        select(DoseAdministration, Kit).join(Kit, DoseAdministration.kit_id == Kit.id)
+        .where(DoseAdministration.patient_id == p.id).order_by(DoseAdministration.given_at, DoseAdministration.id)
+    ).all()
+    return [(d, k) for d, k in rows]
+
+
+def record_dose(
+    session: Session, code: str, kit: str, given_at: datetime, *, actor: Actor, now: datetime,
+    number: int | None = None, note: str | None = None,
+) -> dict[str, Any]:
+    """Record a dose given from the patient's ``kit`` (``"IV"`` or ``"SC"``) at ``given_at``.
+
+    ``number`` pins the dose to a scheduled dose of the kit; without it the dose is matched by time. The first
+    recorded dose starts the schedule. Raises NotRandomized (dose for a patient not randomised), PatientWithdrawn,
+    InputError (unknown kit, time in the future, before randomisation or before the first dose, dose number not
+    in the schedule or no scheduled dose left), DuplicateRecord (that dose is already recorded).
+    """
+    aware(now, "now")
+    p = get_patient(session, code, actor, "dose")
+    require_active(p)
+    slot = require_randomised(session, p, "a dose")
+    kits = {k.route: k for k in kits_of(session, p)}
+    check_choice(kit, tuple(kits), "kit")
+    aware(given_at, "given_at")
+    not_future(given_at, now, "given_at")
+    if slot.allocated_at is not None and given_at < slot.allocated_at:
+        raise InputError(expected=f"a dose given after randomisation ({slot.allocated_at.isoformat()})",
+                         got=given_at.isoformat(), where="field given_at", todo="check the time", field="given_at")
+    if p.first_dose_at is not None and given_at < p.first_dose_at:
+        raise InputError(expected=f"a dose at or after the first recorded dose ({p.first_dose_at.isoformat()})",
+                         got=given_at.isoformat(), where="field given_at",
+                         todo="record the patient's doses from the first one on", field="given_at")
+    if note is not None and len(note) > 2000:
+        raise InputError(expected="a note of at most 2000 characters", got=len(note), where="field note",
+                         todo="shorten the note", field="note")
+    start = p.first_dose_at or given_at
+    schedule = _schedule(session, p, start)
+    planned = {d.number for d in schedule.kit(kit)}
+    if number is not None:
+        if isinstance(number, bool) or not isinstance(number, int) or number not in planned:
+            raise InputError(expected=f"a dose number of kit {kit}: 1..{max(planned)}", got=number,
+                             where="field number", todo="check the dose number", field="number")
+    existing = _administrations(session, p)
+    if number is not None and any(d.number == number and k.route == kit for d, k in existing):
+        raise DuplicateRecord(expected=f"dose {number} of kit {kit} not yet recorded", got=f"{p.code} {kit} #{number}",
+                              where="dose_administrations", todo="each scheduled dose is recorded once")
+    given = [Administration(k.route, d.given_at, d.number) for d, k in existing]
+    new = Administration(kit, given_at, number)
+    rec = reconcile(schedule, [*given, new], late_after_h=DEFAULT_LATE_AFTER_H, at=now)
+    matched = [s for s in rec.of_kit(kit) if s.given_at == given_at and s.dose.number not in
+               {d.number for d, k in existing if k.route == kit}]
+    if not matched:
+        raise InputError(expected=f"a dose that matches a scheduled, unrecorded dose of kit {kit}",
+                         got=given_at.isoformat(), where="field given_at",
+                         todo="every scheduled dose of this kit is already recorded; check the kit and time")
+    dose_no = number if number is not None else matched[0].dose.number
+    if p.first_dose_at is None:
+        audit.update(session, actor, now, p, first_dose_at=given_at)
+    audit.insert(session, actor, now, DoseAdministration(
+        patient_id=p.id, kit_id=kits[kit].id, number=dose_no, given_at=given_at, note=note, recorded_at=now,
+        recorded_by=actor.user,
+    ))
+    view = dosing_view(session, code, actor=actor, now=now)
+    view["recorded"] = {"kit": kit, "kit_number": kits[kit].kit_number, "number": dose_no,
+                        "given_at": given_at.isoformat()}
+    return view
+
+
+def dosing_view(
+    session: Session, code: str, *, actor: Actor, now: datetime, late_after_h: float = DEFAULT_LATE_AFTER_H,
+) -> dict[str, Any]:
+    """Every due dose of the patient's kits with its status at ``now`` (after a withdrawal: at the withdrawal).
+
+    Blinded roles get kit, kit number, dose number, day, due time, status, given time and delay; unblinded roles
+    also the prescribed content of each dose.
+    """
+    aware(now, "now")
+    p = get_patient(session, code, actor, "view", lock=False)
+    require_randomised(session, p, "a dosing view")
+    kits = {k.route: k for k in kits_of(session, p)}
+    proto = protocol_of(p)
+    out: dict[str, Any] = {
+        "patient": p.code,
+        "late_after_h": late_after_h,
+        "late_after_h_source": "platform choice (the protocol gives no tolerance)",
+        "first_dose_at": p.first_dose_at.isoformat() if p.first_dose_at else None,
+        "kits": {route: k.kit_number for route, k in kits.items()},
+    }
+    window = randomization_window(proto)
+    if window is not None and p.first_dose_at is not None and p.sepsis3_onset is not None:
+        cid, comparator, hours, _ = window
+        h = (p.first_dose_at - p.sepsis3_onset).total_seconds() / 3600.0
+        out["first_dose_window"] = {"criterion": cid, "rule": f"first dose {comparator} {hours:g} h after Sepsis-3",
+                                    "hours_from_sepsis3": round(h, 3), "met": h >= 0 and compare(h, comparator, hours)}
+    if p.first_dose_at is None:
+        out.update({"started": False, "doses": [], "counts": {}, "flagged": []})
+        return out
+    schedule = _schedule(session, p, p.first_dose_at)
+    wd = session.execute(select(Withdrawal).where(Withdrawal.patient_id == p.id)).scalar_one_or_none()
+    at = min(now, wd.withdrawn_at) if wd is not None else now
+    given = [Administration(k.route, d.given_at, d.number) for d, k in _administrations(session, p)]
+    rec = reconcile(schedule, given, late_after_h=late_after_h, at=at)
+    unblinded = arm_visible(session, actor, p)
+    doses = []
+    for s in rec.statuses:
+        d = s.to_dict()
+        d["kit_number"] = kits[s.dose.kit].kit_number
+        if unblinded:
+            d["prescribed"] = s.dose.prescribed
+        doses.append(d)
+    out.update({
+        "started": True,
+        "at": at.isoformat(),
+        "counts": dict(rec.counts),
+        "doses": doses,
+        "flagged": [d for d in doses if d["status"] in ("late", "missed", "early")],
+        # schedule notes and the warnings' dependency lists may name a kit's content: unblinded roles only
+        "warnings": [w.to_dict() if unblinded else {"setting": w.setting, "text": w.text} for w in schedule.warnings],
+        "notes": list(schedule.notes) if unblinded else [],
+    })
+    return out

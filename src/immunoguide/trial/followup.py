@@ -1,0 +1,220 @@
+"""Daily follow-up on the protocol's days: SOFA, labs and serial endotype, day-15 infection, day-28/90 vital status.
+
+Study day ``d`` is the 24 h starting ``d`` × 24 h after randomisation (day 0 = the first 24 h). Follow-up is
+accepted on the protocol's visit days (ImmunoSep ``[visits]``: 0, 2, 3, 4, 5, 7, 8, 15, 28, 90) and on the
+days its SOFA endpoints need (``[[endpoints]]`` of kind ``sofa_mean_decrease``: baseline day 1 and days 2–15);
+:func:`followup_days` says which item each day collects:
+
+* SOFA: entered as a total (0–24) or computed from the entered worst values with
+  :func:`immunoguide.rules.sofa.score_sofa` (SOFA-1 by default), with its components and missing/imputed parts;
+* laboratory results (ferritin, mHLA-DR) as in :func:`immunoguide.trial.enrolment.enter_labs`; the serial
+  endotype of each day, its transitions and the reversal of the baseline endotype come from
+  :func:`immunoguide.rules.endotype.reclassify_daily` (:func:`serial_endotypes`);
+* the infection assessment on the day of the protocol's ordinal infection endpoint (ImmunoSep day 15:
+  resolution < intermediate < failure < superinfection; category definitions are not captured, spec §5.2);
+* vital status (alive / dead with the time of death) on the horizons of the mortality endpoints (days 28, 90).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from immunoguide.errors import ConflictingInputError, DuplicateRecord, InputError, NotAVisitDay
+from immunoguide.protocols import Protocol
+from immunoguide.rules.endotype import reclassify_daily
+from immunoguide.rules.sofa import SofaInputs, score_sofa
+from immunoguide.trial import audit
+from immunoguide.trial._common import (
+    aware,
+    check_choice,
+    get_patient,
+    not_future,
+    protocol_of,
+    require_active,
+    require_randomised,
+)
+from immunoguide.trial.access import Actor
+from immunoguide.trial.models import FollowUp, Patient
+
+__all__ = [
+    "INFECTION_CATEGORIES",
+    "VITAL_STATUS",
+    "followup_days",
+    "followup_view",
+    "record_followup",
+    "serial_endotypes",
+]
+
+#: Day-15 infection assessment, ordered from best to worst (JAMA Table 2 via A1; SAP p. 70; spec §5.2).
+INFECTION_CATEGORIES: tuple[str, ...] = ("resolution", "intermediate", "failure", "superinfection")
+VITAL_STATUS: tuple[str, ...] = ("alive", "dead")
+
+
+def followup_days(protocol: Protocol) -> dict[int, tuple[str, ...]]:
+    """Study day → the items collected that day, from the protocol's visits and endpoints.
+
+    >>> from immunoguide.protocols import load_protocol
+    >>> d = followup_days(load_protocol("immunosep-2025"))
+    >>> d[15], d[28], sorted(d)[:4]
+    (('visit', 'sofa', 'labs', 'infection_assessment'), ('visit', 'sofa', 'labs', 'vital_status'), [0, 1, 2, 3])
+    """
+    items: dict[int, list[str]] = {}
+    for d in protocol.visits.days if protocol.visits else ():
+        items.setdefault(d, []).extend(["visit", "sofa", "labs"])
+    for e in protocol.endpoints:
+        if e.kind == "sofa_mean_decrease" and e.baseline_day is not None and e.last_day is not None:
+            for d in range(min(e.baseline_day, e.first_day or e.baseline_day), e.last_day + 1):
+                items.setdefault(d, [])
+                if "sofa" not in items[d]:
+                    items[d].append("sofa")
+    for e in protocol.endpoints:
+        if e.kind == "ordinal" and e.horizon_days is not None:
+            items.setdefault(e.horizon_days, []).append("infection_assessment")
+        if e.kind == "mortality" and e.horizon_days is not None:
+            items.setdefault(e.horizon_days, []).append("vital_status")
+    return {d: tuple(dict.fromkeys(v)) for d, v in sorted(items.items())}
+
+
+def _anchor(session: Session, p: Patient) -> datetime:
+    slot = require_randomised(session, p, "follow-up")
+    assert slot.allocated_at is not None
+    return slot.allocated_at
+
+
+def record_followup(
+    session: Session,
+    code: str,
+    day: int,
+    *,
+    actor: Actor,
+    now: datetime,
+    assessed_at: datetime | None = None,
+    sofa_total: int | None = None,
+    sofa_inputs: Mapping[str, Any] | None = None,
+    sofa_criteria: str = "sofa1",
+    labs: Mapping[str, Any] | None = None,
+    infection_assessment: str | None = None,
+    vital_status: str | None = None,
+    death_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Record one study day's follow-up (once per day).
+
+    Raises NotRandomized, PatientWithdrawn, NotAVisitDay (day not in :func:`followup_days`, or an item not
+    collected that day), DuplicateRecord (day already recorded), ConflictingInputError (SOFA total and inputs
+    both given), InputError (nothing entered, bad values, death time missing or given for a living patient).
+    """
+    aware(now, "now")
+    p = get_patient(session, code, actor, "followup")
+    require_active(p)
+    anchor = _anchor(session, p)
+    proto = protocol_of(p)
+    days = followup_days(proto)
+    if isinstance(day, bool) or not isinstance(day, int) or day not in days:
+        raise NotAVisitDay(expected=f"a follow-up day of {proto.label}: {sorted(days)}", got=day, where="field day",
+                           todo="follow-up is recorded on the protocol's visit and SOFA days")
+    allowed = days[day]
+    assessed_at = assessed_at or now
+    aware(assessed_at, "assessed_at")
+    not_future(assessed_at, now, "assessed_at")
+    given = {"sofa": sofa_total is not None or sofa_inputs is not None, "labs": bool(labs),
+             "infection_assessment": infection_assessment is not None, "vital_status": vital_status is not None}
+    if not any(given.values()):
+        raise InputError(expected=f"at least one item for day {day}: {list(allowed)}", got=None,
+                         where="follow-up", todo="enter the SOFA, labs, infection assessment or vital status")
+    for item, present in given.items():
+        if present and item not in allowed:
+            raise NotAVisitDay(expected=f"items collected on day {day}: {list(allowed)}", got=item,
+                               where=f"follow-up day {day}", todo=f"enter {item} on its protocol day")
+    if sofa_total is not None and sofa_inputs is not None:
+        raise ConflictingInputError(expected="either sofa_total or sofa_inputs", got="both", where="follow-up SOFA",
+                                    todo="enter the total, or the worst values to compute it from")
+    detail: dict[str, Any] | None = None
+    source = None
+    if sofa_total is not None:
+        if isinstance(sofa_total, bool) or not isinstance(sofa_total, int) or not 0 <= sofa_total <= 24:
+            raise InputError(expected="sofa_total an integer 0-24", got=sofa_total, where="field sofa_total",
+                             todo="enter the total SOFA score", field="sofa_total")
+        source = "entered"
+    elif sofa_inputs is not None:
+        res = score_sofa(SofaInputs.from_record(sofa_inputs, where="sofa_inputs"), criteria=sofa_criteria)
+        if res.total is None:
+            raise InputError(expected="SOFA inputs that give a total", got=res.missing_components,
+                             where="sofa_inputs", todo="enter the missing components, or the total")
+        sofa_total, source, detail = res.total, "computed", res.to_dict()
+    if infection_assessment is not None:
+        check_choice(infection_assessment, INFECTION_CATEGORIES, "infection_assessment")
+    if vital_status is not None:
+        check_choice(vital_status, VITAL_STATUS, "vital_status")
+        if vital_status == "dead":
+            aware(death_at, "death_at")
+            assert death_at is not None
+            not_future(death_at, now, "death_at")
+            if death_at < anchor:
+                raise InputError(expected="a death after randomisation", got=death_at.isoformat(),
+                                 where="field death_at", todo="check the date", field="death_at")
+    if death_at is not None and vital_status != "dead":
+        raise InputError(expected="death_at only with vital_status dead", got=death_at.isoformat(),
+                         where="field death_at", todo="leave death_at out for a living patient", field="death_at")
+    if session.execute(select(FollowUp.id).where(FollowUp.patient_id == p.id, FollowUp.day == day)).first():
+        raise DuplicateRecord(expected=f"day {day} not yet recorded", got=f"{p.code} day {day}", where="followups",
+                              todo="each follow-up day is recorded once")
+    if labs:
+        from immunoguide.trial.enrolment import _lab_rows
+
+        audit.insert_many(session, actor, now, _lab_rows(proto, labs, p, actor, now))
+    audit.insert(session, actor, now, FollowUp(
+        patient_id=p.id, day=day, assessed_at=assessed_at, sofa_total=sofa_total, sofa_source=source,
+        sofa_detail=detail, infection_assessment=infection_assessment, vital_status=vital_status,
+        death_at=death_at if vital_status == "dead" else None, recorded_at=now, recorded_by=actor.user,
+    ))
+    return followup_view(session, code, actor=actor, now=now, _patient=p)
+
+
+def serial_endotypes(session: Session, code: str, *, actor: Actor, now: datetime,
+                     _patient: Patient | None = None) -> dict[str, Any]:
+    """Daily endotypes on the visit days from the serial samples, transitions between them, and reversal."""
+    from immunoguide.trial.enrolment import lab_results_of
+
+    p = _patient or get_patient(session, code, actor, "view", lock=False)
+    anchor = _anchor(session, p)
+    proto = protocol_of(p)
+    assert proto.classification is not None
+    visit_days = [d for d, items in followup_days(proto).items() if "labs" in items]
+    elapsed = int((now - anchor) // timedelta(days=1))
+    days = [d for d in visit_days if d <= elapsed] or [0]
+    rec = reclassify_daily(proto.classification, [r for r in lab_results_of(session, p) if r.sample_time is not None],
+                           anchor_time=anchor, days=days, protocol_label=proto.label)
+    out = rec.to_dict()
+    out["baseline_stratum"] = p.stratum
+    out["day_zero"] = anchor.isoformat()
+    return out
+
+
+def followup_view(session: Session, code: str, *, actor: Actor, now: datetime,
+                  _patient: Patient | None = None) -> dict[str, Any]:
+    """Every recorded follow-up day, the days still expected, and the serial endotypes."""
+    p = _patient or get_patient(session, code, actor, "view", lock=False)
+    anchor = _anchor(session, p)
+    proto = protocol_of(p)
+    rows = session.execute(select(FollowUp).where(FollowUp.patient_id == p.id).order_by(FollowUp.day)).scalars().all()
+    days = followup_days(proto)
+    recorded = {r.day for r in rows}
+    elapsed = (now - anchor) / timedelta(days=1)
+    return {
+        "patient": p.code,
+        "day_zero": anchor.isoformat(),
+        "days": [
+            {"day": r.day, "assessed_at": r.assessed_at.isoformat(), "sofa_total": r.sofa_total,
+             "sofa_source": r.sofa_source, "sofa_components": (r.sofa_detail or {}).get("components"),
+             "infection_assessment": r.infection_assessment, "vital_status": r.vital_status,
+             "death_at": r.death_at.isoformat() if r.death_at else None, "recorded_by": r.recorded_by}
+            for r in rows
+        ],
+        "overdue_days": [d for d in days if d not in recorded and d + 1 <= elapsed],
+        "serial": serial_endotypes(session, code, actor=actor, now=now, _patient=p),
+    }

@@ -1,0 +1,1 @@
+"""Revisions of the trial store schema (Alembic skips this file)."""

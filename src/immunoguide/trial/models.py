@@ -1,0 +1,367 @@
+"""The trial store's tables (SQLAlchemy 2 typed ORM); ``trial/`` is the only owner of this schema.
+
+Every time is stored in UTC (:class:`UTCDateTime`: timezone-aware on PostgreSQL, naive UTC on SQLite, always
+returned timezone-aware) so that a row reads back identically on both backends — the audit trail compares rows
+byte for byte through :func:`immunoguide.trial.audit.row_image`. Columns carry units in their names
+(``value_lower`` is in the canonical unit of ``concept``, e.g. ng/mL for ``ferritin_ng_per_ml``).
+
+Tables (one line each; the data dictionary of :mod:`immunoguide.trial.export` repeats them with every column):
+
+``patients``               one row per screened patient (kept as a tombstone after a withdrawal with data removal)
+``eligibility_evaluations`` the screening log: every evaluation of the protocol's eligibility, with its evidence
+``consents``               informed consent (patient, first-degree relative or spouse; or refused)
+``lab_results``            ferritin / mHLA-DR results with assay method and sample, receipt and result times
+``classifications``        baseline immune classification (endotype = randomisation stratum) with its evidence
+``allocation_lists``       imported allocation lists, one per site and stratum, with their checksums
+``allocation_slots``       the slots of each list, in order; ``patient_id`` is set once the slot is taken
+``kits``                   the IV and SC kit of each randomised patient (``regimen`` is blinded)
+``dose_administrations``   doses given from a kit
+``followups``              visit-day assessments: SOFA, infection assessment (day 15), vital status (days 28, 90)
+``adverse_events``         AEs with CTCAE grade, seriousness, relatedness, outcome and SAE report times
+``unblindings``            emergency unblinding of one patient: who, when, why
+``withdrawals``            withdrawal, with or without removal of the patient's data
+``audit_log``              append-only, hash-chained record of every write; ``audit_head`` is the chain's tip
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from immunoguide.errors import InputError
+
+__all__ = [
+    "AdverseEvent",
+    "AllocationList",
+    "AllocationSlot",
+    "AuditHead",
+    "AuditRecord",
+    "Base",
+    "Classification",
+    "Consent",
+    "DoseAdministration",
+    "EligibilityEvaluation",
+    "FollowUp",
+    "Kit",
+    "LabResult",
+    "Patient",
+    "Unblinding",
+    "UTCDateTime",
+    "Withdrawal",
+    "AUDITED_TABLES",
+]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware ``datetime`` stored in UTC; naive datetimes are refused (no silent local time)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InputError(
+                expected="a timezone-aware date-time",
+                got=value.isoformat(),
+                where="trial store",
+                todo="send times with a UTC offset, e.g. 2025-03-01T08:30:00+00:00",
+            )
+        v = value.astimezone(UTC)
+        return v.replace(tzinfo=None) if dialect.name == "sqlite" else v
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention (stable constraint names for migrations)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(none_as_null=True),
+        list[Any]: JSON(none_as_null=True),
+    }
+
+
+class Patient(Base):
+    """A screened patient (study code, site); ``status``: screening, screen_failed, randomised, withdrawn."""
+
+    __tablename__ = "patients"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    site: Mapped[str] = mapped_column(String(32), index=True)
+    protocol: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    screened_at: Mapped[datetime]
+    screened_by: Mapped[str] = mapped_column(String(64))
+    sepsis3_onset: Mapped[datetime | None]
+    covid19: Mapped[bool | None] = mapped_column(Boolean)
+    stratum: Mapped[str | None] = mapped_column(String(32))
+    screening_record: Mapped[dict[str, Any] | None]
+    first_dose_at: Mapped[datetime | None]
+    data_removed: Mapped[bool] = mapped_column(Boolean)
+
+
+class EligibilityEvaluation(Base):
+    """One entry of the screening log: the protocol engine's eligibility result with its evidence."""
+
+    __tablename__ = "eligibility_evaluations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(32))
+    evaluated_at: Mapped[datetime]
+    evaluated_by: Mapped[str] = mapped_column(String(64))
+    protocol: Mapped[str] = mapped_column(String(64))
+    eligible: Mapped[bool | None] = mapped_column(Boolean)
+    blocking: Mapped[list[Any]]
+    undetermined: Mapped[list[Any]]
+    result: Mapped[dict[str, Any] | None]
+
+
+class Consent(Base):
+    """Informed consent: ``given_by`` patient / first_degree_relative / spouse, or ``refused``."""
+
+    __tablename__ = "consents"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), unique=True)
+    given_by: Mapped[str] = mapped_column(String(32))
+    signed_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    recorded_by: Mapped[str] = mapped_column(String(64))
+
+
+class LabResult(Base):
+    """A biomarker result: raw text and unit as reported, canonical interval, assay method and times."""
+
+    __tablename__ = "lab_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    concept: Mapped[str] = mapped_column(String(64))
+    raw_value: Mapped[str] = mapped_column(String(64))
+    raw_unit: Mapped[str] = mapped_column(String(32))
+    value_lower: Mapped[float | None] = mapped_column(Float)
+    value_upper: Mapped[float | None] = mapped_column(Float)
+    lower_inclusive: Mapped[bool] = mapped_column(Boolean)
+    upper_inclusive: Mapped[bool] = mapped_column(Boolean)
+    method: Mapped[str | None] = mapped_column(String(32))
+    sample_time: Mapped[datetime | None]
+    receipt_time: Mapped[datetime | None]
+    result_time: Mapped[datetime | None]
+    source: Mapped[str | None] = mapped_column(String(128))
+    entered_at: Mapped[datetime]
+    entered_by: Mapped[str] = mapped_column(String(64))
+
+
+class Classification(Base):
+    """The baseline immune classification from the entered results (endotype, reasons, inputs used)."""
+
+    __tablename__ = "classifications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    classified_at: Mapped[datetime]
+    classified_by: Mapped[str] = mapped_column(String(64))
+    protocol: Mapped[str] = mapped_column(String(64))
+    endotype: Mapped[str] = mapped_column(String(32))
+    result: Mapped[dict[str, Any]]
+
+
+class AllocationList(Base):
+    """An imported allocation list (one per site and stratum) with the checksums it was verified against."""
+
+    __tablename__ = "allocation_lists"
+    __table_args__ = (UniqueConstraint("site", "stratum"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    site: Mapped[str] = mapped_column(String(32))
+    stratum: Mapped[str] = mapped_column(String(32))
+    protocol: Mapped[str] = mapped_column(String(64))
+    n_slots: Mapped[int] = mapped_column(Integer)
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[dict[str, Any]]
+    imported_at: Mapped[datetime]
+    imported_by: Mapped[str] = mapped_column(String(64))
+
+
+class AllocationSlot(Base):
+    """One slot of an allocation list; ``arm`` is blinded; ``patient_id`` is set when the slot is taken."""
+
+    __tablename__ = "allocation_slots"
+    __table_args__ = (UniqueConstraint("list_id", "seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("allocation_lists.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    block: Mapped[int] = mapped_column(Integer)
+    block_size: Mapped[int] = mapped_column(Integer)
+    arm: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), unique=True)
+    allocated_at: Mapped[datetime | None]
+    allocated_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class Kit(Base):
+    """A double-dummy kit (``route`` IV or SC) given to a randomised patient; ``regimen`` is blinded."""
+
+    __tablename__ = "kits"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kit_number: Mapped[str] = mapped_column(String(32), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    route: Mapped[str] = mapped_column(String(8))
+    regimen: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(Text)
+    assigned_at: Mapped[datetime]
+
+
+class DoseAdministration(Base):
+    """A dose given from a kit (``number`` = dose number within the kit's schedule)."""
+
+    __tablename__ = "dose_administrations"
+    __table_args__ = (UniqueConstraint("kit_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    kit_id: Mapped[int] = mapped_column(ForeignKey("kits.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    given_at: Mapped[datetime]
+    note: Mapped[str | None] = mapped_column(Text)
+    recorded_at: Mapped[datetime]
+    recorded_by: Mapped[str] = mapped_column(String(64))
+
+
+class FollowUp(Base):
+    """One visit day's assessment (study day 0 = the 24 h from randomisation)."""
+
+    __tablename__ = "followups"
+    __table_args__ = (UniqueConstraint("patient_id", "day"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    day: Mapped[int] = mapped_column(Integer)
+    assessed_at: Mapped[datetime]
+    sofa_total: Mapped[int | None] = mapped_column(Integer)
+    sofa_source: Mapped[str | None] = mapped_column(String(16))
+    sofa_detail: Mapped[dict[str, Any] | None]
+    infection_assessment: Mapped[str | None] = mapped_column(String(32))
+    vital_status: Mapped[str | None] = mapped_column(String(16))
+    death_at: Mapped[datetime | None]
+    recorded_at: Mapped[datetime]
+    recorded_by: Mapped[str] = mapped_column(String(64))
+
+
+class AdverseEvent(Base):
+    """An adverse event with CTCAE grade (1–5), seriousness, relatedness, outcome and SAE report times."""
+
+    __tablename__ = "adverse_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    term: Mapped[str] = mapped_column(String(128))
+    onset_at: Mapped[datetime]
+    grade: Mapped[int] = mapped_column(Integer)
+    serious: Mapped[bool] = mapped_column(Boolean)
+    relatedness: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(32))
+    aware_at: Mapped[datetime]
+    initial_report_at: Mapped[datetime | None]
+    followup_report_at: Mapped[datetime | None]
+    recorded_at: Mapped[datetime]
+    recorded_by: Mapped[str] = mapped_column(String(64))
+
+
+class Unblinding(Base):
+    """An emergency unblinding of one patient: who (user, role), when and why."""
+
+    __tablename__ = "unblindings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    unblinded_at: Mapped[datetime]
+    unblinded_by: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(32))
+
+
+class Withdrawal(Base):
+    """A withdrawal; with ``data_removal`` the patient's clinical rows were deleted (``removed`` counts them)."""
+
+    __tablename__ = "withdrawals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), unique=True)
+    withdrawn_at: Mapped[datetime]
+    withdrawn_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    data_removal: Mapped[bool] = mapped_column(Boolean)
+    removed: Mapped[dict[str, Any]]
+
+
+class AuditRecord(Base):
+    """One link of the append-only audit chain (see :mod:`immunoguide.trial.audit`)."""
+
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32))
+    table_name: Mapped[str] = mapped_column(String(64))
+    row_id: Mapped[str | None] = mapped_column(String(64))
+    patient_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    payload: Mapped[dict[str, Any] | None]
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    redacted_by: Mapped[int | None] = mapped_column(Integer)
+
+
+class AuditHead(Base):
+    """The tip of the audit chain (one row, ``id`` = 1); locked by every writing transaction."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+#: Tables whose every row is created, changed and deleted through the audit trail, in foreign-key order.
+AUDITED_TABLES: tuple[type[Base], ...] = (
+    Patient,
+    EligibilityEvaluation,
+    Consent,
+    LabResult,
+    Classification,
+    AllocationList,
+    AllocationSlot,
+    Kit,
+    DoseAdministration,
+    FollowUp,
+    AdverseEvent,
+    Unblinding,
+    Withdrawal,
+)
