@@ -18,7 +18,9 @@ def steps(guide: Path) -> list[tuple[str, str]]:
     out = []
     for kind, body in BLOCK.findall(guide.read_text()):
         if kind == "console":
-            out += [("console", line[2:]) for line in body.splitlines() if line.startswith("$ ")]
+            # One block is one shell session: `export` lines carry over to the block's later commands.
+            cmds = [line[2:] for line in body.splitlines() if line.startswith("$ ")]
+            out.append(("console", "set -euo pipefail\n" + "\n".join(cmds)))
         else:
             out.append(("python", body))
     return out

@@ -88,3 +88,10 @@ def test_unit_spellings_are_normalised() -> None:
     """µg, μg and mcg are the same unit; K/uL means 10^3/µL."""
     assert normalise_unit("µg/kg/min") == normalise_unit("mcg/kg/min") == normalise_unit("μg/kg/min") == "ug/kg/min"
     assert normalise_unit("K/uL") == "10^3/uL"
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_value_in_another_unit_is_rejected_not_crashing(value: float) -> None:
+    """Infinity or NaN sent in a convertible unit is an ImplausibleValueError, never an arithmetic crash."""
+    with pytest.raises(ImplausibleValueError):
+        to_canonical("bilirubin_mg_per_dl", value, "umol/L")

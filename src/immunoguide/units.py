@@ -214,6 +214,8 @@ def to_canonical(name: str, value: float, unit: str, *, where: str | None = None
             where=where,
             todo=f"convert to {c.unit} before sending, or send a supported unit",
         )
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return check_plausible(name, value, where=where)  # raises ImplausibleValueError with the usual message
     converted = float(value) * c.units[u]
     # Round away binary noise from the factor so that exact table edges stay exact (205.248 umol/L -> 12.0).
     converted = round(converted, 10)
