@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -271,12 +272,12 @@ def _conduct(store: Any, enrolled: dict[str, dict], rng: random.Random) -> None:
     from immunoguide.trial import record_adverse_event, record_dose, record_followup, withdraw
 
     randomised = [(c, e) for c, e in enrolled.items() if "t_rand" in e]
-    for i, (code, e) in enumerate(randomised):
+    for code, e in randomised:
         coord, t0 = e["coord"], e["t_rand"]
         active = e["arm_role"] == "active"
         late = t0 + timedelta(days=100)
 
-        def day_t(d: float, h: float = 2.0) -> datetime:
+        def day_t(d: float, h: float = 2.0, t0: datetime = t0) -> datetime:
             return t0 + timedelta(hours=24 * d + h)
 
         # Outcome model (demonstration only): responder probability by arm, mortality by stratum.

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from types import MappingProxyType
-from typing import Mapping
 
 from immunoguide.errors import CriteriaError, ImplausibleValueError, UnitError
 

@@ -13,8 +13,9 @@ so that Spark sees NULL, not NaN.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
@@ -43,7 +44,7 @@ class TimelineTables:
     diagnoses: ir.Table
 
     @classmethod
-    def from_parquet(cls, con: Any, directory: str) -> "TimelineTables":
+    def from_parquet(cls, con: Any, directory: str) -> TimelineTables:
         """Read the timeline Parquet files of ``directory`` on backend ``con``."""
         def rd(name: str) -> ir.Table:
             return con.read_parquet(f"{directory}/{name}.parquet", table_name=f"ig_{name}_{abs(hash(directory))}")

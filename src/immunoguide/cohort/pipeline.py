@@ -21,10 +21,11 @@ import json
 import shutil
 import time
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir

@@ -79,7 +79,7 @@ def screen_cohort(timeline_dir: str | Path, sepsis3_path: str | Path, *, protoco
     spec = proto.classification
     if spec is None:
         raise InputError(
-            expected=f"a protocol with a [classification] section", got=proto.label, where="cohort screening",
+            expected="a protocol with a [classification] section", got=proto.label, where="cohort screening",
             todo="pick a protocol that classifies an endotype, or run with --protocol none",
         )
     after = spec.timing.window_after_anchor_h

@@ -8,8 +8,9 @@ two on every stay of the MIMIC-III demo. Observations without a numeric value (c
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow.parquet as pq
 

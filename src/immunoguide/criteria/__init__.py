@@ -18,11 +18,12 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from types import MappingProxyType
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from immunoguide.errors import BandGapError, BandOverlapError, CriteriaError, PolicyError, UnknownCriteriaError
 
@@ -37,6 +38,7 @@ __all__ = [
     "load_criteria",
     "load_criteria_text",
     "parse_interval",
+    "resolve_named_options",
 ]
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+|inf)"
@@ -204,24 +206,44 @@ class Criteria:
 
     def resolve_policies(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         """Defaults overlaid with ``overrides``; unknown names or options raise :class:`PolicyError`."""
-        out = {name: spec.default for name, spec in self.policies.items()}
-        for name, opt in (overrides or {}).items():
-            if name not in self.policies:
-                raise PolicyError(
-                    expected=f"a policy of {self.label}: {sorted(self.policies)}",
-                    got=name,
-                    where="policies",
-                    todo="check the policy name (immunoguide policies list shows them)",
-                )
-            if opt not in self.policies[name].options:
-                raise PolicyError(
-                    expected=f"an option of policy {name!r}: {sorted(self.policies[name].options)}",
-                    got=opt,
-                    where=f"policies.{name}",
-                    todo="pick one of the listed options",
-                )
-            out[name] = opt
-        return out
+        return resolve_named_options(
+            self.label, "policy", {n: (p.default, p.options) for n, p in self.policies.items()}, overrides,
+            todo="check the policy name (immunoguide docs decisions lists them)",
+        )
+
+
+def resolve_named_options(
+    owner: str,
+    kind: str,
+    named: Mapping[str, tuple[str, Any]],
+    overrides: Mapping[str, str] | None,
+    *,
+    todo: str,
+) -> dict[str, str]:
+    """Defaults of named choices (policies, protocol settings) overlaid with checked overrides.
+
+    ``named`` maps each name to ``(default, options)``. An unknown name or an option the choice does not offer
+    raises :class:`PolicyError` listing what is allowed.
+
+    >>> resolve_named_options("x@1", "policy", {"a": ("p", {"p": "", "q": ""})}, {"a": "q"}, todo="")
+    {'a': 'q'}
+    """
+    out = {name: default for name, (default, _) in named.items()}
+    for name, opt in (overrides or {}).items():
+        if name not in named:
+            raise PolicyError(
+                expected=f"a {kind} of {owner}: {sorted(named)}", got=name, where=f"{kind} names", todo=todo
+            )
+        options = named[name][1]
+        if opt not in options:
+            raise PolicyError(
+                expected=f"an option of {kind} {name!r}: {sorted(options)}",
+                got=opt,
+                where=f"{kind} {name}",
+                todo="pick one of the listed options",
+            )
+        out[name] = opt
+    return out
 
 
 def _validate_ladder(name: str, ladder: Ladder, where: str) -> None:
@@ -242,7 +264,7 @@ def _validate_ladder(name: str, ladder: Ladder, where: str) -> None:
             where=where,
             todo="add a band for the highest values or fix the domain",
         )
-    for a, b in zip(bands, bands[1:]):
+    for a, b in zip(bands, bands[1:], strict=False):
         ia, ib = a.interval, b.interval
         if ia.hi > ib.lo or (ia.hi == ib.lo and ia.hi_inclusive and ib.lo_inclusive):
             raise BandOverlapError(
@@ -309,7 +331,7 @@ def _build(raw: dict[str, Any], where: str, implemented: Mapping[str, frozenset[
         missing = set(implemented) - set(policies)
         if missing:
             raise CriteriaError(
-                expected=f"every policy the rule implements declared in the file",
+                expected="every policy the rule implements declared in the file",
                 got=sorted(missing),
                 where=where,
                 todo="declare the missing policies with their default and citation",
@@ -333,7 +355,7 @@ def _build(raw: dict[str, Any], where: str, implemented: Mapping[str, frozenset[
             pol = e["policy"]
             if pol not in policies:
                 raise CriteriaError(
-                    expected=f"a declared policy for the contested edge", got=pol, where=lw, todo="declare it"
+                    expected="a declared policy for the contested edge", got=pol, where=lw, todo="declare it"
                 )
             membership = dict(e["membership"])
             if set(membership) != set(policies[pol].options) or not set(membership.values()) <= {"lower", "upper"}:

@@ -21,7 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from immunoguide.errors import CriteriaError, PolicyError, UnitError, UnknownCriteriaError
+from immunoguide.criteria import resolve_named_options
+from immunoguide.errors import CriteriaError, UnitError, UnknownCriteriaError
 from immunoguide.protocols._schema import (
     SCHEMA_ID,
     Arm,
@@ -228,24 +229,10 @@ class Protocol:
         ...     "neutropenia_anc_threshold"]
         'protocol_v1_0_1000'
         """
-        out = {name: s.default for name, s in self.settings.items()}
-        for name, opt in (overrides or {}).items():
-            if name not in self.settings:
-                raise PolicyError(
-                    expected=f"a setting of {self.label}: {sorted(self.settings)}",
-                    got=name,
-                    where="settings",
-                    todo="check the setting name (immunoguide protocol show lists them)",
-                )
-            if opt not in self.settings[name].options:
-                raise PolicyError(
-                    expected=f"an option of setting {name!r}: {sorted(self.settings[name].options)}",
-                    got=opt,
-                    where=f"settings.{name}",
-                    todo="pick one of the listed options",
-                )
-            out[name] = opt
-        return out
+        return resolve_named_options(
+            self.label, "setting", {n: (st.default, st.options) for n, st in self.settings.items()}, overrides,
+            todo="check the setting name (immunoguide protocol show lists them)",
+        )
 
     def setting_warnings(
         self,

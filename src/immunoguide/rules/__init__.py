@@ -6,8 +6,8 @@ Each rule that reads a criteria file declares the policies (and options) it impl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import import_module
-from typing import Mapping
 
 __all__ = ["implemented_policies"]
 

@@ -61,7 +61,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any, Literal
 
-from immunoguide.criteria import PolicySpec
+from immunoguide.criteria import PolicySpec, resolve_named_options
 from immunoguide.errors import ConflictingInputError, CriteriaError, PolicyError, UnknownCriteriaError
 from immunoguide.rules.hourly import HourlySofa, ceil_hour, hourly_sofa
 from immunoguide.rules.timeline import CultureSample, PatientTimeline
@@ -122,24 +122,10 @@ class Sepsis3Criteria:
 
     def resolve_policies(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         """Defaults overlaid with ``overrides``; unknown names or options raise :class:`PolicyError`."""
-        out = {name: spec.default for name, spec in self.policies.items()}
-        for name, opt in (overrides or {}).items():
-            if name not in self.policies:
-                raise PolicyError(
-                    expected=f"a policy of {self.label}: {sorted(self.policies)}",
-                    got=name,
-                    where="policies",
-                    todo="check the policy name",
-                )
-            if opt not in self.policies[name].options:
-                raise PolicyError(
-                    expected=f"an option of policy {name!r}: {sorted(self.policies[name].options)}",
-                    got=opt,
-                    where=f"policies.{name}",
-                    todo="pick one of the listed options",
-                )
-            out[name] = opt
-        return out
+        return resolve_named_options(
+            self.label, "policy", {n: (p.default, p.options) for n, p in self.policies.items()}, overrides,
+            todo="check the policy name",
+        )
 
 
 def load_sepsis3_criteria_text(text: str, *, where: str = "<text>") -> Sepsis3Criteria:

@@ -17,9 +17,10 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -164,7 +165,7 @@ class SofaInputs(BaseModel):
     bicarbonate_mmol_per_l: float | None = None
 
     @model_validator(mode="after")
-    def _plausible(self) -> "SofaInputs":
+    def _plausible(self) -> SofaInputs:
         for name, conc in _FIELD_CONCEPT.items():
             v = getattr(self, name)
             if v is not None:
@@ -210,7 +211,7 @@ class SofaInputs(BaseModel):
         return self
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any], *, where: str = "record") -> "SofaInputs":
+    def from_record(cls, record: Mapping[str, Any], *, where: str = "record") -> SofaInputs:
         """Build inputs from an external record, converting unit variants once.
 
         ``None`` (JSON ``null``) means not measured. Unknown fields, wrong types, unit variants given twice and

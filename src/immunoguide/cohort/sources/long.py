@@ -241,7 +241,7 @@ def convert_long(path: str | Path, out_dir: str | Path) -> LongFormatReport:
                 {"stay_id": sid, "time": t, "concept": c, "value": canonical, "value_text": text, "unit": unit,
                  "method": None if pd.isna(r["method"]) else str(r["method"]), "source": f"long:{i + 1}"}
             )
-    for sid, st in stays.items():
+    for st in stays.values():
         out_rows["stays"].append({**{f.name: None for f in SCHEMAS["stays"]}, **st, "dataset": "long"})
     for e in errors:
         out_rows["data_quality"].append(

@@ -76,7 +76,7 @@ def _column_types(data_dir: Path) -> dict[str, dict[str, str]]:
     out = {}
     with meta.open() as fh:
         for r in csv.DictReader(fh):
-            out[r["table"]] = dict(zip(r["colnames"].split("|"), [_TYPE_MAP[t] for t in r["types"].split("|")]))
+            out[r["table"]] = dict(zip(r["colnames"].split("|"), [_TYPE_MAP[t] for t in r["types"].split("|")], strict=True))
     return out
 
 
@@ -176,7 +176,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         """
     )
     # Rounded to 3 decimals: CareVue stores FiO2 as float32 (0.21 arrives as 0.20999999).
-    fio2 = f"""CASE WHEN valuenum > 0.2 AND valuenum <= 1 THEN round(valuenum, 3)
+    fio2 = """CASE WHEN valuenum > 0.2 AND valuenum <= 1 THEN round(valuenum, 3)
                     WHEN valuenum >= 20 AND valuenum <= 100 THEN round(valuenum / 100.0, 3) END"""
     obs: list[str] = [
         f"""SELECT stay_id, time, 'map_mmhg' AS concept, valuenum AS value, value_text, 'mmHg' AS unit, NULL AS method,
@@ -213,20 +213,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         GROUP BY 1, 2
         """
     )
-    con.execute(
-        f"""
-        CREATE TABLE gcs AS
-        WITH w AS (
-          SELECT *, last_value(eye IGNORE NULLS) OVER win AS eye_f, last_value(verbal IGNORE NULLS) OVER win AS verbal_f,
-                 last_value(motor IGNORE NULLS) OVER win AS motor_f
-          FROM gcs_raw
-          WINDOW win AS (PARTITION BY stay_id ORDER BY time RANGE BETWEEN INTERVAL {cf} HOUR PRECEDING AND CURRENT ROW)
-        )
-        SELECT stay_id, time, ett, coalesce(eye_f, 4) + coalesce(verbal_f, 5) + coalesce(motor_f, 6) AS total,
-               eye_f IS NULL OR verbal_f IS NULL OR motor_f IS NULL AS imputed
-        FROM w
-        """
-    )
+    con.execute(gcs_total_sql(cf))
     obs += [
         """SELECT stay_id, time, 'gcs', total, NULL, 'points', NULL, 'chartevents:gcs_components' FROM gcs
            WHERE total BETWEEN 3 AND 15""",
@@ -251,21 +238,9 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     )
     units = it["lab_units"]
     for k in lab_concepts:
-        ok_units = _strs(units[k])
-        obs.append(
-            f"""SELECT stay_id, time, '{k}', valuenum, value_text, valueuom, NULL, 'labevents:' || itemid FROM lab_raw
-                WHERE itemid IN {_in(lab[k])} AND (valueuom IN {ok_units} OR valueuom IS NULL) AND {_plausible(k, 'valuenum')}"""
-        )
-        dq.append(
-            f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
-                   CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
-                        WHEN valueuom IS NOT NULL AND valueuom NOT IN {ok_units} THEN 'unit_mismatch'
-                        ELSE 'implausible_value' END, count(*),
-                   any_value(coalesce(CAST(valuenum AS VARCHAR), value_text) || coalesce(' ' || valueuom, ''))
-                FROM lab_raw WHERE itemid IN {_in(lab[k])}
-                  AND NOT (coalesce(valueuom IN {ok_units}, true) AND coalesce({_plausible(k, 'valuenum')}, false))
-                GROUP BY ALL"""
-        )
+        o, d = numeric_lab_sql(k, lab[k], units[k])
+        obs.append(o)
+        dq.append(d)
     # PaO2 only from arterial gases; lab FiO2 (%) as a fraction
     obs.append(
         f"""SELECT p.stay_id, p.time, 'pao2_mmhg', p.valuenum, p.value_text, p.valueuom, NULL, 'labevents:' || p.itemid
@@ -356,7 +331,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         """
     )
     con.execute(
-        f"""
+        """
         CREATE TABLE infusions AS
         SELECT icustay_id AS stay_id, drug, starttime AS start, endtime AS stop, rate AS rate_ug_kg_min,
                'inputevents_mv:' || itemid AS source
@@ -473,6 +448,47 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     )
     (out / "adapter.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
     return report
+
+
+def numeric_lab_sql(concept_name: str, item_ids: list[int], units: list[str]) -> tuple[str, str]:
+    """SQL over ``lab_raw`` for one numeric lab concept: (observations SELECT, data-quality SELECT).
+
+    A row is an observation when its unit is the expected one (or absent) and its value plausible; otherwise it is
+    counted as ``text_in_numeric_field``, ``unit_mismatch`` or ``implausible_value`` for its stay.
+    """
+    ok = _strs(units)
+    plausible = _plausible(concept_name, "valuenum")
+    obs = f"""SELECT stay_id, time, '{concept_name}', valuenum, value_text, valueuom, NULL, 'labevents:' || itemid
+              FROM lab_raw WHERE itemid IN {_in(item_ids)} AND (valueuom IN {ok} OR valueuom IS NULL) AND {plausible}"""
+    dq = f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
+                    CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
+                         WHEN valueuom IS NOT NULL AND valueuom NOT IN {ok} THEN 'unit_mismatch'
+                         ELSE 'implausible_value' END, count(*),
+                    any_value(coalesce(CAST(valuenum AS VARCHAR), value_text) || coalesce(' ' || valueuom, ''))
+             FROM lab_raw WHERE itemid IN {_in(item_ids)}
+               AND NOT (coalesce(valueuom IN {ok}, true) AND coalesce({plausible}, false))
+             GROUP BY ALL"""
+    return obs, dq
+
+
+def gcs_total_sql(carry_forward_h: int) -> str:
+    """``CREATE TABLE gcs`` from ``gcs_raw`` (eye/verbal/motor per charting time, ``ett`` flag).
+
+    A missing component is carried forward for ``carry_forward_h`` hours, else imputed as normal (eye 4, verbal 5,
+    motor 6) and the row flagged ``imputed`` (mimic-code ``measurement/gcs.sql``, ricu).
+    """
+    return f"""
+        CREATE TABLE gcs AS
+        WITH w AS (
+          SELECT *, last_value(eye IGNORE NULLS) OVER win AS eye_f, last_value(verbal IGNORE NULLS) OVER win AS verbal_f,
+                 last_value(motor IGNORE NULLS) OVER win AS motor_f
+          FROM gcs_raw
+          WINDOW win AS (PARTITION BY stay_id ORDER BY time RANGE BETWEEN INTERVAL {int(carry_forward_h)} HOUR PRECEDING AND CURRENT ROW)
+        )
+        SELECT stay_id, time, ett, coalesce(eye_f, 4) + coalesce(verbal_f, 5) + coalesce(motor_f, 6) AS total,
+               eye_f IS NULL OR verbal_f IS NULL OR motor_f IS NULL AS imputed
+        FROM w
+        """
 
 
 def _write(con: duckdb.DuckDBPyConnection, out: Path) -> dict[str, int]:

@@ -16,7 +16,17 @@ from pathlib import Path
 
 import duckdb
 
-from immunoguide.cohort.sources.mimic3 import AdapterReport, _in, _plausible, _strs, _write, duckdb_connection, load_items
+from immunoguide.cohort.sources.mimic3 import (
+    AdapterReport,
+    _in,
+    _plausible,
+    _strs,
+    _write,
+    duckdb_connection,
+    gcs_total_sql,
+    load_items,
+    numeric_lab_sql,
+)
 from immunoguide.errors import InputError
 
 __all__ = ["convert_mimic4"]
@@ -149,20 +159,7 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         GROUP BY 1, 2
         """
     )
-    con.execute(
-        f"""
-        CREATE TABLE gcs AS
-        WITH w AS (
-          SELECT *, last_value(eye IGNORE NULLS) OVER win AS eye_f, last_value(verbal IGNORE NULLS) OVER win AS verbal_f,
-                 last_value(motor IGNORE NULLS) OVER win AS motor_f
-          FROM gcs_raw
-          WINDOW win AS (PARTITION BY stay_id ORDER BY time RANGE BETWEEN INTERVAL {cf} HOUR PRECEDING AND CURRENT ROW)
-        )
-        SELECT stay_id, time, ett, coalesce(eye_f, 4) + coalesce(verbal_f, 5) + coalesce(motor_f, 6) AS total,
-               eye_f IS NULL OR verbal_f IS NULL OR motor_f IS NULL AS imputed
-        FROM w
-        """
-    )
+    con.execute(gcs_total_sql(cf))
     obs += [
         "SELECT stay_id, time, 'gcs', total, NULL, 'points', NULL, 'chartevents:gcs_components' FROM gcs WHERE total BETWEEN 3 AND 15",
         "SELECT stay_id, time, 'gcs_sedated', 1.0, 'verbal ETT', 'flag', NULL, 'chartevents:gcs_verbal' FROM gcs WHERE ett",
@@ -187,21 +184,9 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         """
     )
     for k in simple:
-        ok = _strs(units[k])
-        obs.append(
-            f"""SELECT stay_id, time, '{k}', valuenum, value_text, valueuom, NULL, 'labevents:' || itemid FROM lab_raw
-                WHERE itemid IN {_in(lab[k])} AND (valueuom IN {ok} OR valueuom IS NULL) AND {_plausible(k, 'valuenum')}"""
-        )
-        dq.append(
-            f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
-                   CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
-                        WHEN valueuom IS NOT NULL AND valueuom NOT IN {ok} THEN 'unit_mismatch'
-                        ELSE 'implausible_value' END, count(*),
-                   any_value(coalesce(CAST(valuenum AS VARCHAR), value_text) || coalesce(' ' || valueuom, ''))
-                FROM lab_raw WHERE itemid IN {_in(lab[k])}
-                  AND NOT (coalesce(valueuom IN {ok}, true) AND coalesce({_plausible(k, 'valuenum')}, false))
-                GROUP BY ALL"""
-        )
+        o, d = numeric_lab_sql(k, lab[k], units[k])
+        obs.append(o)
+        dq.append(d)
     obs.append(
         f"""SELECT p.stay_id, p.time, 'pao2_mmhg', p.valuenum, p.value_text, p.valueuom, NULL, 'labevents:' || p.itemid
             FROM lab_raw p JOIN lab_raw s ON s.stay_id = p.stay_id AND s.itemid = {lab['specimen']}
