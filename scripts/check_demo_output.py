@@ -12,9 +12,14 @@ for rel in ("report/report.html", "report/report.pdf", "report_dsmb/report_dsmb.
     f = out / rel
     if not f.exists() or f.stat().st_size < 10_000:
         raise SystemExit(f"missing or empty {f}")
-figs = list((out / "report").rglob("*.png"))
-if len(figs) < 4:
-    raise SystemExit(f"expected the report's plots, found {len(figs)} PNG files")
+expected = {"report": ("consort", "km", "sofa_trajectory"), "report_dsmb": ("consort", "forest", "km", "sofa_trajectory")}
+figs = []
+for folder, names in expected.items():
+    for name in names:
+        f = out / folder / "figures" / f"{name}.png"
+        if not f.exists() or f.stat().st_size < 2_000:
+            raise SystemExit(f"missing plot {f}")
+        figs.append(f)
 rep = json.loads((out / "report_dsmb" / "report_dsmb_summary.json").read_text())["primary"]
 for arm in ("precision", "placebo"):
     want = f"{rep['responders'][arm]}/{rep['n'][arm]}"
