@@ -111,3 +111,12 @@ def test_long_format_file_runs_end_to_end(tmp_path: Path) -> None:
     assert s3 == [("onset", "bacteremia")]
     sc = duckdb.sql(f"select endotype from '{tmp_path}/o/screening.parquet'").fetchall()
     assert sc == [("immunoparalysis",)]
+
+
+def test_sofa2_flag_writes_hourly_sofa2_with_the_same_grid(mimic3_timeline: Path, tmp_path: Path) -> None:
+    """--sofa2 adds sofa2_hourly.parquet on exactly the rows of sofa_hourly, labelled in the metadata."""
+    run_cohort(mimic3_timeline, tmp_path, protocol=None, sofa2=True)
+    a = duckdb.sql(f"select count(*), count(distinct stay_id) from '{tmp_path}/sofa_hourly.parquet'").fetchall()
+    b = duckdb.sql(f"select count(*), count(distinct stay_id) from '{tmp_path}/sofa2_hourly.parquet'").fetchall()
+    assert a == b
+    assert json.loads((tmp_path / "metadata.json").read_text())["sofa2_criteria"].startswith("sofa2@")

@@ -558,3 +558,64 @@ def test_ten_day_stay_is_scored_well_under_a_second():
     rows = hourly_sofa(tl)
     assert time.perf_counter() - t < 1.0
     assert len(rows) == 241
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hourly SOFA-2 (H14)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _sofa2_stay(**extra):  # noqa: ANN003, ANN202
+    from datetime import datetime, timedelta
+
+    from immunoguide.rules.timeline import Observation, PatientTimeline
+
+    t0 = datetime(2024, 5, 1, 8, 0)
+    obs = [Observation(time=t0 + timedelta(hours=h), concept="urine_output_ml", value=v) for h, v in ((1, 20), (4, 20), (7, 20))]
+    obs.append(Observation(time=t0 + timedelta(hours=1), concept="creatinine_mg_per_dl", value=1.0))
+    return PatientTimeline(stay_id=1, icu_intime=t0, icu_outtime=t0 + timedelta(hours=30), observations=obs, **extra), t0
+
+
+def test_sofa2_hourly_urine_rate_under_half_ml_per_kg_per_h_for_six_hours_scores_one() -> None:
+    """60 mL over the first 7 h at 70 kg is < 0.5 mL/kg/h over 6 h: kidney 1 once 6 h have been observed, not before."""
+    from datetime import timedelta
+
+    tl, t0 = _sofa2_stay(weight_kg=70)
+    rows = {r.hour_end: r for r in hourly_sofa(tl, criteria="sofa2")}
+    assert rows[t0 + timedelta(hours=5)].renal == 0
+    assert rows[t0 + timedelta(hours=7)].renal == 1
+    assert rows[t0 + timedelta(hours=7)].criteria.startswith("sofa2@")
+
+
+def test_sofa2_hourly_urine_needs_a_body_weight() -> None:
+    """Without a weight there is no mL/kg/h rate: the kidney component rests on creatinine alone."""
+    from datetime import timedelta
+
+    tl, t0 = _sofa2_stay()
+    rows = {r.hour_end: r for r in hourly_sofa(tl, criteria="sofa2")}
+    assert rows[t0 + timedelta(hours=7)].renal == 0
+
+
+def test_sofa2_hourly_counts_a_vasopressin_infusion_as_another_vasoactive_agent() -> None:
+    """Vasopressin running alone scores 2 cardiovascular points under SOFA-2 and nothing under SOFA-1."""
+    from datetime import timedelta
+
+    from immunoguide.rules.timeline import Infusion
+
+    base, t0 = _sofa2_stay(weight_kg=70)
+    vaso = Infusion(drug="vasopressin", start=t0 + timedelta(hours=2), stop=t0 + timedelta(hours=5))
+    tl = base.model_copy(update={"infusions": (vaso,)})
+    h = t0 + timedelta(hours=4)
+    assert {r.hour_end: r for r in hourly_sofa(tl, criteria="sofa2")}[h].hour_components["cardiovascular"] == 2
+    assert {r.hour_end: r for r in hourly_sofa(tl)}[h].hour_components["cardiovascular"] is None
+
+
+def test_sofa2_hourly_total_is_the_sum_of_its_components_on_the_demo(mimic3_timeline) -> None:  # noqa: ANN001
+    """On every MIMIC-III demo stay the hourly SOFA-2 total is the sum of six components within 0–4."""
+    from immunoguide.cohort.timelines import iter_timelines
+    from immunoguide.rules.sofa import COMPONENTS
+
+    for tl in iter_timelines(mimic3_timeline):
+        for r in hourly_sofa(tl, criteria="sofa2"):
+            comps = [getattr(r, c) for c in COMPONENTS]
+            assert all(0 <= c <= 4 for c in comps) and r.total == sum(comps)

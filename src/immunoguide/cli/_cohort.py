@@ -52,6 +52,7 @@ def run(
     sepsis3_policy: Annotated[
         list[str] | None, typer.Option("--sepsis3-policy", help="Sepsis-3 policy NAME=OPTION (repeatable).")
     ] = None,
+    sofa2: Annotated[bool, typer.Option("--sofa2", help="Also write sofa2_hourly.parquet (SOFA-2 where inputs exist).")] = False,
 ) -> None:
     """Convert a source, then compute sofa_hourly, sepsis3 and screening tables (Parquet) in OUT."""
     from immunoguide.cohort.pipeline import run_cohort
@@ -73,7 +74,7 @@ def run(
 
             result = run_cohort(
                 timeline_dir, out, engine=engine, protocol=None if protocol == "none" else protocol,
-                sofa_policies=sofa_pol, sepsis3_policies=s3_pol, progress=step,
+                sofa_policies=sofa_pol, sepsis3_policies=s3_pol, progress=step, sofa2=sofa2,
             )
             bar.update(task, completed=len(stages), description="done")
     except ImmunoguideError as exc:

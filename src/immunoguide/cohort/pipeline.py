@@ -177,6 +177,7 @@ def run_cohort(
     sepsis3_policies: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     con: Any = None,
+    sofa2: bool = False,
 ) -> CohortRun:
     """Run the engine over a timeline-schema folder and write the cohort tables (see module docstring)."""
     say = progress or (lambda _msg: None)
@@ -220,6 +221,12 @@ def run_cohort(
     (out / "sepsis3_core.parquet").unlink()
     seconds["sepsis3"] = time.perf_counter() - t0
 
+    if sofa2:
+        t0 = time.perf_counter()
+        say("hourly SOFA-2 (per stay, where inputs exist)")
+        _write_sofa2_hourly(tdir, out / "sofa2_hourly.parquet")
+        seconds["sofa2_hourly"] = time.perf_counter() - t0
+
     if protocol is not None:
         t0 = time.perf_counter()
         say("endotype screening and eligibility")
@@ -244,6 +251,7 @@ def run_cohort(
         "sepsis3_criteria": s3_crit.label,
         "sepsis3_policies": s3_resolved,
         "protocol": protocol,
+        "sofa2_criteria": load_criteria("sofa2").label if sofa2 else None,
         "differences_from_reference_implementations": reference_differences(sofa_resolved, s3_resolved),
         "rows": rows,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
@@ -252,6 +260,35 @@ def run_cohort(
         meta["adapter"] = json.loads((tdir / "adapter.json").read_text())
     (out / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
     return CohortRun(out_dir=str(out), rows=rows, seconds=seconds, metadata=meta)
+
+
+def _write_sofa2_hourly(timeline_dir: Path, path: Path) -> None:
+    """Hourly SOFA-2 through the single-patient rules (rules/hourly.py H14), one stay at a time.
+
+    SOFA-2 needs inputs most ICU extracts only partly hold (urine per kg, other vasoactive agents, advanced
+    support); it is computed "where inputs exist" by the per-stay path rather than by the set-based engine, which
+    computes SOFA-1. Same columns as ``sofa_hourly.parquet``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from immunoguide.cohort.timelines import iter_timelines
+    from immunoguide.rules.hourly import hourly_sofa
+
+    cols: dict[str, list[Any]] = {k: [] for k in ("stay_id", "hour_end", *COMPONENTS, "total", "n_imputed")}
+    for tl in iter_timelines(timeline_dir):
+        for r in hourly_sofa(tl, criteria="sofa2"):
+            cols["stay_id"].append(int(tl.stay_id))
+            cols["hour_end"].append(r.hour_end)
+            for c in COMPONENTS:
+                cols[c].append(getattr(r, c))
+            cols["total"].append(r.total)
+            cols["n_imputed"].append(len(r.imputed_components))
+    schema = pa.schema(
+        [("stay_id", pa.int64()), ("hour_end", pa.timestamp("us"))]
+        + [(c, pa.int64()) for c in (*COMPONENTS, "total", "n_imputed")]
+    )
+    pq.write_table(pa.table(cols, schema=schema), str(path))
 
 
 def _write(con: Any, expr: ir.Table, path: Path) -> None:

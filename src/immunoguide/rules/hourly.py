@@ -67,6 +67,12 @@ H13 Missing components, after the window.
     ``impute_normal`` sets a None component to 0 and lists it in ``imputed_components``; ``no_imputation`` leaves it
     None and the total is None. Otherwise ``total`` = the sum of the six components.
 
+H14 SOFA-2.
+    With ``criteria="sofa2"`` the same grid, windows and policies apply; the SOFA-2 inputs SOFA-1 does not read
+    (urine in mL/kg/h over 6, 12 and 24 h; other vasoactive agents) are added per hour (:func:`_sofa2_fields`).
+    Inputs the timeline does not hold (SpO2, RRT, ECMO, mechanical support, delirium drugs, motor-only GCS) are
+    missing, so SOFA-2 scores "where inputs exist", as SOFA-2's own missing-data rule then decides.
+
 Differences from mimic-code ``score/sofa.sql`` worth knowing: mimic-code anchors the grid on the first heart-rate
 charting and counts an infusion only if it is running at the end of the hour (here: active anywhere in the hour,
 H6), has no ≥ 1 h rule (policy ``none`` here), measures urine time from the gaps between chartings (here: H10), and
@@ -252,12 +258,12 @@ def hourly_sofa(
         ``end`` before ``start``, or an hour whose values cannot be scored (message names the hour).
     """
     crit = load_criteria(criteria) if isinstance(criteria, str) else criteria
-    if crit.rule != "sofa1":
+    if crit.rule not in ("sofa1", "sofa2"):
         raise CriteriaError(
-            expected="SOFA criteria with rule 'sofa1' (hourly SOFA-2 is not implemented)",
+            expected="SOFA criteria with rule 'sofa1' or 'sofa2'",
             got=crit.label,
             where="hourly_sofa criteria",
-            todo="use criteria='sofa1'",
+            todo="use criteria='sofa1' or 'sofa2'",
         )
     resolved = crit.resolve_policies(policies)
     hour_policies = {**resolved, "missing_component": "no_imputation"}
@@ -279,6 +285,8 @@ def hourly_sofa(
     grid0 = first - (WINDOW_ROWS - 1) * HOUR
     n = int((last - grid0) / HOUR) + 1
     fields = _hour_fields(timeline, grid0, n, resolved)
+    if crit.rule == "sofa2":
+        _sofa2_fields(timeline, fields, grid0, n)
 
     hour_scores: list[tuple[int | None, ...]] = []
     empty: tuple[int | None, ...] = (None,) * len(COMPONENTS)
@@ -536,6 +544,47 @@ def _gcs(
         k = bisect_left(unsed_t, r["first_sed"]) - 1
         if k >= 0:
             f["gcs_presedation"] = int(unsed_v[k])
+
+
+#: SOFA-2 urine windows (hours) of the kidney component (Ranzani 2025 as transcribed; rules/sofa2.py).
+SOFA2_URINE_WINDOWS_H: tuple[int, ...] = (6, 12, 24)
+_OTHER_VASOACTIVES = ("vasopressin", "phenylephrine", "milrinone")
+
+
+def _sofa2_fields(tl: PatientTimeline, fields: _Fields, grid0: datetime, n: int) -> None:
+    """H14 (SOFA-2 only): per-hour inputs SOFA-2 reads that SOFA-1 does not, from the same timeline.
+
+    * Urine: ``urine_ml_per_kg_per_h_<W>h`` = the urine charted in ``(hour_end − W h, hour_end]`` / weight / W, for
+      W = 6, 12 and 24 h, only when the body weight is known and the stay has been observed for at least W hours
+      (hours since the earlier of ICU admission and the first urine charting); SOFA-1's daily volume is removed.
+    * Other vasopressors or inotropes: ``other_vasopressor_or_inotrope`` is True in an hour where a vasopressin,
+      phenylephrine or milrinone infusion is active (H6); dobutamine and dopamine are passed as rates and SOFA-2's
+      rule decides how they count.
+    * Respiratory support: the hour's ``ventilation`` kind (H5) is passed; SOFA-2 derives advanced support from it.
+    """
+    for f in fields:
+        f.pop("urine_output_ml", None)
+        f.pop("urine_output_observed_h", None)
+    uo = [(o.time, float(o.value)) for o in tl.observations if o.concept == "urine_output_ml"]
+    if uo and tl.weight_kg:
+        times = [t for t, _ in uo]
+        prefix = [0.0]
+        for _, v in uo:
+            prefix.append(prefix[-1] + v)
+        anchor = min(tl.icu_intime, times[0])
+        for i in range(n):
+            h = grid0 + i * HOUR
+            observed = (h - anchor) / HOUR
+            for w in SOFA2_URINE_WINDOWS_H:
+                if observed < w:
+                    continue
+                lo, hi = bisect_right(times, h - timedelta(hours=w)), bisect_right(times, h)
+                rate = (prefix[hi] - prefix[lo]) / tl.weight_kg / w
+                fields[i][f"urine_ml_per_kg_per_h_{w}h"] = round(rate, 6)
+    for inf in tl.infusions:
+        if inf.drug in _OTHER_VASOACTIVES:
+            for i in _active_rows(inf.start, inf.stop, grid0, n):
+                fields[i]["other_vasopressor_or_inotrope"] = True
 
 
 def _urine(by_concept: _ByConcept, tl: PatientTimeline, fields: _Fields, grid0: datetime, n: int) -> None:
