@@ -21,4 +21,4 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt -r requirements-spark.txt -c constraints.txt
 .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
 
-exec .venv/bin/python -m pytest -n 2 -q "$@"
+exec .venv/bin/python -m pytest -n 2 --dist loadfile -q "$@"

@@ -1,6 +1,6 @@
 """Fuzzing the API from its own OpenAPI document, and the CDS hook with malformed FHIR bundles.
 
-schemathesis is not part of the pinned stack, so this module does the same thing with Hypothesis: for every
+Alongside schemathesis (tests/test_service_schemathesis.py), this module fuzzes with Hypothesis directly: for every
 operation of ``/openapi.json`` it builds request bodies, path and query parameters from the operation's JSON schema
 (``$ref``, objects, arrays, strings with patterns and lengths, numbers, enums, ``anyOf``), plus malformed variants
 (the body replaced by any JSON value or by bytes that are not JSON, a required property dropped, an unknown
