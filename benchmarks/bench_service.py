@@ -92,8 +92,15 @@ class Server:
         os.unlink(self.log.name)
 
 
-async def _load(url: str, token: str, seconds: float, clients: int, make_request: Any) -> dict[str, Any]:
-    """``clients`` AsyncClients each sending requests in a loop for ``seconds``; returns the statistics."""
+async def _load(url: str, token: str, seconds: float, clients: int, make_request: Any,
+                rate: float | None = None) -> dict[str, Any]:
+    """``clients`` AsyncClients sending requests for ``seconds``; returns the statistics.
+
+    Closed loop (``rate`` None): each client sends its next request as soon as the previous one answers — this
+    measures saturation throughput, and by Little's law p50 ≈ clients / throughput. Paced (``rate`` requests per
+    second per client): each client sends on a fixed schedule (staggered start) and latency is measured from the
+    *scheduled* send time, so a slow server cannot hide queueing (no coordinated omission).
+    """
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     # clients are created and connected before the clock starts (an AsyncClient builds an SSL context, ~10 ms)
@@ -104,12 +111,21 @@ async def _load(url: str, token: str, seconds: float, clients: int, make_request
 
     async def one(i: int, client: httpx.AsyncClient) -> None:
         n = 0
+        start = time.perf_counter() + (i / clients / rate if rate else 0.0)
         while time.perf_counter() < stop_at:
             req = make_request(i, n)
             if req is None:
                 return
             method, path, body = req
-            t = time.perf_counter()
+            if rate:
+                t = start + n / rate
+                delay = t - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if t >= stop_at:
+                    return
+            else:
+                t = time.perf_counter()
             r = await client.request(method, path, json=body)
             latencies.append(time.perf_counter() - t)
             statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
@@ -169,6 +185,15 @@ def bench_rules_and_cds(args: argparse.Namespace) -> None:
             res = asyncio.run(_load(server.url, token, args.seconds, args.clients,
                                     lambda i, n: ("POST", "/cds-services/immunoguide-patient-view", cds_call)))
             _report("POST /cds-services/…patient-view", res)
+            if args.rate:
+                offered = args.rate * args.clients
+                res = asyncio.run(_load(server.url, token, args.seconds, args.clients,
+                                        lambda i, n: ("POST", "/rules/classify", {"record": record}), rate=args.rate))
+                _report(f"classify paced {offered:g} req/s", res)
+                res = asyncio.run(_load(server.url, token, args.seconds, args.clients,
+                                        lambda i, n: ("POST", "/cds-services/immunoguide-patient-view", cds_call),
+                                        rate=args.rate))
+                _report(f"CDS hook paced {offered:g} req/s", res)
         finally:
             server.stop()
 
@@ -275,6 +300,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     p.add_argument("--patients", type=int, default=1500, help="patients seeded for the randomisation scenario")
     p.add_argument("--skip-pg", action="store_true", help="skip the PostgreSQL randomisation scenario")
+    p.add_argument("--rate", type=float, default=1.0,
+                   help="also run paced scenarios: requests per second per client (0 = closed loop only)")
     args = p.parse_args(argv)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.clients} clients, {args.workers} uvicorn "
           f"worker(s), {args.seconds:g} s per scenario")
