@@ -165,6 +165,7 @@ class UserStore:
         self.cache_s = cache_s
         self._cache: dict[str, tuple[Principal, float]] = {}
         self._lock = threading.Lock()
+        self._refreshing: set[str] = set()
 
     # -- schema -----------------------------------------------------------------------------------------------
 
@@ -260,13 +261,25 @@ class UserStore:
             return hit
         digest = self._digest(token)
         mono = time.monotonic()
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(tokens_table.c.expires_at, tokens_table.c.revoked, users_table.c.username, users_table.c.role,
-                       users_table.c.site, users_table.c.active, users_table.c.demo)
-                .join(users_table, users_table.c.username == tokens_table.c.username)
-                .where(tokens_table.c.token_hmac == digest)
-            ).mappings().first()
+        # Single flight: while one request re-validates an expired cache entry, concurrent requests with the same
+        # token keep the entry they had (a few ms longer than cache_s) instead of queueing on the store's write
+        # lock (SQLite transactions are serialised) — that queue caused 200–300 ms stalls under load.
+        with self._lock:
+            stale = self._cache.get(digest)
+            if stale is not None and digest in self._refreshing and stale[0].expires_at > now:
+                return stale[0]
+            self._refreshing.add(digest)
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    select(tokens_table.c.expires_at, tokens_table.c.revoked, users_table.c.username,
+                           users_table.c.role, users_table.c.site, users_table.c.active, users_table.c.demo)
+                    .join(users_table, users_table.c.username == tokens_table.c.username)
+                    .where(tokens_table.c.token_hmac == digest)
+                ).mappings().first()
+        finally:
+            with self._lock:
+                self._refreshing.discard(digest)
         if row is None or row["revoked"] or not row["active"] or row["expires_at"] <= now:
             with self._lock:
                 self._cache.pop(digest, None)
