@@ -284,9 +284,7 @@ def hourly_sofa(
         )
     grid0 = first - (WINDOW_ROWS - 1) * HOUR
     n = int((last - grid0) / HOUR) + 1
-    fields = _hour_fields(timeline, grid0, n, resolved)
-    if crit.rule == "sofa2":
-        _sofa2_fields(timeline, fields, grid0, n)
+    fields = _hour_fields(timeline, grid0, n, resolved, crit.rule)
 
     hour_scores: list[tuple[int | None, ...]] = []
     empty: tuple[int | None, ...] = (None,) * len(COMPONENTS)
@@ -348,7 +346,9 @@ def _active_rows(start: datetime, stop: datetime, grid0: datetime, n: int) -> ra
     return range(max(lo, 0), min(hi, n - 1) + 1)
 
 
-def _hour_fields(tl: PatientTimeline, grid0: datetime, n: int, resolved: Mapping[str, str]) -> list[dict[str, Any]]:
+def _hour_fields(
+    tl: PatientTimeline, grid0: datetime, n: int, resolved: Mapping[str, str], rule: str = "sofa1"
+) -> list[dict[str, Any]]:
     fields: list[dict[str, Any]] = [{} for _ in range(n)]
 
     def row(t: datetime) -> int:
@@ -374,7 +374,10 @@ def _hour_fields(tl: PatientTimeline, grid0: datetime, n: int, resolved: Mapping
     _pf(by_concept, fields, row, n, resolved, tl, grid0)
     _vasopressors(tl, fields, grid0, n, resolved)
     _gcs(by_concept, sedated_flags, tl, fields, row, n, resolved)
-    _urine(by_concept, tl, fields, grid0, n)
+    if rule == "sofa2":
+        _sofa2_fields(by_concept, tl, fields, grid0, n)
+    else:
+        _urine(by_concept, tl, fields, grid0, n)
     return fields
 
 
@@ -551,27 +554,20 @@ SOFA2_URINE_WINDOWS_H: tuple[int, ...] = (6, 12, 24)
 _OTHER_VASOACTIVES = ("vasopressin", "phenylephrine", "milrinone")
 
 
-def _sofa2_fields(tl: PatientTimeline, fields: _Fields, grid0: datetime, n: int) -> None:
-    """H14 (SOFA-2 only): per-hour inputs SOFA-2 reads that SOFA-1 does not, from the same timeline.
+def _sofa2_fields(by_concept: _ByConcept, tl: PatientTimeline, fields: _Fields, grid0: datetime, n: int) -> None:
+    """H14 (SOFA-2 only, in place of H10): per-hour inputs SOFA-2 reads that SOFA-1 does not, from the same timeline.
 
     * Urine: ``urine_ml_per_kg_per_h_<W>h`` = the urine charted in ``(hour_end − W h, hour_end]`` / weight / W, for
       W = 6, 12 and 24 h, only when the body weight is known and the stay has been observed for at least W hours
-      (hours since the earlier of ICU admission and the first urine charting); SOFA-1's daily volume is removed.
+      (hours since the earlier of ICU admission and the first urine charting); SOFA-1's daily volume is not passed.
     * Other vasopressors or inotropes: ``other_vasopressor_or_inotrope`` is True in an hour where a vasopressin,
       phenylephrine or milrinone infusion is active (H6); dobutamine and dopamine are passed as rates and SOFA-2's
       rule decides how they count.
     * Respiratory support: the hour's ``ventilation`` kind (H5) is passed; SOFA-2 derives advanced support from it.
     """
-    for f in fields:
-        f.pop("urine_output_ml", None)
-        f.pop("urine_output_observed_h", None)
-    uo = [(o.time, float(o.value)) for o in tl.observations if o.concept == "urine_output_ml"]
-    if uo and tl.weight_kg:
-        times = [t for t, _ in uo]
-        prefix = [0.0]
-        for _, v in uo:
-            prefix.append(prefix[-1] + v)
-        anchor = min(tl.icu_intime, times[0])
+    series = _urine_series(by_concept, tl)
+    if series is not None and tl.weight_kg:
+        times, prefix, anchor = series
         for i in range(n):
             h = grid0 + i * HOUR
             observed = (h - anchor) / HOUR
@@ -587,16 +583,24 @@ def _sofa2_fields(tl: PatientTimeline, fields: _Fields, grid0: datetime, n: int)
                 fields[i]["other_vasopressor_or_inotrope"] = True
 
 
-def _urine(by_concept: _ByConcept, tl: PatientTimeline, fields: _Fields, grid0: datetime, n: int) -> None:
-    """H10: trailing 24 h urine volume and the hours observed."""
+def _urine_series(by_concept: _ByConcept, tl: PatientTimeline) -> tuple[list[datetime], list[float], datetime] | None:
+    """Urine charting times, prefix sums of the volumes, and the observation anchor (H10); None without urine."""
     uo = by_concept.get("urine_output_ml", ())
     if not uo:
-        return
+        return None
     times = [t for t, _ in uo]
     prefix = [0.0]
     for _, v in uo:
         prefix.append(prefix[-1] + v)
-    anchor = min(tl.icu_intime, times[0])
+    return times, prefix, min(tl.icu_intime, times[0])
+
+
+def _urine(by_concept: _ByConcept, tl: PatientTimeline, fields: _Fields, grid0: datetime, n: int) -> None:
+    """H10: trailing 24 h urine volume and the hours observed."""
+    series = _urine_series(by_concept, tl)
+    if series is None:
+        return
+    times, prefix, anchor = series
     day = timedelta(hours=24)
     for i in range(n):
         h = grid0 + i * HOUR
