@@ -419,35 +419,17 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
            FROM raw_diagnoses_icd d JOIN stays s USING (hadm_id) WHERE d.icd9_code IS NOT NULL ORDER BY 1, 2"""
     )
 
-    # ---- stays with no usable data ------------------------------------------------------------------------------------
-    dq.append(
-        """SELECT s.stay_id, 'icustays', 'stay', 'stay_without_observations', 1, NULL FROM stays s
-           WHERE NOT EXISTS (SELECT 1 FROM observations o WHERE o.stay_id = s.stay_id)"""
-    )
-    con.execute(
-        "CREATE TABLE data_quality AS SELECT * FROM ("
-        + " UNION ALL ".join(f"SELECT * FROM ({q})" for q in dq)
-        + ") t(stay_id, source, item, issue, n, example) ORDER BY 1, 2, 3, 4"
-    )
-    rows = _write(con, out)
-    report = AdapterReport(
-        dataset="mimic3",
-        items_version=str(it["version"]),
-        out_dir=str(out),
-        rows=rows,
-        choices={
-            "attach_window_pre_icu_h": pre,
-            "date_only_hour": noon,
-            "gcs_carry_forward_h": cf,
-            "cv_infusion_max_gap_h": gap,
-            "cv_infusion_last_segment_h": last,
-            "ventilation_episode_gap_h": eg,
-            "pao2_specimen": "arterial only",
-            "fio2_flow_range_dropped": "(1, 20)",
-        },
-    )
-    (out / "adapter.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
-    return report
+    choices = {
+        "attach_window_pre_icu_h": pre,
+        "date_only_hour": noon,
+        "gcs_carry_forward_h": cf,
+        "cv_infusion_max_gap_h": gap,
+        "cv_infusion_last_segment_h": last,
+        "ventilation_episode_gap_h": eg,
+        "pao2_specimen": "arterial only",
+        "fio2_flow_range_dropped": "(1, 20)",
+    }
+    return finish_adapter(con, out, dq, dataset="mimic3", items_version=str(it["version"]), choices=choices)
 
 
 def numeric_lab_sql(concept_name: str, item_ids: list[int], units: list[str]) -> tuple[str, str]:
@@ -489,6 +471,33 @@ def gcs_total_sql(carry_forward_h: int) -> str:
                eye_f IS NULL OR verbal_f IS NULL OR motor_f IS NULL AS imputed
         FROM w
         """
+
+
+def finish_adapter(
+    con: duckdb.DuckDBPyConnection,
+    out: Path,
+    dq: list[str],
+    *,
+    dataset: str,
+    items_version: str,
+    choices: dict[str, Any],
+) -> AdapterReport:
+    """Common end of the SQL adapters: count stays without data, build ``data_quality`` from the ``dq`` selects,
+    write every schema table to Parquet and ``adapter.json``, and return the report."""
+    dq = [
+        *dq,
+        """SELECT s.stay_id, 'icustays', 'stay', 'stay_without_observations', 1, NULL FROM stays s
+           WHERE NOT EXISTS (SELECT 1 FROM observations o WHERE o.stay_id = s.stay_id)""",
+    ]
+    con.execute(
+        "CREATE TABLE data_quality AS SELECT * FROM ("
+        + " UNION ALL ".join(f"SELECT * FROM ({q})" for q in dq)
+        + ") t(stay_id, source, item, issue, n, example) ORDER BY 1, 2, 3, 4"
+    )
+    report = AdapterReport(dataset=dataset, items_version=items_version, out_dir=str(out), rows=_write(con, out),
+                           choices=choices)
+    (out / "adapter.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
+    return report
 
 
 def _write(con: duckdb.DuckDBPyConnection, out: Path) -> dict[str, int]:

@@ -11,7 +11,6 @@ episode gap) and antibiotics (``prescriptions.starttime`` has a time in MIMIC-IV
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import duckdb
@@ -21,8 +20,8 @@ from immunoguide.cohort.sources.mimic3 import (
     _in,
     _plausible,
     _strs,
-    _write,
     duckdb_connection,
+    finish_adapter,
     gcs_total_sql,
     load_items,
     numeric_lab_sql,
@@ -377,28 +376,11 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
                FROM raw_labevents l JOIN win w ON w.subject_id = l.subject_id AND CAST(l.charttime AS TIMESTAMP) BETWEEN w.t0 AND w.t1
                WHERE l.itemid NOT IN (SELECT itemid FROM raw_d_labitems) GROUP BY ALL"""
         )
-    dq.append(
-        """SELECT s.stay_id, 'icustays', 'stay', 'stay_without_observations', 1, NULL FROM stays s
-           WHERE NOT EXISTS (SELECT 1 FROM observations o WHERE o.stay_id = s.stay_id)"""
-    )
-    con.execute(
-        "CREATE TABLE data_quality AS SELECT * FROM ("
-        + " UNION ALL ".join(f"SELECT * FROM ({q})" for q in dq)
-        + ") t(stay_id, source, item, issue, n, example) ORDER BY 1, 2, 3, 4"
-    )
-    rows = _write(con, out)
-    report = AdapterReport(
-        dataset="mimic4",
-        items_version=str(it["version"]),
-        out_dir=str(out),
-        rows=rows,
-        choices={
-            "attach_window_pre_icu_h": pre,
-            "gcs_carry_forward_h": cf,
-            "ventilation_episode_gap_h": eg,
-            "pao2_specimen": "arterial only (52033 'ART.')",
-            "hla_dr_item": lab["hla_dr_per_monocyte"],
-        },
-    )
-    (out / "adapter.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
-    return report
+    choices = {
+        "attach_window_pre_icu_h": pre,
+        "gcs_carry_forward_h": cf,
+        "ventilation_episode_gap_h": eg,
+        "pao2_specimen": "arterial only (52033 'ART.')",
+        "hla_dr_item": lab["hla_dr_per_monocyte"],
+    }
+    return finish_adapter(con, out, dq, dataset="mimic4", items_version=str(it["version"]), choices=choices)
