@@ -187,12 +187,12 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     ]
     dq += [
         f"""SELECT stay_id, 'chartevents', CAST(itemid AS VARCHAR), CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
-                   ELSE 'implausible_value' END, count(*), any_value(coalesce(CAST(valuenum AS VARCHAR), value_text))
+                   ELSE 'implausible_value' END, count(*), min(coalesce(CAST(valuenum AS VARCHAR), value_text))
             FROM chart_num WHERE itemid IN {_in(it['chart']['map_mmhg'])} AND NOT coalesce({_plausible('map_mmhg', 'valuenum')}, false)
             GROUP BY ALL""",
         f"""SELECT stay_id, 'chartevents', CAST(itemid AS VARCHAR), CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
                    WHEN valuenum > 1 AND valuenum < 20 THEN 'fio2_looks_like_o2_flow' ELSE 'implausible_value' END,
-                   count(*), any_value(coalesce(CAST(valuenum AS VARCHAR), value_text))
+                   count(*), min(coalesce(CAST(valuenum AS VARCHAR), value_text))
             FROM chart_num WHERE itemid IN {_in(it['chart']['fio2'])} AND ({fio2}) IS NULL GROUP BY ALL""",
     ]
 
@@ -220,7 +220,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         """SELECT stay_id, time, 'gcs_sedated', 1.0, 'verbal ETT', 'flag', NULL, 'chartevents:gcs_verbal' FROM gcs WHERE ett""",
     ]
     dq.append(
-        """SELECT stay_id, 'chartevents', 'gcs', 'gcs_component_missing_imputed_normal', count(*), any_value(CAST(time AS VARCHAR))
+        """SELECT stay_id, 'chartevents', 'gcs', 'gcs_component_missing_imputed_normal', count(*), min(CAST(time AS VARCHAR))
            FROM gcs WHERE imputed GROUP BY ALL"""
     )
 
@@ -255,7 +255,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         dq.append(
             f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
                        CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field' ELSE 'implausible_value' END, count(*),
-                       any_value(coalesce(CAST(valuenum AS VARCHAR), value_text))
+                       min(coalesce(CAST(valuenum AS VARCHAR), value_text))
                 FROM lab_raw WHERE itemid IN {_in(ids)} AND NOT coalesce({ok_expr}, false) GROUP BY ALL"""
         )
     # Ferritin keeps its text (censored values such as 'GREATER THAN 2000' have no valuenum)
@@ -276,7 +276,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     # Net the irrigant against urine charted at the same time (mimic-code sums with the irrigant negative);
     # a net negative volume is not a urine output: it is reported, not loaded.
     con.execute(
-        """CREATE TABLE uo_net AS SELECT stay_id, time, sum(signed) AS net, string_agg(DISTINCT CAST(itemid AS VARCHAR), '+') AS items
+        """CREATE TABLE uo_net AS SELECT stay_id, time, sum(signed) AS net, string_agg(DISTINCT CAST(itemid AS VARCHAR), '+' ORDER BY CAST(itemid AS VARCHAR)) AS items
            FROM uo_raw WHERE value BETWEEN 0 AND 5000 AND stay_id IS NOT NULL GROUP BY 1, 2"""
     )
     obs.append(
@@ -285,18 +285,18 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     )
     dq.append(
         """SELECT stay_id, 'outputevents', CAST(itemid AS VARCHAR), CASE WHEN value IS NULL THEN 'missing_value'
-                  WHEN stay_id IS NULL THEN 'no_stay' ELSE 'implausible_value' END, count(*), any_value(CAST(value AS VARCHAR))
+                  WHEN stay_id IS NULL THEN 'no_stay' ELSE 'implausible_value' END, count(*), min(CAST(value AS VARCHAR))
            FROM uo_raw WHERE NOT coalesce(value BETWEEN 0 AND 5000, false) OR stay_id IS NULL GROUP BY ALL"""
     )
     dq.append(
-        """SELECT stay_id, 'outputevents', items, 'net_negative_urine_after_irrigant', count(*), any_value(CAST(net AS VARCHAR))
+        """SELECT stay_id, 'outputevents', items, 'net_negative_urine_after_irrigant', count(*), min(CAST(net AS VARCHAR))
            FROM uo_net WHERE net < 0 GROUP BY ALL"""
     )
 
     con.execute("CREATE TABLE observations_all AS " + " UNION ALL ".join(obs))
     con.execute(
         "CREATE TABLE observations AS SELECT stay_id, time, concept, value, value_text, unit, method, source "
-        "FROM observations_all WHERE stay_id IS NOT NULL ORDER BY stay_id, time, concept"
+        "FROM observations_all WHERE stay_id IS NOT NULL"
     )
 
     # ---- infusions -----------------------------------------------------------------------------------------------
@@ -346,11 +346,11 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     dq += [
         """SELECT icustay_id, 'inputevents_mv', CAST(itemid AS VARCHAR), CASE WHEN rate IS NULL THEN 'missing_rate'
                   WHEN endtime <= starttime THEN 'times_out_of_order' WHEN statusdescription = 'Rewritten' THEN 'rewritten_order'
-                  ELSE 'implausible_value' END, count(*), any_value(CAST(rate AS VARCHAR))
+                  ELSE 'implausible_value' END, count(*), min(CAST(rate AS VARCHAR))
            FROM mv_vaso WHERE rate IS NULL OR endtime <= starttime OR statusdescription = 'Rewritten' OR NOT (rate BETWEEN 0 AND 100)
            GROUP BY ALL""",
         """SELECT stay_id, 'inputevents_cv', CAST(itemid AS VARCHAR), CASE WHEN no_weight THEN 'rate_per_min_without_weight'
-                  ELSE 'implausible_value' END, count(*), any_value(CAST(raw_rate AS VARCHAR))
+                  ELSE 'implausible_value' END, count(*), min(CAST(raw_rate AS VARCHAR))
            FROM cv_seg WHERE no_weight OR NOT coalesce(rate BETWEEN 0 AND 100, false) GROUP BY ALL""",
     ]
 
@@ -446,7 +446,7 @@ def numeric_lab_sql(concept_name: str, item_ids: list[int], units: list[str]) ->
                     CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
                          WHEN valueuom IS NOT NULL AND valueuom NOT IN {ok} THEN 'unit_mismatch'
                          ELSE 'implausible_value' END, count(*),
-                    any_value(coalesce(CAST(valuenum AS VARCHAR), value_text) || coalesce(' ' || valueuom, ''))
+                    min(coalesce(CAST(valuenum AS VARCHAR), value_text) || coalesce(' ' || valueuom, ''))
              FROM lab_raw WHERE itemid IN {_in(item_ids)}
                AND NOT (coalesce(valueuom IN {ok}, true) AND coalesce({plausible}, false))
              GROUP BY ALL"""
@@ -504,7 +504,9 @@ def _write(con: duckdb.DuckDBPyConnection, out: Path) -> dict[str, int]:
     rows: dict[str, int] = {}
     for table, schema in SCHEMAS.items():
         cols = ", ".join(f'CAST("{f.name}" AS {_duck(f.type)}) AS "{f.name}"' for f in schema)
-        tbl = con.sql(f"SELECT {cols} FROM {table}").to_arrow_table().cast(schema)
+        # ORDER BY ALL: ties (two drugs at one time, two gases at one hour) are written in one fixed order, so the
+        # same source gives byte-identical Parquet whatever the thread scheduling.
+        tbl = con.sql(f"SELECT {cols} FROM {table} ORDER BY ALL").to_arrow_table().cast(schema)
         pq.write_table(tbl, out / f"{table}.parquet")
         rows[table] = tbl.num_rows
     return rows

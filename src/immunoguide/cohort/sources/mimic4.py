@@ -134,12 +134,12 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     ]
     dq += [
         f"""SELECT stay_id, 'chartevents', CAST(itemid AS VARCHAR), CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
-                   ELSE 'implausible_value' END, count(*), any_value(coalesce(CAST(valuenum AS VARCHAR), value_text))
+                   ELSE 'implausible_value' END, count(*), min(coalesce(CAST(valuenum AS VARCHAR), value_text))
             FROM chart_num WHERE itemid IN {_in(ch['map_mmhg'])} AND NOT coalesce({_plausible('map_mmhg', 'valuenum')}, false)
             GROUP BY ALL""",
         f"""SELECT stay_id, 'chartevents', CAST(itemid AS VARCHAR), CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
                    WHEN valuenum > 1 AND valuenum < 20 THEN 'fio2_looks_like_o2_flow' ELSE 'implausible_value' END,
-                   count(*), any_value(coalesce(CAST(valuenum AS VARCHAR), value_text))
+                   count(*), min(coalesce(CAST(valuenum AS VARCHAR), value_text))
             FROM chart_num WHERE itemid IN {_in(ch['fio2'])} AND ({fio2}) IS NULL GROUP BY ALL""",
     ]
 
@@ -164,7 +164,7 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         "SELECT stay_id, time, 'gcs_sedated', 1.0, 'verbal ETT', 'flag', NULL, 'chartevents:gcs_verbal' FROM gcs WHERE ett",
     ]
     dq.append(
-        """SELECT stay_id, 'chartevents', 'gcs', 'gcs_component_missing_imputed_normal', count(*), any_value(CAST(time AS VARCHAR))
+        """SELECT stay_id, 'chartevents', 'gcs', 'gcs_component_missing_imputed_normal', count(*), min(CAST(time AS VARCHAR))
            FROM gcs WHERE imputed GROUP BY ALL"""
     )
 
@@ -201,7 +201,7 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         dq.append(
             f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
                        CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field' ELSE 'implausible_value' END, count(*),
-                       any_value(coalesce(CAST(valuenum AS VARCHAR), value_text))
+                       min(coalesce(CAST(valuenum AS VARCHAR), value_text))
                 FROM lab_raw WHERE itemid IN {_in(ids)} AND NOT coalesce({ok_expr}, false) GROUP BY ALL"""
         )
     for k in ("ferritin_ng_per_ml", "hla_dr_per_monocyte"):
@@ -218,7 +218,7 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         dq.append(
             f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
                        CASE WHEN valueuom IS NOT NULL AND valueuom NOT IN {ok} THEN 'unit_mismatch' ELSE 'implausible_value' END,
-                       count(*), any_value(coalesce(CAST(valuenum AS VARCHAR), value_text) || coalesce(' ' || valueuom, ''))
+                       count(*), min(coalesce(CAST(valuenum AS VARCHAR), value_text) || coalesce(' ' || valueuom, ''))
                 FROM lab_raw WHERE itemid IN {_in(lab[k])}
                   AND NOT (coalesce(valueuom IN {ok}, true) AND (valuenum IS NULL OR {_plausible(k, 'valuenum')}))
                 GROUP BY ALL"""
@@ -235,24 +235,24 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         """
     )
     con.execute(
-        """CREATE TABLE uo_net AS SELECT u.stay_id, u.time, sum(u.signed) AS net, string_agg(DISTINCT CAST(u.itemid AS VARCHAR), '+') AS items
+        """CREATE TABLE uo_net AS SELECT u.stay_id, u.time, sum(u.signed) AS net, string_agg(DISTINCT CAST(u.itemid AS VARCHAR), '+' ORDER BY CAST(u.itemid AS VARCHAR)) AS items
            FROM uo_raw u JOIN stays s ON s.stay_id = u.stay_id WHERE u.value BETWEEN 0 AND 5000 AND u.time >= s.intime GROUP BY 1, 2"""
     )
     obs.append("SELECT stay_id, time, 'urine_output_ml', net, NULL, 'mL', NULL, 'outputevents:' || items FROM uo_net WHERE net >= 0")
     dq += [
         """SELECT stay_id, 'outputevents', CAST(itemid AS VARCHAR), CASE WHEN value IS NULL THEN 'text_in_numeric_field'
-                  ELSE 'implausible_value' END, count(*), any_value(CAST(value AS VARCHAR))
+                  ELSE 'implausible_value' END, count(*), min(CAST(value AS VARCHAR))
            FROM uo_raw u JOIN stays s USING (stay_id) WHERE NOT coalesce(value BETWEEN 0 AND 5000, false) AND u.time >= s.intime
            GROUP BY ALL""",
-        """SELECT stay_id, 'outputevents', items, 'net_negative_urine_after_irrigant', count(*), any_value(CAST(net AS VARCHAR))
+        """SELECT stay_id, 'outputevents', items, 'net_negative_urine_after_irrigant', count(*), min(CAST(net AS VARCHAR))
            FROM uo_net WHERE net < 0 GROUP BY ALL""",
-        """SELECT u.stay_id, 'outputevents', CAST(u.itemid AS VARCHAR), 'time_before_icu_admission', count(*), any_value(CAST(u.time AS VARCHAR))
+        """SELECT u.stay_id, 'outputevents', CAST(u.itemid AS VARCHAR), 'time_before_icu_admission', count(*), min(CAST(u.time AS VARCHAR))
            FROM uo_raw u JOIN stays s USING (stay_id) WHERE u.time < s.intime GROUP BY ALL""",
     ]
     con.execute("CREATE TABLE observations_all AS " + " UNION ALL ".join(obs))
     con.execute(
         "CREATE TABLE observations AS SELECT stay_id, time, concept, value, value_text, unit, method, source "
-        "FROM observations_all WHERE stay_id IS NOT NULL ORDER BY stay_id, time, concept"
+        "FROM observations_all WHERE stay_id IS NOT NULL"
     )
 
     # Infusions: rates to ug/kg/min (mimic-code norepinephrine.sql: mg/kg/min x 1000)
@@ -280,14 +280,14 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     )
     dq.append(
         """SELECT stay_id, 'inputevents', CAST(itemid AS VARCHAR), 'unit_converted_' || replace(rateuom, '/', '_per_'),
-                  count(*), any_value(CAST(raw_rate AS VARCHAR) || ' ' || rateuom)
+                  count(*), min(CAST(raw_rate AS VARCHAR) || ' ' || rateuom)
            FROM vaso WHERE rateuom <> 'mcg/kg/min' AND rate BETWEEN 0 AND 100 GROUP BY ALL"""
     )
     dq.append(
         """SELECT stay_id, 'inputevents', CAST(itemid AS VARCHAR),
                   CASE WHEN stop <= start THEN 'times_out_of_order' WHEN statusdescription = 'Rewritten' THEN 'rewritten_order'
                        WHEN raw_rate IS NULL THEN 'missing_rate' WHEN rate IS NULL THEN 'unit_mismatch' ELSE 'implausible_value' END,
-                  count(*), any_value(CAST(raw_rate AS VARCHAR) || ' ' || coalesce(rateuom, ''))
+                  count(*), min(CAST(raw_rate AS VARCHAR) || ' ' || coalesce(rateuom, ''))
            FROM vaso WHERE NOT (coalesce(rate BETWEEN 0 AND 100, false) AND stop > start AND coalesce(statusdescription, '') <> 'Rewritten')
            GROUP BY ALL"""
     )
@@ -366,13 +366,13 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     )
     if "d_items" in dictionaries:
         dq.append(
-            """SELECT c.stay_id, 'chartevents', CAST(c.itemid AS VARCHAR), 'unknown_itemid', count(*), any_value(c.value)
+            """SELECT c.stay_id, 'chartevents', CAST(c.itemid AS VARCHAR), 'unknown_itemid', count(*), min(c.value)
                FROM raw_chartevents c JOIN stays s ON s.stay_id = c.stay_id
                WHERE c.itemid NOT IN (SELECT itemid FROM raw_d_items) GROUP BY ALL"""
         )
     if "d_labitems" in dictionaries:
         dq.append(
-            """SELECT w.stay_id, 'labevents', CAST(l.itemid AS VARCHAR), 'unknown_itemid', count(*), any_value(l.value)
+            """SELECT w.stay_id, 'labevents', CAST(l.itemid AS VARCHAR), 'unknown_itemid', count(*), min(l.value)
                FROM raw_labevents l JOIN win w ON w.subject_id = l.subject_id AND CAST(l.charttime AS TIMESTAMP) BETWEEN w.t0 AND w.t1
                WHERE l.itemid NOT IN (SELECT itemid FROM raw_d_labitems) GROUP BY ALL"""
         )
