@@ -32,11 +32,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from immunoguide.cohort.screening import SOURCE_TO_PROTOCOL
+
 __all__ = ["DemoResult", "run_demo"]
 
 SITES = ("ATH", "MIL")  # the service's demo accounts cover these two sites
-#: Infection sources ImmunoSep enrols (cohort engine names → protocol vocabulary).
-ENROLLED_SOURCES = {"CAP": "CAP", "HAP": "HAP", "VAP": "VAP", "bacteremia": "primary_BSI"}
+#: Infection sources ImmunoSep enrols (cohort engine names → protocol vocabulary), as the cohort screening maps them.
+ENROLLED_SOURCES = SOURCE_TO_PROTOCOL
 STEP = Callable[[str, int, int], None]
 
 
@@ -264,7 +266,7 @@ def _enrol(store: Any, candidates: list[int], stays_tbl: dict, s3: dict, screeni
                 continue  # not eligible at randomisation (e.g. an exclusion), recorded by the store
             view = patient_view(s, code, actor=dsmb)["randomisation"]
         e.update(t_rand=t_rand, stratum=e["endotype"], arm=view["arm"], arm_role=view["arm_role"])
-    return {k: v for k, v in enrolled.items() if "t_rand" in v} | {k: v for k, v in enrolled.items() if "t_rand" not in v}
+    return enrolled
 
 
 def _conduct(store: Any, enrolled: dict[str, dict], rng: random.Random) -> None:

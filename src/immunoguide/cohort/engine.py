@@ -24,7 +24,7 @@ from immunoguide.criteria import Criteria, Ladder, load_criteria
 from immunoguide.errors import CriteriaError
 from immunoguide.rules.sofa import COMPONENTS
 
-__all__ = ["TimelineTables", "ceil_hour", "hourly_sofa_expr", "ladder_points"]
+__all__ = ["TimelineTables", "ceil_hour", "hourly_sofa_expr", "ladder_points", "left_join_on_stay"]
 
 H = ibis.interval(hours=1)
 _CATECHOLAMINES = ("dopamine", "dobutamine", "epinephrine", "norepinephrine")
@@ -323,7 +323,8 @@ def hourly_sofa_expr(
     )
 
 
-def _left_join_on_stay(left: ir.Table, right: ir.Table) -> ir.Table:
+def left_join_on_stay(left: ir.Table, right: ir.Table) -> ir.Table:
+    """``left`` with the columns of ``right`` joined on ``stay_id`` (one ``stay_id`` column kept)."""
     j = left.left_join(right, left.stay_id == right.stay_id)
     return j.select(left, *[right[c] for c in right.columns if c != "stay_id"])
 
@@ -413,7 +414,7 @@ def sepsis3_expr(
         w_adm = ibis.window(group_by=j.stay_id, order_by=j.hour_end)
         j = j.mutate(rn=ibis.row_number().over(w_adm))
         adm_sofa = j.filter(j.rn == 0).select(stay_id=j.stay_id, adm_sofa=j.total)
-        a = _left_join_on_stay(adm, adm_sofa)
+        a = left_join_on_stay(adm, adm_sofa)
         base = ibis.ifelse(a.admission_source == "emergency_department", ibis.literal(0, "int64"), a.adm_sofa)
         stay_base = a.select(
             stay_id=a.stay_id,
@@ -436,7 +437,7 @@ def sepsis3_expr(
     first_si = si.filter(si.si_rank == 0)
     out = st.select("stay_id")
     for right in (onset, stay_base, si.select("stay_id", "si_rank", "si_time", "antibiotic_time", "culture_time")):
-        out = _left_join_on_stay(out, right)
+        out = left_join_on_stay(out, right)
     # the SI reported: the one with the onset, else the first SI
     chosen = ibis.ifelse(out.onset_time.notnull(), out.si_rank == out.onset_si_rank, out.si_rank == 0)
     out = out.filter(out.si_rank.isnull() | chosen)

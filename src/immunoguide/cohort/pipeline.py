@@ -30,7 +30,7 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
-from immunoguide.cohort.engine import TimelineTables, hourly_sofa_expr, sepsis3_expr
+from immunoguide.cohort.engine import TimelineTables, hourly_sofa_expr, left_join_on_stay, sepsis3_expr
 from immunoguide.criteria import load_criteria
 from immunoguide.errors import InputError
 from immunoguide.rules.sofa import COMPONENTS
@@ -127,8 +127,7 @@ def infection_source_expr(tables: TimelineTables, sepsis3: ir.Table) -> ir.Table
     st = tables.stays.select("stay_id", "admittime")
     base = s3.join(st, "stay_id")
     for right in (flags, cflags, vflags):
-        j = base.left_join(right, base.stay_id == right.stay_id)
-        base = j.select(base, *[right[c] for c in right.columns if c != "stay_id"])
+        base = left_join_on_stay(base, right)
     pneu = ibis.coalesce(base.pneu_dx, False) | ibis.coalesce(base.pneu_cx, False)
     bact = ibis.coalesce(base.bact_dx, False) | ibis.coalesce(base.bact_cx, False)
     excl = ibis.coalesce(base.excl_dx, False)
@@ -215,8 +214,7 @@ def run_cohort(
     _write(con, s3, out / "sepsis3_core.parquet")
     s3_back = con.read_parquet(str(out / "sepsis3_core.parquet"), table_name=f"ig_s3_{abs(hash(str(out)))}")
     src = infection_source_expr(tabs, s3_back)
-    j = s3_back.left_join(src, s3_back.stay_id == src.stay_id)
-    s3_full = j.select(s3_back, *[src[c] for c in src.columns if c != "stay_id"]).order_by("stay_id")
+    s3_full = left_join_on_stay(s3_back, src).order_by("stay_id")
     _write(con, s3_full, out / "sepsis3.parquet")
     (out / "sepsis3_core.parquet").unlink()
     seconds["sepsis3"] = time.perf_counter() - t0

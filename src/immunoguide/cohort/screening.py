@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from immunoguide.errors import InputError
 
-__all__ = ["SCREENING_SCHEMA", "ScreeningTable", "screen_cohort"]
+__all__ = ["SCREENING_SCHEMA", "SOURCE_TO_PROTOCOL", "ScreeningTable", "screen_cohort"]
 
 SCREENING_SCHEMA = pa.schema(
     [
@@ -45,7 +45,8 @@ SCREENING_SCHEMA = pa.schema(
     ]
 )
 
-_SOURCE_TO_PROTOCOL = {"CAP": "CAP", "HAP": "HAP", "VAP": "VAP", "bacteremia": "primary_BSI"}
+#: Infection sources of the cohort engine → the ImmunoSep protocol's vocabulary (others are unknown to it).
+SOURCE_TO_PROTOCOL = {"CAP": "CAP", "HAP": "HAP", "VAP": "VAP", "bacteremia": "primary_BSI"}
 _BIOMARKERS = ("ferritin_ng_per_ml", "hla_dr_per_monocyte")
 
 
@@ -131,7 +132,7 @@ def screen_cohort(timeline_dir: str | Path, sepsis3_path: str | Path, *, protoco
             admission_source={"emergency_department": "emergency_department", "inpatient": "hospitalised"}.get(
                 st.get("admission_source") or ""
             ),
-            infection_source=_SOURCE_TO_PROTOCOL.get(sep.get("infection_source") or ""),
+            infection_source=SOURCE_TO_PROTOCOL.get(sep.get("infection_source") or ""),
             sofa_total=sep.get("sofa_at_onset"),
             sepsis_onset_time=onset,
             hospital_admission_time=st.get("admittime"),
