@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from immunoguide.cohort.screening import SOURCE_TO_PROTOCOL
+from immunoguide.cohort.screening import SOURCE_TO_PROTOCOL, biomarker_rows
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -111,11 +111,7 @@ def run_demo(
     stays_tbl = {r["stay_id"]: r for r in pq.read_table(timeline / "stays.parquet").to_pylist()}
     s3 = {r["stay_id"]: r for r in pq.read_table(cohort / "sepsis3.parquet").to_pylist()}
     screening = {r["stay_id"]: r for r in pq.read_table(cohort / "screening.parquet").to_pylist()}
-    markers: dict[int, list[dict[str, Any]]] = {}
-    for r in pq.read_table(
-        timeline / "observations.parquet", filters=[("concept", "in", ["ferritin_ng_per_ml", "hla_dr_per_monocyte"])]
-    ).to_pylist():
-        markers.setdefault(r["stay_id"], []).append(r)
+    markers = biomarker_rows(timeline)
     candidates = [
         sid for sid in sorted(s3)
         if s3[sid]["status"] == "onset" and s3[sid]["infection_source"] in ENROLLED_SOURCES

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from immunoguide.errors import InputError
 
-__all__ = ["SCREENING_SCHEMA", "SOURCE_TO_PROTOCOL", "ScreeningTable", "screen_cohort"]
+__all__ = ["SCREENING_SCHEMA", "SOURCE_TO_PROTOCOL", "ScreeningTable", "biomarker_rows", "screen_cohort"]
 
 SCREENING_SCHEMA = pa.schema(
     [
@@ -60,7 +60,8 @@ class ScreeningTable:
         pq.write_table(pa.Table.from_pylist(list(self.rows), schema=SCREENING_SCHEMA), str(path))
 
 
-def _biomarkers(timeline_dir: Path, stay_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+def biomarker_rows(timeline_dir: Path) -> dict[int, list[dict[str, Any]]]:
+    """Ferritin and mHLA-DR observation rows of a timeline folder (value, censored text, unit, method), by stay."""
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
     path = timeline_dir / "observations.parquet"
     tbl = pq.read_table(path, filters=[("concept", "in", list(_BIOMARKERS))])
@@ -86,7 +87,7 @@ def screen_cohort(timeline_dir: str | Path, sepsis3_path: str | Path, *, protoco
     after = spec.timing.window_after_anchor_h
     stays = {r["stay_id"]: r for r in pq.read_table(tdir / "stays.parquet").to_pylist()}
     s3 = {r["stay_id"]: r for r in pq.read_table(sepsis3_path).to_pylist()}
-    markers = _biomarkers(tdir, sorted(stays))
+    markers = biomarker_rows(tdir)
     rows: list[dict[str, Any]] = []
     declared = {e.name for e in spec.endotypes} | {spec.otherwise}
     for sid in sorted(stays):
