@@ -24,10 +24,20 @@ from immunoguide.criteria import Criteria, Ladder, load_criteria
 from immunoguide.errors import CriteriaError
 from immunoguide.rules.sofa import COMPONENTS
 
-__all__ = ["TimelineTables", "ceil_hour", "hourly_sofa_expr", "ladder_points", "left_join_on_stay"]
+__all__ = [
+    "TimelineTables",
+    "ceil_hour",
+    "effective_gcs_expr",
+    "hour_inputs_expr",
+    "hourly_sofa_expr",
+    "ladder_points",
+    "left_join_on_stay",
+    "rolled_total_expr",
+]
 
 H = ibis.interval(hours=1)
 _CATECHOLAMINES = ("dopamine", "dobutamine", "epinephrine", "norepinephrine")
+_OTHER_VASOACTIVES = ("vasopressin", "phenylephrine", "milrinone")
 _VENT_ORDER = ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap", "hfnc", "oxygen", "none")
 
 
@@ -96,68 +106,97 @@ def _max_of(*exprs: ir.IntegerValue) -> ir.IntegerValue:
     return out
 
 
-def hourly_sofa_expr(
+@ibis.udf.agg.builtin(name="bit_or")
+def _bit_or(x: int) -> int:  # type: ignore[empty-body]
+    """Bitwise OR aggregate (DuckDB and Spark SQL both name it ``bit_or``; Ibis compiles no BitOr for pyspark)."""
+
+
+#: Bits per component in the packed hour score of H12 (one bit per score 0–4).
+_BITS = 5
+
+
+def hour_inputs_expr(
     tables: TimelineTables,
     *,
-    criteria: str | Criteria = "sofa1",
-    policies: Mapping[str, str] | None = None,
-    keep_lookback: bool = False,
+    policies: Mapping[str, str],
+    urine_windows_h: tuple[int, ...] = (24,),
 ) -> ir.Table:
-    """Hourly SOFA-1 rows for every stay: ``stay_id, hour_end, <six components>, total, n_imputed, imputed``.
+    """One row per stay and grid hour (H1, H2, look-back rows included) with the hour's inputs (H3–H10).
 
-    Semantics are those of :func:`immunoguide.rules.hourly.hourly_sofa` (H1–H13), computed set-wise.
+    ``policies`` must be resolved (every key present). Columns: ``stay_id, hour_end, first`` (the first output
+    row), ``weight_kg``; worst values ``plt, map_c, bili, crea`` (H3), ``map_d`` (MAP from SBP/DBP pairs), ``pf``
+    and ``vent_rank`` (H4, H5; rank in :data:`_VENT_ORDER`, NULL when no episode is active), the catecholamine
+    rates (H7, H8), ``other_vasoactive`` (1 when a vasopressin, phenylephrine or milrinone segment is active, H6),
+    ``gcs_any, gcs_unsed, gcs_sed, gcs_pre`` (H9; ``gcs_any`` is 1 in an hour with an assessment), and per urine window ``W`` ``urine_ml_<W>h`` / ``urine_n_<W>h`` (volume
+    and chartings in ``(hour_end - W h, hour_end]``, H10) with ``urine_observed_h`` (hours since the earlier of
+    ICU admission and the first urine charting, uncapped).
+
+    Performance: every per-hour part is a sparse table in one schema; a single ``UNION ALL`` with the dense grid
+    and one ``GROUP BY (stay_id, hour_end)`` replace a join per part, and the urine sums are one window over the
+    dense rows (``ROWS`` frames are exact there: one row per hour), plus "carry" rows for urine charted before
+    the grid.
     """
-    crit = load_criteria(criteria) if isinstance(criteria, str) else criteria
-    if crit.rule != "sofa1":
-        raise CriteriaError(
-            expected="SOFA criteria with rule 'sofa1' for the hourly engine",
-            got=crit.label,
-            where="cohort engine",
-            todo="use --criteria sofa1 (hourly SOFA-2 needs inputs the sources do not yet provide)",
-        )
-    res = crit.resolve_policies(policies)
-    L = crit.ladders
+    res = policies
     st, obs, inf, vent = tables.stays, tables.observations, tables.infusions, tables.ventilation
+    max_w = max(urine_windows_h)
 
-    # ---- H1/H2: the grid, with 23 look-back rows ------------------------------------------------------------
+    # ---- H1/H2: one row per stay, the grid bounds ------------------------------------------------------------
+    o = obs.filter(obs.value.notnull()).mutate(hour_end=ceil_hour(obs.time))
+    u = o.filter(o.concept == "urine_output_ml")
+    first_u = u.group_by("stay_id").aggregate(first_u=u.time.min())
     s = st.select(
         "stay_id",
-        "intime",
+        "weight_kg",
         first=ceil_hour(st.intime),
         last=ceil_hour(ibis.coalesce(st.outtime, st.intime)),
+        intime=st.intime,
     )
+    s = left_join_on_stay(s, first_u)
+    s = s.mutate(grid0=s.first - ibis.interval(hours=23), anchor=ibis.least(s.intime, ibis.coalesce(s.first_u, s.intime)))
+    g0 = s.select("stay_id", "grid0", "last")
     # An integer offset series (portable: Spark's timestamp SEQUENCE drops some ranges under Ibis 12).
-    n_hours = ((s.last.epoch_seconds() - s.first.epoch_seconds()) / 3600).cast("int64") + 23
+    n_hours = ((s.last.epoch_seconds() - s.grid0.epoch_seconds()) / 3600).cast("int64")
     sk = s.mutate(k=ibis.range(0, n_hours + 1).unnest())
-    grid = sk.select("stay_id", "first", hour_end=sk.first - ibis.interval(hours=23) + sk.k.as_interval("h"))
-    g0 = s.select("stay_id", grid0=s.first - ibis.interval(hours=23), last=s.last)
+    grid = sk.select("stay_id", "first", "weight_kg", "anchor", hour_end=sk.grid0 + sk.k.as_interval("h"))
 
-    def in_grid(t: ir.Table) -> ir.Table:
-        j = t.join(g0, "stay_id")
-        return j.filter((j.hour_end >= j.grid0) & (j.hour_end <= j.last)).drop("grid0", "last")
+    # ---- the sparse per-hour parts --------------------------------------------------------------------------
+    f8, i8, ts = "float64", "int64", "timestamp"
+    carry = {f"ucarry_{w}": f8 for w in urine_windows_h} | {f"ucarry_n_{w}": i8 for w in urine_windows_h}
+    schema = {
+        "g": i8, "first": ts, "weight_kg": f8, "anchor": ts,
+        "plt": f8, "map_c": f8, "bili": f8, "crea": f8, "map_d": f8, "pf": f8, "vent_rank": i8,
+        **{d: f8 for d in _CATECHOLAMINES}, "other_vasoactive": i8,
+        "gcs_any": i8, "gcs_unsed": f8, "gcs_sed": f8, "gcs_pre": f8, "uvol": f8, "un": i8, **carry,
+    }  # fmt: skip
 
-    o = obs.filter(obs.value.notnull()).mutate(hour_end=ceil_hour(obs.time))
+    def part(t: ir.Table, **cols: ir.Value) -> ir.Table:
+        return t.select(
+            stay_id=t.stay_id,
+            hour_end=t.hour_end,
+            **{c: (cols[c].cast(typ) if c in cols else ibis.null(typ)) for c, typ in schema.items()},
+        )
 
-    # ---- H3: simple worst values -------------------------------------------------------------------------------
-    simple = in_grid(
-        o.filter(o.concept.isin(["platelets_10e3_per_ul", "map_mmhg", "bilirubin_mg_per_dl", "creatinine_mg_per_dl"]))
-    )
-    simple = simple.group_by(["stay_id", "hour_end"]).aggregate(
-        plt=simple.value.min(where=simple.concept == "platelets_10e3_per_ul"),
-        map_c=simple.value.min(where=simple.concept == "map_mmhg"),
-        bili=simple.value.max(where=simple.concept == "bilirubin_mg_per_dl"),
-        crea=simple.value.max(where=simple.concept == "creatinine_mg_per_dl"),
+    parts = [part(grid, g=ibis.literal(1), first=grid.first, weight_kg=grid.weight_kg, anchor=grid.anchor)]
+
+    # H3 simple worst values and H10 urine per hour, in one pass over the observations
+    names = {"plt": "platelets_10e3_per_ul", "map_c": "map_mmhg", "bili": "bilirubin_mg_per_dl",
+             "crea": "creatinine_mg_per_dl", "uvol": "urine_output_ml"}  # fmt: skip
+    simple = o.filter(o.concept.isin(list(names.values())))
+    parts.append(
+        part(
+            simple,
+            **{k: ibis.ifelse(simple.concept == c, simple.value, ibis.null("float64")) for k, c in names.items()},
+            un=ibis.ifelse(simple.concept == "urine_output_ml", 1, 0),
+        )
     )
 
     # MAP derived from SBP/DBP charted at the same time (policy map_from_sbp_dbp)
     sbp = o.filter(o.concept == "sbp_mmhg").select("stay_id", "time", "hour_end", sbp=o.value)
     dbp = o.filter(o.concept == "dbp_mmhg").select("stay_id", "time", dbp=o.value)
-    pairs = in_grid(sbp.join(dbp, ["stay_id", "time"]))
-    derived = pairs.group_by(["stay_id", "hour_end"]).aggregate(
-        map_d=(pairs.dbp + (pairs.sbp - pairs.dbp) / 3.0).round(6).min()
-    )
+    pairs = sbp.join(dbp, ["stay_id", "time"])
+    parts.append(part(pairs, map_d=(pairs.dbp + (pairs.sbp - pairs.dbp) / 3.0).round(6)))
 
-    # ---- H4: P/F pairing -----------------------------------------------------------------------------------------
+    # H4 P/F pairing, H5 ventilation rank in rows with a gas
     pao2 = o.filter(o.concept == "pao2_mmhg").select("stay_id", pt=o.time, hour_end=o.hour_end, p=o.value)
     fio2 = o.filter(o.concept == "fio2_fraction").select("stay_id", ft=o.time, f=o.value)
     pj = pao2.join(fio2, [pao2.stay_id == fio2.stay_id, fio2.ft <= pao2.pt, fio2.ft >= pao2.pt - ibis.interval(hours=4)])
@@ -169,29 +208,63 @@ def hourly_sofa_expr(
         paired = pao2.left_join(paired, ["stay_id", "pt", "p", "hour_end"]).select(
             "stay_id", "pt", "p", "hour_end", f=ibis.coalesce(ibis._.f, 0.21)
         )
-    pf = in_grid(paired.mutate(ratio=(paired.p / paired.f).round(6)))
-    pf = pf.group_by(["stay_id", "hour_end"]).aggregate(pf=pf.ratio.min())
-
-    # ---- H5/H6: ventilation rank in rows with a gas ------------------------------------------------------------
+    pf = paired.group_by(["stay_id", "hour_end"]).aggregate(pf=(paired.p / paired.f).round(6).min())
     rank = ibis.cases(*[(vent.kind == k, i) for i, k in enumerate(_VENT_ORDER)], else_=len(_VENT_ORDER) - 1)
     v = vent.select("stay_id", vs=vent.start, ve=vent.stop, rank=rank)
     pv = pf.left_join(v, [pf.stay_id == v.stay_id, v.vs < pf.hour_end, v.ve > pf.hour_end - H])
-    pv = pv.group_by([pf.stay_id, pf.hour_end, pf.pf]).aggregate(rank=pv.rank.min())
-    support_kinds = (
-        ("invasive", "tracheostomy_ventilated")
-        if res["respiratory_support"] == "imv_only"
-        else ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap")
-    )
-    support_ranks = [_VENT_ORDER.index(k) for k in support_kinds]
-    pv = pv.mutate(supported=ibis.coalesce(pv.rank, len(_VENT_ORDER) - 1).isin(support_ranks))
-    rp = ladder_points(L["respiration_pf"], pv.pf, res)
-    capped = ibis.literal(2, "int64") if res["pf_below_200_without_support"] == "two_points" else ibis.null("int64")
-    resp = pv.select("stay_id", "hour_end", resp=ibis.ifelse((rp >= 3) & ~pv.supported, capped, rp))
+    pv = pv.group_by([pf.stay_id, pf.hour_end, pf.pf]).aggregate(vent_rank=pv.rank.min())
+    parts.append(part(pv, pf=pv.pf, vent_rank=pv.vent_rank))
 
-    # ---- H7/H8: catecholamines ------------------------------------------------------------------------------------
-    seg = inf.filter(inf.drug.isin(list(_CATECHOLAMINES)))
+    # H6–H8 catecholamines (and the other vasoactive agents SOFA-2 reads)
+    parts.append(_infusion_hours(inf, g0, res, part))
+
+    # H9 GCS and sedation
+    parts.append(_gcs_hours(obs, o, part))
+
+    # H10 urine charted before the grid: "carry" rows for the look-back rows its windows reach
+    pre = u.join(g0, "stay_id")
+    pre = pre.filter((pre.hour_end < pre.grid0) & (pre.hour_end > pre.grid0 - ibis.interval(hours=max_w)))
+    pre = pre.mutate(k=ibis.range(0, max_w - 1).unnest())
+    pre = pre.mutate(target=pre.grid0 + pre.k.as_interval("h"))
+    pre = pre.filter(pre.target < pre.hour_end + ibis.interval(hours=max_w))
+    pre = pre.mutate(hour_end=pre.target)
+    inside = {w: pre.time > pre.target - ibis.interval(hours=w) for w in urine_windows_h}
+    parts.append(
+        part(
+            pre,
+            **{f"ucarry_{w}": ibis.ifelse(c, pre.value, 0.0) for w, c in inside.items()},
+            **{f"ucarry_n_{w}": ibis.ifelse(c, 1, 0) for w, c in inside.items()},
+        )
+    )
+
+    # ---- one UNION ALL, one GROUP BY; groups outside the grid (no grid row) are dropped -----------------------
+    allp = parts[0]
+    for p in parts[1:]:
+        allp = allp.union(p, distinct=False)
+    mins = ("plt", "map_c", "map_d", "pf", "vent_rank", "gcs_unsed", "gcs_sed", "gcs_pre")
+    maxs = ("g", "first", "weight_kg", "anchor", "bili", "crea", *_CATECHOLAMINES, "other_vasoactive", "gcs_any")
+    sums = ("uvol", "un", *carry)
+    h = allp.group_by(["stay_id", "hour_end"]).aggregate(
+        **{c: allp[c].min() for c in mins}, **{c: allp[c].max() for c in maxs}, **{c: allp[c].sum() for c in sums}
+    )
+    h = h.filter(h.g == 1)
+
+    # ---- H10: trailing urine sums (one window over the dense rows) --------------------------------------------
+    out: dict[str, ir.Value] = {}
+    for w in urine_windows_h:
+        win = ibis.window(group_by="stay_id", order_by="hour_end", preceding=w - 1, following=0)
+        out[f"urine_ml_{w}h"] = (h.uvol.sum().over(win) + ibis.coalesce(h[f"ucarry_{w}"], 0.0)).round(6)
+        out[f"urine_n_{w}h"] = h.un.sum().over(win) + ibis.coalesce(h[f"ucarry_n_{w}"], 0)
+    h = h.mutate(urine_observed_h=(h.hour_end.epoch_seconds() - h.anchor.epoch_seconds()) / 3600.0, **out)
+    return h.drop("g", "anchor", "uvol", "un", *carry)
+
+
+def _infusion_hours(inf: ir.Table, g0: ir.Table, res: Mapping[str, str], part: Any) -> ir.Table:
+    """H6–H8: per hour and drug the max rate of the active segments; ``other_vasoactive`` for SOFA-2's agents."""
+    seg = inf.filter(inf.drug.isin([*_CATECHOLAMINES, *_OTHER_VASOACTIVES]))
+    cat = seg.drug.isin(list(_CATECHOLAMINES))
     if res["vasopressor_min_duration"] == "one_hour":
-        pos = seg.filter(seg.rate_ug_kg_min > 0)
+        pos = seg.filter(cat & (seg.rate_ug_kg_min > 0))
         w_prev = ibis.window(group_by=[pos.stay_id, pos.drug], order_by=[pos.start, pos.stop], rows=(None, -1))
         pos = pos.mutate(prev_stop=pos.stop.max().over(w_prev))
         pos = pos.mutate(
@@ -202,9 +275,8 @@ def hourly_sofa_expr(
         w_ep = ibis.window(group_by=[pos.stay_id, pos.drug, pos.ep])
         pos = pos.mutate(ep_start=pos.start.min().over(w_ep), ep_stop=pos.stop.max().over(w_ep))
         pos = pos.filter(pos.ep_stop >= pos.ep_start + ibis.interval(minutes=60))
-        kept = pos.select("stay_id", "drug", "start", "stop", "rate_ug_kg_min").union(
-            seg.filter(seg.rate_ug_kg_min == 0).select("stay_id", "drug", "start", "stop", "rate_ug_kg_min")
-        )
+        cols = ("stay_id", "drug", "start", "stop", "rate_ug_kg_min")
+        kept = pos.select(*cols).union(seg.filter(~cat | (seg.rate_ug_kg_min == 0)).select(*cols), distinct=False)
     else:
         kept = seg.select("stay_id", "drug", "start", "stop", "rate_ug_kg_min")
     kg = kept.join(g0, "stay_id")
@@ -212,12 +284,16 @@ def hourly_sofa_expr(
     kg = kg.mutate(lo=ibis.greatest(kg.lo, kg.grid0), hi=ibis.least(kg.hi, kg.last))
     kg = kg.filter(kg.hi >= kg.lo)
     kg = kg.mutate(k=ibis.range(0, ((kg.hi.epoch_seconds() - kg.lo.epoch_seconds()) / 3600).cast("int64") + 1).unnest())
-    rows = kg.select("stay_id", "drug", "rate_ug_kg_min", hour_end=kg.lo + kg.k.as_interval("h"))
-    vaso = rows.group_by(["stay_id", "hour_end"]).aggregate(
-        **{d: rows.rate_ug_kg_min.max(where=rows.drug == d) for d in _CATECHOLAMINES}
+    rows = kg.mutate(hour_end=kg.lo + kg.k.as_interval("h"))
+    return part(
+        rows,
+        **{d: ibis.ifelse(rows.drug == d, rows.rate_ug_kg_min, ibis.null("float64")) for d in _CATECHOLAMINES},
+        other_vasoactive=ibis.ifelse(rows.drug.isin(list(_OTHER_VASOACTIVES)), 1, ibis.null("int64")),
     )
 
-    # ---- H9: GCS and sedation -------------------------------------------------------------------------------------
+
+def _gcs_hours(obs: ir.Table, o: ir.Table, part: Any) -> ir.Table:
+    """H9: per hour the minimum unsedated and sedated GCS, and the last unsedated GCS before a sedated-only hour."""
     flags = obs.filter(obs.concept == "gcs_sedated").select("stay_id", "time").distinct()
     gv = o.filter(o.concept == "gcs").select("stay_id", "time", "hour_end", gcs=o.value)
     gs = gv.left_join(flags.mutate(flag=True), ["stay_id", "time"]).select(
@@ -226,8 +302,7 @@ def hourly_sofa_expr(
     flag_only = flags.anti_join(gv, ["stay_id", "time"]).select(
         "stay_id", "time", hour_end=ceil_hour(flags.time), gcs=ibis.null("float64"), sed=ibis.literal(True)
     )
-    allg = in_grid(gs.union(flag_only))
-    as_measured = res["gcs_when_sedated"] == "as_measured"
+    allg = gs.union(flag_only)
     per_row = allg.group_by(["stay_id", "hour_end"]).aggregate(
         unsed=allg.gcs.min(where=~allg.sed),
         sedv=allg.gcs.min(where=allg.sed),
@@ -241,35 +316,63 @@ def hourly_sofa_expr(
         [lastt.stay_id, lastt.hour_end]
     ).aggregate(pre=unsed_hist.uv.max())
     gr = per_row.left_join(pres, ["stay_id", "hour_end"])
-    measured_unsed = (
-        ibis.ifelse(gr.sedv.notnull(), ibis.least(gr.unsed, gr.sedv), gr.unsed) if as_measured else gr.unsed
-    )
-    pol = res["gcs_when_sedated"]
-    if pol == "presedation_else_normal":
-        sed_gcs = ibis.coalesce(gr.pre, 15.0)
-    elif pol == "assume_normal":
-        sed_gcs = ibis.literal(15.0)
-    elif pol == "as_measured":
-        sed_gcs = gr.sedv
-    else:
-        sed_gcs = ibis.null("float64")
-    eff = ibis.ifelse(gr.unsed.notnull(), measured_unsed, sed_gcs).floor()
-    cns = gr.select("stay_id", "hour_end", cns=ladder_points(L["cns_gcs"], eff, res))
+    # gcs_any marks an hour with an assessment (a sedated one may have no value at all)
+    return part(gr, gcs_any=ibis.literal(1), gcs_unsed=gr.unsed, gcs_sed=gr.sedv, gcs_pre=gr.pre)
 
-    # ---- H10: urine ------------------------------------------------------------------------------------------------
-    u = o.filter(o.concept == "urine_output_ml")
-    ub = u.group_by(["stay_id", "hour_end"]).aggregate(vol=u.value.sum(), n=u.value.count())
-    first_u = u.group_by("stay_id").aggregate(first_u=u.time.min())
-    gu = grid.select("stay_id", "hour_end", vol=ibis.literal(0.0), n=ibis.literal(0, "int64"))
-    both = gu.union(ub.select("stay_id", "hour_end", vol=ub.vol.cast("float64"), n=ub.n.cast("int64")), distinct=False)
-    w24 = ibis.window(group_by="stay_id", order_by="hour_end", preceding=ibis.interval(hours=23), following=0)
-    both = both.mutate(vol24=both.vol.sum().over(w24), n24=both.n.sum().over(w24))
-    urine = both.group_by(["stay_id", "hour_end"]).aggregate(vol24=both.vol24.max(), n24=both.n24.max())
-    urine = urine.join(st.select("stay_id", "intime"), "stay_id").left_join(first_u, "stay_id")
-    anchor = ibis.least(urine.intime, ibis.coalesce(urine.first_u, urine.intime))
-    hours = (urine.hour_end.epoch_seconds() - anchor.epoch_seconds()) / 3600.0
-    observed = ibis.least(hours, 24.0)
-    ml = urine.vol24.round(6)
+
+def effective_gcs_expr(h: ir.Table, res: Mapping[str, str]) -> ir.FloatingValue:
+    """The hour's GCS after policy ``gcs_when_sedated`` (H9; :func:`immunoguide.rules.sofa.effective_gcs`)."""
+    pol = res["gcs_when_sedated"]
+    measured = ibis.ifelse(h.gcs_sed.notnull(), ibis.least(h.gcs_unsed, h.gcs_sed), h.gcs_unsed) if pol == "as_measured" else h.gcs_unsed
+    if pol == "presedation_else_normal":
+        sed = ibis.coalesce(h.gcs_pre, 15.0)
+    elif pol == "assume_normal":
+        sed = ibis.literal(15.0)
+    elif pol == "as_measured":
+        sed = h.gcs_sed
+    else:
+        sed = ibis.null("float64")
+    eff = ibis.ifelse(h.gcs_unsed.notnull(), measured, sed).floor()
+    return ibis.ifelse(h.gcs_any.isnull(), ibis.null("float64"), eff)
+def hourly_sofa_expr(
+    tables: TimelineTables,
+    *,
+    criteria: str | Criteria = "sofa1",
+    policies: Mapping[str, str] | None = None,
+    keep_lookback: bool = False,
+) -> ir.Table:
+    """Hourly SOFA-1 rows for every stay: ``stay_id, hour_end, <six components>, total, n_imputed, imputed``.
+
+    Semantics are those of :func:`immunoguide.rules.hourly.hourly_sofa` (H1–H13), computed set-wise:
+    :func:`hour_inputs_expr` (H1–H10), the criteria ladders as CASE expressions (H11), then :func:`rolled_total_expr`
+    (H12, H13).
+    """
+    crit = load_criteria(criteria) if isinstance(criteria, str) else criteria
+    if crit.rule != "sofa1":
+        raise CriteriaError(
+            expected="SOFA criteria with rule 'sofa1' for the hourly engine",
+            got=crit.label,
+            where="cohort engine",
+            todo="use --criteria sofa1 (hourly SOFA-2 needs inputs the sources do not yet provide)",
+        )
+    res = crit.resolve_policies(policies)
+    L = crit.ladders
+    h = hour_inputs_expr(tables, policies=res, urine_windows_h=(24,))
+
+    # H5/H6 policies on the row's ventilation
+    support_kinds = (
+        ("invasive", "tracheostomy_ventilated")
+        if res["respiratory_support"] == "imv_only"
+        else ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap")
+    )
+    supported = ibis.coalesce(h.vent_rank, len(_VENT_ORDER) - 1).isin([_VENT_ORDER.index(k) for k in support_kinds])
+    rp = ladder_points(L["respiration_pf"], h.pf, res)
+    capped = ibis.literal(2, "int64") if res["pf_below_200_without_support"] == "two_points" else ibis.null("int64")
+    resp = ibis.ifelse((rp >= 3) & ~supported, capped, rp)
+
+    # H10 urine policy
+    observed = ibis.least(h.urine_observed_h, 24.0)
+    ml = h.urine_ml_24h
     policy = res["urine_output_window"]
     if policy == "mimic_code":
         daily = ibis.ifelse((observed >= 22) & (observed <= 30), (ml * 24.0 / observed).round(6), ibis.null("float64"))
@@ -277,13 +380,9 @@ def hourly_sofa_expr(
         daily = ibis.ifelse(observed >= 12, (ml * 24.0 / observed).round(6), ibis.null("float64"))
     else:
         daily = ml
-    daily = ibis.ifelse((urine.n24 > 0) & (observed > 0), daily, ibis.null("float64"))
-    uo = urine.select("stay_id", "hour_end", uo_pts=ladder_points(L["renal_urine"], daily, res))
+    daily = ibis.ifelse((h.urine_n_24h > 0) & (observed > 0), daily, ibis.null("float64"))
 
-    # ---- H11: hour scores ----------------------------------------------------------------------------------------------
-    h = grid
-    for t in (simple, derived, resp, vaso, cns, uo):
-        h = h.left_join(t, ["stay_id", "hour_end"]).drop(*[c for c in ("stay_id_right", "hour_end_right")])
+    # H11 hour scores
     map_eff = ibis.coalesce(h.map_c, h.map_d) if res["map_from_sbp_dbp"] == "derive" else h.map_c
     cv_parts = [ladder_points(L["cardiovascular_map"], map_eff, res)]
     cv_parts += [ladder_points(L[f"cardiovascular_{d}"], h[d], res) for d in _CATECHOLAMINES]
@@ -291,19 +390,38 @@ def hourly_sofa_expr(
         "stay_id",
         "first",
         "hour_end",
-        respiration=h.resp,
+        respiration=resp,
         coagulation=ladder_points(L["coagulation_platelets"], h.plt, res),
         liver=ladder_points(L["liver_bilirubin"], h.bili, res),
         cardiovascular=_max_of(*cv_parts),
-        cns=h.cns,
-        renal=_max_of(ladder_points(L["renal_creatinine"], h.crea, res), h.uo_pts),
+        cns=ladder_points(L["cns_gcs"], effective_gcs_expr(h, res), res),
+        renal=_max_of(ladder_points(L["renal_creatinine"], h.crea, res), ladder_points(L["renal_urine"], daily, res)),
     )
+    return rolled_total_expr(hour, res, keep_lookback=keep_lookback)
 
-    # ---- H12/H13: 24 h rolling worst, then the missing-component policy ------------------------------------------
+
+def rolled_total_expr(hour: ir.Table, res: Mapping[str, str], *, keep_lookback: bool = False) -> ir.Table:
+    """H12 (24 h rolling worst) and H13 (missing components) over hour scores ``stay_id, first, hour_end, <six>``.
+
+    The six 0–4 scores are packed into one integer (bit ``5·c + s`` set for score ``s`` of component ``c``) and
+    rolled with a single ``bit_or`` window of 24 rows; the highest set bit of each component is its worst score in
+    the window. One window instead of six halves the engine's time; it is exact because the grid has one row per
+    hour (H1).
+    """
+    packed = ibis.literal(0, "int64")
+    for i, c in enumerate(COMPONENTS):
+        s = hour[c]
+        packed = packed + ibis.ifelse(s.isnull(), 0, ibis.literal(1, "int64") << (s + _BITS * i))
     w = ibis.window(group_by="stay_id", order_by="hour_end", preceding=23, following=0)
-    rolled = hour.mutate(**{c: hour[c].max().over(w) for c in COMPONENTS})
+    rolled = hour.select("stay_id", "first", "hour_end", bits=_bit_or(packed).over(w))
     if not keep_lookback:
         rolled = rolled.filter(rolled.hour_end >= rolled.first)
+
+    def worst(i: int) -> ir.IntegerValue:
+        branches = [((rolled.bits & (1 << (_BITS * i + s))) != 0, s) for s in range(4, -1, -1)]
+        return ibis.cases(*branches, else_=ibis.null("int64")).cast("int64")
+
+    rolled = rolled.mutate(**{c: worst(i) for i, c in enumerate(COMPONENTS)})
     n_missing = sum(rolled[c].isnull().cast("int64") for c in COMPONENTS)
     if res["missing_component"] == "impute_normal":
         out = rolled.mutate(
