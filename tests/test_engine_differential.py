@@ -88,3 +88,58 @@ def test_engine_sepsis3_equals_single_patient_onset_on_every_demo_stay(
             ref.status, ref.suspected_infection_time, ref.onset_time, ref.baseline_sofa, ref.sofa_at_onset
         ), tl.stay_id
     assert {"onset", "no_onset", "no_suspected_infection"} <= statuses
+
+
+def _write_timeline(d: Path, stays: list[dict], observations: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from immunoguide.cohort.schema import SCHEMAS
+
+    d.mkdir(parents=True, exist_ok=True)
+    rows = {"stays": stays, "observations": observations}
+    for table, schema in SCHEMAS.items():
+        data = rows.get(table, [])
+        pq.write_table(pa.table({f.name: [r.get(f.name) for r in data] for f in schema}, schema=schema), d / f"{table}.parquet")
+
+
+@pytest.mark.parametrize("policies", [{}, {"urine_output_window": "as_recorded"}], ids=["mimic_code", "as_recorded"])
+def test_urine_charted_before_the_look_back_rows_reaches_them_as_in_the_single_patient_rules(
+    tmp_path: Path, policies: dict
+) -> None:
+    """Urine charted 30 h before ICU admission (ED or ward) enters the trailing 24 h sums of the first look-back
+    rows and so the first day's renal score (H10)."""
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2024, 1, 2, 12)
+    obs = [(t0 - timedelta(hours=60), "urine_output_ml", 3000.0), (t0 - timedelta(hours=30), "urine_output_ml", 100.0)]
+    obs += [(t0 + timedelta(hours=1, minutes=10), "map_mmhg", 68.0), (t0 + timedelta(hours=1, minutes=20), "map_mmhg", 75.0)]
+    _write_timeline(
+        tmp_path,
+        [{"stay_id": 1, "intime": t0, "outtime": t0 + timedelta(hours=30), "weight_kg": 70.0}],
+        [{"stay_id": 1, "time": t, "concept": c, "value": v} for t, c, v in obs],
+    )
+    (tl,) = iter_timelines(tmp_path)
+    want = [(r.hour_end, r.renal, r.cardiovascular) for r in hourly_sofa(tl, policies=policies)]
+    df = hourly_sofa_expr(TimelineTables.from_parquet(ibis.duckdb.connect(), str(tmp_path)), policies=policies).execute()
+    got = [(r.hour_end.to_pydatetime(), int(r.renal), int(r.cardiovascular)) for r in df.sort_values("hour_end").itertuples()]
+    assert got == want
+    assert want[0][1] == 4  # 100 mL in the 24 h before admission: the first rows score renal 4
+    assert {c for _, _, c in want} == {0, 1}  # MAP 68 (the hour's worst) scores 1 for 24 h
+
+
+def test_a_ladder_whose_points_fall_as_values_worsen_cannot_be_scored_per_value() -> None:
+    """The engine scores each value and keeps the highest score; a non-monotone ladder would make that differ from
+    scoring the hour's worst value, so it is refused with the criteria error code."""
+    import dataclasses
+
+    from immunoguide.cohort.engine import _require_per_value_scoring
+    from immunoguide.criteria import load_criteria
+    from immunoguide.errors import CriteriaError
+
+    lad = load_criteria("sofa1").ladders["coagulation_platelets"]
+    _require_per_value_scoring(lad, "min")
+    bad = dataclasses.replace(lad, bands=tuple(dataclasses.replace(b, points=i % 2) for i, b in enumerate(lad.bands)))
+    with pytest.raises(CriteriaError) as e:
+        _require_per_value_scoring(bad, "min")
+    assert e.value.code.startswith("IG-E2")

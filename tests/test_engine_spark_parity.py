@@ -1,4 +1,4 @@
-"""Parity: the same Ibis pipeline on Spark (local mode) and on DuckDB gives identical hourly SOFA and Sepsis-3.
+"""Parity: the same Ibis pipeline on Spark (local mode) and on DuckDB gives identical hourly SOFA, SOFA-2 and Sepsis-3.
 
 Runs on the MIMIC-III demo timeline. Needs pyspark (requirements-spark.txt) and Java 17; CI installs both and sets
 IMMUNOGUIDE_REQUIRE_SPARK=1 so that a missing Spark is a failure there, not a skip.
@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from immunoguide.cohort.engine import TimelineTables, hourly_sofa_expr, sepsis3_expr
+from immunoguide.cohort.engine_sofa2 import hourly_sofa2_expr
 from immunoguide.rules.sofa import COMPONENTS
 
 pytestmark = pytest.mark.spark
@@ -58,3 +59,17 @@ def test_hourly_sofa_and_sepsis3_are_identical_on_spark_and_duckdb(spark_con, mi
     assert len(hd) == len(hs) > 10_000
     pd.testing.assert_frame_equal(hd, hs, check_dtype=False)
     pd.testing.assert_frame_equal(sd, ss, check_dtype=False)
+
+
+def test_hourly_sofa2_is_identical_on_spark_and_duckdb(spark_con, mimic3_timeline: Path) -> None:  # noqa: ANN001
+    """Every hourly SOFA-2 row, component, total and imputed flag agrees on both engines (defaults, and the
+    policies that take the zero-rate, salt and dopamine-ladder branches)."""
+    policies = {"zero_rate_infusion": "literal", "norepinephrine_salt_when_unstated": "bitartrate_monohydrate",
+                "dopamine_not_alone": "max_with_dopamine_ladder"}  # fmt: skip
+    for pol in ({}, policies):
+        results = {}
+        for name, con in (("duckdb", ibis.duckdb.connect()), ("spark", spark_con)):
+            tabs = TimelineTables.from_parquet(con, str(mimic3_timeline))
+            results[name] = _norm(hourly_sofa2_expr(tabs, policies=pol).to_pandas(), ["stay_id", "hour_end"])
+        assert len(results["duckdb"]) > 10_000
+        pd.testing.assert_frame_equal(results["duckdb"], results["spark"], check_dtype=False)

@@ -180,3 +180,14 @@ def test_non_finite_numbers_are_refused_before_any_rule(client: TestClient, toke
                     headers={"Content-Type": "application/json"})
     assert (r.status_code, r.json()["code"]) == (422, "IG-E100")
     assert "inputs.fio2_percent" in r.json()["expected"]
+
+
+def test_service_start_freezes_its_heap_so_full_collections_do_not_pause_requests() -> None:
+    """After start-up the long-lived objects (modules, models, metadata) are frozen out of the collector's walk."""
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True))) as c:
+        assert c.get("/health").status_code == 200
+        assert gc.get_freeze_count() > 10_000

@@ -4,6 +4,9 @@ Outputs in ``out_dir``:
 
 ``sofa_hourly.parquet``
     stay_id, hour_end, respiration, coagulation, liver, cardiovascular, cns, renal, total, n_imputed.
+``sofa2_hourly.parquet`` (``sofa2=True`` only)
+    the same columns for SOFA-2 "where inputs exist", computed set-wise by
+    :func:`immunoguide.cohort.engine_sofa2.hourly_sofa2_expr` (inputs the timeline does not hold are missing).
 ``sepsis3.parquet``
     stay_id, status, suspected_infection_time, antibiotic_time, culture_time, onset_time, baseline_sofa,
     sofa_at_onset, delta, infection_source, pneumonia, bacteremia, excluded_source.
@@ -31,6 +34,7 @@ import ibis
 import ibis.expr.types as ir
 
 from immunoguide.cohort.engine import TimelineTables, hourly_sofa_expr, left_join_on_stay, sepsis3_expr
+from immunoguide.cohort.engine_sofa2 import hourly_sofa2_expr
 from immunoguide.criteria import load_criteria
 from immunoguide.errors import InputError
 from immunoguide.rules.sofa import COMPONENTS
@@ -177,8 +181,12 @@ def run_cohort(
     progress: Progress | None = None,
     con: Any = None,
     sofa2: bool = False,
+    sofa2_policies: Mapping[str, str] | None = None,
 ) -> CohortRun:
-    """Run the engine over a timeline-schema folder and write the cohort tables (see module docstring)."""
+    """Run the engine over a timeline-schema folder and write the cohort tables (see module docstring).
+
+    ``sofa2=True`` also writes ``sofa2_hourly.parquet`` (SOFA-2 policies ``sofa2_policies`` over the defaults).
+    """
     say = progress or (lambda _msg: None)
     tdir, out = Path(timeline_dir), Path(out_dir)
     if not (tdir / "stays.parquet").exists():
@@ -199,6 +207,8 @@ def run_cohort(
 
     s3_crit = load_sepsis3_criteria()
     s3_resolved = s3_crit.resolve_policies(sepsis3_policies)
+    sofa2_crit = load_criteria("sofa2") if sofa2 else None
+    sofa2_resolved = sofa2_crit.resolve_policies(sofa2_policies) if sofa2_crit is not None else None
 
     t0 = time.perf_counter()
     say("hourly SOFA")
@@ -219,10 +229,12 @@ def run_cohort(
     (out / "sepsis3_core.parquet").unlink()
     seconds["sepsis3"] = time.perf_counter() - t0
 
-    if sofa2:
+    if sofa2_crit is not None:
         t0 = time.perf_counter()
-        say("hourly SOFA-2 (per stay, where inputs exist)")
-        _write_sofa2_hourly(tdir, out / "sofa2_hourly.parquet")
+        say("hourly SOFA-2 (where inputs exist)")
+        hourly2 = hourly_sofa2_expr(tabs, criteria=sofa2_crit, policies=sofa2_resolved)
+        hourly2_cols = hourly2.select("stay_id", "hour_end", *COMPONENTS, "total", "n_imputed")
+        _write(con, hourly2_cols, out / "sofa2_hourly.parquet")
         seconds["sofa2_hourly"] = time.perf_counter() - t0
 
     if protocol is not None:
@@ -249,7 +261,8 @@ def run_cohort(
         "sepsis3_criteria": s3_crit.label,
         "sepsis3_policies": s3_resolved,
         "protocol": protocol,
-        "sofa2_criteria": load_criteria("sofa2").label if sofa2 else None,
+        "sofa2_criteria": sofa2_crit.label if sofa2_crit is not None else None,
+        "sofa2_policies": sofa2_resolved,
         "differences_from_reference_implementations": reference_differences(sofa_resolved, s3_resolved),
         "rows": rows,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
@@ -258,35 +271,6 @@ def run_cohort(
         meta["adapter"] = json.loads((tdir / "adapter.json").read_text())
     (out / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
     return CohortRun(out_dir=str(out), rows=rows, seconds=seconds, metadata=meta)
-
-
-def _write_sofa2_hourly(timeline_dir: Path, path: Path) -> None:
-    """Hourly SOFA-2 through the single-patient rules (rules/hourly.py H14), one stay at a time.
-
-    SOFA-2 needs inputs most ICU extracts only partly hold (urine per kg, other vasoactive agents, advanced
-    support); it is computed "where inputs exist" by the per-stay path rather than by the set-based engine, which
-    computes SOFA-1. Same columns as ``sofa_hourly.parquet``.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from immunoguide.cohort.timelines import iter_timelines
-    from immunoguide.rules.hourly import hourly_sofa
-
-    cols: dict[str, list[Any]] = {k: [] for k in ("stay_id", "hour_end", *COMPONENTS, "total", "n_imputed")}
-    for tl in iter_timelines(timeline_dir):
-        for r in hourly_sofa(tl, criteria="sofa2"):
-            cols["stay_id"].append(int(tl.stay_id))
-            cols["hour_end"].append(r.hour_end)
-            for c in COMPONENTS:
-                cols[c].append(getattr(r, c))
-            cols["total"].append(r.total)
-            cols["n_imputed"].append(len(r.imputed_components))
-    schema = pa.schema(
-        [("stay_id", pa.int64()), ("hour_end", pa.timestamp("us"))]
-        + [(c, pa.int64()) for c in (*COMPONENTS, "total", "n_imputed")]
-    )
-    pq.write_table(pa.table(cols, schema=schema), str(path))
 
 
 def _write(con: Any, expr: ir.Table, path: Path) -> None:
