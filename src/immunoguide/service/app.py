@@ -112,6 +112,7 @@ def create_app(
             _freeze_startup_heap()
             yield
         finally:
+            gc.unfreeze()  # the start-up heap goes back to the collector (tests start many apps in one process)
             app.state.service = None
             if store is None:
                 st.dispose()
