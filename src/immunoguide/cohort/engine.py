@@ -458,8 +458,13 @@ _SLOT_MAP_C, _SLOT_MAP_D = len(COMPONENTS), len(COMPONENTS) + 1
 
 
 def _bit(slot: int, pts: ir.IntegerValue) -> ir.IntegerValue:
-    """The bit of score ``pts`` in ``slot`` (0 when ``pts`` is NULL)."""
-    return ibis.ifelse(pts.isnull(), ibis.literal(0, "int64"), ibis.literal(1, "int64") << (pts + _BITS * slot))
+    """The bit of score ``pts`` in ``slot`` (0 when ``pts`` is NULL).
+
+    The powers of two are constants computed here: Spark shifts a literal 1 as a 32-bit integer, which overflows
+    from slot 6 on.
+    """
+    branches = [(pts == s, ibis.literal(1 << (_BITS * slot + s), "int64")) for s in range(_BITS)]
+    return ibis.cases(*branches, else_=ibis.literal(0, "int64"))
 
 
 def _top(bits: ir.IntegerValue, slot: int) -> ir.IntegerValue:
