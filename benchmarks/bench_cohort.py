@@ -119,7 +119,7 @@ def stage(name: str, stays: int, work: Path) -> dict:
         from immunoguide.cohort.engine import TimelineTables, hourly_sofa_expr, sepsis3_expr
 
         res.mkdir(exist_ok=True)
-        con = ibis.duckdb.connect(threads=2, memory_limit="4GB")
+        con = ibis.duckdb.connect(threads=2, memory_limit="6GB")
         tabs = TimelineTables.from_parquet(con, str(tl))
         cols = ("stay_id", "hour_end", "respiration", "coagulation", "liver", "cardiovascular", "cns", "renal", "total")
         con.to_parquet(hourly_sofa_expr(tabs).select(*cols), str(res / "sofa_hourly.parquet"))

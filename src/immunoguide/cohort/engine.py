@@ -4,7 +4,15 @@ The engine computes exactly the rules of the single-patient path — :func:`immu
 (semantics H1–H13 in that module) and :mod:`immunoguide.rules.sepsis3` — as set operations, so that one
 expression runs on DuckDB (embedded default) or on Spark (Ibis pyspark backend). The thresholds are not restated:
 every component is a ``CASE`` expression generated from the same criteria ladders and policies the rules read.
-A differential test compares the two paths on every stay of the MIMIC-III demo.
+A differential test compares the two paths on every stay of the MIMIC-III demo. Hourly SOFA-2 is built on the
+same hour inputs in :mod:`immunoguide.cohort.engine_sofa2`.
+
+Shape of the computation (for speed on 100k-stay cohorts, ``benchmarks/bench_cohort.py``):
+:func:`_hour_parts` builds narrow sparse tables (observations, SBP/DBP pairs, P/F with ventilation, infusion hours,
+GCS hours, pre-grid urine) next to the dense hour grid; SOFA-1 scores each of them where it is and keeps each score
+as one bit of a 64-bit integer, so one ``UNION ALL`` and one narrow ``GROUP BY (stay_id, hour_end)`` with
+``bit_or`` replace a join per input; one window gives the trailing urine sums and one ``bit_or`` window of 24 rows
+the rolling worst of all six components.
 
 Portability (``../shared/docs/stack.md`` §2): no ``asof_join`` (a range join + aggregation instead), no
 ``bucket()`` (``truncate`` instead), no ``last(include_null=False)`` (not needed), tables loaded from Parquet
