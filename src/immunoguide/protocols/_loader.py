@@ -1178,7 +1178,9 @@ def load_protocol_text(text: str, *, where: str = "<text>") -> Protocol:
     return _Checker(doc, where).build(where, sha)
 
 
+@cache
 def _shipped() -> dict[str, str]:
+    """Shipped protocol id → file name (the package's files do not change while it runs; listed once)."""
     root = resources.files("immunoguide.protocols")
     return {p.name.removesuffix(".toml"): p.name for p in root.iterdir() if p.name.endswith(".toml")}
 
