@@ -183,7 +183,6 @@ def _store_with_user(url: str, role: str = "site_coordinator", site: str | None 
     st = TrialStore(url)
     st.upgrade()
     users = UserStore(st.engine)
-    users.create_tables()
     users.create_user("bench", PASSWORD, role, site)
     st.dispose()
 

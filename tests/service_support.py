@@ -105,7 +105,6 @@ def seed_store(path: Path) -> dict[str, Any]:
     with st.session() as s:
         trial.record_followup(s, "ATH-001", 0, actor=ath, now=NOW - timedelta(hours=2), sofa_total=8)
     users = UserStore(st.engine)
-    users.create_tables()
     for name, role, site in USERS:
         users.create_user(name, PASSWORD, role, site)
     st.dispose()

@@ -77,7 +77,6 @@ def _seed(db: Path) -> None:
         with st.session() as s:
             trial.import_allocation_list(s, f.csv, actor=admin, now=T0 - timedelta(days=2))
     users = UserStore(st.engine)
-    users.create_tables()
     ensure_demo_users(users, [(COORD, "site_coordinator", "ATH"), (DSMB, "dsmb", None)])
     st.dispose()
 

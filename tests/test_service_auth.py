@@ -61,7 +61,6 @@ def test_password_is_stored_as_salted_scrypt_never_in_clear(store_url: str) -> N
     """The users table holds an scrypt hash with a per-user salt; the same password hashes differently twice."""
     st = TrialStore(store_url)
     users = UserStore(st.engine)
-    users.create_tables()
     users.create_user("a", PASSWORD, "statistician")
     users.create_user("b", PASSWORD, "statistician")
     with st.engine.begin() as conn:
@@ -85,7 +84,6 @@ def test_short_password_and_unknown_role_are_refused(store_url: str) -> None:
 
     st = TrialStore(store_url)
     users = UserStore(st.engine)
-    users.create_tables()
     with pytest.raises(InputError):
         users.create_user("x", "short", "statistician")
     with pytest.raises(NotAuthorized):
@@ -192,7 +190,6 @@ def test_serve_refuses_to_start_while_demo_accounts_exist(store_url: str, monkey
 
     st = TrialStore(store_url)
     users = UserStore(st.engine)
-    users.create_tables()
     ensure_demo_users(users)
     st.dispose()
     started: list[object] = []
@@ -247,7 +244,6 @@ def test_delete_demo_removes_every_demo_account(store_url: str) -> None:
     """`users delete-demo` removes the demo accounts; other users stay."""
     st = TrialStore(store_url)
     users = UserStore(st.engine)
-    users.create_tables()
     ensure_demo_users(users)
     users.create_user("keep", PASSWORD, "administrator")
     st.dispose()

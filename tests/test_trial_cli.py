@@ -120,6 +120,6 @@ def test_trial_and_audit_apps_work_registered_under_the_main_command(store_url: 
     root.add_typer(audit_app, name="audit")
     runner = CliRunner()
     res = runner.invoke(root, ["trial", "--db", store_url, "init"])
-    assert res.exit_code == 0 and json.loads(res.stdout)["schema_revision"] == "0001", res.output
+    assert res.exit_code == 0 and json.loads(res.stdout)["schema_revision"] == "0002", res.output
     res = runner.invoke(root, ["audit", "verify", "--db", store_url])
     assert res.exit_code == 0 and json.loads(res.stdout)["ok"] is True, res.output

@@ -60,3 +60,37 @@ def test_missing_postgresql_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.
     monkeypatch.setenv("IMMUNOGUIDE_REQUIRE_PG", require)
     with pytest.raises(outcome, match="PostgreSQL is not available"):
         pg_unavailable("no initdb")
+
+
+def test_a_store_whose_service_made_its_own_account_tables_upgrades_keeping_the_accounts(tmp_path: Path) -> None:
+    """Before revision 0002 the service created service_users/service_tokens itself; upgrading such a store keeps
+    every account and token (the migration creates only what is missing) and a login still works."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import Boolean, Column, DateTime, ForeignKey, MetaData, String, Table, text
+
+    from immunoguide.service.auth import UserStore
+
+    st = TrialStore(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        st.upgrade("0001")
+        old = MetaData()  # the tables as service/auth.py created them before revision 0002
+        Table("service_users", old, Column("username", String(64), primary_key=True),
+              Column("password_hash", String(255), nullable=False), Column("role", String(32), nullable=False),
+              Column("site", String(32)), Column("demo", Boolean, nullable=False), Column("active", Boolean, nullable=False),
+              Column("created_at", DateTime(timezone=True), nullable=False))
+        Table("service_tokens", old, Column("token_hmac", String(64), primary_key=True),
+              Column("username", String(64), ForeignKey("service_users.username"), nullable=False, index=True),
+              Column("created_at", DateTime(timezone=True), nullable=False),
+              Column("expires_at", DateTime(timezone=True), nullable=False), Column("revoked", Boolean, nullable=False))
+        old.create_all(st.engine)
+        now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+        UserStore(st.engine).create_user("coordinator-ath", "a long enough password", "site_coordinator", "ATH", now=now)
+        st.upgrade()
+        assert st.schema_revision() == HEAD_REVISION == "0002"
+        token, principal = UserStore(st.engine).login("coordinator-ath", "a long enough password", now=now)
+        assert principal.actor.site == "ATH" and token
+        with st.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM service_tokens")).scalar_one() == 1
+    finally:
+        st.dispose()

@@ -26,6 +26,7 @@ from immunoguide.trial import (
     dosing_view,
     enter_labs,
     kits_view,
+    lab_results_view,
     patient_view,
     randomize,
     record_adverse_event,
@@ -179,6 +180,21 @@ def test_site_users_see_their_own_site_only(store: TrialStore) -> None:
     with store.session() as s:
         assert [r["patient"] for r in screening_log(s, actor=COORD)] == ["A1"]
         assert {r["patient"] for r in screening_log(s, actor=STATISTICIAN)} == {"A1", "M1"}
+
+
+def test_biomarker_results_are_readable_by_the_site_and_blinded_roles_but_not_another_site(store: TrialStore) -> None:
+    """The stored ferritin (canonical ng/mL) is read back for the Athens coordinator and the statistician; the
+    Milan coordinator is refused like for the rest of the record."""
+    with store.session() as s:
+        screen(s, "P1", "ATH", screening_record(), actor=COORD, now=h(1))
+        enter_labs(s, "P1", labs("MALS"), actor=COORD, now=h(8))
+    with store.session() as s:
+        for actor in (COORD, STATISTICIAN):
+            res = {r.concept: r for r in lab_results_view(s, "P1", actor=actor)}
+            assert res["ferritin_ng_per_ml"].value.lower == res["ferritin_ng_per_ml"].value.upper > 4420
+            assert res["ferritin_ng_per_ml"].sample_time == h(3)
+    with store.session() as s, pytest.raises(NotAuthorized):
+        lab_results_view(s, "P1", actor=COORD_MIL)
 
 
 # ---------------------------------------------------------------------------------------------------------------

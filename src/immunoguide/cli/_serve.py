@@ -56,8 +56,9 @@ def _user_store(db: str | None, *, init: bool = False):  # noqa: ANN202 - intern
     st = TrialStore(db)
     if init:
         st.upgrade()
+    else:
+        st.check_schema()  # the account tables are part of the schema: `immunoguide trial init` creates them
     users = UserStore(st.engine)
-    users.create_tables()
     return st, users
 
 

@@ -98,7 +98,6 @@ def create_app(
                 st.upgrade()
             st.check_schema()
             users = UserStore(st.engine, secret=secret, token_ttl=cfg.token_ttl, cache_s=cfg.token_cache_s)
-            users.create_tables()
             state = ServiceState(store=st, users=users, settings=cfg)
             if cfg.verify_allocation_lists:
                 from immunoguide.trial.randomization import require_lists_verified

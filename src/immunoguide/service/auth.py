@@ -14,8 +14,9 @@
   ``immunoguide serve`` refuses to start while any exists unless ``--demo`` is given (and then only on loopback).
   There is no default administrator: the first user is created with ``immunoguide users create-user``.
 
-The tables ``service_users`` and ``service_tokens`` live in the trial store's database but are created here
-(``metadata.create_all``) because ``trial/`` does not (yet) own a users table; see :data:`metadata`.
+The tables ``service_users`` and ``service_tokens`` belong to the trial store's schema (models
+:class:`~immunoguide.trial.models.ServiceUser` / ``ServiceToken``, Alembic revision 0002); they are not trial data,
+so they are neither audited, exported nor backed up.
 
 Examples
 --------
@@ -39,12 +40,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Column, ForeignKey, MetaData, String, Table, delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.engine import Engine
 
 from immunoguide.errors import DuplicateRecord, InputError, NotAuthenticated
 from immunoguide.trial.access import ROLES, SITE_ROLES, Actor
-from immunoguide.trial.models import UTCDateTime
+from immunoguide.trial.models import ServiceToken, ServiceUser
 
 __all__ = [
     "DEMO_SITES",
@@ -54,7 +55,6 @@ __all__ = [
     "demo_accounts",
     "ensure_demo_users",
     "hash_password",
-    "metadata",
     "verify_password",
 ]
 
@@ -65,28 +65,9 @@ DEMO_SITES: tuple[str, ...] = ("ATH", "MIL")
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _DKLEN = 2**14, 8, 1, 32
 
-#: The service's own tables (to move into ``trial/`` models and an Alembic migration when trial/ owns users).
-metadata = MetaData()
-users_table = Table(
-    "service_users",
-    metadata,
-    Column("username", String(64), primary_key=True),
-    Column("password_hash", String(255), nullable=False),
-    Column("role", String(32), nullable=False),
-    Column("site", String(32), nullable=True),
-    Column("demo", Boolean, nullable=False),
-    Column("active", Boolean, nullable=False),
-    Column("created_at", UTCDateTime(), nullable=False),
-)
-tokens_table = Table(
-    "service_tokens",
-    metadata,
-    Column("token_hmac", String(64), primary_key=True),
-    Column("username", String(64), ForeignKey("service_users.username"), nullable=False, index=True),
-    Column("created_at", UTCDateTime(), nullable=False),
-    Column("expires_at", UTCDateTime(), nullable=False),
-    Column("revoked", Boolean, nullable=False),
-)
+#: The account tables (owned by the trial store's schema and migrations: :class:`~immunoguide.trial.models.ServiceUser`).
+users_table: Table = ServiceUser.__table__  # type: ignore[assignment]
+tokens_table: Table = ServiceToken.__table__  # type: ignore[assignment]
 
 
 def _b64(b: bytes) -> str:
@@ -166,12 +147,6 @@ class UserStore:
         self._cache: dict[str, tuple[Principal, float]] = {}
         self._lock = threading.Lock()
         self._refreshing: set[str] = set()
-
-    # -- schema -----------------------------------------------------------------------------------------------
-
-    def create_tables(self) -> None:
-        """Create ``service_users`` and ``service_tokens`` if absent."""
-        metadata.create_all(self.engine, checkfirst=True)
 
     # -- users ------------------------------------------------------------------------------------------------
 

@@ -417,17 +417,11 @@ def _iso(value: str | None) -> datetime | None:
 
 
 def _lab_results(session: Any, code: str, actor: Actor) -> list[dict[str, Any]]:
-    """The patient's biomarker results (canonical units), after the trial's ``view`` check for the actor.
+    """The patient's biomarker results (canonical units), after the trial's ``view`` check for the actor."""
+    from immunoguide.trial.access import lab_results_view
 
-    Lab values carry no arm; trial/ has no public read function for them yet, so this uses
-    :func:`immunoguide.trial.enrolment.lab_results_of` behind the same check ``patient_view`` makes.
-    """
-    from immunoguide.trial._common import get_patient
-    from immunoguide.trial.enrolment import lab_results_of
-
-    p = get_patient(session, code, actor, "view", lock=False)
     return [{"concept": r.concept, "text": r.value.text, "lower": r.value.lower, "upper": r.value.upper,
-             "method": r.method, "sample_time": r.sample_time} for r in lab_results_of(session, p)]
+             "method": r.method, "sample_time": r.sample_time} for r in lab_results_view(session, code, actor=actor)]
 
 
 def _study_day(randomised_at: datetime, now: datetime) -> int:

@@ -28,7 +28,7 @@ Integrity: every write goes through :mod:`immunoguide.trial.audit` (append-only 
 
 from __future__ import annotations
 
-from immunoguide.trial.access import ROLES, Actor, consort, patient_view, screening_log
+from immunoguide.trial.access import ROLES, Actor, consort, lab_results_view, patient_view, screening_log
 from immunoguide.trial.adverse_events import (
     adverse_events_view,
     overdue_sae_reports,
@@ -70,6 +70,7 @@ __all__ = [
     "generate_allocation_list",
     "import_allocation_list",
     "kits_view",
+    "lab_results_view",
     "overdue_sae_reports",
     "patient_view",
     "randomize",

@@ -50,6 +50,7 @@ __all__ = [
     "authorize",
     "blind_row",
     "consort",
+    "lab_results_view",
     "patient_view",
     "randomization_view",
     "screening_log",
@@ -235,6 +236,16 @@ def randomization_view(session: Any, patient: Any, actor: Actor, *, slot: Any = 
     return {"patient": patient.code, "site": patient.site, "status": patient.status, **rec,
             "blinded": "arm" not in rec,
             "kits": [kit_dict(session, k, proto, actor, patient) for k in sorted(kits, key=lambda k: k.route)]}
+
+
+def lab_results_view(session: Any, code: str, *, actor: Actor) -> list[Any]:
+    """One patient's stored biomarker results (:class:`~immunoguide.rules.endotype.BiomarkerResult`, canonical
+    units) after the same ``view`` check as :func:`patient_view`; lab values carry no arm, so every role that may
+    view the patient sees them."""
+    from immunoguide.trial._common import get_patient
+    from immunoguide.trial.enrolment import lab_results_of
+
+    return lab_results_of(session, get_patient(session, code, actor, "view", lock=False))
 
 
 def patient_view(session: Any, code: str, *, actor: Actor) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from immunoguide.errors import InputError, StoreError
 from immunoguide.trial import audit
 from immunoguide.trial._common import aware
 from immunoguide.trial.access import BLINDED_COLUMNS, Actor, authorize, consort, sees_arms
-from immunoguide.trial.models import AUDITED_TABLES, AuditHead, AuditRecord, Base, Patient, UTCDateTime
+from immunoguide.trial.models import ACCOUNT_TABLES, AUDITED_TABLES, AuditHead, AuditRecord, Base, Patient, UTCDateTime
 from immunoguide.trial.store import HEAD_REVISION, TrialStore
 
 __all__ = ["BACKUP_FORMAT", "DATA_DICTIONARY", "backup_store", "export_trial", "restore_store"]
@@ -229,7 +229,9 @@ def export_trial(
 
 
 def _tables() -> list[Any]:
-    return list(Base.metadata.sorted_tables)
+    """Every table of the trial data (the service's account tables are not trial data and not backed up)."""
+    accounts = {m.__tablename__ for m in ACCOUNT_TABLES}
+    return [t for t in Base.metadata.sorted_tables if t.name not in accounts]
 
 
 def _models_by_table() -> dict[str, type[Base]]:

@@ -21,6 +21,8 @@ Tables (one line each; the data dictionary of :mod:`immunoguide.trial.export` re
 ``unblindings``            emergency unblinding of one patient: who, when, why
 ``withdrawals``            withdrawal, with or without removal of the patient's data
 ``audit_log``              append-only, hash-chained record of every write; ``audit_head`` is the chain's tip
+``service_users``          accounts of the REST service (role, site, salted scrypt hash); not trial data
+``service_tokens``         HMAC digests of the service's bearer tokens with their expiry; not trial data
 """
 
 from __future__ import annotations
@@ -61,9 +63,12 @@ __all__ = [
     "Kit",
     "LabResult",
     "Patient",
+    "ServiceToken",
+    "ServiceUser",
     "Unblinding",
     "UTCDateTime",
     "Withdrawal",
+    "ACCOUNT_TABLES",
     "AUDITED_TABLES",
 ]
 
@@ -365,3 +370,33 @@ AUDITED_TABLES: tuple[type[Base], ...] = (
     Unblinding,
     Withdrawal,
 )
+
+
+class ServiceUser(Base):
+    """An account of the REST service (:mod:`immunoguide.service.auth` reads and writes it): a trial role, the
+    site for site roles, and the password only as a salted scrypt hash. ``demo`` marks the well-known demo accounts."""
+
+    __tablename__ = "service_users"
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(32))
+    site: Mapped[str | None] = mapped_column(String(32))
+    demo: Mapped[bool] = mapped_column(Boolean)
+    active: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+
+
+class ServiceToken(Base):
+    """A bearer token of the REST service, kept only as its HMAC-SHA-256 digest, with its expiry and revocation."""
+
+    __tablename__ = "service_tokens"
+    token_hmac: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), ForeignKey("service_users.username"), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked: Mapped[bool] = mapped_column(Boolean)
+
+
+#: Tables of the service's accounts: not trial data, so neither audited, exported nor in a backup (the restored
+#: store's administrator creates the accounts again with ``immunoguide users create-user``).
+ACCOUNT_TABLES: tuple[type[Base], ...] = (ServiceUser, ServiceToken)
