@@ -136,9 +136,8 @@ def test_demo_hours_reach_the_sofa2_branches_the_differential_checks(mimic3_time
 
 @pytest.fixture(scope="module")
 def mimic4_timeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """200 generated MIMIC-IV stays converted to the timeline schema, with the generator's vasopressin infusions
-    added as ``vasopressin`` segments (the MIMIC-IV adapter maps the four catecholamines only; vasopressin is
-    dosed in units/h, so its rate is NULL as the schema allows for the other agents)."""
+    """200 generated MIMIC-IV stays converted to the timeline schema; the adapter keeps the generator's vasopressin
+    infusions as ``vasopressin`` segments (rate NULL: presence is what SOFA-2 reads; vasopressin is dosed in units)."""
     from immunoguide.cohort.sources.mimic4 import convert_mimic4
     from immunoguide.cohort.synth import generate_mimic4
 
@@ -146,15 +145,11 @@ def mimic4_timeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_mimic4(raw, stays=200, seed=7)
     tl = tmp_path_factory.mktemp("mimic4_sofa2_timeline")
     convert_mimic4(raw, tl)
-    extra = duckdb.sql(
-        f"""SELECT CAST(v.stay_id AS BIGINT) AS stay_id, 'vasopressin' AS drug, CAST(v.starttime AS TIMESTAMP) AS start,
-                   CAST(v.endtime AS TIMESTAMP) AS stop, CAST(NULL AS DOUBLE) AS rate_ug_kg_min,
-                   'inputevents:' || v.itemid AS source
-            FROM '{raw}/icu/inputevents/*.parquet' v JOIN '{tl}/stays.parquet' s ON s.stay_id = v.stay_id
-            WHERE v.itemid = {_OTHER_AGENT_ITEM} AND v.endtime > v.starttime"""
-    ).fetch_arrow_table()
-    infusions = pq.read_table(tl / "infusions.parquet")
-    pq.write_table(pa.concat_tables([infusions, extra.cast(SCHEMAS["infusions"])]), tl / "infusions.parquet")
+    n = duckdb.sql(
+        f"SELECT count(*) FROM '{tl}/infusions.parquet' WHERE drug = 'vasopressin' AND rate_ug_kg_min IS NULL "
+        f"AND source = 'inputevents:{_OTHER_AGENT_ITEM}'"
+    ).fetchall()[0][0]
+    assert n > 0  # the adapter maps the other vasoactive agents
     return tl
 
 

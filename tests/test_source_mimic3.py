@@ -80,6 +80,22 @@ def test_carevue_rate_holds_until_the_next_charting(mimic3_timeline: Path) -> No
     assert bad[0][0] == 0
 
 
+def test_vasopressin_phenylephrine_and_milrinone_are_kept_by_presence_for_sofa2(mimic3_timeline: Path) -> None:
+    """SOFA-2's "other vasopressor or inotrope" agents come through from both CareVue and MetaVision as segments
+    with no rate (vasopressin is dosed in units, and SOFA-2 reads presence only); the catecholamines keep theirs."""
+    rows = dict(
+        (d, (n, rated, systems))
+        for d, n, rated, systems in q(
+            f"""select drug, count(*), count(rate_ug_kg_min), count(distinct split_part(source, ':', 1))
+                from '{mimic3_timeline}/infusions.parquet' group by drug"""
+        )
+    )
+    for drug in ("vasopressin", "phenylephrine", "milrinone"):
+        assert rows[drug][0] > 0 and rows[drug][1] == 0, drug
+    assert rows["phenylephrine"][2] == 2  # CareVue and MetaVision
+    assert rows["norepinephrine"][1] == rows["norepinephrine"][0]
+
+
 def test_missing_table_is_a_clear_error(tmp_path: Path) -> None:
     """Pointing the adapter at a folder without MIMIC-III tables names the missing table."""
     from immunoguide.cohort.sources.mimic3 import convert_mimic3

@@ -310,26 +310,36 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
             f"SELECT *, '{drug}' AS drug, itemid IN {_in(ids['cv_per_min'])} AS per_min FROM raw_inputevents_cv "
             f"WHERE itemid IN {_in(ids['cv_per_kg'] + ids['cv_per_min'])}"
         )
+    # SOFA-2's other vasoactive agents: presence only (rate NULL in the timeline); a positive charted rate is required
+    other = {"mv": [], "cv": []}
+    for drug, ids in it["other_vasoactives"].items():
+        other["mv"].append(f"SELECT *, '{drug}' AS drug FROM raw_inputevents_mv WHERE itemid IN {_in(ids['mv'])}")
+        other["cv"].append(
+            f"SELECT *, '{drug}' AS drug, false AS per_min FROM raw_inputevents_cv WHERE itemid IN {_in(ids['cv'])}"
+        )
     con.execute("CREATE TABLE mv_vaso AS " + " UNION ALL ".join(mv_parts))
     con.execute("CREATE TABLE cv_vaso AS " + " UNION ALL ".join(cv_parts))
+    con.execute("CREATE TABLE mv_other AS " + " UNION ALL ".join(other["mv"]))
+    con.execute("CREATE TABLE cv_other AS " + " UNION ALL ".join(other["cv"]))
     gap, last = int(vp["cv_max_gap_h"]), int(vp["cv_last_segment_h"])
-    con.execute(
-        f"""
-        CREATE TABLE cv_seg AS
-        WITH o AS (
-          SELECT v.icustay_id AS stay_id, v.drug, v.charttime AS start, v.itemid,
-                 CASE WHEN v.per_min THEN v.rate / s.weight_kg ELSE v.rate END AS rate,
-                 v.per_min AND s.weight_kg IS NULL AS no_weight, v.rate AS raw_rate,
-                 lead(v.charttime) OVER (PARTITION BY v.icustay_id, v.drug ORDER BY v.charttime) AS next_t
-          FROM cv_vaso v LEFT JOIN stays s ON s.stay_id = v.icustay_id
-          WHERE v.rate IS NOT NULL
+    for src, dst in (("cv_vaso", "cv_seg"), ("cv_other", "cv_other_seg")):
+        con.execute(
+            f"""
+            CREATE TABLE {dst} AS
+            WITH o AS (
+              SELECT v.icustay_id AS stay_id, v.drug, v.charttime AS start, v.itemid,
+                     CASE WHEN v.per_min THEN v.rate / s.weight_kg ELSE v.rate END AS rate,
+                     v.per_min AND s.weight_kg IS NULL AS no_weight, v.rate AS raw_rate,
+                     lead(v.charttime) OVER (PARTITION BY v.icustay_id, v.drug ORDER BY v.charttime) AS next_t
+              FROM {src} v LEFT JOIN stays s ON s.stay_id = v.icustay_id
+              WHERE v.rate IS NOT NULL
+            )
+            SELECT stay_id, drug, start,
+                   CASE WHEN next_t IS NOT NULL AND next_t - start <= INTERVAL {gap} HOUR THEN next_t
+                        ELSE start + INTERVAL {last} HOUR END AS stop, rate, no_weight, raw_rate, itemid
+            FROM o
+            """
         )
-        SELECT stay_id, drug, start,
-               CASE WHEN next_t IS NOT NULL AND next_t - start <= INTERVAL {gap} HOUR THEN next_t
-                    ELSE start + INTERVAL {last} HOUR END AS stop, rate, no_weight, raw_rate, itemid
-        FROM o
-        """
-    )
     con.execute(
         """
         CREATE TABLE infusions AS
@@ -340,6 +350,11 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         UNION ALL
         SELECT stay_id, drug, start, stop, rate, 'inputevents_cv:' || itemid FROM cv_seg
         WHERE NOT no_weight AND rate BETWEEN 0 AND 100
+        UNION ALL
+        SELECT icustay_id, drug, starttime, endtime, NULL, 'inputevents_mv:' || itemid FROM mv_other
+        WHERE rate > 0 AND endtime > starttime AND coalesce(statusdescription, '') <> 'Rewritten'
+        UNION ALL
+        SELECT stay_id, drug, start, stop, NULL, 'inputevents_cv:' || itemid FROM cv_other_seg WHERE raw_rate > 0
         ORDER BY 1, 2, 3
         """
     )

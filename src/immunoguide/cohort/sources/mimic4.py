@@ -273,9 +273,18 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         FROM raw_inputevents v JOIN stays s ON s.stay_id = v.stay_id WHERE v.itemid IN {_in(all_vp)}
         """
     )
+    # SOFA-2's other vasoactive agents: presence only (rate NULL in the timeline); a positive charted rate is required
+    ov = it["other_vasoactives"]
+    ov_case = "CASE " + " ".join(f"WHEN itemid IN {_in(ids)} THEN '{d}'" for d, ids in ov.items()) + " END"
     con.execute(
-        """CREATE TABLE infusions AS SELECT stay_id, drug, start, stop, rate AS rate_ug_kg_min, 'inputevents:' || itemid AS source
+        f"""CREATE TABLE infusions AS SELECT stay_id, drug, start, stop, rate AS rate_ug_kg_min, 'inputevents:' || itemid AS source
            FROM vaso WHERE rate BETWEEN 0 AND 100 AND stop > start AND coalesce(statusdescription, '') <> 'Rewritten'
+           UNION ALL
+           SELECT stay_id, {ov_case}, CAST(starttime AS TIMESTAMP), CAST(endtime AS TIMESTAMP), NULL, 'inputevents:' || itemid
+           FROM raw_inputevents WHERE itemid IN {_in([i for ids in ov.values() for i in ids])}
+             AND stay_id IN (SELECT stay_id FROM stays)
+             AND TRY_CAST(rate AS DOUBLE) > 0 AND CAST(endtime AS TIMESTAMP) > CAST(starttime AS TIMESTAMP)
+             AND coalesce(statusdescription, '') <> 'Rewritten'
            ORDER BY 1, 2, 3"""
     )
     dq.append(
