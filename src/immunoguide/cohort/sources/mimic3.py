@@ -59,9 +59,12 @@ def duckdb_connection() -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with bounded memory (``IMMUNOGUIDE_DUCKDB_MEMORY``, default 4GB) and spill to disk.
 
     DuckDB's default limit is 80 % of RAM; the adapters cap it so a whole-database conversion stays within the
-    benchmark's 8 GB peak on a 24 GB machine (the rest spills to a temporary directory).
+    benchmark's 8 GB peak on a 24 GB machine (the rest spills to a temporary directory). DuckDB's own progress bar
+    is off: it wrote hundreds of carriage-return lines into non-interactive logs (the CLI shows rich progress).
     """
-    return duckdb.connect(config={"memory_limit": os.environ.get("IMMUNOGUIDE_DUCKDB_MEMORY", "4GB")})
+    con = duckdb.connect(config={"memory_limit": os.environ.get("IMMUNOGUIDE_DUCKDB_MEMORY", "4GB")})
+    con.execute("SET enable_progress_bar = false")
+    return con
 
 
 def load_items(name: str = "mimic3_items.toml") -> dict[str, Any]:
