@@ -28,7 +28,7 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
-from immunoguide.criteria import Criteria, Ladder, load_criteria
+from immunoguide.criteria import Criteria, Ladder, criteria_for
 from immunoguide.errors import CriteriaError
 from immunoguide.rules.sofa import COMPONENTS
 
@@ -375,14 +375,7 @@ def hourly_sofa_expr(
     single-patient rules) — both checked on the criteria at call time (:func:`_require_per_value_scoring`). MAP
     from SBP/DBP counts only in an hour without a charted MAP (two slots).
     """
-    crit = load_criteria(criteria) if isinstance(criteria, str) else criteria
-    if crit.rule != "sofa1":
-        raise CriteriaError(
-            expected="SOFA criteria with rule 'sofa1' for the hourly engine",
-            got=crit.label,
-            where="cohort engine",
-            todo="use hourly_sofa2_expr for SOFA-2",
-        )
+    crit = criteria_for(criteria, ("sofa1",), where="cohort engine", todo="use hourly_sofa2_expr for SOFA-2")
     res = crit.resolve_policies(policies)
     L = crit.ladders
     windows = (24,)

@@ -43,7 +43,7 @@ from immunoguide.cohort.engine import (
     left_join_on_stay,
     rolled_total_expr,
 )
-from immunoguide.criteria import Criteria, load_criteria
+from immunoguide.criteria import Criteria, criteria_for
 from immunoguide.errors import CriteriaError, PolicyError
 from immunoguide.rules.hourly import SOFA2_URINE_WINDOWS_H, VENTILATION_ORDER
 from immunoguide.rules.sofa2 import ADVANCED_VENTILATION
@@ -143,14 +143,8 @@ def hourly_sofa2_expr(
     PolicyError
         An unknown policy or option, or one this engine does not translate.
     """
-    crit = load_criteria(criteria) if isinstance(criteria, str) else criteria
-    if crit.rule != "sofa2":
-        raise CriteriaError(
-            expected="SOFA criteria with rule 'sofa2' for the hourly SOFA-2 engine",
-            got=crit.label,
-            where="hourly_sofa2_expr",
-            todo="use criteria='sofa2', or cohort.engine.hourly_sofa_expr for SOFA-1",
-        )
+    crit = criteria_for(criteria, ("sofa2",), where="hourly_sofa2_expr",
+                        todo="use criteria='sofa2', or cohort.engine.hourly_sofa_expr for SOFA-1")
     res = crit.resolve_policies(policies)
     _check_policies(res, crit)
     not_running = {**res, "zero_rate_infusion": "not_running"}

@@ -35,6 +35,7 @@ __all__ = [
     "Ladder",
     "PolicySpec",
     "available_criteria",
+    "criteria_for",
     "load_criteria",
     "load_criteria_text",
     "parse_interval",
@@ -431,3 +432,20 @@ def load_criteria(criteria_id: str) -> Criteria:
         ) from None
     text = resources.files("immunoguide.criteria").joinpath(fname).read_text("utf-8")
     return load_criteria_text(text, where=fname)
+
+
+def criteria_for(criteria: str | Criteria, rules: tuple[str, ...], *, where: str, todo: str) -> Criteria:
+    """``criteria`` (a shipped id or loaded criteria) after checking that its rule is one of ``rules``.
+
+    >>> criteria_for("sofa1", ("sofa1",), where="example", todo="-").rule
+    'sofa1'
+    """
+    crit = load_criteria(criteria) if isinstance(criteria, str) else criteria
+    if crit.rule not in rules:
+        raise CriteriaError(
+            expected=f"SOFA criteria with rule {' or '.join(repr(r) for r in rules)}",
+            got=crit.label,
+            where=where,
+            todo=todo,
+        )
+    return crit

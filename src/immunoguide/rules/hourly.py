@@ -103,8 +103,8 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from immunoguide.criteria import Criteria, load_criteria
-from immunoguide.errors import ConflictingInputError, CriteriaError, InputError
+from immunoguide.criteria import Criteria, criteria_for
+from immunoguide.errors import ConflictingInputError, InputError
 from immunoguide.rules.sofa import COMPONENTS, SofaInputs, score_sofa
 from immunoguide.rules.timeline import CATECHOLAMINES, Infusion, PatientTimeline
 
@@ -257,14 +257,7 @@ def hourly_sofa(
     InputError
         ``end`` before ``start``, or an hour whose values cannot be scored (message names the hour).
     """
-    crit = load_criteria(criteria) if isinstance(criteria, str) else criteria
-    if crit.rule not in ("sofa1", "sofa2"):
-        raise CriteriaError(
-            expected="SOFA criteria with rule 'sofa1' or 'sofa2'",
-            got=crit.label,
-            where="hourly_sofa criteria",
-            todo="use criteria='sofa1' or 'sofa2'",
-        )
+    crit = criteria_for(criteria, ("sofa1", "sofa2"), where="hourly_sofa criteria", todo="use criteria='sofa1' or 'sofa2'")
     resolved = crit.resolve_policies(policies)
     hour_policies = {**resolved, "missing_component": "no_imputation"}
     first = ceil_hour(start if start is not None else timeline.icu_intime)
