@@ -119,7 +119,8 @@ _BITS = 5
 class _HourParts:
     """The sparse per-hour pieces of H1–H10, each narrow; ``hour_end`` may lie outside the grid (dropped later)."""
 
-    grid: ir.Table  # stay_id, hour_end, first, weight_kg, anchor — one row per grid hour (H1, H2)
+    stays: ir.Table  # stay_id, first, weight_kg, anchor — one row per stay (first output row, urine anchor)
+    grid: ir.Table  # stay_id, hour_end — one row per grid hour (H1, H2)
     obs: ir.Table  # stay_id, hour_end, concept, value — platelets, MAP, bilirubin, creatinine, urine (H3, H10)
     map_d: ir.Table  # stay_id, hour_end, map_d — one row per SBP/DBP pair
     pf: ir.Table  # stay_id, hour_end, pf, vent_rank — one row per hour with a paired gas (H4, H5)
@@ -149,7 +150,7 @@ def _hour_parts(tables: TimelineTables, res: Mapping[str, str], urine_windows_h:
     # An integer offset series (portable: Spark's timestamp SEQUENCE drops some ranges under Ibis 12).
     n_hours = ((s.last.epoch_seconds() - s.grid0.epoch_seconds()) / 3600).cast("int64")
     sk = s.mutate(k=ibis.range(0, n_hours + 1).unnest())
-    grid = sk.select("stay_id", "first", "weight_kg", "anchor", hour_end=sk.grid0 + sk.k.as_interval("h"))
+    grid = sk.select("stay_id", hour_end=sk.grid0 + sk.k.as_interval("h"))
 
     simple = o.filter(o.concept.isin([*_SIMPLE.values(), "urine_output_ml"])).select("stay_id", "hour_end", "concept", "value")
 
@@ -190,17 +191,26 @@ def _hour_parts(tables: TimelineTables, res: Mapping[str, str], urine_windows_h:
         **{f"ucarry_{w}": ibis.ifelse(c, pre.value, 0.0) for w, c in inside.items()},
         **{f"ucarry_n_{w}": ibis.ifelse(c, 1, 0) for w, c in inside.items()},
     )
-    return _HourParts(grid, simple, map_d, pv, _infusion_hours(inf, g0, res), _gcs_hours(obs, o), carry)
+    per_stay = s.select("stay_id", "first", "weight_kg", "anchor")
+    return _HourParts(per_stay, grid, simple, map_d, pv, _infusion_hours(inf, g0, res), _gcs_hours(obs, o), carry)
 
 
 #: H3 concepts scored on their worst value per hour: column name → concept.
 _SIMPLE = {"plt": "platelets_10e3_per_ul", "map_c": "map_mmhg", "bili": "bilirubin_mg_per_dl", "crea": "creatinine_mg_per_dl"}
 
 
-def _grouped_hours(parts: list[ir.Table], aggs: Mapping[str, str], urine_windows_h: tuple[int, ...]) -> ir.Table:
+def _grouped_hours(
+    parts: list[ir.Table],
+    aggs: Mapping[str, str],
+    urine_windows_h: tuple[int, ...],
+    stays: ir.Table,
+    in_grid: Any,
+) -> ir.Table:
     """``UNION ALL`` of ``parts`` (same columns), one ``GROUP BY (stay_id, hour_end)`` with ``aggs`` (column →
-    min/max/sum/bit_or; ``un`` counts the urine volumes), grid hours only (``g``), then the trailing urine sums per window (H10): one window over
-    the dense rows — ``ROWS`` frames are exact because the grid has one row per hour — plus the carry rows."""
+    min/max/sum/bit_or; ``un`` counts the urine volumes), the groups that hold a grid row (``in_grid(h)``), the
+    per-stay columns of ``stays`` joined (after the group-by: fewer aggregates), then the trailing urine sums per
+    window (H10): one window over the dense rows — ``ROWS`` frames are exact because the grid has one row per hour
+    — plus the carry rows."""
     allp = parts[0]
     for p in parts[1:]:
         allp = allp.union(p, distinct=False)
@@ -208,7 +218,8 @@ def _grouped_hours(parts: list[ir.Table], aggs: Mapping[str, str], urine_windows
     h = allp.group_by(["stay_id", "hour_end"]).aggregate(
         **{c: fn[a](allp[c]) for c, a in aggs.items()}, un=allp.uvol.count()
     )
-    h = h.filter(h.g == 1)
+    h = h.filter(in_grid(h))
+    h = h.join(stays, "stay_id")
     out: dict[str, ir.Value] = {}
     for w in urine_windows_h:
         win = ibis.window(group_by="stay_id", order_by="hour_end", preceding=w - 1, following=0)
@@ -217,7 +228,7 @@ def _grouped_hours(parts: list[ir.Table], aggs: Mapping[str, str], urine_windows
         out[f"urine_n_{w}h"] = h.un.sum().over(win) + ibis.coalesce(h[f"ucarry_n_{w}"], 0)
     h = h.mutate(urine_observed_h=(h.hour_end.epoch_seconds() - h.anchor.epoch_seconds()) / 3600.0, **out)
     carry = [c for w in urine_windows_h for c in (f"ucarry_{w}", f"ucarry_n_{w}")]
-    return h.drop("g", "anchor", "uvol", "un", *carry)
+    return h.drop("anchor", "uvol", "un", *carry)
 
 
 def _part(t: ir.Table, schema: Mapping[str, str], **cols: ir.Value) -> ir.Table:
@@ -252,15 +263,15 @@ def hour_inputs_expr(
     :func:`hourly_sofa_expr`); SOFA-2, whose components combine several inputs, does.
     """
     p = _hour_parts(tables, policies, urine_windows_h)
-    f8, i8, ts = "float64", "int64", "timestamp"
+    f8, i8 = "float64", "int64"
     schema = {
-        "g": i8, "first": ts, "weight_kg": f8, "anchor": ts, **{c: f8 for c in _SIMPLE}, "map_d": f8, "pf": f8,
+        "g": i8, **{c: f8 for c in _SIMPLE}, "map_d": f8, "pf": f8,
         "vent_rank": i8, **{d: f8 for d in _CATECHOLAMINES}, "other_vasoactive": i8, "gcs_any": i8,
         "gcs_unsed": f8, "gcs_sed": f8, "gcs_pre": f8, "uvol": f8, **_carry_schema(urine_windows_h),
     }  # fmt: skip
     ob, inf = p.obs, p.infusions
     parts = [
-        _part(p.grid, schema, g=ibis.literal(1), first=p.grid.first, weight_kg=p.grid.weight_kg, anchor=p.grid.anchor),
+        _part(p.grid, schema, g=ibis.literal(1)),
         _part(
             ob,
             schema,
@@ -279,9 +290,9 @@ def hour_inputs_expr(
         _part(p.carry, schema, **{c: p.carry[c] for c in _carry_schema(urine_windows_h)}),
     ]
     aggs = {c: "min" for c in ("plt", "map_c", "map_d", "pf", "vent_rank", "gcs_unsed", "gcs_sed", "gcs_pre")}
-    aggs |= {c: "max" for c in ("g", "first", "weight_kg", "anchor", "bili", "crea", *_CATECHOLAMINES, "other_vasoactive", "gcs_any")}
+    aggs |= {c: "max" for c in ("g", "bili", "crea", *_CATECHOLAMINES, "other_vasoactive", "gcs_any")}
     aggs |= {c: "sum" for c in ("uvol", *_carry_schema(urine_windows_h))}
-    return _grouped_hours(parts, aggs, urine_windows_h)
+    return _grouped_hours(parts, aggs, urine_windows_h, p.stays, lambda t: t.g == 1).drop("g")
 
 
 def _infusion_hours(inf: ir.Table, g0: ir.Table, res: Mapping[str, str]) -> ir.Table:
@@ -387,8 +398,7 @@ def hourly_sofa_expr(
     for name in worst_max:
         _require_per_value_scoring(L[name], "max")
 
-    schema = {"g": "int64", "first": "timestamp", "anchor": "timestamp", "bits": "int64", "uvol": "float64",
-              **_carry_schema(windows)}  # fmt: skip
+    schema = {"bits": "int64", "uvol": "float64", **_carry_schema(windows)}
 
     # observations: platelets, MAP, bilirubin, creatinine (scored) and urine (summed)
     ob = p.obs
@@ -419,7 +429,7 @@ def hourly_sofa_expr(
         else_=ibis.literal(0, "int64"),
     )  # fmt: skip
     parts = [
-        _part(p.grid, schema, g=ibis.literal(1), first=p.grid.first, anchor=p.grid.anchor),
+        _part(p.grid, schema, bits=ibis.literal(_GRID_BIT, "int64")),
         _part(ob, schema, bits=ibis.cases(*branches, else_=ibis.literal(0, "int64")),
               uvol=ibis.ifelse(is_urine, ob.value, ibis.null("float64"))),
         _part(p.map_d, schema, bits=map_d_bit),
@@ -428,8 +438,8 @@ def hourly_sofa_expr(
         _part(p.gcs, schema, bits=_bit(_SLOT["cns"], ladder_points(L["cns_gcs"], effective_gcs_expr(p.gcs, res), res))),
         _part(p.carry, schema, **{c: p.carry[c] for c in _carry_schema(windows)}),
     ]  # fmt: skip
-    aggs = {"g": "max", "first": "max", "anchor": "max", "bits": "bit_or", "uvol": "sum"}
-    h = _grouped_hours(parts, aggs | {c: "sum" for c in _carry_schema(windows)}, windows)
+    aggs = {"bits": "bit_or", "uvol": "sum"} | {c: "sum" for c in _carry_schema(windows)}
+    h = _grouped_hours(parts, aggs, windows, p.stays, lambda t: (t.bits & _GRID_BIT) != 0)
 
     # H10 urine policy → renal points
     observed = ibis.least(h.urine_observed_h, 24.0)
@@ -456,6 +466,8 @@ def hourly_sofa_expr(
 #: Slot of each component in the packed hour score; two more slots hold charted and derived MAP (H11).
 _SLOT = {c: i for i, c in enumerate(COMPONENTS)}
 _SLOT_MAP_C, _SLOT_MAP_D = len(COMPONENTS), len(COMPONENTS) + 1
+#: Set by the grid's own row of each hour (groups without it lie outside the grid and are dropped).
+_GRID_BIT = 1 << 62
 
 
 def _bit(slot: int, pts: ir.IntegerValue) -> ir.IntegerValue:
