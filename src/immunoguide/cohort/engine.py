@@ -21,7 +21,7 @@ so that Spark sees NULL, not NaN.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,7 +204,7 @@ def _grouped_hours(
     aggs: Mapping[str, str],
     urine_windows_h: tuple[int, ...],
     stays: ir.Table,
-    in_grid: Any,
+    in_grid: Callable[[ir.Table], ir.BooleanValue],
 ) -> ir.Table:
     """``UNION ALL`` of ``parts`` (same columns), one ``GROUP BY (stay_id, hour_end)`` with ``aggs`` (column →
     min/max/sum/bit_or; ``un`` counts the urine volumes), the groups that hold a grid row (``in_grid(h)``), the
@@ -223,8 +223,8 @@ def _grouped_hours(
     out: dict[str, ir.Value] = {}
     for w in urine_windows_h:
         win = ibis.window(group_by="stay_id", order_by="hour_end", preceding=w - 1, following=0)
-        in_grid = ibis.coalesce(h.uvol.sum().over(win), 0.0)  # NULL when the window's urine is all before the grid
-        out[f"urine_ml_{w}h"] = (in_grid + ibis.coalesce(h[f"ucarry_{w}"], 0.0)).round(6)
+        charted = ibis.coalesce(h.uvol.sum().over(win), 0.0)  # NULL when the window's urine is all before the grid
+        out[f"urine_ml_{w}h"] = (charted + ibis.coalesce(h[f"ucarry_{w}"], 0.0)).round(6)
         out[f"urine_n_{w}h"] = h.un.sum().over(win) + ibis.coalesce(h[f"ucarry_n_{w}"], 0)
     h = h.mutate(urine_observed_h=(h.hour_end.epoch_seconds() - h.anchor.epoch_seconds()) / 3600.0, **out)
     carry = [c for w in urine_windows_h for c in (f"ucarry_{w}", f"ucarry_n_{w}")]
