@@ -143,3 +143,69 @@ def test_a_ladder_whose_points_fall_as_values_worsen_cannot_be_scored_per_value(
     with pytest.raises(CriteriaError) as e:
         _require_per_value_scoring(bad, "min")
     assert e.value.code.startswith("IG-E2")
+
+
+def _engine_and_rules(d: Path, policies: dict | None = None) -> tuple[list, list]:
+    """(hour_end, six components, total) of the single-patient rules and of the engine for the one stay in ``d``."""
+    (tl,) = iter_timelines(d)
+    want = [(r.hour_end, *(getattr(r, c) for c in (*COMPONENTS, "total"))) for r in hourly_sofa(tl, policies=policies)]
+    df = hourly_sofa_expr(TimelineTables.from_parquet(ibis.duckdb.connect(), str(d)), policies=policies).execute()
+    got = [
+        (r.hour_end.to_pydatetime(), *(None if v is None or v != v else int(v) for v in (getattr(r, c) for c in (*COMPONENTS, "total"))))
+        for r in df.sort_values("hour_end").itertuples()
+    ]
+    return want, got
+
+
+# The three cases below were found by an adversarial review of the engine (session 3); each failed before its fix.
+
+
+def test_open_stay_runs_to_its_latest_clinical_time_in_the_engine_too(tmp_path: Path) -> None:
+    """An open stay (no outtime, e.g. a FHIR extract) has rows up to its latest charted time (H1), not just the
+    admission hour: platelets 40 at 17:10 give coagulation 3 in the 18:00 row."""
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2024, 1, 2, 12)
+    _write_timeline(
+        tmp_path,
+        [{"stay_id": 1, "intime": t0, "outtime": None, "weight_kg": 70.0}],
+        [{"stay_id": 1, "time": t0 + timedelta(hours=5, minutes=10), "concept": "platelets_10e3_per_ul", "value": 40.0}],
+    )
+    want, got = _engine_and_rules(tmp_path)
+    assert len(want) == 7 and want[-1][2] == 3
+    assert got == want
+
+
+def test_two_diastolic_pressures_at_one_time_derive_map_from_the_lowest_of_each(tmp_path: Path) -> None:
+    """SBP 90 with DBP 50 and 60 charted at the same time (arterial line and cuff): MAP = 50 + 40/3 = 63.3, the
+    worst pairing, scores 1 point in both paths (H3)."""
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2024, 1, 2, 12)
+    t = t0 + timedelta(hours=2, minutes=15)
+    obs = [(t, "sbp_mmhg", 90.0), (t, "dbp_mmhg", 50.0), (t, "dbp_mmhg", 60.0)]
+    _write_timeline(
+        tmp_path,
+        [{"stay_id": 1, "intime": t0, "outtime": t0 + timedelta(hours=30), "weight_kg": 70.0}],
+        [{"stay_id": 1, "time": a, "concept": c, "value": v} for a, c, v in obs],
+    )
+    want, got = _engine_and_rules(tmp_path)
+    assert {r[4] for r in want} == {0, 1}
+    assert got == want
+
+
+def test_a_sedation_flag_without_a_value_does_not_mark_the_gcs_as_sedated(tmp_path: Path) -> None:
+    """A gcs_sedated row with no value is not a flag (the timeline drops it), so GCS 8 charted at that time scores
+    CNS 3 in both paths instead of being replaced by a presumed normal GCS."""
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2024, 1, 2, 12)
+    t = t0 + timedelta(hours=3)
+    _write_timeline(
+        tmp_path,
+        [{"stay_id": 1, "intime": t0, "outtime": t0 + timedelta(hours=30), "weight_kg": 70.0}],
+        [{"stay_id": 1, "time": t, "concept": "gcs", "value": 8.0}, {"stay_id": 1, "time": t, "concept": "gcs_sedated", "value": None}],
+    )
+    want, got = _engine_and_rules(tmp_path)
+    assert max(r[5] for r in want) == 3
+    assert got == want

@@ -137,14 +137,14 @@ def _hour_parts(tables: TimelineTables, res: Mapping[str, str], urine_windows_h:
     o = obs.filter(obs.value.notnull()).mutate(hour_end=ceil_hour(obs.time))
     u = o.filter(o.concept == "urine_output_ml")
     first_u = u.group_by("stay_id").aggregate(first_u=u.time.min())
-    s = st.select(
-        "stay_id",
-        "weight_kg",
-        first=ceil_hour(st.intime),
-        last=ceil_hour(ibis.coalesce(st.outtime, st.intime)),
-        intime=st.intime,
+    s = st.select("stay_id", "weight_kg", "outtime", first=ceil_hour(st.intime), intime=st.intime)
+    s = left_join_on_stay(left_join_on_stay(s, first_u), _latest_event(tables, o))
+    # H1: an open stay (no outtime) runs to its latest clinical time, never before its first row
+    s = s.mutate(
+        last=ibis.ifelse(
+            s.outtime.notnull(), ceil_hour(s.outtime), ibis.greatest(s.first, ceil_hour(ibis.coalesce(s.latest, s.intime)))
+        )
     )
-    s = left_join_on_stay(s, first_u)
     s = s.mutate(grid0=s.first - ibis.interval(hours=23), anchor=ibis.least(s.intime, ibis.coalesce(s.first_u, s.intime)))
     g0 = s.select("stay_id", "grid0", "last")
     # An integer offset series (portable: Spark's timestamp SEQUENCE drops some ranges under Ibis 12).
@@ -192,7 +192,20 @@ def _hour_parts(tables: TimelineTables, res: Mapping[str, str], urine_windows_h:
         **{f"ucarry_n_{w}": ibis.ifelse(c, 1, 0) for w, c in inside.items()},
     )
     per_stay = s.select("stay_id", "first", "weight_kg", "anchor")
-    return _HourParts(per_stay, grid, simple, map_d, pv, _infusion_hours(inf, g0, res), _gcs_hours(obs, o), carry)
+    return _HourParts(per_stay, grid, simple, map_d, pv, _infusion_hours(inf, g0, res), _gcs_hours(o), carry)
+
+
+def _latest_event(tables: TimelineTables, o: ir.Table) -> ir.Table:
+    """``stay_id, latest``: the latest clinical time of each open stay — SOFA observations with a value, infusion stops,
+    ventilation ends (:meth:`immunoguide.rules.timeline.PatientTimeline.last_event_time` over the timeline that
+    :func:`immunoguide.cohort.timelines.iter_timelines` builds)."""
+    from immunoguide.cohort.timelines import SOFA_OBSERVATION_CONCEPTS
+
+    inf, vent, st = tables.infusions, tables.ventilation, tables.stays
+    times = o.filter(o.concept.isin(sorted(SOFA_OBSERVATION_CONCEPTS))).select("stay_id", t=o.time)
+    times = times.union(inf.select("stay_id", t=inf.stop), distinct=False).union(vent.select("stay_id", t=vent.stop), distinct=False)
+    times = times.semi_join(st.filter(st.outtime.isnull()).select("stay_id"), "stay_id")  # only open stays need it
+    return times.group_by("stay_id").aggregate(latest=times.t.max())
 
 
 #: H3 concepts scored on their worst value per hour: column name → concept.
@@ -323,10 +336,10 @@ def _infusion_hours(inf: ir.Table, g0: ir.Table, res: Mapping[str, str]) -> ir.T
     return kg.select("stay_id", "drug", "rate_ug_kg_min", hour_end=kg.lo + kg.k.as_interval("h"))
 
 
-def _gcs_hours(obs: ir.Table, o: ir.Table) -> ir.Table:
+def _gcs_hours(o: ir.Table) -> ir.Table:
     """H9: per hour with an assessment the minimum unsedated and sedated GCS, and the last unsedated GCS charted
     before a sedated-only hour's first sedated assessment."""
-    flags = obs.filter(obs.concept == "gcs_sedated").select("stay_id", "time").distinct()
+    flags = o.filter(o.concept == "gcs_sedated").select("stay_id", "time").distinct()  # a flag needs a value
     gv = o.filter(o.concept == "gcs").select("stay_id", "time", "hour_end", gcs=o.value)
     gs = gv.left_join(flags.mutate(flag=True), ["stay_id", "time"]).select(
         "stay_id", "time", "hour_end", "gcs", sed=ibis.coalesce(ibis._.flag, False)

@@ -18,7 +18,9 @@ H2 Look-back.
 H3 Worst value per hour.
     Per row and concept, over the observations inside the row: ``min`` of ``platelets_10e3_per_ul`` and
     ``map_mmhg``; ``max`` of ``bilirubin_mg_per_dl`` and ``creatinine_mg_per_dl``; ``min`` P/F (H4); ``min`` GCS (H9).
-    No value is carried forward from an earlier row (the 24 h window of H11 plays that role).
+    No value is carried forward from an earlier row (the 24 h window of H11 plays that role). In a row with no
+    charted MAP, policy ``map_from_sbp_dbp = derive`` takes the lowest DBP + (SBP − DBP) / 3 over SBP and DBP charted
+    at the same time (several at one time: the lowest of each).
 H4 P/F pairing (mimic-code ``measurement/bg.sql``).
     Each PaO2 at time ``t`` is paired with the *latest* FiO2 charted in ``[t − 4 h, t]`` (a FiO2 at the same time,
     e.g. from the same specimen, therefore wins); ties at that latest time take the highest FiO2 (the worst ratio).
@@ -375,10 +377,16 @@ def _hour_fields(
 
 
 def _map_from_pairs(by_concept: _ByConcept, fields: _Fields, row: _RowOf, n: int, resolved: Mapping[str, str]) -> None:
-    """Hours with no charted MAP get the (SBP, DBP) pair charted together with the lowest derived MAP."""
+    """Hours with no charted MAP get the (SBP, DBP) pair charted together with the lowest derived MAP.
+
+    With several SBPs or DBPs charted at one time (arterial line and cuff) each SBP is paired with the lowest DBP of
+    that time, so the pair kept is the lowest of each — the worst MAP, as H3 keeps the worst value.
+    """
     if resolved.get("map_from_sbp_dbp") != "derive":
         return
-    dbp = dict(by_concept.get("dbp_mmhg", ()))
+    dbp: dict[datetime, float] = {}
+    for t, d in by_concept.get("dbp_mmhg", ()):  # several DBPs at one time (arterial line and cuff): the lowest
+        dbp[t] = min(d, dbp.get(t, d))
     best: dict[int, tuple[float, float, float]] = {}
     for t, s in by_concept.get("sbp_mmhg", ()):
         if t not in dbp:
