@@ -4,8 +4,8 @@ The service is thin: ``/rules`` calls the pure rules, ``/trial`` the trial funct
 role and site, so that ``trial/`` authorises and blinds), ``/cds-services`` the CDS Hooks service, ``/auth`` the
 user store. Errors are mapped to HTTP only in :mod:`immunoguide.service.errors`.
 
-Start-up (the lifespan) opens the trial store, checks (or, with ``auto_upgrade``, creates) its schema, creates the
-user tables, and runs the allocation-list verification
+Start-up (the lifespan) opens the trial store, checks (or, with ``auto_upgrade``, creates) its schema — the
+service's account tables are part of it (trial revision 0002) — and runs the allocation-list verification
 (:func:`immunoguide.trial.randomization.require_lists_verified`): an error-level finding (``IG-RAND-E…``) stops
 the start, warnings are logged and shown at ``GET /trial/allocation-lists/verify``. Last, the start-up heap is
 frozen out of the garbage collector (:func:`_freeze_startup_heap`) so that full collections do not pause requests.
@@ -146,7 +146,7 @@ def _freeze_startup_heap() -> None:
 
     The imported modules, pydantic and FHIR model classes, SQLAlchemy metadata and criteria make a heap of a few
     hundred thousand long-lived objects; a full (generation-2) collection walks all of them and paused a worker for
-    120–300 ms, which was the ~1 % of requests stalling under load (benchmarks/RESULTS.md). Frozen objects are
+    120–170 ms (measured), which was the ~1 % of requests stalling under load (benchmarks/RESULTS.md). Frozen objects are
     never collected (they live as long as the process anyway); collections then walk only request garbage.
     """
     gc.collect()
