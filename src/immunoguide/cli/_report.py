@@ -21,28 +21,15 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from immunoguide.errors import (
-    AllocationListMismatch,
-    AuditChainBroken,
-    CriteriaError,
-    ImmunoguideError,
-    InputError,
-    PolicyError,
-    TrialError,
-)
+from immunoguide.cli._trial import _Ctx, _exit_code
+from immunoguide.errors import ImmunoguideError, InputError
 
 __all__ = ["report", "report_dsmb"]
-
-EXIT_INPUT = 2
-EXIT_DATA_FILE = 3
-EXIT_REFUSED = 4
-EXIT_INTEGRITY = 5
 
 _Db = Annotated[str | None, typer.Option("--db", envvar="IMMUNOGUIDE_DB_URL",
                                          help="Trial store URL (default sqlite:///immunoguide.db).")]
@@ -59,42 +46,13 @@ _TraceRows = Annotated[int, typer.Option("--trace-rows", min=0,
                                          help="Patients of the traceability appendix printed in the PDF.")]
 
 
-def _exit_code(exc: ImmunoguideError) -> int:
-    if isinstance(exc, (AuditChainBroken, AllocationListMismatch)):
-        return EXIT_INTEGRITY
-    if isinstance(exc, TrialError):
-        return EXIT_REFUSED
-    if isinstance(exc, CriteriaError):
-        return EXIT_DATA_FILE
-    if isinstance(exc, (InputError, PolicyError)):
-        return EXIT_INPUT
-    return EXIT_REFUSED
-
-
-def _now(text: str | None) -> datetime:
-    if not text:
-        return datetime.now(UTC)
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise InputError(expected="an ISO 8601 time for --now", got=text, where="--now",
-                         todo="e.g. 2025-03-01T08:30:00+00:00") from None
-    if t.tzinfo is None:
-        raise InputError(expected="a time with a UTC offset for --now", got=text, where="--now", todo="add e.g. +00:00")
-    return t
-
-
 def _run(*, blinded: bool, db: str | None, export: Path | None, out: Path, user: str | None, role: str | None,
          site: str | None, protocol: str, now: str | None, trace_rows: int) -> None:
     try:
         from immunoguide.analysis.report import build_report
-        from immunoguide.trial.access import Actor
 
-        if not user or not role:
-            raise InputError(expected="--user and --role (or IMMUNOGUIDE_USER / IMMUNOGUIDE_ROLE)",
-                             got={"user": user, "role": role}, where="command line",
-                             todo="say who you are and in which trial role")
-        actor = Actor(user, role, site)
+        ctx = _Ctx(db=db, user=user, role=role, site=site, now_text=now)
+        actor = ctx.actor()
         if export is not None and db is not None:
             raise InputError(expected="either --db or --export", got="both", where="command line",
                              todo="read the store, or an export folder, not both")
@@ -105,7 +63,7 @@ def _run(*, blinded: bool, db: str | None, export: Path | None, out: Path, user:
             from immunoguide.trial.store import default_url
 
             source = db or default_url()
-        res = build_report(source, out, blinded=blinded, actor=actor, protocol=protocol, now=_now(now),
+        res = build_report(source, out, blinded=blinded, actor=actor, protocol=protocol, now=ctx.now(),
                            trace_rows_in_pdf=trace_rows)
     except ImmunoguideError as exc:
         sys.stderr.write(json.dumps({"error": exc.to_dict()}, default=str) + "\n")
