@@ -17,7 +17,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import typer
 
@@ -49,17 +51,21 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _user_store(db: str | None, *, init: bool = False):  # noqa: ANN202 - internal
+@contextmanager
+def _user_store(db: str | None, *, init: bool = False) -> Iterator[tuple[Any, Any]]:
+    """The trial store (upgraded first with ``init``, then checked: the account tables are part of its schema,
+    created by `immunoguide trial init`) and its user store; the store is disposed on leaving."""
     from immunoguide.service.auth import UserStore
     from immunoguide.trial.store import TrialStore
 
     st = TrialStore(db)
-    if init:
-        st.upgrade()
-    else:
-        st.check_schema()  # the account tables are part of the schema: `immunoguide trial init` creates them
-    users = UserStore(st.engine)
-    return st, users
+    try:
+        if init:
+            st.upgrade()
+        st.check_schema()
+        yield st, UserStore(st.engine)
+    finally:
+        st.dispose()
 
 
 def serve(
@@ -81,9 +87,7 @@ def serve(
         _fail(InputError(expected="a loopback address with --demo", got=host, where="--host",
                          todo="demo accounts have well-known passwords: serve them on 127.0.0.1 only"), EXIT_USAGE)
     try:
-        st, users = _user_store(db, init=init or demo)
-        try:
-            st.check_schema()
+        with _user_store(db, init=init or demo) as (st, users):
             present = users.demo_users()
             if demo:
                 created = ensure_demo_users(users)
@@ -101,8 +105,6 @@ def serve(
                 sys.stderr.write("no users yet: create one with `immunoguide users create-user NAME --role "
                                  "administrator` (there is no default administrator)\n")
             url = st.url
-        finally:
-            st.dispose()
     except ImmunoguideError as exc:
         _fail(exc)
         return
@@ -128,12 +130,8 @@ def create_user(
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        st, users = _user_store(db)
-        try:
-            st.check_schema()
+        with _user_store(db) as (_, users):
             actor = users.create_user(username, password, role, site)
-        finally:
-            st.dispose()
     except ImmunoguideError as exc:
         _fail(exc, EXIT_USAGE if isinstance(exc, InputError) else EXIT_REFUSED)
         return
@@ -144,11 +142,8 @@ def create_user(
 def list_users(db: Annotated[str | None, _DB_OPTION] = None) -> None:
     """List the service accounts (name, role, site, demo, active)."""
     try:
-        st, users = _user_store(db)
-        try:
+        with _user_store(db) as (_, users):
             rows = users.list_users()
-        finally:
-            st.dispose()
     except ImmunoguideError as exc:
         _fail(exc)
         return
@@ -161,11 +156,8 @@ def list_users(db: Annotated[str | None, _DB_OPTION] = None) -> None:
 def delete_demo(db: Annotated[str | None, _DB_OPTION] = None) -> None:
     """Remove every demo account (and its tokens)."""
     try:
-        st, users = _user_store(db)
-        try:
+        with _user_store(db) as (_, users):
             n = users.delete_demo_users()
-        finally:
-            st.dispose()
     except ImmunoguideError as exc:
         _fail(exc)
         return
