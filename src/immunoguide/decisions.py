@@ -62,10 +62,10 @@ def clinical_decisions_markdown() -> str:
                 f"| `{name}` | {_cell(getattr(st, 'question', ''))} | `{st.default}` | {getattr(st, 'confidence', '')} | "
                 f"{_cell(getattr(st, 'citation', ''))} | {_cell(getattr(st, 'warning', ''))} |"
             )
-        unknown = [c for c in proto.criteria if getattr(c, "confidence", "") == "unknown"]
+        unknown = [rule for rule in proto.criteria if getattr(rule, "confidence", "") == "unknown"]
         if unknown:
             out += ["", "Criteria whose content the sources do not give (reported as *unknown*, never decided):", ""]
-            for c in unknown:
-                out.append(f"* {c.id}: {_cell(c.text)}")
+            for rule in unknown:
+                out.append(f"* {rule.id}: {_cell(rule.text)}")
         out.append("")
     return "\n".join(out).rstrip() + "\n"

@@ -330,7 +330,7 @@ def _conduct(store: Any, enrolled: dict[str, dict], rng: random.Random) -> None:
                     dead = death_day is not None and death_day <= horizon
                     record_followup(s, code, horizon, actor=coord, now=late, assessed_at=day_t(horizon),
                                     vital_status="dead" if dead else "alive",
-                                    death_at=day_t(death_day, 5.0) if dead else None)
+                                    death_at=day_t(death_day, 5.0) if dead and death_day is not None else None)
             # Adverse events: background events plus the signals the trial reported.
             terms = ["hypokalemia", "atrial fibrillation", "acute kidney injury", "delirium", "pneumonia"]
             if e["arm"].startswith("mals") and active and rng.random() < 0.25:

@@ -314,7 +314,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
             f"WHERE itemid IN {_in(ids['cv_per_kg'] + ids['cv_per_min'])}"
         )
     # SOFA-2's other vasoactive agents: presence only (rate NULL in the timeline); a positive charted rate is required
-    other = {"mv": [], "cv": []}
+    other: dict[str, list[str]] = {"mv": [], "cv": []}
     for drug, ids in it["other_vasoactives"].items():
         other["mv"].append(f"SELECT *, '{drug}' AS drug FROM raw_inputevents_mv WHERE itemid IN {_in(ids['mv'])}")
         other["cv"].append(
