@@ -89,7 +89,7 @@ def _branch_counts(timeline_dir: Path) -> dict[str, int]:
     no_catecholamine = h.norepinephrine.isnull() & h.epinephrine.isnull() & h.dobutamine.isnull()
     counts = h.aggregate(
         weight_based_urine=(
-            h.weight_kg.notnull() & (h.urine_n_6h > 0) & (h.urine_observed_h >= min(SOFA2_URINE_WINDOWS_H))
+            h.weight_kg.notnull() & h.urine_charted_6h & (h.urine_observed_h >= min(SOFA2_URINE_WINDOWS_H))
         ).sum(),
         dopamine_alone=((h.dopamine > 0) & no_catecholamine).sum(),
         dopamine_with_norepinephrine=((h.dopamine > 0) & (h.norepinephrine > 0)).sum(),

@@ -119,14 +119,13 @@ _BITS = 5
 class _HourParts:
     """The sparse per-hour pieces of H1–H10, each narrow; ``hour_end`` may lie outside the grid (dropped later)."""
 
-    stays: ir.Table  # stay_id, first, weight_kg, anchor — one row per stay (first output row, urine anchor)
-    grid: ir.Table  # stay_id, hour_end — one row per grid hour (H1, H2)
+    stays: ir.Table  # stay_id, first, grid0, weight_kg, anchor — one row per stay (first output and grid row, urine anchor)
+    grid: ir.Table  # stay_id, hour_end — one row per grid hour (H1, H2) and per urine row before it (H10)
     obs: ir.Table  # stay_id, hour_end, concept, value — platelets, MAP, bilirubin, creatinine, urine (H3, H10)
     map_d: ir.Table  # stay_id, hour_end, map_d — one row per SBP/DBP pair
     pf: ir.Table  # stay_id, hour_end, pf, vent_rank — one row per hour with a paired gas (H4, H5)
     infusions: ir.Table  # stay_id, hour_end, drug, rate_ug_kg_min — one row per active segment and hour (H6–H8)
     gcs: ir.Table  # stay_id, hour_end, gcs_unsed, gcs_sed, gcs_pre — one row per hour with an assessment (H9)
-    carry: ir.Table  # stay_id, hour_end, ucarry_<W>, ucarry_n_<W> — urine charted before the grid (H10)
 
 
 def _hour_parts(tables: TimelineTables, res: Mapping[str, str], urine_windows_h: tuple[int, ...]) -> _HourParts:
@@ -146,11 +145,22 @@ def _hour_parts(tables: TimelineTables, res: Mapping[str, str], urine_windows_h:
         )
     )
     s = s.mutate(grid0=s.first - ibis.interval(hours=23), anchor=ibis.least(s.intime, ibis.coalesce(s.first_u, s.intime)))
+    # H10 urine charted before the grid still counts in the windows of the first grid rows: such a stay's rows start
+    # up to max_w − 1 hours earlier ("urine rows", dropped after the urine windows), so every window stays a dense
+    # ROWS frame.
+    first_uh = ceil_hour(s.first_u)
+    s = s.mutate(
+        start=ibis.ifelse(
+            first_uh.notnull() & (first_uh < s.grid0),
+            ibis.greatest(first_uh, s.grid0 - ibis.interval(hours=max_w - 1)),
+            s.grid0,
+        )
+    )
     g0 = s.select("stay_id", "grid0", "last")
     # An integer offset series (portable: Spark's timestamp SEQUENCE drops some ranges under Ibis 12).
-    n_hours = ((s.last.epoch_seconds() - s.grid0.epoch_seconds()) / 3600).cast("int64")
+    n_hours = ((s.last.epoch_seconds() - s.start.epoch_seconds()) / 3600).cast("int64")
     sk = s.mutate(k=ibis.range(0, n_hours + 1).unnest())
-    grid = sk.select("stay_id", hour_end=sk.grid0 + sk.k.as_interval("h"))
+    grid = sk.select("stay_id", hour_end=sk.start + sk.k.as_interval("h"))
 
     simple = o.filter(o.concept.isin([*_SIMPLE.values(), "urine_output_ml"])).select("stay_id", "hour_end", "concept", "value")
 
@@ -178,21 +188,8 @@ def _hour_parts(tables: TimelineTables, res: Mapping[str, str], urine_windows_h:
     pv = pf.left_join(v, [pf.stay_id == v.stay_id, v.vs < pf.hour_end, v.ve > pf.hour_end - H])
     pv = pv.group_by([pf.stay_id, pf.hour_end, pf.pf]).aggregate(vent_rank=pv.rank.min())
 
-    # H10 urine charted before the grid: "carry" rows for the look-back rows its windows reach
-    pre = u.join(g0, "stay_id")
-    pre = pre.filter((pre.hour_end < pre.grid0) & (pre.hour_end > pre.grid0 - ibis.interval(hours=max_w)))
-    pre = pre.mutate(k=ibis.range(0, max_w - 1).unnest())
-    pre = pre.mutate(target=pre.grid0 + pre.k.as_interval("h"))
-    pre = pre.filter(pre.target < pre.hour_end + ibis.interval(hours=max_w))
-    inside = {w: pre.time > pre.target - ibis.interval(hours=w) for w in urine_windows_h}
-    carry = pre.select(
-        "stay_id",
-        hour_end=pre.target,
-        **{f"ucarry_{w}": ibis.ifelse(c, pre.value, 0.0) for w, c in inside.items()},
-        **{f"ucarry_n_{w}": ibis.ifelse(c, 1, 0) for w, c in inside.items()},
-    )
-    per_stay = s.select("stay_id", "first", "weight_kg", "anchor")
-    return _HourParts(per_stay, grid, simple, map_d, pv, _infusion_hours(inf, g0, res), _gcs_hours(o), carry)
+    per_stay = s.select("stay_id", "first", "grid0", "weight_kg", "anchor")
+    return _HourParts(per_stay, grid, simple, map_d, pv, _infusion_hours(inf, g0, res), _gcs_hours(o))
 
 
 def _latest_event(tables: TimelineTables, o: ir.Table) -> ir.Table:
@@ -220,28 +217,26 @@ def _grouped_hours(
     in_grid: Callable[[ir.Table], ir.BooleanValue],
 ) -> ir.Table:
     """``UNION ALL`` of ``parts`` (same columns), one ``GROUP BY (stay_id, hour_end)`` with ``aggs`` (column →
-    min/max/sum/bit_or; ``un`` counts the urine volumes), the groups that hold a grid row (``in_grid(h)``), the
+    min/max/sum/bit_or; ``uvol`` holds the urine volumes), the groups that hold a grid row (``in_grid(h)``), the
     per-stay columns of ``stays`` joined (after the group-by: fewer aggregates), then the trailing urine sums per
     window (H10): one window over the dense rows — ``ROWS`` frames are exact because the grid has one row per hour
-    — plus the carry rows."""
+    — after which the urine rows before the grid are dropped."""
     allp = parts[0]
     for p in parts[1:]:
         allp = allp.union(p, distinct=False)
     fn = {"min": lambda c: c.min(), "max": lambda c: c.max(), "sum": lambda c: c.sum(), "bit_or": _bit_or}
-    h = allp.group_by(["stay_id", "hour_end"]).aggregate(
-        **{c: fn[a](allp[c]) for c, a in aggs.items()}, un=allp.uvol.count()
-    )
+    h = allp.group_by(["stay_id", "hour_end"]).aggregate(**{c: fn[a](allp[c]) for c, a in aggs.items()})
     h = h.filter(in_grid(h))
     h = h.join(stays, "stay_id")
     out: dict[str, ir.Value] = {}
     for w in urine_windows_h:
         win = ibis.window(group_by="stay_id", order_by="hour_end", preceding=w - 1, following=0)
-        charted = ibis.coalesce(h.uvol.sum().over(win), 0.0)  # NULL when the window's urine is all before the grid
-        out[f"urine_ml_{w}h"] = (charted + ibis.coalesce(h[f"ucarry_{w}"], 0.0)).round(6)
-        out[f"urine_n_{w}h"] = h.un.sum().over(win) + ibis.coalesce(h[f"ucarry_n_{w}"], 0)
+        charted = h.uvol.sum().over(win)  # NULL when no urine was charted in the window
+        out[f"urine_ml_{w}h"] = ibis.coalesce(charted, 0.0).round(6)
+        out[f"urine_charted_{w}h"] = charted.notnull()
     h = h.mutate(urine_observed_h=(h.hour_end.epoch_seconds() - h.anchor.epoch_seconds()) / 3600.0, **out)
-    carry = [c for w in urine_windows_h for c in (f"ucarry_{w}", f"ucarry_n_{w}")]
-    return h.drop("anchor", "uvol", "un", *carry)
+    h = h.filter(h.hour_end >= h.grid0)
+    return h.drop("anchor", "grid0", "uvol")
 
 
 def _part(t: ir.Table, schema: Mapping[str, str], **cols: ir.Value) -> ir.Table:
@@ -251,10 +246,6 @@ def _part(t: ir.Table, schema: Mapping[str, str], **cols: ir.Value) -> ir.Table:
         hour_end=t.hour_end,
         **{c: (cols[c].cast(typ) if c in cols else ibis.null(typ)) for c, typ in schema.items()},
     )
-
-
-def _carry_schema(urine_windows_h: tuple[int, ...]) -> dict[str, str]:
-    return {f"ucarry_{w}": "float64" for w in urine_windows_h} | {f"ucarry_n_{w}": "int64" for w in urine_windows_h}
 
 
 def hour_inputs_expr(
@@ -270,8 +261,8 @@ def hour_inputs_expr(
     and ``vent_rank`` (H4, H5; rank in :data:`_VENT_ORDER`, NULL when no episode is active), the catecholamine
     rates (H7, H8), ``other_vasoactive`` (1 when a vasopressin, phenylephrine or milrinone segment is active, H6),
     ``gcs_any, gcs_unsed, gcs_sed, gcs_pre`` (H9; ``gcs_any`` is 1 in an hour with an assessment), and per urine
-    window ``W`` ``urine_ml_<W>h`` / ``urine_n_<W>h`` (volume and chartings in ``(hour_end - W h, hour_end]``,
-    H10) with ``urine_observed_h`` (hours since the earlier of ICU admission and the first urine charting,
+    window ``W`` ``urine_ml_<W>h`` / ``urine_charted_<W>h`` (volume, 0 when nothing was charted, and whether
+    anything was charted in ``(hour_end - W h, hour_end]``, H10) with ``urine_observed_h`` (hours since the earlier of ICU admission and the first urine charting,
     uncapped). The SOFA-1 engine does not use this table (it scores inside each part, see
     :func:`hourly_sofa_expr`); SOFA-2, whose components combine several inputs, does.
     """
@@ -280,7 +271,7 @@ def hour_inputs_expr(
     schema = {
         "g": i8, **{c: f8 for c in _SIMPLE}, "map_d": f8, "pf": f8,
         "vent_rank": i8, **{d: f8 for d in _CATECHOLAMINES}, "other_vasoactive": i8, "gcs_any": i8,
-        "gcs_unsed": f8, "gcs_sed": f8, "gcs_pre": f8, "uvol": f8, **_carry_schema(urine_windows_h),
+        "gcs_unsed": f8, "gcs_sed": f8, "gcs_pre": f8, "uvol": f8,
     }  # fmt: skip
     ob, inf = p.obs, p.infusions
     parts = [
@@ -300,11 +291,10 @@ def hour_inputs_expr(
             other_vasoactive=ibis.ifelse(inf.drug.isin(list(_OTHER_VASOACTIVES)), 1, ibis.null("int64")),
         ),
         _part(p.gcs, schema, gcs_any=ibis.literal(1), **{c: p.gcs[c] for c in ("gcs_unsed", "gcs_sed", "gcs_pre")}),
-        _part(p.carry, schema, **{c: p.carry[c] for c in _carry_schema(urine_windows_h)}),
     ]
     aggs = {c: "min" for c in ("plt", "map_c", "map_d", "pf", "vent_rank", "gcs_unsed", "gcs_sed", "gcs_pre")}
     aggs |= {c: "max" for c in ("g", "bili", "crea", *_CATECHOLAMINES, "other_vasoactive", "gcs_any")}
-    aggs |= {c: "sum" for c in ("uvol", *_carry_schema(urine_windows_h))}
+    aggs |= {"uvol": "sum"}
     return _grouped_hours(parts, aggs, urine_windows_h, p.stays, lambda t: t.g == 1).drop("g")
 
 
@@ -411,7 +401,7 @@ def hourly_sofa_expr(
     for name in worst_max:
         _require_per_value_scoring(L[name], "max")
 
-    schema = {"bits": "int64", "uvol": "float64", **_carry_schema(windows)}
+    schema = {"bits": "int64", "uvol": "float64"}
 
     # observations: platelets, MAP, bilirubin, creatinine (scored) and urine (summed)
     ob = p.obs
@@ -449,9 +439,8 @@ def hourly_sofa_expr(
         _part(pf, schema, bits=_bit(_SLOT["respiration"], ibis.ifelse((rp >= 3) & ~supported, capped, rp))),
         _part(inf, schema, bits=drug_bit),
         _part(p.gcs, schema, bits=_bit(_SLOT["cns"], ladder_points(L["cns_gcs"], effective_gcs_expr(p.gcs, res), res))),
-        _part(p.carry, schema, **{c: p.carry[c] for c in _carry_schema(windows)}),
     ]  # fmt: skip
-    aggs = {"bits": "bit_or", "uvol": "sum"} | {c: "sum" for c in _carry_schema(windows)}
+    aggs = {"bits": "bit_or", "uvol": "sum"}
     h = _grouped_hours(parts, aggs, windows, p.stays, lambda t: (t.bits & _GRID_BIT) != 0)
 
     # H10 urine policy → renal points
@@ -464,7 +453,7 @@ def hourly_sofa_expr(
         daily = ibis.ifelse(observed >= 12, (ml * 24.0 / observed).round(6), ibis.null("float64"))
     else:
         daily = ml
-    daily = ibis.ifelse((h.urine_n_24h > 0) & (observed > 0), daily, ibis.null("float64"))
+    daily = ibis.ifelse(h.urine_charted_24h & (observed > 0), daily, ibis.null("float64"))
 
     # H11: MAP from its two slots (charted first), then the six component slots
     bits = ibis.coalesce(h.bits, ibis.literal(0, "int64"))

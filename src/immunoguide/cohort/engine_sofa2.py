@@ -215,7 +215,7 @@ def hourly_sofa2_expr(
 
     # Kidney (footnotes o-q: no RRT, no RRT criteria without K/pH/HCO3): creatinine and urine mL/kg/h.
     renal = [ladder_points(L["renal_creatinine"], h.crea, res)]
-    for w in SOFA2_URINE_WINDOWS_H:  # urine_ml_<W>h is NULL when nothing was charted in the window
+    for w in SOFA2_URINE_WINDOWS_H:  # urine_ml_<W>h is 0 when nothing was charted in the window
         rate = (ibis.coalesce(h[f"urine_ml_{w}h"], 0.0) / h.urine_kg / w).round(6)
         rate = ibis.ifelse(h.urine_kg.notnull() & (h.urine_observed_h >= w), rate, ibis.null("float64"))
         renal.append(ladder_points(L[f"renal_urine_{w}h"], rate, res))

@@ -39,7 +39,9 @@ def _rows(path: Path, stay_ids: set[int] | None) -> dict[int, list[dict[str, Any
     if not path.exists():
         return out
     filters = [("stay_id", "in", sorted(stay_ids))] if stay_ids else None
-    for r in pq.read_table(path, filters=filters).to_pylist():
+    tbl = pq.read_table(path, filters=filters)
+    # each stay's rows in time order whatever the file's order (observations are written clustered by concept)
+    for r in tbl.sort_by([(c, "ascending") for c in tbl.column_names]).to_pylist():
         out[r["stay_id"]].append(r)
     return out
 

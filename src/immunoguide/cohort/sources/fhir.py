@@ -77,11 +77,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from immunoguide.cohort.schema import SCHEMAS
+from immunoguide.cohort.schema import SCHEMAS, write_table
 from immunoguide.errors import CriteriaError, ImplausibleValueError, InputError, UnitError
 from immunoguide.units import check_plausible, concepts, normalise_unit, to_canonical
 
@@ -1301,9 +1300,7 @@ def convert_fhir(
         tables[table] = pa.Table.from_pylist(rows, schema=schema)
     out.mkdir(parents=True, exist_ok=True)
     for table, tbl in tables.items():
-        tmp = out / f".{table}.parquet.tmp"
-        pq.write_table(tbl, tmp)
-        os.replace(tmp, out / f"{table}.parquet")
+        write_table(tbl, out / f"{table}.parquet", table)
     return FhirReport(
         dataset="fhir",
         codes_version=str(codes["version"]),

@@ -36,9 +36,8 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pyarrow
-import pyarrow.parquet as pq
 
-from immunoguide.cohort.schema import SCHEMAS
+from immunoguide.cohort.schema import SCHEMAS, write_table
 from immunoguide.errors import InputError
 from immunoguide.units import concepts, normalise_unit
 
@@ -251,7 +250,7 @@ def convert_long(path: str | Path, out_dir: str | Path) -> LongFormatReport:
     counts = {}
     for table, schema in SCHEMAS.items():
         tbl = pyarrow.Table.from_pylist(out_rows[table], schema=schema)
-        pq.write_table(tbl, out / f"{table}.parquet")
+        write_table(tbl, out / f"{table}.parquet", table)
         counts[table] = tbl.num_rows
     return LongFormatReport(rows_read=len(raw), rows_loaded=len(raw) - len(bad), errors=tuple(sorted(errors, key=lambda e: e.row)), rows=counts)
 

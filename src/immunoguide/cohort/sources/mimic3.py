@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow.parquet as pq
 
-from immunoguide.cohort.schema import SCHEMAS
+from immunoguide.cohort.schema import SCHEMAS, sort_columns, write_table
 from immunoguide.errors import InputError
 from immunoguide.units import concepts
 
@@ -522,10 +521,11 @@ def _write(con: duckdb.DuckDBPyConnection, out: Path) -> dict[str, int]:
     rows: dict[str, int] = {}
     for table, schema in SCHEMAS.items():
         cols = ", ".join(f'CAST("{f.name}" AS {_duck(f.type)}) AS "{f.name}"' for f in schema)
-        # ORDER BY ALL: ties (two drugs at one time, two gases at one hour) are written in one fixed order, so the
+        # A total order: ties (two drugs at one time, two gases at one hour) are written in one fixed order, so the
         # same source gives byte-identical Parquet whatever the thread scheduling.
-        tbl = con.sql(f"SELECT {cols} FROM {table} ORDER BY ALL").to_arrow_table().cast(schema)
-        pq.write_table(tbl, out / f"{table}.parquet")
+        order = ", ".join(f'"{c}"' for c in sort_columns(table))
+        tbl = con.sql(f"SELECT {cols} FROM {table} ORDER BY {order}").to_arrow_table()
+        write_table(tbl, out / f"{table}.parquet", table, presorted=True)
         rows[table] = tbl.num_rows
     return rows
 
