@@ -73,3 +73,19 @@ def test_hourly_sofa2_is_identical_on_spark_and_duckdb(spark_con, mimic3_timelin
             results[name] = _norm(hourly_sofa2_expr(tabs, policies=pol).to_pandas(), ["stay_id", "hour_end"])
         assert len(results["duckdb"]) > 10_000
         pd.testing.assert_frame_equal(results["duckdb"], results["spark"], check_dtype=False)
+
+
+def test_the_timeline_check_refuses_the_same_rows_on_spark_and_duckdb(spark_con, broken_timeline) -> None:  # noqa: ANN001
+    """NaN vs NULL and Parquet statistics differ between the engines; the refused rows must not."""
+    from immunoguide.cohort.checks import timeline_issues_expr, without_issues
+
+    folder, _ids = broken_timeline
+    got = {}
+    for name, con in (("duckdb", ibis.duckdb.connect()), ("spark", spark_con)):
+        tabs = TimelineTables.from_parquet(con, str(folder))
+        issues = timeline_issues_expr(tabs).to_pandas().drop(columns="example")
+        kept = without_issues(tabs)
+        got[name] = (_norm(issues, ["stay_id", "item", "issue"]), kept.observations.count().to_pandas(), kept.stays.count().to_pandas())
+    assert len(got["duckdb"][0]) >= 10
+    pd.testing.assert_frame_equal(got["duckdb"][0], got["spark"][0], check_dtype=False)
+    assert got["duckdb"][1:] == got["spark"][1:]

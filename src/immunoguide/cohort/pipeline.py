@@ -13,7 +13,9 @@ Outputs in ``out_dir``:
 ``screening.parquet``
     stay_id, endotype, endotype_reasons, eligible, reasons, ferritin/HLA-DR availability (see :mod:`.screening`).
 ``data_quality.parquet``
-    every source row the adapter could not use, per stay and reason (copied from the timeline folder).
+    every source row the adapter could not use, per stay and reason (from the timeline folder), and every row of the
+    timeline the rules would refuse (:mod:`immunoguide.cohort.checks`; such rows are not scored, and a stay whose own
+    row is broken is left out of the hourly and Sepsis-3 tables and screened as undetermined).
 ``metadata.json``
     criteria and protocol versions, every policy, the engine, and each choice that differs from ricu or mimic-code.
 """
@@ -21,7 +23,6 @@ Outputs in ``out_dir``:
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import tomllib
 from collections.abc import Callable, Mapping
@@ -33,6 +34,7 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
+from immunoguide.cohort.checks import timeline_issues_expr, without_issues
 from immunoguide.cohort.engine import TimelineTables, hourly_sofa_expr, left_join_on_stay, sepsis3_expr
 from immunoguide.cohort.engine_sofa2 import hourly_sofa2_expr
 from immunoguide.criteria import load_criteria
@@ -201,6 +203,18 @@ def run_cohort(
     seconds: dict[str, float] = {}
     rows: dict[str, int] = {}
     tabs = TimelineTables.from_parquet(con, str(tdir))
+    # Rows the rules would refuse (a timeline not written by an adapter can hold them): counted, never scored.
+    t0 = time.perf_counter()
+    say("checking the timeline")
+    refused = con.execute(timeline_issues_expr(tabs))
+    refused_stays: dict[int, str] = {}
+    if len(refused):
+        tabs = without_issues(tabs)
+        kept = set(con.execute(tabs.stays.select("stay_id")).stay_id)
+        for r in refused.sort_values(["stay_id", "item", "issue"]).itertuples():
+            if r.stay_id == r.stay_id and r.item.startswith("stays.") and int(r.stay_id) not in kept:
+                refused_stays.setdefault(int(r.stay_id), f"{r.item} {r.issue} ({r.example})")
+    seconds["timeline_check"] = time.perf_counter() - t0
     sofa_crit = load_criteria("sofa1")
     sofa_resolved = sofa_crit.resolve_policies(sofa_policies)
     from immunoguide.rules.sepsis3 import load_sepsis3_criteria
@@ -242,14 +256,19 @@ def run_cohort(
         say("endotype screening and eligibility")
         from immunoguide.cohort.screening import screen_cohort
 
-        screening_rows = screen_cohort(tdir, out / "sepsis3.parquet", protocol=protocol)
+        screening_rows = screen_cohort(tdir, out / "sepsis3.parquet", protocol=protocol, refused=refused_stays)
         screening_rows.write(out / "screening.parquet")
         seconds["screening"] = time.perf_counter() - t0
 
-    if (tdir / "data_quality.parquet").exists():
-        shutil.copyfile(tdir / "data_quality.parquet", out / "data_quality.parquet")
-
+    import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from immunoguide.cohort.schema import SCHEMAS, write_table
+
+    dq = [pq.read_table(tdir / "data_quality.parquet")] if (tdir / "data_quality.parquet").exists() else []
+    if len(refused) or not dq:
+        dq.append(pa.Table.from_pandas(refused, preserve_index=False).cast(SCHEMAS["data_quality"]))
+    write_table(pa.concat_tables([t.cast(SCHEMAS["data_quality"]) for t in dq]), out / "data_quality.parquet", "data_quality")
 
     for f in sorted(out.glob("*.parquet")):
         rows[f.stem] = pq.read_metadata(f).num_rows
@@ -264,6 +283,7 @@ def run_cohort(
         "sofa2_criteria": sofa2_crit.label if sofa2_crit is not None else None,
         "sofa2_policies": sofa2_resolved,
         "differences_from_reference_implementations": reference_differences(sofa_resolved, s3_resolved),
+        "timeline_check": {"rows_refused": int(refused.n.sum()) if len(refused) else 0, "stays_refused": sorted(refused_stays)},
         "rows": rows,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }

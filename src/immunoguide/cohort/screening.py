@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -70,8 +71,17 @@ def biomarker_rows(timeline_dir: Path) -> dict[int, list[dict[str, Any]]]:
     return out
 
 
-def screen_cohort(timeline_dir: str | Path, sepsis3_path: str | Path, *, protocol: str = "immunosep-2025") -> ScreeningTable:
-    """Classify the endotype and evaluate eligibility for every stay of a cohort run."""
+def screen_cohort(
+    timeline_dir: str | Path,
+    sepsis3_path: str | Path,
+    *,
+    protocol: str = "immunosep-2025",
+    refused: Mapping[int, str] | None = None,
+) -> ScreeningTable:
+    """Classify the endotype and evaluate eligibility for every stay of a cohort run.
+
+    ``refused``: stays whose timeline the engine refused (stay id → why); they are neither classified nor judged
+    eligible, and say why (``eligible_status`` undetermined)."""
     from immunoguide.protocols import load_protocol
     from immunoguide.rules.eligibility import PatientRecord, evaluate_eligibility
     from immunoguide.rules.endotype import BiomarkerResult, classify_endotype
@@ -91,6 +101,9 @@ def screen_cohort(timeline_dir: str | Path, sepsis3_path: str | Path, *, protoco
     rows: list[dict[str, Any]] = []
     declared = {e.name for e in spec.endotypes} | {spec.otherwise}
     for sid in sorted(stays):
+        if refused and sid in refused:
+            rows.append(_refused_row(sid, refused[sid], proto.label))
+            continue
         st, sep = stays[sid], s3.get(sid, {})
         onset = sep.get("onset_time")
         obs = markers.get(sid, [])
@@ -161,3 +174,14 @@ def screen_cohort(timeline_dir: str | Path, sepsis3_path: str | Path, *, protoco
             }
         )
     return ScreeningTable(tuple(rows))
+
+
+def _refused_row(sid: int, why: str, protocol: str) -> dict[str, Any]:
+    reason = f"timeline refused, stay not scored: {why} (see data_quality)"
+    return {
+        "stay_id": sid, "sepsis3_onset_time": None, "infection_source": None, "endotype": None,
+        "endotype_reasons": json.dumps([reason]), "ferritin_available": None, "ferritin_censored": None,
+        "hla_dr_available": None, "missing_for_classification": None, "eligible": None,
+        "eligible_status": "undetermined", "reasons": json.dumps({"blocking": [], "undetermined": [reason]}),
+        "protocol": protocol,
+    }
