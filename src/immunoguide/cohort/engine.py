@@ -9,10 +9,13 @@ same hour inputs in :mod:`immunoguide.cohort.engine_sofa2`.
 
 Shape of the computation (for speed on 100k-stay cohorts, ``benchmarks/bench_cohort.py``):
 :func:`_hour_parts` builds narrow sparse tables (observations, SBP/DBP pairs, P/F with ventilation, infusion hours,
-GCS hours, pre-grid urine) next to the dense hour grid; SOFA-1 scores each of them where it is and keeps each score
-as one bit of a 64-bit integer, so one ``UNION ALL`` and one narrow ``GROUP BY (stay_id, hour_end)`` with
-``bit_or`` replace a join per input; one window gives the trailing urine sums and one ``bit_or`` window of 24 rows
-the rolling worst of all six components.
+GCS hours) next to the dense hour grid (which starts earlier for a stay with urine charted before it); SOFA-1 scores
+each of them where it is and keeps each score as one bit of a 64-bit integer, so one ``UNION ALL`` and one narrow
+``GROUP BY (stay_id, hour_end)`` with ``bit_or`` replace a join per input; one window gives the trailing urine sums
+and one ``bit_or`` window of 24 rows the rolling worst of all six components.
+
+The engine trusts its input to hold only rows the rules accept; :mod:`immunoguide.cohort.checks` finds and removes
+the others (``cohort run`` does this first and counts them in ``data_quality``).
 
 Portability (``../shared/docs/stack.md`` §2): no ``asof_join`` (a range join + aggregation instead), no
 ``bucket()`` (``truncate`` instead), no ``last(include_null=False)`` (not needed), tables loaded from Parquet
@@ -262,8 +265,8 @@ def hour_inputs_expr(
     rates (H7, H8), ``other_vasoactive`` (1 when a vasopressin, phenylephrine or milrinone segment is active, H6),
     ``gcs_any, gcs_unsed, gcs_sed, gcs_pre`` (H9; ``gcs_any`` is 1 in an hour with an assessment), and per urine
     window ``W`` ``urine_ml_<W>h`` / ``urine_charted_<W>h`` (volume, 0 when nothing was charted, and whether
-    anything was charted in ``(hour_end - W h, hour_end]``, H10) with ``urine_observed_h`` (hours since the earlier of ICU admission and the first urine charting,
-    uncapped). The SOFA-1 engine does not use this table (it scores inside each part, see
+    anything was charted in ``(hour_end - W h, hour_end]``, H10) with ``urine_observed_h`` (hours since the earlier
+    of ICU admission and the first urine charting, uncapped). The SOFA-1 engine does not use this table (it scores inside each part, see
     :func:`hourly_sofa_expr`); SOFA-2, whose components combine several inputs, does.
     """
     p = _hour_parts(tables, policies, urine_windows_h)
