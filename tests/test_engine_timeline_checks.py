@@ -14,13 +14,13 @@ import duckdb
 import ibis
 import pandas as pd
 import pytest
+from tests.conftest import BROKEN_ROWS, ORPHAN_STAY
 
 from immunoguide.cohort.checks import ISSUES_SOURCE, timeline_issues_expr
 from immunoguide.cohort.engine import TimelineTables
 from immunoguide.cohort.pipeline import run_cohort
 from immunoguide.cohort.timelines import load_timeline
 from immunoguide.errors import InputError
-from tests.conftest import BROKEN_ROWS, ORPHAN_STAY
 
 
 def _issues(folder: Path) -> pd.DataFrame:
