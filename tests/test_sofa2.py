@@ -800,3 +800,10 @@ def test_worsening_one_sofa2_input_never_lowers_its_component(data: st.DataObjec
     r_worse = score_sofa(SofaInputs.from_record({**rec, field: worse}), criteria="sofa2", policies=MONOTONE_POLICIES)
     assert r_worse.components[component] >= r_better.components[component]
     assert r_worse.total >= r_better.total
+
+
+def test_a_constant_missing_from_the_criteria_file_is_a_criteria_error_naming_those_present() -> None:
+    assert CRIT.constant("advanced_support_cap_points") == CRIT.constants["advanced_support_cap_points"]
+    with pytest.raises(CriteriaError) as exc:
+        CRIT.constant("no_such_constant")
+    assert "no_such_constant" in str(exc.value) and "advanced_support_cap_points" in str(exc.value)

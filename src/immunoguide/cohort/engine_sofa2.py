@@ -44,7 +44,7 @@ from immunoguide.cohort.engine import (
     rolled_total_expr,
 )
 from immunoguide.criteria import Criteria, criteria_for
-from immunoguide.errors import CriteriaError, PolicyError
+from immunoguide.errors import PolicyError
 from immunoguide.rules.hourly import SOFA2_URINE_WINDOWS_H, VENTILATION_ORDER
 from immunoguide.rules.sofa2 import ADVANCED_VENTILATION
 from immunoguide.units import NOREPINEPHRINE_SALT_TO_BASE
@@ -94,18 +94,6 @@ def _check_policies(res: Mapping[str, str], crit: Criteria) -> None:
                 where=f"hourly_sofa2_expr, policy {name}",
                 todo="translate the option in cohort/engine_sofa2.py, or use rules.hourly.hourly_sofa per stay",
             )
-
-
-def _constant(crit: Criteria, name: str) -> int:
-    try:
-        return int(crit.constants[name])
-    except KeyError:
-        raise CriteriaError(
-            expected=f"constant {name!r} in [constants]",
-            got=sorted(crit.constants),
-            where=f"criteria {crit.label}",
-            todo="add the constant (see criteria/sofa2_ranzani_2025.toml)",
-        ) from None
 
 
 def hourly_sofa2_expr(
@@ -174,7 +162,7 @@ def hourly_sofa2_expr(
     h = left_join_on_stay(h, kg)
 
     # Respiration (footnotes g, h): 3-4 points need advanced ventilatory support, otherwise capped.
-    cap = _constant(crit, "advanced_support_cap_points")
+    cap = int(crit.constant("advanced_support_cap_points"))
     none_rank = VENTILATION_ORDER.index("none")
     advanced = ibis.coalesce(h.vent_rank, none_rank).isin(
         [i for i, k in enumerate(VENTILATION_ORDER) if k in ADVANCED_VENTILATION]

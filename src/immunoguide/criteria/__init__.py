@@ -205,6 +205,18 @@ class Criteria:
         """``id@version`` — what every result records."""
         return f"{self.id}@{self.version}"
 
+    def constant(self, name: str) -> Any:
+        """The value of ``[constants] name``; :class:`CriteriaError` naming the constants there are when it is absent."""
+        try:
+            return self.constants[name]
+        except KeyError:
+            raise CriteriaError(
+                expected=f"constant {name!r} in [constants]",
+                got=sorted(self.constants),
+                where=f"criteria {self.label}",
+                todo=f"add the constant to the [constants] table of the {self.id} criteria file",
+            ) from None
+
     def resolve_policies(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         """Defaults overlaid with ``overrides``; unknown names or options raise :class:`PolicyError`."""
         return resolve_named_options(

@@ -42,7 +42,7 @@ from types import MappingProxyType
 from typing import Any
 
 from immunoguide.criteria import Criteria, Ladder
-from immunoguide.errors import ConflictingInputError, CriteriaError, InputError
+from immunoguide.errors import ConflictingInputError, InputError
 from immunoguide.rules.sofa import (
     SofaInputs,
     drug_rate_counts,
@@ -133,18 +133,6 @@ def score_components_sofa2(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _const(crit: Criteria, name: str) -> Any:
-    try:
-        return crit.constants[name]
-    except KeyError:
-        raise CriteriaError(
-            expected=f"constant {name!r} in [constants]",
-            got=sorted(crit.constants),
-            where=f"criteria {crit.label}",
-            todo="add the constant (see criteria/sofa2_ranzani_2025.toml)",
-        ) from None
-
-
 def _points(ladder: Ladder, x: float, options: Mapping[str, str]) -> int:
     pts = ladder.points(x, options)
     if pts is None:
@@ -196,7 +184,7 @@ def _respiration(
     L = crit.ladders
     advanced, support_note = _advanced_support(inputs)
     if inputs.ecmo in ("venovenous", "venoarterial"):
-        ecmo_pts = int(_const(crit, "ecmo_respiratory_points"))
+        ecmo_pts = int(crit.constant("ecmo_respiratory_points"))
         used["ecmo"] = inputs.ecmo
         notes.append(f"{inputs.ecmo} ECMO: respiration scores {ecmo_pts} regardless of the ratio (footnote i)")
         return ecmo_pts
@@ -211,7 +199,7 @@ def _respiration(
             used.update(pao2_mmhg=inputs.pao2_mmhg, fio2_fraction=fio2, pf_ratio_mmhg=pf)
             pts = _points(L["respiration_pf"], pf, resolved)
     if pts is None and inputs.spo2_percent is not None:
-        limit = float(_const(crit, "sf_ratio_max_spo2_percent"))
+        limit = float(crit.constant("sf_ratio_max_spo2_percent"))
         if inputs.spo2_percent >= limit:
             notes.append(f"SpO2 {inputs.spo2_percent:g} % >= {limit:g} % and no P/F: S/F not used (footnote f)")
         else:
@@ -226,7 +214,7 @@ def _respiration(
     if pts is None:
         return None
 
-    cap = int(_const(crit, "advanced_support_cap_points"))
+    cap = int(crit.constant("advanced_support_cap_points"))
     if pts > cap:
         if support_note:
             notes.append(support_note)
@@ -286,7 +274,7 @@ def _cardiovascular(
         used["ecmo"] = inputs.ecmo
     if mech:
         used["mechanical_circulatory_support"] = True
-        cands.append(int(_const(crit, "mechanical_support_points")))
+        cands.append(int(crit.constant("mechanical_support_points")))
 
     # Norepinephrine (as base, footnote k) + epinephrine.
     ne, ne_zero = _drug("norepinephrine", inputs, resolved, notes)
@@ -395,7 +383,7 @@ def _brain(
             pts = _points(L["cns_gcs_motor"], inputs.gcs_motor, resolved)
             notes.append(f"no full GCS: best motor response {inputs.gcs_motor} scored, {pts} points (footnote d)")
     if inputs.delirium_drug:
-        floor = int(_const(crit, "delirium_drug_min_points"))
+        floor = int(crit.constant("delirium_drug_min_points"))
         used["delirium_drug"] = True
         if pts is None:
             notes.append(f"no GCS: brain scored {floor} from delirium drug therapy alone (footnote e; a lower bound)")
@@ -418,7 +406,7 @@ def _kidney(
     cands: list[int] = []
     if inputs.rrt:
         used["rrt"] = True
-        cands.append(int(_const(crit, "rrt_points")))
+        cands.append(int(crit.constant("rrt_points")))
         notes.append(
             "receiving RRT: kidney 4 (renal indication assumed, footnote o; intermittent RRT counts on off days, q)"
         )
@@ -432,9 +420,9 @@ def _kidney(
             cands.append(_points(L[f"renal_urine_{h}h"], v, resolved))
     if inputs.anuria_12h:
         used["anuria_12h"] = True
-        cands.append(int(_const(crit, "anuria_12h_points")))
+        cands.append(int(crit.constant("anuria_12h_points")))
     if not inputs.rrt and _rrt_criteria_met(inputs, crit, resolved, used, notes):
-        cands.append(int(_const(crit, "rrt_points")))
+        cands.append(int(crit.constant("rrt_points")))
     return max(cands) if cands else None
 
 
@@ -444,9 +432,9 @@ def _rrt_criteria_met(
     """Footnote p: (creatinine > 1.2 or oliguria) and (K >= 6.0 or (pH <= 7.20 and HCO3 <= 12))."""
     renal: list[str] = []
     cr = inputs.creatinine_mg_per_dl
-    if cr is not None and cr > float(_const(crit, "rrt_criteria_creatinine_above_mg_per_dl")):
+    if cr is not None and cr > float(crit.constant("rrt_criteria_creatinine_above_mg_per_dl")):
         renal.append(f"creatinine {cr:g} mg/dL")
-    oliguria = float(_const(crit, "rrt_criteria_oliguria_below_ml_per_kg_per_h"))
+    oliguria = float(crit.constant("rrt_criteria_oliguria_below_ml_per_kg_per_h"))
     hours = (6, 12, 24) if resolved["rrt_oliguria_window"] == "six_hour_mean" else (12, 24)
     for h in hours:
         v = getattr(inputs, f"urine_ml_per_kg_per_h_{h}h")
@@ -457,12 +445,12 @@ def _rrt_criteria_met(
     if not renal:
         return False
     k, ph, hco3 = inputs.potassium_mmol_per_l, inputs.ph, inputs.bicarbonate_mmol_per_l
-    hyperkalaemia = k is not None and k >= float(_const(crit, "rrt_criteria_potassium_at_least_mmol_per_l"))
+    hyperkalaemia = k is not None and k >= float(crit.constant("rrt_criteria_potassium_at_least_mmol_per_l"))
     acidosis = (
         ph is not None
         and hco3 is not None
-        and ph <= float(_const(crit, "rrt_criteria_ph_at_most"))
-        and hco3 <= float(_const(crit, "rrt_criteria_bicarbonate_at_most_mmol_per_l"))
+        and ph <= float(crit.constant("rrt_criteria_ph_at_most"))
+        and hco3 <= float(crit.constant("rrt_criteria_bicarbonate_at_most_mmol_per_l"))
     )
     if not (hyperkalaemia or acidosis):
         return False
