@@ -111,6 +111,12 @@ def _checks() -> list[_Check]:
 _ROW_TABLES = ("observations", "infusions", "ventilation", "antibiotics", "cultures")
 
 
+def _duplicate_stays(st: ir.Table) -> ir.Table:
+    """``stay_id, n``: stay ids with more than one row in ``stays``."""
+    dup = st.group_by("stay_id").aggregate(n=st.count())
+    return dup.filter(dup.n > 1)
+
+
 def _bad_rows(t: ir.Table, checks: list[_Check]) -> ir.BooleanValue:
     out = ibis.literal(False)
     for c in checks:
@@ -120,7 +126,8 @@ def _bad_rows(t: ir.Table, checks: list[_Check]) -> ir.BooleanValue:
 
 def timeline_issues_expr(tables: TimelineTables) -> ir.Table:
     """Every row the rules would refuse, counted per stay: ``stay_id, source, item, issue, n, example`` (the
-    ``data_quality`` schema; ``item`` is ``<table>.<column or concept>``). Empty for an adapter's output."""
+    ``data_quality`` schema; ``item`` is ``<table>.<column or concept>``). Empty for an adapter's output. The stays
+    :func:`without_issues` removes whole are exactly those with an ``item`` of ``stays.``."""
     parts: list[ir.Table] = []
     checks = _checks()
     for c in checks:
@@ -135,7 +142,7 @@ def timeline_issues_expr(tables: TimelineTables) -> ir.Table:
             )
         )
     st = tables.stays
-    dup = st.group_by("stay_id").aggregate(n=st.count()).filter(ibis._.n > 1)
+    dup = _duplicate_stays(st)
     parts.append(dup.select("stay_id", item=ibis.literal("stays.stay_id"), issue=ibis.literal("duplicate_stay"), example=dup.n.cast("string")))
     known = st.select("stay_id")
     for name in _ROW_TABLES:
@@ -155,8 +162,7 @@ def without_issues(tables: TimelineTables) -> TimelineTables:
     checks = _checks()
     st = tables.stays
     st_ok = st.filter(~_bad_rows(st, [c for c in checks if c.table == "stays"]))
-    dup = st.group_by("stay_id").aggregate(n=st.count()).filter(ibis._.n > 1).select("stay_id")
-    st_ok = st_ok.anti_join(dup, "stay_id")
+    st_ok = st_ok.anti_join(_duplicate_stays(st).select("stay_id"), "stay_id")
     keep = st_ok.select("stay_id")
     cleaned = {"stays": st_ok}
     for name in _ROW_TABLES:

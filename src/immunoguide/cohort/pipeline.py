@@ -210,10 +210,9 @@ def run_cohort(
     refused_stays: dict[int, str] = {}
     if len(refused):
         tabs = without_issues(tabs)
-        kept = set(con.execute(tabs.stays.select("stay_id")).stay_id)
-        for r in refused.sort_values(["stay_id", "item", "issue"]).itertuples():
-            if r.stay_id == r.stay_id and r.item.startswith("stays.") and int(r.stay_id) not in kept:
-                refused_stays.setdefault(int(r.stay_id), f"{r.item} {r.issue} ({r.example})")
+        whole = refused[refused.item.str.startswith("stays.") & refused.stay_id.notna()]
+        for r in whole.sort_values(["stay_id", "item", "issue"]).itertuples():
+            refused_stays.setdefault(int(r.stay_id), f"{r.item} {r.issue} ({r.example})")  # removed whole
     seconds["timeline_check"] = time.perf_counter() - t0
     sofa_crit = load_criteria("sofa1")
     sofa_resolved = sofa_crit.resolve_policies(sofa_policies)
