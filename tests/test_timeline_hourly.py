@@ -372,7 +372,7 @@ def test_urine_sum_is_the_trailing_24_hours():
     """After 30 h of 15 mL/h then nothing, the trailing sum still holds chartings of the last 24 h only."""
     rows = hourly_sofa(
         timeline(observations=_hourly_urine(15, 30) + [obs(30.5, "urine_output_ml", 600)]),
-        policies={"urine_output_window": "ricu"},
+        policies={"urine_output_window": "mimic_code"},
     )
     # At 31 h: chartings at 8..30 h (23 x 15 = 345) + 600 = 945 mL over 24 h -> >= 500 mL/day -> 0 points.
     assert row(rows, at(31)).hour_components["renal"] == points("renal_urine", 945)

@@ -30,6 +30,8 @@ SOFA_OBSERVATION_CONCEPTS = frozenset(
     {
         "pao2_mmhg", "fio2_fraction", "platelets_10e3_per_ul", "bilirubin_mg_per_dl", "map_mmhg", "sbp_mmhg",
         "dbp_mmhg", "gcs", "gcs_sedated", "creatinine_mg_per_dl", "urine_output_ml",
+        # charted GCS components, read by gcs_assembly = ricu_hourly_components
+        "gcs_eye", "gcs_verbal", "gcs_motor", "gcs_total_charted",
     }
 )
 

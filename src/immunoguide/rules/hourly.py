@@ -75,6 +75,24 @@ H14 SOFA-2.
     Inputs the timeline does not hold (SpO2, RRT, ECMO, mechanical support, delirium drugs, motor-only GCS) are
     missing, so SOFA-2 scores "where inputs exist", as SOFA-2's own missing-data rule then decides.
 
+H15 Grid and windows of other references (named policies; defaults are H1–H13 as above).
+    ``hourly_grid = icu_admission_hours`` (ricu): rows are whole hours since ICU admission (ricu floors every time
+    to minutes since admission, then to hours): row ``k`` covers ``[intime + k h, intime + (k + 1) h)`` and is
+    labelled ``hour_end = intime + (k + 1) h``; an interval is
+    active in every row from the one holding its start to the one holding its stop (ricu expands administrations
+    minute by minute, both ends included). ``rolling_window = 25_rows`` (ricu ``slide(before = hours(24))``, both
+    ends of ``[t − 24 h, t]`` included): the row and the 24 before it. ``pf_pairing = ricu_match_2h`` (ricu
+    ``pafi``): the lowest PaO2 and the highest FiO2 of each row are matched both ways with the latest value of the
+    other in the same row or the 2 rows before; a row whose PaO2 finds no FiO2 pairs it with 0.21 under
+    ``fio2_missing = room_air``. ``gcs_assembly = ricu_hourly_components`` (ricu ``gcs``): per row the lowest eye,
+    verbal, motor and charted total; each carried forward over the rows of the 6 h before that have an
+    assessment; a row with a sedated assessment (``gcs_sedated``) is sedated; missing components count as normal
+    (4, 5, 6) and a charted total wins over their sum. ``urine_output_window = ricu`` (ricu ``urine24``): the
+    urine of the 25 rows ending at the row, counted from the stay's first urine row, over the number of those
+    rows (at least 12) times 24; nothing charted in them is 0 mL; rows are evaluated from the first urine row to
+    the row whose index since ICU admission is (last urine index − first urine index) — ricu's ``fill_gaps``
+    over ``collapse()`` takes the span for the end (a ricu 0.6.3 quirk, reproduced for agreement).
+
 Differences from mimic-code ``score/sofa.sql`` worth knowing: mimic-code anchors the grid on the first heart-rate
 charting and counts an infusion only if it is running at the end of the hour (here: active anywhere in the hour,
 H6), has no ≥ 1 h rule (policy ``none`` here), measures urine time from the gaps between chartings (here: H10), and
@@ -149,6 +167,72 @@ _VENT_RANK = {k: i for i, k in enumerate(VENTILATION_ORDER)}
 _MIN_CONCEPTS = ("platelets_10e3_per_ul", "map_mmhg")
 _MAX_CONCEPTS = ("bilirubin_mg_per_dl", "creatinine_mg_per_dl")
 _ROOM_AIR_FIO2 = 0.21
+
+
+#: Rows carried forward by gcs_assembly = ricu_hourly_components (ricu gcs valid_win = hours(6L)).
+RICU_GCS_VALID_H = 6
+#: ricu pafi match_win = hours(2L): a PaO2 and a FiO2 pair when at most this many rows apart.
+RICU_PF_MATCH_ROWS = 2
+#: ricu urine24: at least this many rows (min_win = hours(12L)) and a window of 25 rows ([t − 24 h, t]).
+RICU_URINE_MIN_ROWS = 12
+RICU_URINE_WINDOW_ROWS = 25
+_NORMAL_GCS_COMPONENTS = {"gcs_eye": 4, "gcs_verbal": 5, "gcs_motor": 6}
+_GCS_PARTS = ("gcs_eye", "gcs_verbal", "gcs_motor", "gcs_total_charted")
+
+
+def window_rows(resolved: Mapping[str, str]) -> int:
+    """Rows of the rolling window (H12/H15): 24 (``24_rows``, the default) or 25 (``25_rows``, ricu)."""
+    return 25 if resolved.get("rolling_window") == "25_rows" else WINDOW_ROWS
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Which row a time belongs to (H1 or H15), for one stay.
+
+    ``kind`` is the ``hourly_grid`` option and ``intime`` the ICU admission; ``icu_admission_hours`` counts whole
+    hours since the admission (ricu: minutes since admission floored, then hours floored — the same as flooring the
+    hours), so row ``k`` holds the times in ``[intime + k h, intime + (k + 1) h)``.
+
+    >>> g = Grid("icu_admission_hours", datetime(2024, 1, 1, 8, 20, 30))
+    >>> g.row_end(datetime(2024, 1, 1, 9, 20)), g.row_end(datetime(2024, 1, 1, 9, 21))
+    (datetime.datetime(2024, 1, 1, 9, 20, 30), datetime.datetime(2024, 1, 1, 10, 20, 30))
+    >>> g.index(g.row_end(datetime(2024, 1, 1, 7, 0))), g.index(g.row_end(datetime(2024, 1, 1, 9, 21)))
+    (-2, 1)
+    >>> Grid("clock_hours", datetime(2024, 1, 1, 8, 20)).row_end(datetime(2024, 1, 1, 9, 19))
+    datetime.datetime(2024, 1, 1, 10, 0)
+    """
+
+    kind: str
+    intime: datetime
+
+    @classmethod
+    def for_stay(cls, resolved: Mapping[str, str], icu_intime: datetime) -> Grid:
+        """The grid of policy ``hourly_grid`` for a stay admitted at ``icu_intime``."""
+        return cls(resolved.get("hourly_grid", "clock_hours"), icu_intime)
+
+    @property
+    def admission(self) -> bool:
+        """True for ``icu_admission_hours`` (ricu), False for clock hours."""
+        return self.kind == "icu_admission_hours"
+
+    def row_end(self, t: datetime) -> datetime:
+        """``hour_end`` of the row holding ``t``."""
+        if not self.admission:
+            return ceil_hour(t)
+        a = self.intime
+        return a + ((t - a) // HOUR + 1) * HOUR
+
+    def first_active_end(self, start: datetime) -> datetime:
+        """The first row an interval starting at ``start`` is active in (H6; H15: the row holding ``start``)."""
+        return self.row_end(start) if self.admission else _floor_hour(start) + HOUR
+
+    def last_active_end(self, stop: datetime) -> datetime:
+        """The last row an interval stopping at ``stop`` is active in (H6; H15: the row holding ``stop``)."""
+        return self.row_end(stop)
+
+    def index(self, hour_end: datetime) -> int:
+        """Rows since the row holding the ICU admission (0 = that row; negative before it)."""
+        return int((hour_end - self.row_end(self.intime)) // HOUR)
 
 
 def ceil_hour(t: datetime) -> datetime:
@@ -262,14 +346,15 @@ def hourly_sofa(
     crit = criteria_for(criteria, ("sofa1", "sofa2"), where="hourly_sofa criteria", todo="use criteria='sofa1' or 'sofa2'")
     resolved = crit.resolve_policies(policies)
     hour_policies = {**resolved, "missing_component": "no_imputation"}
-    first = ceil_hour(start if start is not None else timeline.icu_intime)
+    grid = Grid.for_stay(resolved, timeline.icu_intime)
+    first = grid.row_end(start if start is not None else timeline.icu_intime)
     if end is not None:
-        last = ceil_hour(end)
+        last = grid.row_end(end)
     elif timeline.icu_outtime is not None:
-        last = ceil_hour(timeline.icu_outtime)
+        last = grid.row_end(timeline.icu_outtime)
     else:
         latest = timeline.last_event_time()
-        last = max(first, ceil_hour(latest)) if latest is not None else first
+        last = max(first, grid.row_end(latest)) if latest is not None else first
     if last < first:
         raise InputError(
             expected="end at or after start",
@@ -277,9 +362,10 @@ def hourly_sofa(
             where="hourly_sofa",
             todo="check the requested range",
         )
-    grid0 = first - (WINDOW_ROWS - 1) * HOUR
+    w_rows = window_rows(resolved)
+    grid0 = first - (w_rows - 1) * HOUR
     n = int((last - grid0) / HOUR) + 1
-    fields = _hour_fields(timeline, grid0, n, resolved, crit.rule)
+    fields = _hour_fields(timeline, grid0, n, resolved, crit.rule, grid)
 
     hour_scores: list[tuple[int | None, ...]] = []
     empty: tuple[int | None, ...] = (None,) * len(COMPONENTS)
@@ -299,8 +385,8 @@ def hourly_sofa(
     impute = resolved["missing_component"] == "impute_normal"
     frozen_policies = MappingProxyType(dict(resolved))
     rows: list[HourlySofa] = []
-    for i in range(WINDOW_ROWS - 1, n):
-        window = hour_scores[i - WINDOW_ROWS + 1 : i + 1]
+    for i in range(w_rows - 1, n):
+        window = hour_scores[i - w_rows + 1 : i + 1]
         comps: dict[str, int | None] = {}
         for k, c in enumerate(COMPONENTS):
             vals = [v for w in window if (v := w[k]) is not None]
@@ -334,20 +420,31 @@ def hourly_sofa(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _active_rows(start: datetime, stop: datetime, grid0: datetime, n: int) -> range:
-    """Row indices where ``[start, stop]`` is active (H6): ``start < hour_end`` and ``stop > hour_end − 1 h``."""
-    lo = int((_floor_hour(start) + HOUR - grid0) / HOUR)  # smallest hour_end > start
-    hi = int((ceil_hour(stop) - grid0) / HOUR)  # largest hour_end < stop + 1 h
+def _active_rows(start: datetime, stop: datetime, grid0: datetime, n: int, grid: Grid | None = None) -> range:
+    """Row indices where ``[start, stop]`` is active: H6 (``start < hour_end`` and ``stop > hour_end − 1 h``) on
+    clock hours, H15 (from the row holding ``start`` to the row holding ``stop``) on hours since admission."""
+    if grid is None or not grid.admission:
+        lo = int((_floor_hour(start) + HOUR - grid0) / HOUR)  # smallest hour_end > start
+        hi = int((ceil_hour(stop) - grid0) / HOUR)  # largest hour_end < stop + 1 h
+    else:
+        lo = int((grid.first_active_end(start) - grid0) / HOUR)
+        hi = int((grid.last_active_end(stop) - grid0) / HOUR)
     return range(max(lo, 0), min(hi, n - 1) + 1)
 
 
 def _hour_fields(
-    tl: PatientTimeline, grid0: datetime, n: int, resolved: Mapping[str, str], rule: str = "sofa1"
+    tl: PatientTimeline,
+    grid0: datetime,
+    n: int,
+    resolved: Mapping[str, str],
+    rule: str = "sofa1",
+    grid: Grid | None = None,
 ) -> list[dict[str, Any]]:
     fields: list[dict[str, Any]] = [{} for _ in range(n)]
+    grid = grid or Grid.for_stay(resolved, tl.icu_intime)
 
     def row(t: datetime) -> int:
-        return int((ceil_hour(t) - grid0) / HOUR)
+        return int((grid.row_end(t) - grid0) / HOUR)
 
     by_concept: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
     sedated_flags: set[datetime] = set()
@@ -366,11 +463,19 @@ def _hour_fields(
                 f[name] = v if name not in f else pick(f[name], v)
 
     _map_from_pairs(by_concept, fields, row, n, resolved)
-    _pf(by_concept, fields, row, n, resolved, tl, grid0)
-    _vasopressors(tl, fields, grid0, n, resolved)
-    _gcs(by_concept, sedated_flags, tl, fields, row, n, resolved)
+    if resolved.get("pf_pairing") == "ricu_match_2h":
+        _pf_ricu(by_concept, fields, row, n, resolved, tl, grid0, grid)
+    else:
+        _pf(by_concept, fields, row, n, resolved, tl, grid0, grid)
+    _vasopressors(tl, fields, grid0, n, resolved, grid)
+    if resolved.get("gcs_assembly") == "ricu_hourly_components":
+        _gcs_ricu(by_concept, sedated_flags, fields, row, n)
+    else:
+        _gcs(by_concept, sedated_flags, tl, fields, row, n, resolved)
     if rule == "sofa2":
         _sofa2_fields(by_concept, tl, fields, grid0, n)
+    elif resolved.get("urine_output_window") == "ricu":
+        _urine_ricu(by_concept, fields, grid0, n, grid)
     else:
         _urine(by_concept, tl, fields, grid0, n)
     return fields
@@ -418,6 +523,7 @@ def _pf(
     resolved: Mapping[str, str],
     tl: PatientTimeline,
     grid0: datetime,
+    grid: Grid | None = None,
 ) -> None:
     """H4 pairing and H5 ventilation for rows with a scored gas."""
     pao2 = by_concept.get("pao2_mmhg", ())
@@ -443,12 +549,24 @@ def _pf(
         ratio = p / fio2
         if i not in best or ratio < best[i][0]:
             best[i] = (ratio, p, fio2)
+    _put_pf(best, fields, n, tl, grid0, grid)
+
+
+def _put_pf(
+    best: Mapping[int, tuple[float, float, float]],
+    fields: _Fields,
+    n: int,
+    tl: PatientTimeline,
+    grid0: datetime,
+    grid: Grid | None,
+) -> None:
+    """The rows' (PaO2, FiO2) pairs and their H5 ventilation kind into ``fields``."""
     if not best:
         return
     vent_rank: dict[int, int] = {}
     for e in tl.ventilation:
         r = _VENT_RANK[e.kind]
-        for i in _active_rows(e.start, e.end, grid0, n):
+        for i in _active_rows(e.start, e.end, grid0, n, grid):
             if i in best and r < vent_rank.get(i, len(VENTILATION_ORDER)):
                 vent_rank[i] = r
     for i, (_, p, fio2) in best.items():
@@ -457,7 +575,61 @@ def _pf(
         fields[i]["ventilation"] = VENTILATION_ORDER[vent_rank.get(i, _VENT_RANK["none"])]
 
 
-def _vasopressors(tl: PatientTimeline, fields: _Fields, grid0: datetime, n: int, resolved: Mapping[str, str]) -> None:
+def _pf_ricu(
+    by_concept: _ByConcept,
+    fields: _Fields,
+    row: _RowOf,
+    n: int,
+    resolved: Mapping[str, str],
+    tl: PatientTimeline,
+    grid0: datetime,
+    grid: Grid | None,
+) -> None:
+    """H15 ``pf_pairing = ricu_match_2h``: hourly PaO2 (lowest) and FiO2 (highest) matched both ways.
+
+    ricu ``pafi`` (``match_vals``) joins each FiO2 row with the latest PaO2 row at most
+    :data:`RICU_PF_MATCH_ROWS` rows before it and each PaO2 row with the latest FiO2 row likewise; both give a
+    ratio at their own row (when a row has both, the two are the same). A PaO2 row with no FiO2 pairs with 0.21
+    under ``fio2_missing = room_air`` (ricu ``fix_na_fio2``).
+    """
+    po2: dict[int, float] = {}
+    for t, v in by_concept.get("pao2_mmhg", ()):
+        i = row(t)
+        po2[i] = min(v, po2.get(i, v))
+    fio2: dict[int, float] = {}
+    for t, v in by_concept.get("fio2_fraction", ()):
+        i = row(t)
+        fio2[i] = max(v, fio2.get(i, v))
+    if not po2:
+        return
+    room_air = resolved.get("fio2_missing") == "room_air"
+
+    def latest(series: Mapping[int, float], i: int) -> float | None:
+        for k in range(i, i - RICU_PF_MATCH_ROWS - 1, -1):
+            if k in series:
+                return series[k]
+        return None
+
+    best: dict[int, tuple[float, float, float]] = {}
+    for i, p in po2.items():
+        f = latest(fio2, i)
+        if f is None:
+            if not room_air:
+                continue
+            f = _ROOM_AIR_FIO2
+        best[i] = (round(p / f, 6), p, f)
+    for i, f in fio2.items():
+        if i in best:
+            continue
+        found = latest(po2, i)
+        if found is not None:
+            best[i] = (round(found / f, 6), found, f)
+    _put_pf({i: v for i, v in best.items() if 0 <= i < n}, fields, n, tl, grid0, grid)
+
+
+def _vasopressors(
+    tl: PatientTimeline, fields: _Fields, grid0: datetime, n: int, resolved: Mapping[str, str], grid: Grid | None = None
+) -> None:
     """H7 max rate per drug per row, after the H8 duration rule."""
     one_hour = resolved.get("vasopressor_min_duration") == "one_hour"
     for drug in CATECHOLAMINES:
@@ -469,7 +641,7 @@ def _vasopressors(tl: PatientTimeline, fields: _Fields, grid0: datetime, n: int,
         kept += _long_episodes(positive) if one_hour else positive
         name = f"{drug}_ug_kg_min"
         for s in kept:
-            for i in _active_rows(s.start, s.stop, grid0, n):
+            for i in _active_rows(s.start, s.stop, grid0, n, grid):
                 f = fields[i]
                 rate = float(s.rate_ug_kg_min or 0.0)
                 f[name] = rate if name not in f else max(f[name], rate)
@@ -548,6 +720,70 @@ def _gcs(
         k = bisect_left(unsed_t, r["first_sed"]) - 1
         if k >= 0:
             f["gcs_presedation"] = int(unsed_v[k])
+
+
+def _gcs_ricu(by_concept: _ByConcept, sedated_flags: set[datetime], fields: _Fields, row: _RowOf, n: int) -> None:
+    """H15 ``gcs_assembly = ricu_hourly_components`` (ricu ``gcs`` with ``sed_impute = "max"``, ``set_na_max``).
+
+    Per row with an assessment: the lowest of each component (eye, verbal, motor, charted total) in the row, each
+    carried forward from the latest of the rows in the :data:`RICU_GCS_VALID_H` rows before that has it; a row with
+    a sedated assessment is ``sedated`` (``gcs_when_sedated`` then decides, ricu: 15); missing components count as
+    normal and a charted total wins over the sum. ``gcs`` is the assembled total, never carried to a row without
+    an assessment.
+    """
+    per_row: dict[int, dict[str, float]] = defaultdict(dict)
+    for c in _GCS_PARTS:
+        for t, v in by_concept.get(c, ()):
+            r = per_row[row(t)]
+            r[c] = min(v, r.get(c, v))
+    if not per_row:
+        return
+    sed_rows = {row(t) for t in sedated_flags}
+    rows = sorted(per_row)
+    last_seen: dict[str, tuple[int, float]] = {}
+    for i in rows:
+        for c, v in per_row[i].items():
+            last_seen[c] = (i, v)
+        carried = {c: v for c, (k, v) in last_seen.items() if k >= i - RICU_GCS_VALID_H}
+        if not 0 <= i < n:
+            continue
+        total = carried.get("gcs_total_charted")
+        if total is None:
+            total = sum(carried.get(c, normal) for c, normal in _NORMAL_GCS_COMPONENTS.items())
+        f = fields[i]
+        f["gcs"] = int(total)
+        if i in sed_rows:
+            f["sedated"] = True
+
+
+def _urine_ricu(by_concept: _ByConcept, fields: _Fields, grid0: datetime, n: int, grid: Grid) -> None:
+    """H15 ``urine_output_window = ricu`` (ricu ``urine24``, ``min_win = hours(12L)``, 25-row slide).
+
+    Rows are indexed in hours since ICU admission (:meth:`Grid.index`); ``first`` and ``last`` are the rows of the
+    first and last urine charting. A row ``k`` with ``first <= k <= last − first`` (ricu quirk: the span, not the
+    last row, ends the evaluation) gets ``urine_output_ml`` = the urine of rows ``max(k − 24, first) … k`` and
+    ``urine_output_observed_h`` = the number of those rows, when it is at least :data:`RICU_URINE_MIN_ROWS`
+    (score_sofa then scales to 24 h). No charting in those rows is 0 mL, as in ricu.
+    """
+    uo = by_concept.get("urine_output_ml", ())
+    if not uo:
+        return
+    per_k: dict[int, float] = defaultdict(float)
+    for t, v in uo:
+        per_k[grid.index(grid.row_end(t))] += v
+    first, last = min(per_k), max(per_k)
+    end = last - first
+    k0 = grid.index(grid0)
+    for i in range(n):
+        k = k0 + i
+        if k < first or k > end:
+            continue
+        lo = max(k - (RICU_URINE_WINDOW_ROWS - 1), first)
+        rows = k - lo + 1
+        if rows < RICU_URINE_MIN_ROWS:
+            continue
+        fields[i]["urine_output_ml"] = round(sum(per_k.get(j, 0.0) for j in range(lo, k + 1)), 6)
+        fields[i]["urine_output_observed_h"] = float(rows)
 
 
 #: SOFA-2 urine windows (hours) of the kidney component (Ranzani 2025 as transcribed; rules/sofa2.py).

@@ -54,6 +54,11 @@ _SOFA1_POLICIES: Mapping[str, frozenset[str]] = MappingProxyType(
         "vasopressor_min_duration": frozenset({"one_hour", "none"}),
         "zero_rate_infusion": frozenset({"not_running", "mimic_code"}),
         "map_from_sbp_dbp": frozenset({"derive", "do_not_derive"}),
+        # Hourly semantics (rules/hourly.py H1–H15; the single-window score ignores them).
+        "hourly_grid": frozenset({"clock_hours", "icu_admission_hours"}),
+        "rolling_window": frozenset({"24_rows", "25_rows"}),
+        "pf_pairing": frozenset({"latest_fio2_4h", "ricu_match_2h"}),
+        "gcs_assembly": frozenset({"as_charted", "ricu_hourly_components"}),
     }
 )
 

@@ -82,9 +82,9 @@ def _column_types(data_dir: Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def _register(con: duckdb.DuckDBPyConnection, data_dir: Path) -> None:
+def _register(con: duckdb.DuckDBPyConnection, data_dir: Path, extra: tuple[str, ...] = ()) -> None:
     types = _column_types(data_dir)
-    for t in _NEEDED:
+    for t in (*_NEEDED, *extra):
         candidates = [data_dir / f"{t}.csv.gz", data_dir / f"{t}.csv", data_dir / f"{t.upper()}.csv.gz", data_dir / f"{t.upper()}.csv"]
         path = next((p for p in candidates if p.exists()), None)
         if path is None:
@@ -134,34 +134,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     pre = int(it["attachment"]["pre_icu_h"])
     noon = int(it["attachment"]["date_only_hour"])
 
-    # ---- stays ------------------------------------------------------------------------------------------------
-    con.execute(
-        f"""
-        CREATE TABLE stays AS
-        WITH w AS (
-          SELECT c.icustay_id AS stay_id, arg_min(c.valuenum, c.charttime) AS weight_kg
-          FROM raw_chartevents c
-          WHERE c.itemid IN {_in(it['chart']['weight_kg'])} AND c.valuenum BETWEEN 20 AND 400
-          GROUP BY 1
-        ), wm AS (
-          SELECT icustay_id AS stay_id, arg_min(patientweight, starttime) AS weight_kg FROM raw_inputevents_mv
-          WHERE patientweight BETWEEN 20 AND 400 GROUP BY 1
-        )
-        SELECT i.icustay_id AS stay_id, i.subject_id, i.hadm_id, i.intime, i.outtime, a.admittime, a.deathtime,
-               CASE WHEN a.admission_location = 'EMERGENCY ROOM ADMIT' OR a.edregtime IS NOT NULL
-                    THEN 'emergency_department' ELSE 'inpatient' END AS admission_source,
-               CASE WHEN date_diff('day', p.dob, a.admittime) / 365.25 > 89 THEN 90.0
-                    ELSE round(date_diff('day', p.dob, a.admittime) / 365.25, 1) END AS age_years,
-               p.gender AS sex, coalesce(w.weight_kg, wm.weight_kg) AS weight_kg, 'mimic3' AS dataset,
-               date_diff('day', p.dob, a.admittime) / 365.25 > 89 AS age_shifted
-        FROM raw_icustays i JOIN raw_admissions a USING (hadm_id) JOIN raw_patients p ON p.subject_id = i.subject_id
-        LEFT JOIN w ON w.stay_id = i.icustay_id LEFT JOIN wm ON wm.stay_id = i.icustay_id
-        """
-    )
-    # window for attaching subject-level events to a stay
-    con.execute(
-        f"CREATE TABLE win AS SELECT stay_id, subject_id, intime - INTERVAL {pre} HOUR AS t0, outtime AS t1, intime, outtime FROM stays"
-    )
+    create_stays(con, it, pre)
     dq: list[str] = [
         "SELECT stay_id, 'patients' AS source, 'dob' AS item, 'age_shifted_over_89' AS issue, 1 AS n, "
         "'age > 89 shifted in MIMIC-III; recorded as 90' AS example FROM stays WHERE age_shifted"
@@ -447,6 +420,39 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         "fio2_flow_range_dropped": "(1, 20)",
     }
     return finish_adapter(con, out, dq, dataset="mimic3", items_version=str(it["version"]), choices=choices)
+
+
+
+def create_stays(con: duckdb.DuckDBPyConnection, it: dict[str, Any], pre: int) -> None:
+    """``CREATE TABLE stays`` (one row per ICU stay, timeline columns plus ``age_shifted``) and ``win`` (the window
+    ``[intime − pre h, outtime]`` that attaches subject-level events to a stay) from the registered raw tables."""
+    con.execute(
+        f"""
+        CREATE TABLE stays AS
+        WITH w AS (
+          SELECT c.icustay_id AS stay_id, arg_min(c.valuenum, c.charttime) AS weight_kg
+          FROM raw_chartevents c
+          WHERE c.itemid IN {_in(it['chart']['weight_kg'])} AND c.valuenum BETWEEN 20 AND 400
+          GROUP BY 1
+        ), wm AS (
+          SELECT icustay_id AS stay_id, arg_min(patientweight, starttime) AS weight_kg FROM raw_inputevents_mv
+          WHERE patientweight BETWEEN 20 AND 400 GROUP BY 1
+        )
+        SELECT i.icustay_id AS stay_id, i.subject_id, i.hadm_id, i.intime, i.outtime, a.admittime, a.deathtime,
+               CASE WHEN a.admission_location = 'EMERGENCY ROOM ADMIT' OR a.edregtime IS NOT NULL
+                    THEN 'emergency_department' ELSE 'inpatient' END AS admission_source,
+               CASE WHEN date_diff('day', p.dob, a.admittime) / 365.25 > 89 THEN 90.0
+                    ELSE round(date_diff('day', p.dob, a.admittime) / 365.25, 1) END AS age_years,
+               p.gender AS sex, coalesce(w.weight_kg, wm.weight_kg) AS weight_kg, 'mimic3' AS dataset,
+               date_diff('day', p.dob, a.admittime) / 365.25 > 89 AS age_shifted
+        FROM raw_icustays i JOIN raw_admissions a USING (hadm_id) JOIN raw_patients p ON p.subject_id = i.subject_id
+        LEFT JOIN w ON w.stay_id = i.icustay_id LEFT JOIN wm ON wm.stay_id = i.icustay_id
+        """
+    )
+    # window for attaching subject-level events to a stay
+    con.execute(
+        f"CREATE TABLE win AS SELECT stay_id, subject_id, intime - INTERVAL {pre} HOUR AS t0, outtime AS t1, intime, outtime FROM stays"
+    )
 
 
 def numeric_lab_sql(concept_name: str, item_ids: list[int], units: list[str]) -> tuple[str, str]:
