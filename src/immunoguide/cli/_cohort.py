@@ -18,10 +18,28 @@ from immunoguide.errors import ImmunoguideError, InputError
 cohort_app = typer.Typer(help="Hourly SOFA, Sepsis-3 and endotype screening over whole ICU databases.", no_args_is_help=True)
 
 SOURCES = ("mimic3", "mimic4", "long", "fhir")
+PRESET_HELP = "Reference preset: immunoguide | ricu | mimic-code (every SOFA and Sepsis-3 choice; --policy overrides one)."
 
 
-def convert_source(source: str, data: Path, timeline_dir: Path) -> dict:
-    """Run the adapter of ``source`` (mimic3 | mimic4 | long | fhir) into a timeline folder; returns row counts."""
+def _profile(preset: str | None, source: str) -> str:
+    """The source profile the preset reads ``source`` with (``immunoguide`` without a preset)."""
+    if preset is None:
+        return "immunoguide"
+    from immunoguide.criteria.presets import load_preset
+
+    return load_preset(preset).source_profile(source)
+
+
+def convert_source(source: str, data: Path, timeline_dir: Path, profile: str = "immunoguide") -> dict:
+    """Run the adapter of ``source`` (mimic3 | mimic4 | long | fhir) into a timeline folder; returns row counts.
+
+    ``profile`` is the source profile (how the source is read): ``immunoguide``, or ``ricu`` for MIMIC-III
+    (:mod:`immunoguide.cohort.sources.mimic3_ricu`), as a preset names it.
+    """
+    if source == "mimic3" and profile == "ricu":
+        from immunoguide.cohort.sources.mimic3_ricu import convert_mimic3_ricu
+
+        return convert_mimic3_ricu(data, timeline_dir).rows
     if source == "mimic3":
         from immunoguide.cohort.sources.mimic3 import convert_mimic3
 
@@ -53,12 +71,14 @@ def run(
         list[str] | None, typer.Option("--sepsis3-policy", help="Sepsis-3 policy NAME=OPTION (repeatable).")
     ] = None,
     sofa2: Annotated[bool, typer.Option("--sofa2", help="Also write sofa2_hourly.parquet (SOFA-2 where inputs exist).")] = False,
+    preset: Annotated[str | None, typer.Option("--preset", help=PRESET_HELP)] = None,
 ) -> None:
     """Convert a source, then compute sofa_hourly, sepsis3 and screening tables (Parquet) in OUT."""
     from immunoguide.cohort.pipeline import run_cohort
 
     console = Console(stderr=True)
     try:
+        profile = _profile(preset, source)
         sofa_pol = parse_policy_options(policy or [])
         s3_pol = parse_policy_options(sepsis3_policy or [])
         stages = ["convert", "hourly SOFA", "Sepsis-3", "endotype screening and eligibility", "write"]
@@ -66,7 +86,7 @@ def run(
             task = bar.add_task("convert source", total=len(stages))
             t0 = time.perf_counter()
             timeline_dir = out / "timeline"
-            rows = convert_source(source, data, timeline_dir)
+            rows = convert_source(source, data, timeline_dir, profile)
             bar.update(task, advance=1, description=f"converted {rows.get('stays', 0)} stays in {time.perf_counter() - t0:.1f} s")
 
             def step(msg: str) -> None:
@@ -74,7 +94,7 @@ def run(
 
             result = run_cohort(
                 timeline_dir, out, engine=engine, protocol=None if protocol == "none" else protocol,
-                sofa_policies=sofa_pol, sepsis3_policies=s3_pol, progress=step, sofa2=sofa2,
+                sofa_policies=sofa_pol, sepsis3_policies=s3_pol, progress=step, sofa2=sofa2, preset=preset,
             )
             bar.update(task, completed=len(stages), description="done")
     except ImmunoguideError as exc:
@@ -131,6 +151,7 @@ def screen(
     source: Annotated[str, typer.Option("--source", help="mimic3 | mimic4 | long | fhir")] = "mimic3",
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("immunoguide-screening"),
     protocol: Annotated[str, typer.Option("--protocol", help="Protocol id.")] = "immunosep-2025",
+    preset: Annotated[str | None, typer.Option("--preset", help=PRESET_HELP)] = None,
 ) -> None:
     """Real-data screening report: Sepsis-3 stays, infection sources, ferritin availability (and censored values),
     endotype where decidable, and what is missing for a full classification."""
@@ -139,10 +160,11 @@ def screen(
 
     console = Console()
     try:
+        profile = _profile(preset, source)
         with console.status("converting source …"):
-            convert_source(source, data, out / "timeline")
+            convert_source(source, data, out / "timeline", profile)
         with console.status("hourly SOFA, Sepsis-3, screening …"):
-            run_cohort(out / "timeline", out, protocol=protocol)
+            run_cohort(out / "timeline", out, protocol=protocol, preset=preset)
         report = screening_report(out)
     except ImmunoguideError as exc:
         fail(exc, EXIT_BAD_DATA_FILE if isinstance(exc, InputError) else 2)

@@ -22,6 +22,9 @@ def sofa(
         list[str] | None,
         typer.Option("--policy", help="Override a named policy: NAME=OPTION (repeatable)."),
     ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Reference preset for SOFA-1: immunoguide | ricu | mimic-code.")
+    ] = None,
 ) -> None:
     """Score SOFA for each JSON line on stdin; write one JSON line per input line on stdout.
 
@@ -33,6 +36,17 @@ def sofa(
     try:
         crit = load_criteria(criteria)
         overrides = parse_policy_options(policy or [])
+        if preset is not None:
+            if crit.rule != "sofa1":
+                raise PolicyError(
+                    expected="--criteria sofa1 with --preset (presets set the SOFA-1 policies)",
+                    got=f"--criteria {criteria} --preset {preset}",
+                    where="--preset",
+                    todo="drop --preset for SOFA-2, or score SOFA-1",
+                )
+            from immunoguide.criteria.presets import merge_policies
+
+            overrides = merge_policies(preset, "sofa1", overrides)
         crit.resolve_policies(overrides)
     except PolicyError as exc:
         fail(exc)

@@ -131,27 +131,64 @@ class _HourParts:
     gcs: ir.Table  # stay_id, hour_end, gcs_unsed, gcs_sed, gcs_pre — one row per hour with an assessment (H9)
 
 
-def _hour_parts(tables: TimelineTables, res: Mapping[str, str], urine_windows_h: tuple[int, ...]) -> _HourParts:
+def _grid_kind(res: Mapping[str, str]) -> str:
+    """The ``hourly_grid`` option (SOFA-2 criteria have none: clock hours)."""
+    return res.get("hourly_grid", "clock_hours")
+
+
+def _window_rows(res: Mapping[str, str]) -> int:
+    """Rows of the rolling window: 24 (H12) or 25 (``rolling_window = 25_rows``, ricu)."""
+    return 25 if res.get("rolling_window") == "25_rows" else 24
+
+
+def row_end_expr(t: ir.TimestampValue, intime: ir.TimestampValue, grid: str) -> ir.TimestampValue:
+    """``hour_end`` of the row holding ``t``: H1 (clock hours) or H15 (whole hours since ``intime``)."""
+    if grid != "icu_admission_hours":
+        return ceil_hour(t)
+    k = ((t.epoch_seconds() - intime.epoch_seconds()) / 3600).floor().cast("int64")
+    return intime + (k + 1).as_interval("h")
+
+
+def _hour_parts(
+    tables: TimelineTables, res: Mapping[str, str], urine_windows_h: tuple[int, ...], *, from_first_datum: bool = False
+) -> _HourParts:
     st, obs, inf, vent = tables.stays, tables.observations, tables.infusions, tables.ventilation
     max_w = max(urine_windows_h)
+    grid_kind = _grid_kind(res)
+    admission = grid_kind == "icu_admission_hours"
+    w_rows = _window_rows(res)
 
     # H1/H2: the grid bounds per stay and one row per grid hour
-    o = obs.filter(obs.value.notnull()).mutate(hour_end=ceil_hour(obs.time))
+    o = obs.filter(obs.value.notnull())
+    if admission:
+        o = o.join(st.select("stay_id", _intime=st.intime), "stay_id")
+        o = o.mutate(hour_end=row_end_expr(o.time, o._intime, grid_kind)).drop("_intime")
+    else:
+        o = o.mutate(hour_end=ceil_hour(o.time))
     u = o.filter(o.concept == "urine_output_ml")
-    first_u = u.group_by("stay_id").aggregate(first_u=u.time.min())
-    s = st.select("stay_id", "weight_kg", "outtime", first=ceil_hour(st.intime), intime=st.intime)
+    first_u = u.group_by("stay_id").aggregate(first_u=u.time.min(), first_uh=u.hour_end.min(), last_uh=u.hour_end.max())
+    s = st.select("stay_id", "weight_kg", "outtime", first=row_end_expr(st.intime, st.intime, grid_kind), intime=st.intime)
     s = left_join_on_stay(left_join_on_stay(s, first_u), _latest_event(tables, o))
     # H1: an open stay (no outtime) runs to its latest clinical time, never before its first row
     s = s.mutate(
         last=ibis.ifelse(
-            s.outtime.notnull(), ceil_hour(s.outtime), ibis.greatest(s.first, ceil_hour(ibis.coalesce(s.latest, s.intime)))
+            s.outtime.notnull(),
+            row_end_expr(s.outtime, s.intime, grid_kind),
+            ibis.greatest(s.first, row_end_expr(ibis.coalesce(s.latest, s.intime), s.intime, grid_kind)),
         )
     )
-    s = s.mutate(grid0=s.first - ibis.interval(hours=23), anchor=ibis.least(s.intime, ibis.coalesce(s.first_u, s.intime)))
+    grid0 = s.first - ibis.interval(hours=w_rows - 1)
+    if from_first_datum:
+        fd = _first_datum(tables, o, s, grid_kind)
+        s = left_join_on_stay(s, fd)
+        grid0 = ibis.least(grid0, ibis.coalesce(s.first_datum, s.first) - ibis.interval(hours=w_rows - 1))
+    else:
+        s = s.mutate(first_datum=ibis.null("timestamp"))
+    s = s.mutate(grid0=grid0, anchor=ibis.least(s.intime, ibis.coalesce(s.first_u, s.intime)))
     # H10 urine charted before the grid still counts in the windows of the first grid rows: such a stay's rows start
     # up to max_w − 1 hours earlier ("urine rows", dropped after the urine windows), so every window stays a dense
     # ROWS frame.
-    first_uh = ceil_hour(s.first_u)
+    first_uh = s.first_uh
     s = s.mutate(
         start=ibis.ifelse(
             first_uh.notnull() & (first_uh < s.grid0),
@@ -159,7 +196,7 @@ def _hour_parts(tables: TimelineTables, res: Mapping[str, str], urine_windows_h:
             s.grid0,
         )
     )
-    g0 = s.select("stay_id", "grid0", "last")
+    g0 = s.select("stay_id", "grid0", "last", "intime")
     # An integer offset series (portable: Spark's timestamp SEQUENCE drops some ranges under Ibis 12).
     n_hours = ((s.last.epoch_seconds() - s.start.epoch_seconds()) / 3600).cast("int64")
     sk = s.mutate(k=ibis.range(0, n_hours + 1).unnest())
@@ -173,7 +210,21 @@ def _hour_parts(tables: TimelineTables, res: Mapping[str, str], urine_windows_h:
     pairs = sbp.join(dbp, ["stay_id", "time"])
     map_d = pairs.select("stay_id", "hour_end", map_d=(pairs.dbp + (pairs.sbp - pairs.dbp) / 3.0).round(6))
 
-    # H4 P/F pairing, H5 ventilation rank in rows with a gas
+    # H4 P/F pairing (or H15 ricu matching), H5 ventilation rank in rows with a gas
+    pf = _pf_ricu(o, res) if res.get("pf_pairing") == "ricu_match_2h" else _pf_latest_fio2(o, res)
+    rank = ibis.cases(*[(vent.kind == k, i) for i, k in enumerate(_VENT_ORDER)], else_=len(_VENT_ORDER) - 1)
+    v = vent.select("stay_id", vs=vent.start, ve=vent.stop, rank=rank)
+    active_end = (v.ve >= pf.hour_end - H) if admission else (v.ve > pf.hour_end - H)
+    pv = pf.left_join(v, [pf.stay_id == v.stay_id, v.vs < pf.hour_end, active_end])
+    pv = pv.group_by([pf.stay_id, pf.hour_end, pf.pf]).aggregate(vent_rank=pv.rank.min())
+
+    per_stay = s.select("stay_id", "first", "grid0", "weight_kg", "anchor", "first_uh", "last_uh", "first_datum")
+    gcs = _gcs_hours_ricu(o) if res.get("gcs_assembly") == "ricu_hourly_components" else _gcs_hours(o)
+    return _HourParts(per_stay, grid, simple, map_d, pv, _infusion_hours(inf, g0, res), gcs)
+
+
+def _pf_latest_fio2(o: ir.Table, res: Mapping[str, str]) -> ir.Table:
+    """H4: each PaO2 with the latest FiO2 of the 4 h before it; the hour's lowest ratio (``stay_id, hour_end, pf``)."""
     pao2 = o.filter(o.concept == "pao2_mmhg").select("stay_id", pt=o.time, hour_end=o.hour_end, p=o.value)
     fio2 = o.filter(o.concept == "fio2_fraction").select("stay_id", ft=o.time, f=o.value)
     pj = pao2.join(fio2, [pao2.stay_id == fio2.stay_id, fio2.ft <= pao2.pt, fio2.ft >= pao2.pt - ibis.interval(hours=4)])
@@ -185,14 +236,52 @@ def _hour_parts(tables: TimelineTables, res: Mapping[str, str], urine_windows_h:
         paired = pao2.left_join(paired, ["stay_id", "pt", "p", "hour_end"]).select(
             "stay_id", "pt", "p", "hour_end", f=ibis.coalesce(ibis._.f, 0.21)
         )
-    pf = paired.group_by(["stay_id", "hour_end"]).aggregate(pf=(paired.p / paired.f).round(6).min())
-    rank = ibis.cases(*[(vent.kind == k, i) for i, k in enumerate(_VENT_ORDER)], else_=len(_VENT_ORDER) - 1)
-    v = vent.select("stay_id", vs=vent.start, ve=vent.stop, rank=rank)
-    pv = pf.left_join(v, [pf.stay_id == v.stay_id, v.vs < pf.hour_end, v.ve > pf.hour_end - H])
-    pv = pv.group_by([pf.stay_id, pf.hour_end, pf.pf]).aggregate(vent_rank=pv.rank.min())
+    return paired.group_by(["stay_id", "hour_end"]).aggregate(pf=(paired.p / paired.f).round(6).min())
 
-    per_stay = s.select("stay_id", "first", "grid0", "weight_kg", "anchor")
-    return _HourParts(per_stay, grid, simple, map_d, pv, _infusion_hours(inf, g0, res), _gcs_hours(o))
+
+def _pf_ricu(o: ir.Table, res: Mapping[str, str]) -> ir.Table:
+    """H15 ``pf_pairing = ricu_match_2h``: the row's lowest PaO2 and highest FiO2, matched both ways with the latest
+    value of the other in the same row or the two before (ricu ``pafi``); ``stay_id, hour_end, pf``."""
+    po2 = o.filter(o.concept == "pao2_mmhg")
+    po2 = po2.group_by(["stay_id", "hour_end"]).aggregate(p=po2.value.min())
+    fio2 = o.filter(o.concept == "fio2_fraction")
+    fio2 = fio2.group_by(["stay_id", "hour_end"]).aggregate(f=fio2.value.max())
+    win = ibis.interval(hours=2)
+
+    def latest(left: ir.Table, right: ir.Table, lcol: str, rcol: str) -> ir.Table:
+        """Each row of ``left`` with the value of the latest ``right`` row at most two rows before it."""
+        r = right.select(stay_id=right.stay_id, rh=right.hour_end, rv=right[rcol])
+        j = left.join(r, [left.stay_id == r.stay_id, r.rh <= left.hour_end, r.rh >= left.hour_end - win])
+        last = j.group_by([j.stay_id, j.hour_end]).aggregate(rh=j.rh.max())
+        return last.join(r, [last.stay_id == r.stay_id, last.rh == r.rh]).select(
+            stay_id=last.stay_id, hour_end=last.hour_end, other=r.rv
+        )
+
+    p_rows = po2.left_join(latest(po2, fio2, "p", "f"), ["stay_id", "hour_end"]).select(
+        "stay_id", "hour_end", p=po2.p, f=ibis._.other
+    )
+    if res["fio2_missing"] == "room_air":
+        p_rows = p_rows.mutate(f=ibis.coalesce(p_rows.f, 0.21))
+    p_rows = p_rows.filter(p_rows.f.notnull())
+    f_rows = latest(fio2, po2, "f", "p").join(fio2, ["stay_id", "hour_end"]).select(
+        "stay_id", "hour_end", p=ibis._.other, f=ibis._.f
+    )
+    both = p_rows.select("stay_id", "hour_end", "p", "f").union(f_rows.select("stay_id", "hour_end", "p", "f"))
+    return both.group_by(["stay_id", "hour_end"]).aggregate(pf=(both.p / both.f).round(6).min())
+
+
+def _first_datum(tables: TimelineTables, o: ir.Table, s: ir.Table, grid: str) -> ir.Table:
+    """``stay_id, first_datum``: the row of the stay's earliest SOFA datum (Sepsis-3 ``sofa_rows_from =
+    first_sofa_datum``; :func:`immunoguide.rules.sepsis3.earliest_sofa_datum`)."""
+    from immunoguide.rules.sepsis3 import SOFA_DATA_CONCEPTS
+
+    inf, vent = tables.infusions, tables.ventilation
+    t = o.filter(o.concept.isin(sorted(SOFA_DATA_CONCEPTS))).select("stay_id", t=o.time)
+    t = t.union(inf.filter(inf.drug.isin(list(_CATECHOLAMINES))).select("stay_id", t=inf.start), distinct=False)
+    t = t.union(vent.select("stay_id", t=vent.start), distinct=False)
+    t = t.group_by("stay_id").aggregate(t=t.t.min())
+    j = t.join(s.select("stay_id", "intime"), "stay_id")
+    return j.select("stay_id", first_datum=row_end_expr(j.t, j.intime, grid))
 
 
 def _latest_event(tables: TimelineTables, o: ir.Table) -> ir.Table:
@@ -322,7 +411,10 @@ def _infusion_hours(inf: ir.Table, g0: ir.Table, res: Mapping[str, str]) -> ir.T
     else:
         kept = seg.select("stay_id", "drug", "start", "stop", "rate_ug_kg_min")
     kg = kept.join(g0, "stay_id")
-    kg = kg.mutate(lo=kg.start.truncate("h") + H, hi=ceil_hour(kg.stop))
+    if _grid_kind(res) == "icu_admission_hours":  # H15: from the row holding start to the row holding stop
+        kg = kg.mutate(lo=row_end_expr(kg.start, kg.intime, "icu_admission_hours"), hi=row_end_expr(kg.stop, kg.intime, "icu_admission_hours"))
+    else:
+        kg = kg.mutate(lo=kg.start.truncate("h") + H, hi=ceil_hour(kg.stop))
     kg = kg.mutate(lo=ibis.greatest(kg.lo, kg.grid0), hi=ibis.least(kg.hi, kg.last))
     kg = kg.filter(kg.hi >= kg.lo)
     kg = kg.mutate(k=ibis.range(0, ((kg.hi.epoch_seconds() - kg.lo.epoch_seconds()) / 3600).cast("int64") + 1).unnest())
@@ -357,6 +449,43 @@ def _gcs_hours(o: ir.Table) -> ir.Table:
     return gr.select("stay_id", "hour_end", gcs_unsed=gr.unsed, gcs_sed=gr.sedv, gcs_pre=gr.pre)
 
 
+def _gcs_hours_ricu(o: ir.Table) -> ir.Table:
+    """H15 ``gcs_assembly = ricu_hourly_components`` (ricu ``gcs``): per row with an assessment, each component's
+    lowest value carried forward from the latest assessed row of the 6 h before; missing components normal; a
+    charted total wins; a row with a sedated assessment is sedated (``gcs_sed``), else ``gcs_unsed``."""
+    parts = ("gcs_eye", "gcs_verbal", "gcs_motor", "gcs_total_charted")
+    c = o.filter(o.concept.isin(list(parts)))
+    rows = c.group_by(["stay_id", "hour_end"]).aggregate(
+        **{p: c.value.min(where=c.concept == p) for p in parts}
+    )
+    r2 = rows.view()
+    j = rows.join(
+        r2, [rows.stay_id == r2.stay_id, r2.hour_end <= rows.hour_end, r2.hour_end >= rows.hour_end - ibis.interval(hours=6)]
+    )
+    # for each component: the latest row of the window that has it
+    last = j.group_by([rows.stay_id, rows.hour_end]).aggregate(
+        **{f"t_{p}": r2.hour_end.max(where=r2[p].notnull()) for p in parts}
+    )
+    carried = last
+    for p in parts:
+        v = rows.select(stay_id=rows.stay_id, **{f"t_{p}": rows.hour_end, f"v_{p}": rows[p]})
+        carried = carried.left_join(v, ["stay_id", f"t_{p}"]).select(carried, v[f"v_{p}"])
+    normal = {"gcs_eye": 4.0, "gcs_verbal": 5.0, "gcs_motor": 6.0}
+    total = ibis.coalesce(
+        carried["v_gcs_total_charted"], sum(ibis.coalesce(carried[f"v_{p}"], n) for p, n in normal.items())
+    )
+    flags = o.filter(o.concept == "gcs_sedated").select("stay_id", "hour_end").distinct().mutate(sed=ibis.literal(True))
+    g = carried.select("stay_id", "hour_end", total=total).left_join(flags, ["stay_id", "hour_end"])
+    sed = ibis.coalesce(g.sed, False)
+    return g.select(
+        "stay_id",
+        "hour_end",
+        gcs_unsed=ibis.ifelse(sed, ibis.null("float64"), g.total),
+        gcs_sed=ibis.ifelse(sed, g.total, ibis.null("float64")),
+        gcs_pre=ibis.null("float64"),
+    )
+
+
 def effective_gcs_expr(h: ir.Table, res: Mapping[str, str]) -> ir.FloatingValue:
     """The hour's GCS after policy ``gcs_when_sedated`` (H9; :func:`immunoguide.rules.sofa.effective_gcs`)."""
     pol = res["gcs_when_sedated"]
@@ -379,8 +508,14 @@ def hourly_sofa_expr(
     criteria: str | Criteria = "sofa1",
     policies: Mapping[str, str] | None = None,
     keep_lookback: bool = False,
+    rows_from: str = "icu_admission",
 ) -> ir.Table:
     """Hourly SOFA-1 rows for every stay: ``stay_id, hour_end, <six components>, total, n_imputed, imputed``.
+
+    ``rows_from``: ``"icu_admission"`` (rows from the row holding ICU admission), ``"first_sofa_datum"`` (from the
+    row of the stay's earliest SOFA datum, before or after admission: Sepsis-3 policy ``sofa_rows_from``), or
+    ``"all"`` (both sets of rows and the look-back rows, with the columns ``first`` and ``first_datum`` — the row ends
+    of ICU admission and of the earliest datum — to filter on). ``keep_lookback`` keeps every grid row.
 
     Semantics are those of :func:`immunoguide.rules.hourly.hourly_sofa` (H1–H13), computed set-wise.
 
@@ -395,8 +530,9 @@ def hourly_sofa_expr(
     crit = criteria_for(criteria, ("sofa1",), where="cohort engine", todo="use hourly_sofa2_expr for SOFA-2")
     res = crit.resolve_policies(policies)
     L = crit.ladders
-    windows = (24,)
-    p = _hour_parts(tables, res, windows)
+    ricu_urine = res["urine_output_window"] == "ricu"
+    windows = (25,) if ricu_urine else (24,)
+    p = _hour_parts(tables, res, windows, from_first_datum=rows_from != "icu_admission")
     worst_min = ("coagulation_platelets", "cardiovascular_map", "respiration_pf", "cns_gcs")
     worst_max = ("liver_bilirubin", "renal_creatinine", *(f"cardiovascular_{d}" for d in _CATECHOLAMINES))
     for name in worst_min:
@@ -447,16 +583,23 @@ def hourly_sofa_expr(
     h = _grouped_hours(parts, aggs, windows, p.stays, lambda t: (t.bits & _GRID_BIT) != 0)
 
     # H10 urine policy → renal points
-    observed = ibis.least(h.urine_observed_h, 24.0)
-    ml = h.urine_ml_24h
     policy = res["urine_output_window"]
-    if policy == "mimic_code":
-        daily = ibis.ifelse((observed >= 22) & (observed <= 30), (ml * 24.0 / observed).round(6), ibis.null("float64"))
-    elif policy == "ricu":
-        daily = ibis.ifelse(observed >= 12, (ml * 24.0 / observed).round(6), ibis.null("float64"))
+    if policy == "ricu":  # H15: ricu urine24 on rows since admission (see rules.hourly._urine_ricu)
+        def idx(t: ir.TimestampValue) -> ir.IntegerValue:
+            return ((t.epoch_seconds() - h.first.epoch_seconds()) / 3600).round().cast("int64")
+
+        k, uf, ul = idx(h.hour_end), idx(h.first_uh), idx(h.last_uh)
+        n = k - ibis.greatest(k - (windows[0] - 1), uf) + 1
+        ok = h.first_uh.notnull() & (k >= uf) & (k <= ul - uf) & (n >= 12)
+        daily = ibis.ifelse(ok, (h.urine_ml_25h * 24.0 / n).round(6), ibis.null("float64"))
     else:
-        daily = ml
-    daily = ibis.ifelse(h.urine_charted_24h & (observed > 0), daily, ibis.null("float64"))
+        observed = ibis.least(h.urine_observed_h, 24.0)
+        ml = h.urine_ml_24h
+        if policy == "mimic_code":
+            daily = ibis.ifelse((observed >= 22) & (observed <= 30), (ml * 24.0 / observed).round(6), ibis.null("float64"))
+        else:
+            daily = ml
+        daily = ibis.ifelse(h.urine_charted_24h & (observed > 0), daily, ibis.null("float64"))
 
     # H11: MAP from its two slots (charted first), then the six component slots
     bits = ibis.coalesce(h.bits, ibis.literal(0, "int64"))
@@ -465,7 +608,9 @@ def hourly_sofa_expr(
     if res["map_from_sbp_dbp"] == "derive":
         map_pts = ibis.coalesce(map_pts, _top(bits, _SLOT_MAP_D))
     six = six | _bit(_SLOT["cardiovascular"], map_pts) | _bit(_SLOT["renal"], ladder_points(L["renal_urine"], daily, res))
-    return _roll_packed(h.select("stay_id", "first", "hour_end", bits=six), res, keep_lookback=keep_lookback)
+    return _roll_packed(
+        h.select("stay_id", "first", "first_datum", "hour_end", bits=six), res, keep_lookback=keep_lookback, rows_from=rows_from
+    )
 
 
 #: Slot of each component in the packed hour score; two more slots hold charted and derived MAP (H11).
@@ -516,19 +661,29 @@ def rolled_total_expr(hour: ir.Table, res: Mapping[str, str], *, keep_lookback: 
     packed = ibis.literal(0, "int64")
     for c in COMPONENTS:
         packed = packed | _bit(_SLOT[c], hour[c])
-    return _roll_packed(hour.select("stay_id", "first", "hour_end", bits=packed), res, keep_lookback=keep_lookback)
+    return _roll_packed(
+        hour.select("stay_id", "first", first_datum=ibis.null("timestamp"), hour_end=hour.hour_end, bits=packed),
+        res,
+        keep_lookback=keep_lookback,
+    )
 
 
-def _roll_packed(hour: ir.Table, res: Mapping[str, str], *, keep_lookback: bool) -> ir.Table:
+def _roll_packed(
+    hour: ir.Table, res: Mapping[str, str], *, keep_lookback: bool, rows_from: str = "icu_admission"
+) -> ir.Table:
     """H12 and H13 over packed hour scores (``bits``: slot ``c`` of component ``c``).
 
     The six 0–4 scores are rolled with a single ``bit_or`` window of 24 rows; the highest set bit of each slot is
     the component's worst score in the window. One window instead of six is exact because the grid has one row
     per hour (H1).
     """
-    w = ibis.window(group_by="stay_id", order_by="hour_end", preceding=23, following=0)
-    rolled = hour.select("stay_id", "first", "hour_end", bits=_bit_or(hour.bits).over(w))
-    if not keep_lookback:
+    w = ibis.window(group_by="stay_id", order_by="hour_end", preceding=_window_rows(res) - 1, following=0)
+    rolled = hour.select("stay_id", "first", "first_datum", "hour_end", bits=_bit_or(hour.bits).over(w))
+    if rows_from == "first_sofa_datum":
+        rolled = rolled.filter(rolled.hour_end >= ibis.coalesce(rolled.first_datum, rolled.first))
+    elif rows_from == "all":
+        rolled = rolled.filter(rolled.hour_end >= ibis.least(rolled.first, ibis.coalesce(rolled.first_datum, rolled.first)))
+    elif not keep_lookback:
         rolled = rolled.filter(rolled.hour_end >= rolled.first)
     rolled = rolled.mutate(**{c: _top(rolled.bits, _SLOT[c]) for c in COMPONENTS})
     n_missing = sum(rolled[c].isnull().cast("int64") for c in COMPONENTS)
@@ -545,9 +700,11 @@ def _roll_packed(hour: ir.Table, res: Mapping[str, str], *, keep_lookback: bool)
             **{f"{c}_imputed": ibis.literal(False) for c in COMPONENTS},
         )
         out = out.mutate(total=ibis.ifelse(n_missing > 0, ibis.null("int64"), sum(ibis.coalesce(out[c], 0) for c in COMPONENTS)))
+    extra = ("first", "first_datum") if rows_from == "all" else ()
     return out.select(
-        "stay_id", "hour_end", *COMPONENTS, "total", n_imputed=out.imputed_mask, **{f"{c}_imputed": out[f"{c}_imputed"] for c in COMPONENTS}
-    )
+        "stay_id", "hour_end", *COMPONENTS, "total", *extra, n_imputed=out.imputed_mask,
+        **{f"{c}_imputed": out[f"{c}_imputed"] for c in COMPONENTS},
+    )  # fmt: skip
 
 
 def left_join_on_stay(left: ir.Table, right: ir.Table) -> ir.Table:
@@ -578,6 +735,8 @@ def suspected_infection_expr(tables: TimelineTables, *, policies: Mapping[str, s
         prank=ibis.cases((cx.positive == True, 0), (cx.positive == False, 2), else_=1),  # noqa: E712
         spec=ibis.coalesce(cx.specimen, "unknown"),
     )
+    if res["suspected_infection_pairing"] == "ricu_hourly_rolling":
+        return _ricu_suspected_infection(tables, w_ab, w_cx)
     paired = res["simultaneous_antibiotic_culture"] == "paired"
 
     def first_culture(cond_fn: Any, direction: str) -> ir.Table:
@@ -600,6 +759,34 @@ def suspected_infection_expr(tables: TimelineTables, *, policies: Mapping[str, s
         culture_time=both.ct,
         direction=ibis.ifelse((both.direction == "culture_first") & (both.ct == both.ta), "simultaneous", both.direction),
     )
+
+
+def _ricu_suspected_infection(tables: TimelineTables, w_ab: ir.IntervalValue, w_cx: ir.IntervalValue) -> ir.Table:
+    """ricu ``si_and`` on whole hours since ICU admission (:func:`immunoguide.rules.sepsis3.suspected_infections`
+    with ``suspected_infection_pairing = ricu_hourly_rolling``): times are the starts of their hours."""
+    st = tables.stays.select("stay_id", "intime")
+
+    def hours(t: ir.Table, col: str) -> ir.Table:
+        j = t.join(st, "stay_id")
+        k = ((j[col].epoch_seconds() - j.intime.epoch_seconds()) / 3600).floor().cast("int64")
+        return j.select("stay_id", "intime", hs=j.intime + k.as_interval("h")).distinct()
+
+    a = hours(tables.antibiotics, "time").rename(ta="hs")
+    c = hours(tables.cultures, "time").rename(tc="hs").drop("intime")
+    ab = a.join(c, [a.stay_id == c.stay_id, c.tc >= a.ta, c.tc <= a.ta + w_ab])
+    ab = ab.group_by([a.stay_id, a.ta]).aggregate(tc=ab.tc.min())
+    ab = ab.select("stay_id", si_time=ab.ta, antibiotic_time=ab.ta, culture_time=ab.tc, direction=ibis.literal("antibiotic_first"), pri=ibis.literal(0))
+    a2 = a.drop("intime")
+    ca = c.join(a2, [c.stay_id == a2.stay_id, a2.ta >= c.tc, a2.ta <= c.tc + w_cx])
+    ca = ca.group_by([c.stay_id, c.tc]).aggregate(ta=ca.ta.min())
+    ca = ca.select(
+        "stay_id", si_time=ca.tc, antibiotic_time=ca.ta, culture_time=ca.tc,
+        direction=ibis.ifelse(ca.ta == ca.tc, "simultaneous", "culture_first"), pri=ibis.literal(1),
+    )  # fmt: skip
+    both = ab.union(ca, distinct=False)
+    w = ibis.window(group_by=[both.stay_id, both.si_time], order_by=both.pri)
+    both = both.mutate(rn=ibis.row_number().over(w))
+    return both.filter(both.rn == 0).select("stay_id", "si_time", "antibiotic_time", "culture_time", "direction")
 
 
 def sepsis3_expr(
@@ -649,7 +836,11 @@ def sepsis3_expr(
             fixed=base.cast("int64"),
         )
 
-    win = si.join(hr, [si.stay_id == hr.stay_id, hr.hour_end >= si.si_time - before, hr.hour_end <= si.si_time + after])
+    # ricu pairing: SI is an hour start and rows are compared by their starts (hour_end − 1 h)
+    shift = H if res["suspected_infection_pairing"] == "ricu_hourly_rolling" else ibis.interval(hours=0)
+    win = si.join(
+        hr, [si.stay_id == hr.stay_id, hr.hour_end - shift >= si.si_time - before, hr.hour_end - shift <= si.si_time + after]
+    )
     win = win.select(si.stay_id, si.si_rank, si.si_time, hr.hour_end, hr.total)
     win = win.join(stay_base, "stay_id")
     w_run = ibis.window(group_by=[win.stay_id, win.si_rank], order_by=win.hour_end, preceding=None, following=0)

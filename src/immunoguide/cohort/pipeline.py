@@ -184,11 +184,18 @@ def run_cohort(
     con: Any = None,
     sofa2: bool = False,
     sofa2_policies: Mapping[str, str] | None = None,
+    preset: str | None = None,
 ) -> CohortRun:
     """Run the engine over a timeline-schema folder and write the cohort tables (see module docstring).
 
+    ``preset`` (``immunoguide``, ``ricu``, ``mimic-code``; :mod:`immunoguide.criteria.presets`) sets every SOFA and
+    Sepsis-3 policy; ``sofa_policies`` and ``sepsis3_policies`` override single choices on top of it. The timeline
+    must have been read with the preset's source profile (``adapter.json``), else :class:`InputError`.
     ``sofa2=True`` also writes ``sofa2_hourly.parquet`` (SOFA-2 policies ``sofa2_policies`` over the defaults).
     """
+    from immunoguide.criteria.presets import load_preset, merge_policies
+
+    preset_obj = load_preset(preset) if preset is not None else None
     say = progress or (lambda _msg: None)
     tdir, out = Path(timeline_dir), Path(out_dir)
     if not (tdir / "stays.parquet").exists():
@@ -198,6 +205,17 @@ def run_cohort(
             where="cohort run",
             todo="convert the source first (immunoguide cohort run --source … does this for you)",
         )
+    adapter_meta = json.loads((tdir / "adapter.json").read_text()) if (tdir / "adapter.json").exists() else {}
+    if preset_obj is not None and adapter_meta.get("dataset"):
+        read_with = adapter_meta.get("choices", {}).get("profile", "immunoguide")
+        wanted = preset_obj.source_profile(str(adapter_meta["dataset"]))
+        if read_with != wanted:
+            raise InputError(
+                expected=f"a timeline read with the {wanted!r} source profile (preset {preset_obj.label})",
+                got=f"{adapter_meta['dataset']} read with profile {read_with!r} ({tdir / 'adapter.json'})",
+                where="cohort run --preset",
+                todo=f"convert the source again with --preset {preset_obj.id} (immunoguide cohort run --source … does both)",
+            )
     out.mkdir(parents=True, exist_ok=True)
     con = con or connect(engine)
     seconds: dict[str, float] = {}
@@ -215,21 +233,30 @@ def run_cohort(
             refused_stays.setdefault(int(r.stay_id), f"{r.item} {r.issue} ({r.example})")  # removed whole
     seconds["timeline_check"] = time.perf_counter() - t0
     sofa_crit = load_criteria("sofa1")
-    sofa_resolved = sofa_crit.resolve_policies(sofa_policies)
+    sofa_resolved = sofa_crit.resolve_policies(merge_policies(preset_obj, "sofa1", sofa_policies))
     from immunoguide.rules.sepsis3 import load_sepsis3_criteria
 
     s3_crit = load_sepsis3_criteria()
-    s3_resolved = s3_crit.resolve_policies(sepsis3_policies)
+    s3_resolved = s3_crit.resolve_policies(merge_policies(preset_obj, "sepsis3", sepsis3_policies))
     sofa2_crit = load_criteria("sofa2") if sofa2 else None
     sofa2_resolved = sofa2_crit.resolve_policies(sofa2_policies) if sofa2_crit is not None else None
 
     t0 = time.perf_counter()
     say("hourly SOFA")
-    hourly = hourly_sofa_expr(tabs, policies=sofa_resolved)
-    hourly_cols = hourly.select("stay_id", "hour_end", *COMPONENTS, "total", "n_imputed")
-    _write(con, hourly_cols, out / "sofa_hourly.parquet")
+    cols = ("stay_id", "hour_end", *COMPONENTS, "total", "n_imputed")
+    if s3_resolved["sofa_rows_from"] == "first_sofa_datum":
+        # One evaluation for both: the stay's rows (sofa_hourly) and Sepsis-3's rows from the earliest SOFA datum.
+        everything = out / "_sofa_hourly_all.parquet"
+        _write(con, hourly_sofa_expr(tabs, policies=sofa_resolved, rows_from="all"), everything)
+        allr = con.read_parquet(str(everything), table_name=f"ig_hourly_all_{abs(hash(str(out)))}")
+        _write(con, allr.filter(allr.hour_end >= allr.first).select(*cols).order_by(["stay_id", "hour_end"]),
+               out / "sofa_hourly.parquet")  # fmt: skip
+        hourly_back = allr.filter(allr.hour_end >= ibis.coalesce(allr.first_datum, allr.first)).select(*cols)
+    else:
+        everything = None
+        _write(con, hourly_sofa_expr(tabs, policies=sofa_resolved).select(*cols), out / "sofa_hourly.parquet")
+        hourly_back = con.read_parquet(str(out / "sofa_hourly.parquet"), table_name=f"ig_hourly_{abs(hash(str(out)))}")
     seconds["sofa_hourly"] = time.perf_counter() - t0
-    hourly_back = con.read_parquet(str(out / "sofa_hourly.parquet"), table_name=f"ig_hourly_{abs(hash(str(out)))}")
 
     t0 = time.perf_counter()
     say("Sepsis-3")
@@ -240,6 +267,8 @@ def run_cohort(
     s3_full = left_join_on_stay(s3_back, src).order_by("stay_id")
     _write(con, s3_full, out / "sepsis3.parquet")
     (out / "sepsis3_core.parquet").unlink()
+    if everything is not None:
+        everything.unlink()
     seconds["sepsis3"] = time.perf_counter() - t0
 
     if sofa2_crit is not None:
@@ -273,6 +302,7 @@ def run_cohort(
         rows[f.stem] = pq.read_metadata(f).num_rows
     meta = {
         "engine": engine,
+        "preset": preset_obj.to_dict() if preset_obj is not None else None,
         "timeline_dir": str(tdir),
         "sofa_criteria": sofa_crit.label,
         "sofa_policies": sofa_resolved,
@@ -286,8 +316,8 @@ def run_cohort(
         "rows": rows,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
-    if (tdir / "adapter.json").exists():
-        meta["adapter"] = json.loads((tdir / "adapter.json").read_text())
+    if adapter_meta:
+        meta["adapter"] = adapter_meta
     (out / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
     return CohortRun(out_dir=str(out), rows=rows, seconds=seconds, metadata=meta)
 

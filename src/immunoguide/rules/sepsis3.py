@@ -13,6 +13,21 @@ Suspected infection (per antibiotic, as mimic-code ``sepsis/suspicion_of_infecti
     (SI time, antibiotic time, culture time). Which antibiotics belong to the stay is the adapter's decision
     (mimic-code keeps antibiotics started inside the ICU stay).
 
+Suspected infection, ricu (policy ``suspected_infection_pairing = ricu_hourly_rolling``; ricu ``susp_inf``, ``si_and``)
+    Antibiotic and culture times are first floored to whole hours since ICU admission (ricu's time index). An
+    antibiotic hour followed by a culture hour within 24 h (the same hour included) is an SI at the antibiotic
+    hour; a culture hour followed by an antibiotic hour within 72 h is an SI at the culture hour (each takes the
+    *next* partner, ricu's rolling joins); one SI per hour, the antibiotic-first one kept when both give the same
+    hour. SI, antibiotic and culture times are reported as the starts of their hours, and the SOFA window compares
+    hourly-row *starts* (``hour_end − 1 h``) with ``[SI − 48 h, SI + 24 h]`` (ricu ``sep3``: rows ``k`` with
+    ``SI − 48 <= k <= SI + 24``).
+
+First hourly row (policy ``sofa_rows_from``)
+    ``icu_admission`` (default): the hourly rows start at ICU admission. ``first_sofa_datum`` (ricu, which computes
+    SOFA over every datum of the hospital admission attached to the stay, from the first to the last): the rows start
+    at the stay's earliest SOFA datum (platelets, bilirubin, creatinine, MAP, PaO2, GCS, urine, a catecholamine or
+    ventilation start), before or after ICU admission; a stay without one starts at ICU admission.
+
 Onset (per SI, policy ``si_window`` chooses the SI: the first, or each in order until one has an onset)
     The hourly SOFA rows with ``SI − 48 h <= hour_end <= SI + 24 h`` and a total are scanned in time order; the
     onset is the first row meeting the baseline policy with a rise of at least 2 points:
@@ -63,14 +78,16 @@ from typing import Any, Literal
 
 from immunoguide.criteria import PolicySpec, resolve_named_options
 from immunoguide.errors import ConflictingInputError, CriteriaError, PolicyError, UnknownCriteriaError
-from immunoguide.rules.hourly import HourlySofa, ceil_hour, hourly_sofa
+from immunoguide.rules.hourly import HOUR, HourlySofa, ceil_hour, hourly_sofa
 from immunoguide.rules.timeline import CultureSample, PatientTimeline
 
 __all__ = [
     "IMPLEMENTED_POLICIES",
     "Sepsis3Criteria",
     "Sepsis3Result",
+    "SOFA_DATA_CONCEPTS",
     "SuspectedInfection",
+    "earliest_sofa_datum",
     "load_sepsis3_criteria",
     "load_sepsis3_criteria_text",
     "sepsis3_onset",
@@ -83,6 +100,8 @@ IMPLEMENTED_POLICIES: Mapping[str, frozenset[str]] = MappingProxyType(
         "baseline": frozenset({"running_minimum", "zero", "immunosep_registry"}),
         "si_window": frozenset({"first", "any"}),
         "simultaneous_antibiotic_culture": frozenset({"unpaired", "paired"}),
+        "suspected_infection_pairing": frozenset({"per_antibiotic", "ricu_hourly_rolling"}),
+        "sofa_rows_from": frozenset({"icu_admission", "first_sofa_datum"}),
     }
 )
 
@@ -296,6 +315,8 @@ def suspected_infections(
     for name, w in (("antibiotic_then_culture_h", w_abx_first), ("culture_then_antibiotic_h", w_cx_first)):
         if w <= timedelta(0):
             raise PolicyError(expected=f"{name} > 0", got=w.total_seconds() / 3600, where=name, todo="give hours > 0")
+    if resolved["suspected_infection_pairing"] == "ricu_hourly_rolling":
+        return _ricu_suspected_infections(timeline, w_abx_first, w_cx_first)
     simultaneous = resolved["simultaneous_antibiotic_culture"] == "paired"
     cultures = sorted(timeline.cultures, key=_culture_rank)
     ctimes = [c.time for c in cultures]
@@ -318,6 +339,50 @@ def suspected_infections(
             out.append(SuspectedInfection(ta, ta, c.time, "antibiotic_first", a.name, c.specimen, c.positive))
     out.sort(key=lambda s: (s.time, s.antibiotic_time, s.culture_time))
     return tuple(out)
+
+
+def _ricu_suspected_infections(
+    timeline: PatientTimeline, w_abx_first: timedelta, w_cx_first: timedelta
+) -> tuple[SuspectedInfection, ...]:
+    """ricu ``si_and`` on whole hours since ICU admission (see the module docstring)."""
+    t0 = timeline.icu_intime
+
+    def hour(t: datetime) -> int:
+        return int((t - t0) // HOUR)
+
+    abx = sorted({hour(a.time) for a in timeline.antibiotics})
+    cx = sorted({hour(c.time) for c in timeline.cultures})
+    by_hour: dict[int, SuspectedInfection] = {}
+
+    def at(k: int) -> datetime:
+        return t0 + k * HOUR
+
+    for ka in abx:  # antibiotic, then the next culture within 24 h
+        i = bisect_left(cx, ka)
+        if i < len(cx) and (cx[i] - ka) * HOUR <= w_abx_first:
+            by_hour.setdefault(ka, SuspectedInfection(at(ka), at(ka), at(cx[i]), "antibiotic_first"))
+    for kc in cx:  # culture, then the next antibiotic within 72 h
+        i = bisect_left(abx, kc)
+        if i < len(abx) and (abx[i] - kc) * HOUR <= w_cx_first:
+            direction: Direction = "simultaneous" if abx[i] == kc else "culture_first"
+            by_hour.setdefault(kc, SuspectedInfection(at(kc), at(abx[i]), at(kc), direction))
+    return tuple(by_hour[k] for k in sorted(by_hour))
+
+
+def earliest_sofa_datum(timeline: PatientTimeline) -> datetime | None:
+    """The stay's earliest SOFA datum (policy ``sofa_rows_from = first_sofa_datum``; see the module docstring)."""
+    times = [o.time for o in timeline.observations if o.concept in SOFA_DATA_CONCEPTS]
+    times += [i.start for i in timeline.infusions if i.drug in _CATECHOLAMINE_DRUGS]
+    times += [v.start for v in timeline.ventilation]
+    return min(times) if times else None
+
+
+#: Observation concepts whose earliest time starts the rows under ``sofa_rows_from = first_sofa_datum``.
+SOFA_DATA_CONCEPTS = frozenset(
+    {"platelets_10e3_per_ul", "bilirubin_mg_per_dl", "creatinine_mg_per_dl", "map_mmhg", "pao2_mmhg", "gcs",
+     "gcs_eye", "gcs_verbal", "gcs_motor", "gcs_total_charted", "urine_output_ml"}
+)  # fmt: skip
+_CATECHOLAMINE_DRUGS = frozenset({"dopamine", "dobutamine", "epinephrine", "norepinephrine"})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -415,10 +480,13 @@ def _find_onset(
     crit: Sepsis3Criteria,
     baseline_policy: str,
     notes: list[str],
+    row_starts: bool = False,
 ) -> _Found:
     lo = si.time - crit.window("sofa_before_si_h")
     hi = si.time + crit.window("sofa_after_si_h")
-    in_window = [r for r in rows if lo <= r.hour_end <= hi]
+    # ricu pairing: SI is an hour start, and rows are compared by their starts (ricu sep3 on hour indices)
+    shift = HOUR if row_starts else timedelta(0)
+    in_window = [r for r in rows if lo <= r.hour_end - shift <= hi]
     scored = [r for r in in_window if r.total is not None]
     if len(scored) < len(in_window):
         notes.append(
@@ -427,7 +495,7 @@ def _find_onset(
         )
     if not scored:
         notes.append(f"SI {si.time.isoformat()}: no hourly SOFA row in [{lo.isoformat()}, {hi.isoformat()}]")
-    elif scored[0].hour_end > ceil_hour(lo):
+    elif scored[0].hour_end - shift > (lo if row_starts else ceil_hour(lo)):
         notes.append(
             f"SI {si.time.isoformat()}: window opens at {lo.isoformat()} but the first hourly row ends "
             f"{scored[0].hour_end.isoformat()}"
@@ -500,7 +568,8 @@ def sepsis3_onset(
     crit = _crit(criteria)
     resolved = crit.resolve_policies(policies)
     if hourly is None:
-        rows = hourly_sofa(timeline, criteria=sofa_criteria, policies=sofa_policies)
+        start = earliest_sofa_datum(timeline) if resolved["sofa_rows_from"] == "first_sofa_datum" else None
+        rows = hourly_sofa(timeline, criteria=sofa_criteria, policies=sofa_policies, start=start)
     else:
         if sofa_policies is not None:
             raise ConflictingInputError(
@@ -543,8 +612,9 @@ def sepsis3_onset(
     if not sis:
         return result("no_suspected_infection", None)
     candidates = sis[:1] if resolved["si_window"] == "first" else sis
+    row_starts = resolved["suspected_infection_pairing"] == "ricu_hourly_rolling"
     for si in candidates:
-        found = _find_onset(timeline, rows, si, crit, baseline_policy, notes)
+        found = _find_onset(timeline, rows, si, crit, baseline_policy, notes, row_starts)
         if found.indeterminate:
             return result("indeterminate", si)
         if found.onset is not None:
