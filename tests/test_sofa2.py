@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from immunoguide.criteria import Ladder, load_criteria, load_criteria_text
+from immunoguide.criteria import VERIFICATION_STATUSES, Ladder, load_criteria, load_criteria_text
 from immunoguide.errors import ConflictingInputError, CriteriaError
 from immunoguide.rules.sofa import COMPONENTS, SofaInputs, score_sofa
 from immunoguide.rules.sofa2 import IMPLEMENTED_POLICIES
@@ -635,6 +635,20 @@ def test_sofa2_file_cites_both_publications_and_records_its_version() -> None:
     """The file cites Ranzani 2025 and Moreno 2025 by DOI; results carry sofa2@version."""
     assert "10.1001/jama.2025.20516" in CRIT.citation and "10.1001/jamanetworkopen.2025.45040" in CRIT.citation
     assert s2().criteria == f"sofa2@{CRIT.version}"
+
+
+def test_every_sofa2_ladder_states_how_its_cut_offs_were_verified() -> None:
+    """Each SOFA-2 ladder has a verification status, named sources listed in the file, and the file names its primary."""
+    v = CRIT.verification
+    assert v is not None and "10.1001/jama.2025.20516" in v.primary and v.checked and v.searched
+    for name, lad in CRIT.ladders.items():
+        assert lad.verification is not None, name
+        assert lad.verification.status in VERIFICATION_STATUSES, name
+        assert lad.verification.sources and set(lad.verification.sources) <= set(v.sources), name
+        assert lad.verification.note, name
+    if not v.primary_reached:
+        assert CRIT.ladders_not_verified_against_primary() == list(CRIT.ladders)
+        assert "not verified against the primary" in CRIT.caveat.lower()
 
 
 def test_every_footnote_a_to_q_is_recorded_in_the_file() -> None:

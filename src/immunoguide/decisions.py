@@ -3,19 +3,78 @@
 Generated from the criteria files (SOFA-1, SOFA-2, Sepsis-3) and the protocol files, so it cannot drift from what
 the code reads. ``docs/clinical-decisions.md`` is this function's output; a test regenerates it and compares.
 
+A criteria file that records how its cut-offs were verified gets a "Verification of the cut-offs" section: per
+component and per ladder, the status and the sources compared, and :data:`NOT_VERIFIED_FLAG` on every ladder not
+checked against the primary publication's table.
+
 >>> "bilirubin_exactly_12" in clinical_decisions_markdown()
 True
 """
 
 from __future__ import annotations
 
-from immunoguide.criteria import available_criteria, load_criteria
+from immunoguide.criteria import VERIFICATION_STATUSES, Criteria, available_criteria, load_criteria
 
-__all__ = ["clinical_decisions_markdown"]
+__all__ = ["NOT_VERIFIED_FLAG", "clinical_decisions_markdown", "verification_markdown"]
+
+NOT_VERIFIED_FLAG = "**NOT VERIFIED against the primary**"
+"""The mark every ladder not checked against the primary publication's table carries on the page."""
 
 
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def verification_markdown(c: Criteria) -> list[str]:
+    """The "Verification of the cut-offs" lines of one criteria file (none if it records no verification)."""
+    v = c.verification
+    if v is None:
+        return []
+    ladders = list(c.ladders.values())
+    unverified = set(c.ladders_not_verified_against_primary())
+    n_ok = len(ladders) - len(unverified)
+    out = ["### Verification of the cut-offs", ""]
+    if unverified:
+        out.append(
+            f"**{n_ok} of {len(ladders)} ladders are verified against the primary publication.** The {len(unverified)} "
+            f"marked {NOT_VERIFIED_FLAG} below must be checked against it before clinical or trial use."
+        )
+    else:
+        out.append(f"**All {len(ladders)} ladders are verified against the primary publication.**")
+    out += [
+        "",
+        f"Primary: {v.primary}. Reached: {'yes' if v.primary_reached else '**no**'} (checked {v.checked}).",
+        "",
+        f"Searched: {v.searched}",
+        "",
+        "| component | ladders | verified against the primary |",
+        "|---|---|---|",
+    ]
+    for comp in c.components:
+        names = [lad.name for lad in ladders if lad.component == comp]
+        ok = [n for n in names if n not in unverified]
+        mark = "yes" if names and len(ok) == len(names) else f"{NOT_VERIFIED_FLAG} ({len(ok)} of {len(names)})"
+        out.append(f"| {comp} | {', '.join(f'`{n}`' for n in names)} | {mark} |")
+    out += [
+        "",
+        "| ladder | component | bands (value -> points) | verification | compared with | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for lad in ladders:
+        bands = "; ".join(f"{b.interval} -> {b.points}" for b in lad.bands)
+        lv = lad.verification
+        status = lv.status if lv is not None else "unverified"
+        meaning = VERIFICATION_STATUSES.get(status, status)
+        shown = f"verified: {meaning}" if lad.name not in unverified else f"{NOT_VERIFIED_FLAG} ({status}: {meaning})"
+        sources = ", ".join(f"`{k}`" for k in lv.sources) if lv is not None else ""
+        note = lv.note if lv is not None else ""
+        out.append(f"| `{lad.name}` | {lad.component} | {_cell(bands)} | {shown} | {sources} | {_cell(note)} |")
+    if v.constants:
+        out += ["", f"Constants: {v.constants}"]
+    out += ["", "Sources read:", ""]
+    out += [f"* `{k}`: {_cell(text)}" for k, text in v.sources.items()]
+    out.append("")
+    return out
 
 
 def clinical_decisions_markdown() -> str:
@@ -36,6 +95,8 @@ def clinical_decisions_markdown() -> str:
         out += [f"## {c.title} (`{c.label}`)", "", f"Source: {c.citation}; doi {c.doi}.", ""]
         if c.caveat:
             out += [f"> **Caveat.** {c.caveat}", ""]
+        verification = verification_markdown(c)
+        out += verification + (["### Policies", ""] if verification else [])
         out += ["| policy | question | default | options | citation |", "|---|---|---|---|---|"]
         for p in c.policies.values():
             opts = "; ".join(f"`{k}`: {v}" for k, v in p.options.items())

@@ -11,6 +11,12 @@ policy that decides it, and for each policy option whether the value belongs to 
 Policies (named interpretations of an ambiguous guideline) are declared in the same file with their options,
 a default and citations; the loader checks each policy's options against the options the rule code
 implements, so data and code cannot drift apart.
+
+A file may record how its cut-offs were checked against their source: a file-level ``[verification]`` table
+(the primary table, whether it was reached, the sources read) and then, for every ladder, a
+``[ladders.NAME.verification]`` table with a status from :data:`VERIFICATION_STATUSES` and the sources that
+ladder was compared with. The loader refuses a ladder without one, a status it does not know, a source the
+file does not list, and a ladder marked ``primary`` in a file whose primary was not reached.
 """
 
 from __future__ import annotations
@@ -28,12 +34,15 @@ from typing import Any, Literal
 from immunoguide.errors import BandGapError, BandOverlapError, CriteriaError, PolicyError, UnknownCriteriaError
 
 __all__ = [
+    "VERIFICATION_STATUSES",
     "Band",
     "ContestedEdge",
     "Criteria",
+    "CriteriaVerification",
     "Interval",
     "Ladder",
     "PolicySpec",
+    "Verification",
     "available_criteria",
     "criteria_for",
     "load_criteria",
@@ -120,6 +129,43 @@ class ContestedEdge:
     note: str = ""
 
 
+VERIFICATION_STATUSES: Mapping[str, str] = MappingProxyType(
+    {
+        "primary": "checked against the primary publication's table",
+        "secondary": "the secondary transcriptions read agree with every band; the primary was not read",
+        "conflict": "the secondary transcriptions read disagree; the primary was not read",
+        "unverified": "no source was compared",
+    }
+)
+"""Verification statuses a ladder can state, with what each means. Only ``primary`` counts as verified."""
+
+
+@dataclass(frozen=True)
+class Verification:
+    """How one ladder's cut-offs were checked: a status, the sources compared (keys of the file's sources), a note."""
+
+    status: str
+    sources: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def against_primary(self) -> bool:
+        """True only when the ladder was checked against the primary publication's table."""
+        return self.status == "primary"
+
+
+@dataclass(frozen=True)
+class CriteriaVerification:
+    """File-level record of the verification: the primary table, whether it was reached, when, what was read."""
+
+    primary: str
+    primary_reached: bool
+    checked: str
+    searched: str
+    sources: Mapping[str, str]
+    constants: str = ""
+
+
 @dataclass(frozen=True)
 class Ladder:
     """Threshold bands for one input concept, validated to partition ``domain`` exactly."""
@@ -131,6 +177,7 @@ class Ladder:
     bands: tuple[Band, ...]
     contested_edges: tuple[ContestedEdge, ...] = ()
     note: str = ""
+    verification: Verification | None = None
 
     def band_index(self, x: float, options: Mapping[str, str] | None = None) -> int | None:
         """Index of the band holding ``x`` (contested edges resolved by ``options``), or None outside the domain."""
@@ -199,6 +246,7 @@ class Criteria:
     ladders: Mapping[str, Ladder]
     policies: Mapping[str, PolicySpec]
     constants: Mapping[str, Any] = field(default_factory=dict)
+    verification: CriteriaVerification | None = None
 
     @property
     def label(self) -> str:
@@ -216,6 +264,12 @@ class Criteria:
                 where=f"criteria {self.label}",
                 todo=f"add the constant to the [constants] table of the {self.id} criteria file",
             ) from None
+
+    def ladders_not_verified_against_primary(self) -> list[str]:
+        """Names of the ladders whose cut-offs were not checked against the primary table (all, if none say so)."""
+        return [
+            n for n, lad in self.ladders.items() if lad.verification is None or not lad.verification.against_primary
+        ]
 
     def resolve_policies(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         """Defaults overlaid with ``overrides``; unknown names or options raise :class:`PolicyError`."""
@@ -304,6 +358,107 @@ def _validate_ladder(name: str, ladder: Ladder, where: str) -> None:
             )
 
 
+def _file_verification(raw: Any, where: str) -> CriteriaVerification | None:
+    if raw is None:
+        return None
+    vw = f"{where} [verification]"
+    if not isinstance(raw, dict):
+        raise CriteriaError(
+            expected="a [verification] table", got=raw, where=vw, todo="write [verification] as a table"
+        )
+    for key in ("primary", "primary_reached", "checked", "searched", "sources"):
+        if key not in raw:
+            raise CriteriaError(
+                expected=f"key {key!r} in [verification]", got=sorted(raw), where=vw, todo=f"add {key!r}"
+            )
+    if not isinstance(raw["primary_reached"], bool):
+        raise CriteriaError(
+            expected="primary_reached = true or false", got=raw["primary_reached"], where=vw, todo="write a boolean"
+        )
+    sources = raw["sources"]
+    if not isinstance(sources, dict) or not sources or not all(isinstance(v, str) for v in sources.values()):
+        raise CriteriaError(
+            expected="[verification.sources]: one 'key = \"what was read\"' line per source",
+            got=sources,
+            where=vw,
+            todo="list every source read, with its repository, path and commit or its address",
+        )
+    return CriteriaVerification(
+        primary=str(raw["primary"]),
+        primary_reached=raw["primary_reached"],
+        checked=str(raw["checked"]),
+        searched=str(raw["searched"]),
+        sources=MappingProxyType(dict(sources)),
+        constants=str(raw.get("constants", "")),
+    )
+
+
+def _ladder_verification(raw: Any, file_v: CriteriaVerification | None, where: str) -> Verification | None:
+    if raw is None:
+        if file_v is not None:
+            raise CriteriaError(
+                expected="a verification table (status, sources) for this ladder: the file declares [verification]",
+                got=None,
+                where=where,
+                todo="add [ladders.NAME.verification] with status and the sources the bands were compared with",
+            )
+        return None
+    if file_v is None:
+        raise CriteriaError(
+            expected="a file-level [verification] table listing the sources",
+            got="a ladder verification without one",
+            where=where,
+            todo="add [verification] with primary, primary_reached, checked, searched and [verification.sources]",
+        )
+    if not isinstance(raw, dict):
+        raise CriteriaError(
+            expected="a verification table with status, sources and note",
+            got=raw,
+            where=where,
+            todo="write [ladders.NAME.verification] as a table",
+        )
+    status = raw.get("status")
+    if status not in VERIFICATION_STATUSES:
+        raise CriteriaError(
+            expected=f"verification status in {sorted(VERIFICATION_STATUSES)}",
+            got=status,
+            where=where,
+            todo="state what the bands were checked against",
+        )
+    if status == "primary" and not file_v.primary_reached:
+        raise CriteriaError(
+            expected="status 'primary' only when [verification] primary_reached = true",
+            got=status,
+            where=where,
+            todo="say 'secondary', 'conflict' or 'unverified' until the primary table has been read",
+        )
+    listed = raw.get("sources", [])
+    if not isinstance(listed, list) or not all(isinstance(k, str) for k in listed):
+        raise CriteriaError(
+            expected="sources = a list of keys of [verification.sources]",
+            got=listed,
+            where=where,
+            todo='write sources = ["key", ...]',
+        )
+    sources = tuple(listed)
+    unknown = [k for k in sources if k not in file_v.sources]
+    if unknown:
+        raise CriteriaError(
+            expected=f"sources listed in [verification.sources]: {sorted(file_v.sources)}",
+            got=unknown,
+            where=where,
+            todo="add the source to [verification.sources] or fix the key",
+        )
+    if status in ("secondary", "conflict") and not sources:
+        raise CriteriaError(
+            expected=f"at least one source for status {status!r}",
+            got=[],
+            where=where,
+            todo="name the sources the bands were compared with",
+        )
+    return Verification(status=str(status), sources=sources, note=str(raw.get("note", "")))
+
+
 def _build(raw: dict[str, Any], where: str, implemented: Mapping[str, frozenset[str]] | None) -> Criteria:
     for key in ("id", "version", "rule", "title", "citation", "components", "ladders", "policies"):
         if key not in raw:
@@ -351,6 +506,7 @@ def _build(raw: dict[str, Any], where: str, implemented: Mapping[str, frozenset[
             )
     ladders: dict[str, Ladder] = {}
     components = tuple(raw["components"])
+    file_verification = _file_verification(raw.get("verification"), where)
     for lname, ld in raw["ladders"].items():
         lw = f"{where} [ladders.{lname}]"
         bands = tuple(Band(parse_interval(b["x"], where=lw), int(b["points"])) for b in ld["bands"])
@@ -387,6 +543,7 @@ def _build(raw: dict[str, Any], where: str, implemented: Mapping[str, frozenset[
             bands=tuple(sorted(bands, key=lambda b: (b.interval.lo, not b.interval.lo_inclusive))),
             contested_edges=tuple(edges),
             note=ld.get("note", ""),
+            verification=_ladder_verification(ld.get("verification"), file_verification, f"{lw} verification"),
         )
         _validate_ladder(lname, ladder, lw)
         ladders[lname] = ladder
@@ -403,6 +560,7 @@ def _build(raw: dict[str, Any], where: str, implemented: Mapping[str, frozenset[
         ladders=MappingProxyType(ladders),
         policies=MappingProxyType(policies),
         constants=MappingProxyType(dict(raw.get("constants", {}))),
+        verification=file_verification,
     )
 
 
