@@ -34,6 +34,16 @@ def mimic3_timeline(mimic3_demo_dir: Path, tmp_path_factory: pytest.TempPathFact
     return out
 
 
+@pytest.fixture(scope="session")
+def mimic3_ricu_timeline(mimic3_demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The MIMIC-III demo read with the ricu source profile (the ricu preset's), once."""
+    from immunoguide.cohort.sources.mimic3_ricu import convert_mimic3_ricu
+
+    out = tmp_path_factory.mktemp("mimic3_ricu_timeline")
+    convert_mimic3_ricu(mimic3_demo_dir, out)
+    return out
+
+
 #: What :func:`broken_timeline` injects: (stay index, table, item, issue) — every kind of row the rules refuse.
 BROKEN_ROWS = (
     (0, "observations", "observations.platelets_10e3_per_ul", "implausible_value"),

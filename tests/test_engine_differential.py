@@ -14,6 +14,7 @@ import pytest
 
 from immunoguide.cohort.engine import TimelineTables, hourly_sofa_expr
 from immunoguide.cohort.timelines import iter_timelines
+from immunoguide.criteria.presets import load_preset
 from immunoguide.rules.hourly import hourly_sofa
 from immunoguide.rules.sofa import COMPONENTS
 
@@ -54,6 +55,74 @@ def test_engine_hourly_sofa_equals_single_patient_rules_on_every_demo_stay(
         if got != want:
             mismatches.append((row.stay_id, row.hour_end, got, want))
     assert mismatches == []
+
+
+#: The reference presets' SOFA policies, and mixtures that put each ricu semantics next to the defaults' others.
+PRESET_SETS = {
+    "ricu": dict(load_preset("ricu").sofa_policies),
+    "mimic_code": dict(load_preset("mimic-code").sofa_policies),
+    "ricu_grid_only": {"hourly_grid": "icu_admission_hours"},
+    "ricu_window_pf_gcs": {"rolling_window": "25_rows", "pf_pairing": "ricu_match_2h", "gcs_assembly": "ricu_hourly_components",
+                           "gcs_when_sedated": "as_measured", "urine_output_window": "ricu"},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ricu_timelines(mimic3_ricu_timeline: Path) -> list:
+    return list(iter_timelines(mimic3_ricu_timeline))
+
+
+@pytest.mark.parametrize("name", sorted(PRESET_SETS))
+@pytest.mark.parametrize("profile", ["immunoguide", "ricu"])
+def test_engine_hourly_sofa_equals_single_patient_rules_under_reference_presets(
+    mimic3_timeline: Path, mimic3_ricu_timeline: Path, timelines: list, ricu_timelines: list, name: str, profile: str
+) -> None:
+    """Under the ricu and mimic-code presets (and mixtures), on timelines read with either source profile, the engine
+    gives the single-patient rules' hourly SOFA on every demo stay."""
+    policies = PRESET_SETS[name]
+    folder, tls = (mimic3_ricu_timeline, ricu_timelines) if profile == "ricu" else (mimic3_timeline, timelines)
+    df = hourly_sofa_expr(TimelineTables.from_parquet(ibis.duckdb.connect(), str(folder)), policies=policies).execute()
+    ref = {(tl.stay_id, r.hour_end): r for tl in tls for r in hourly_sofa(tl, policies=policies)}
+    assert len(df) == len(ref) > 10_000
+    mismatches = []
+    for row in df.itertuples(index=False):
+        r = ref[(row.stay_id, row.hour_end.to_pydatetime())]
+        got = tuple(None if v != v else int(v) for v in (getattr(row, c) for c in (*COMPONENTS, "total")))
+        want = tuple(getattr(r, c) for c in (*COMPONENTS, "total"))
+        if got != want:
+            mismatches.append((row.stay_id, row.hour_end, got, want))
+    assert mismatches == []
+
+
+def test_engine_sepsis3_equals_single_patient_onset_under_the_ricu_preset(mimic3_ricu_timeline: Path, ricu_timelines: list) -> None:
+    """ricu's hourly suspected-infection pairing and rows from the first SOFA datum: same SI, onset hour, baseline and
+    SOFA at onset in both paths for all 136 stays."""
+    from immunoguide.cohort.engine import sepsis3_expr
+    from immunoguide.criteria import load_criteria
+    from immunoguide.rules.sepsis3 import load_sepsis3_criteria, sepsis3_onset
+
+    preset = load_preset("ricu")
+    sofa = load_criteria("sofa1").resolve_policies(preset.sofa_policies)
+    s3 = load_sepsis3_criteria().resolve_policies(preset.sepsis3_policies)
+    con = ibis.duckdb.connect()
+    tabs = TimelineTables.from_parquet(con, str(mimic3_ricu_timeline))
+    df = sepsis3_expr(tabs, hourly_sofa_expr(tabs, policies=sofa, rows_from="first_sofa_datum"), policies=s3).execute()
+    got = {r.stay_id: r for r in df.itertuples(index=False)}
+
+    def norm(x):  # noqa: ANN001, ANN202
+        if x is None or x != x:
+            return None
+        return x.to_pydatetime() if hasattr(x, "to_pydatetime") else int(x)
+
+    onsets = 0
+    for tl in ricu_timelines:
+        ref = sepsis3_onset(tl, policies=s3, sofa_policies=sofa)
+        g = got[tl.stay_id]
+        onsets += ref.status == "onset"
+        assert (g.status, norm(g.suspected_infection_time), norm(g.onset_time), norm(g.baseline_sofa), norm(g.sofa_at_onset)) == (
+            ref.status, ref.suspected_infection_time, ref.onset_time, ref.baseline_sofa, ref.sofa_at_onset
+        ), tl.stay_id
+    assert onsets == 76  # ricu 0.6.3 finds 76 onsets on the demo (tests/reference/ricu-0.6.3-mimic-iii-demo)
 
 
 @pytest.mark.parametrize(

@@ -146,7 +146,7 @@ def row_end_expr(t: ir.TimestampValue, intime: ir.TimestampValue, grid: str) -> 
     if grid != "icu_admission_hours":
         return ceil_hour(t)
     k = ((t.epoch_seconds() - intime.epoch_seconds()) / 3600).floor().cast("int64")
-    return intime + (k + 1).as_interval("h")
+    return (intime + (k + 1).as_interval("h")).cast(t.type())
 
 
 def _hour_parts(
@@ -424,13 +424,14 @@ def _infusion_hours(inf: ir.Table, g0: ir.Table, res: Mapping[str, str]) -> ir.T
 def _gcs_hours(o: ir.Table) -> ir.Table:
     """H9: per hour with an assessment the minimum unsedated and sedated GCS, and the last unsedated GCS charted
     before a sedated-only hour's first sedated assessment."""
-    flags = o.filter(o.concept == "gcs_sedated").select("stay_id", "time").distinct()  # a flag needs a value
+    flags_h = o.filter(o.concept == "gcs_sedated").select("stay_id", "time", "hour_end").distinct()  # a flag needs a value
+    flags = flags_h.select("stay_id", "time")
     gv = o.filter(o.concept == "gcs").select("stay_id", "time", "hour_end", gcs=o.value)
     gs = gv.left_join(flags.mutate(flag=True), ["stay_id", "time"]).select(
         "stay_id", "time", "hour_end", "gcs", sed=ibis.coalesce(ibis._.flag, False)
     )
-    flag_only = flags.anti_join(gv, ["stay_id", "time"]).select(
-        "stay_id", "time", hour_end=ceil_hour(flags.time), gcs=ibis.null("float64"), sed=ibis.literal(True)
+    flag_only = flags_h.anti_join(gv, ["stay_id", "time"]).select(
+        "stay_id", "time", "hour_end", gcs=ibis.null("float64"), sed=ibis.literal(True)
     )
     allg = gs.union(flag_only)
     per_row = allg.group_by(["stay_id", "hour_end"]).aggregate(

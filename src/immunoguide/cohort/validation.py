@@ -349,13 +349,15 @@ def _inputs_agreement(con: Any, timeline: Path, ref: RicuReference, stays: pd.Da
 
     obs = pd.read_parquet(timeline / "observations.parquet").merge(stays[["stay_id", "intime"]], on="stay_id")
     obs["k"] = np.floor((obs.time - obs.intime).dt.total_seconds() / 3600).astype("int64")
-    r = ref.inputs.rename(columns={"icustay_id": "stay_id", "charttime": "k"})
+    los = stays.assign(los_h=(stays.outtime - stays.intime).dt.total_seconds() / 3600)[["stay_id", "los_h"]]
+    r = ref.inputs.rename(columns={"icustay_id": "stay_id", "charttime": "k"}).merge(los, on="stay_id")
+    r = r[(r.k >= 0) & (r.k < r.los_h)].drop(columns="los_h")  # the hours compared for SOFA: inside the stay
     out: dict[str, tuple[int, int]] = {}
     # ricu loads these concepts on their own with its default aggregation (the median of the hour)
     for col, concept in (("plt", "platelets_10e3_per_ul"), ("bili", "bilirubin_mg_per_dl"),
                          ("crea", "creatinine_mg_per_dl"), ("map", "map_mmhg")):  # fmt: skip
         ours = obs[obs.concept == concept].groupby(["stay_id", "k"]).value.median().rename("ours").reset_index()
-        out[col] = _match(r[["stay_id", "k", col]].dropna(), ours, col)
+        out[col] = _match(r[["stay_id", "k", col]].dropna(), ours, col, los)
     tabs = TimelineTables.from_parquet(con, str(timeline))
     res = dict(load_preset("ricu").sofa_policies)
     from immunoguide.criteria import load_criteria
@@ -364,9 +366,9 @@ def _inputs_agreement(con: Any, timeline: Path, ref: RicuReference, stays: pd.Da
     hi = hi.merge(stays[["stay_id", "intime"]], on="stay_id")
     hi["k"] = np.round((hi.hour_end - hi.intime).dt.total_seconds() / 3600).astype("int64") - 1
     pf = hi[hi.pf.notna()].assign(ours=lambda d: d.pf)[["stay_id", "k", "ours"]]
-    out["pafi"] = _match(r[["stay_id", "k", "pafi"]].dropna(), pf, "pafi", tol=1e-4)
+    out["pafi"] = _match(r[["stay_id", "k", "pafi"]].dropna(), pf, "pafi", los, tol=1e-4)
     g = hi[hi.gcs_any.notna()].assign(ours=lambda d: np.where(d.gcs_sed.notna() & d.gcs_unsed.isna(), 15.0, d.gcs_unsed))
-    out["gcs"] = _match(r[["stay_id", "k", "gcs"]].dropna(), g[["stay_id", "k", "ours"]], "gcs")
+    out["gcs"] = _match(r[["stay_id", "k", "gcs"]].dropna(), g[["stay_id", "k", "ours"]], "gcs", los)
     vent = pd.read_parquet(timeline / "ventilation.parquet").merge(stays[["stay_id", "intime"]], on="stay_id")
     rows = set()
     for v in vent.itertuples(index=False):
@@ -375,12 +377,14 @@ def _inputs_agreement(con: Any, timeline: Path, ref: RicuReference, stays: pd.Da
         rows.update((int(v.stay_id), k) for k in range(a, b + 1))
     ours_v = pd.DataFrame(sorted(rows), columns=["stay_id", "k"]).assign(ours=1.0)
     rv = r[["stay_id", "k", "vent_ind"]].dropna().assign(vent_ind=1.0)
-    out["vent_ind"] = _match(rv, ours_v, "vent_ind")
+    out["vent_ind"] = _match(rv, ours_v, "vent_ind", los)
     return out
 
 
-def _match(theirs: pd.DataFrame, ours: pd.DataFrame, col: str, tol: float = 1e-6) -> tuple[int, int]:
-    """(hours equal, hours in either) of one input concept."""
+def _match(theirs: pd.DataFrame, ours: pd.DataFrame, col: str, los: pd.DataFrame, tol: float = 1e-6) -> tuple[int, int]:
+    """(hours equal, hours in either) of one input concept, over the hours inside the stay."""
+    ours = ours.merge(los, on="stay_id")
+    ours = ours[(ours.k >= 0) & (ours.k < ours.los_h)].drop(columns="los_h")
     j = theirs.merge(ours, on=["stay_id", "k"], how="outer")
     eq = (j[col] - j["ours"]).abs() <= tol * np.maximum(1.0, j[col].abs())
     return int(eq.sum()), len(j)
