@@ -12,7 +12,10 @@ Tree::
     │   ├── UnitError               unknown or mismatched unit
     │   ├── ImplausibleValueError   outside the concept's plausibility range
     │   ├── MissingInputError       a required input is absent
-    │   └── ConflictingInputError   two inputs disagree (e.g. fio2_fraction and fio2_percent)
+    │   ├── ConflictingInputError   two inputs disagree (e.g. fio2_fraction and fio2_percent)
+    │   ├── MissingTableError       a table of a source database is not where the adapter looked (IG-E105)
+    │   ├── MissingColumnError      a source table lacks a column the adapter reads (IG-E106)
+    │   └── UnreadableSourceError   a source file or database cannot be read as its layout says (IG-E107)
     ├── CriteriaError               bad threshold/protocol data files (IG-E2xx)
     │   ├── BandOverlapError        two bands claim the same value
     │   ├── BandGapError            some value falls in no band
@@ -64,7 +67,9 @@ __all__ = [
     "ImmunoguideWarning",
     "ImplausibleValueError",
     "InputError",
+    "MissingColumnError",
     "MissingInputError",
+    "MissingTableError",
     "NotAVisitDay",
     "NotAuthenticated",
     "NotAuthorized",
@@ -81,6 +86,7 @@ __all__ = [
     "UnknownPatient",
     "UnknownProtocolSettingWarning",
     "UnknownRecord",
+    "UnreadableSourceError",
     "WrongStratum",
 ]
 
@@ -165,6 +171,24 @@ class ConflictingInputError(InputError):
     """Two inputs that describe the same quantity disagree or were both given."""
 
     code = "IG-E104"
+
+
+class MissingTableError(InputError):
+    """A table of a source database (e.g. MIMIC-IV ``hosp/admissions``) is in none of the places the adapter looked."""
+
+    code = "IG-E105"
+
+
+class MissingColumnError(InputError):
+    """A source table lacks a column the adapter reads (e.g. a file of another release or another database)."""
+
+    code = "IG-E106"
+
+
+class UnreadableSourceError(InputError):
+    """A source file or database cannot be read: not the format its name says, damaged, or a value of the wrong type."""
+
+    code = "IG-E107"
 
 
 class CriteriaError(ImmunoguideError):

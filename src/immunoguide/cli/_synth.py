@@ -1,4 +1,5 @@
-"""``immunoguide synth``: synthetic data generators (``synth mimic4`` writes MIMIC-IV-shaped Parquet files)."""
+"""``immunoguide synth``: synthetic data generators (``synth mimic4`` writes MIMIC-IV tables: Parquet, PhysioNet's
+csv.gz files or a mimic-code DuckDB database)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from immunoguide.cli._common import EXIT_USAGE, fail
-from immunoguide.cohort.synth import ENDOTYPE_PRIORS, generate_mimic4
+from immunoguide.cohort.synth import ENDOTYPE_PRIORS, LAYOUTS, MIMIC4_VERSIONS, generate_mimic4
 from immunoguide.errors import ImmunoguideError, InputError
 
 __all__ = ["synth_app"]
@@ -47,8 +48,25 @@ def mimic4(
     ] = "immunosep",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace earlier generator output in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or summary table.")] = False,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help=f"One of {', '.join(LAYOUTS)}: a folder of Parquet files per table (default), hosp/*.csv.gz and "
+            "icu/*.csv.gz as PhysioNet ships them, hosp/*.parquet …, or OUT/mimic4.db as mimic-code builds it.",
+        ),
+    ] = "parquet-parts",
+    mimic_version: Annotated[
+        str,
+        typer.Option(
+            "--mimic-version",
+            help=f"Column set of a MIMIC-IV release: {', '.join(MIMIC4_VERSIONS)} (2.0 = v2.0/v2.1 without the "
+            "provider columns; 3.1 = v3.0/v3.1, the same columns as 2.2).",
+        ),
+    ] = "2.2",
 ) -> None:
-    """Write STAYS synthetic MIMIC-IV-shaped ICU stays as Parquet under OUT (truth in OUT/_truth, never for pipelines)."""
+    """Write STAYS synthetic MIMIC-IV ICU stays under OUT in one of the layouts MIMIC-IV is read in (truth in
+    OUT/_truth, never for pipelines)."""
     console = Console(stderr=True, quiet=quiet)
     if endotype_prior not in ENDOTYPE_PRIORS:
         fail(
@@ -82,11 +100,14 @@ def mimic4(
                 endotype_prior=endotype_prior,  # type: ignore[arg-type]
                 overwrite=overwrite,
                 progress=lambda done, total: progress.update(task, completed=done),
+                layout=layout,  # type: ignore[arg-type]
+                mimic_version=mimic_version,  # type: ignore[arg-type]
             )
     except ImmunoguideError as exc:
         fail(exc, EXIT_USAGE)
         return
-    table = Table(title=f"{summary.stays:,} stays, seed {summary.seed}, {summary.chunks} chunk(s) → {summary.out_dir}")
+    where = f"{summary.chunks} chunk(s)" if layout == "parquet-parts" else layout
+    table = Table(title=f"{summary.stays:,} stays, seed {summary.seed}, {where} → {summary.out_dir}")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, rows in summary.rows.items():

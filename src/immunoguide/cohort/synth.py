@@ -1,16 +1,27 @@
 """Synthetic MIMIC-IV-shaped ICU data at any size, clinically coherent, for tests and benchmarks.
 
-:func:`generate_mimic4` writes Parquet files laid out like MIMIC-IV v2.2/v3.1 (``hosp/`` and ``icu/`` modules, real
-column names and item ids) plus a sidecar ``_truth/`` directory that records what was drawn (infection, source,
-immune endotype, injected bad rows). **The pipeline must never read** ``_truth/``: it exists only so tests can check
-that the pipeline finds what the generator put there.
+:func:`generate_mimic4` writes the tables of MIMIC-IV (``hosp/`` and ``icu/`` modules, real column names and item ids)
+plus a sidecar ``_truth/`` directory that records what was drawn (infection, source, immune endotype, injected bad
+rows). **The pipeline must never read** ``_truth/``: it exists only so tests can check that the pipeline finds what
+the generator put there.
 
-Layout (one directory per table, one file per chunk of stays)::
+Layouts (``layout=``; the same rows and values in each)::
 
-    OUT/hosp/{patients,admissions,diagnoses_icd,labevents,microbiologyevents,prescriptions}/part-00000.parquet …
-    OUT/icu/{icustays,chartevents,inputevents,outputevents,procedureevents}/part-00000.parquet …
-    OUT/hosp/d_labitems/part-00000.parquet, OUT/icu/d_items/part-00000.parquet   (minimal dictionaries)
-    OUT/_truth/stays/part-*.parquet, OUT/_truth/bad_rows/part-*.parquet, OUT/_truth/summary.json
+    parquet-parts (default): one directory per table, one file per chunk of stays
+        OUT/hosp/{patients,admissions,diagnoses_icd,labevents,microbiologyevents,prescriptions}/part-00000.parquet …
+        OUT/icu/{icustays,chartevents,inputevents,outputevents,procedureevents}/part-00000.parquet …
+        OUT/hosp/d_labitems/part-00000.parquet, OUT/icu/d_items/part-00000.parquet   (minimal dictionaries)
+    physionet-csv: OUT/hosp/<table>.csv.gz, OUT/icu/<table>.csv.gz, as PhysioNet distributes MIMIC-IV
+    physionet-parquet: OUT/hosp/<table>.parquet, OUT/icu/<table>.parquet
+    duckdb: OUT/mimic4.db with schemas mimiciv_hosp and mimiciv_icu, built as MIT-LCP/mimic-code
+        mimic-iv/buildmimic/duckdb/import_duckdb.sh builds it (tables with create.sql's types, then COPY from the
+        csv.gz files): its FLOAT columns are single precision, as in a real mimic-code database
+    always: OUT/_truth/stays/part-*.parquet, OUT/_truth/bad_rows/part-*.parquet, OUT/_truth/summary.json
+
+Column sets (``mimic_version=``): ``"2.2"`` (default) and ``"3.1"`` write the columns of MIMIC-IV v2.2, which v3.0 and
+v3.1 share in these tables; ``"2.0"`` leaves out the provider columns v2.2 added (``caregiver_id``,
+``order_provider_id``, ``admit_provider_id``). The columns are those of
+:func:`immunoguide.cohort.sources.mimic4_tables.mimic4_columns`; every other column's values do not depend on it.
 
 Model (per stay, vectorised with numpy over blocks of stays):
 
@@ -49,9 +60,10 @@ kinds are ``unknown_itemid`` (an itemid absent from the dictionaries), ``text_in
 Ferritin and HLA-DR rows, and the first and last heart rate of each stay (they define the stay's charted span),
 are never made bad, so the endotype truth and the hourly grid stay exact.
 
-Determinism: the same ``seed`` gives byte-identical files for the same ``chunk_stays``; the concatenated content of
-every table (rows, order and values) does not depend on ``chunk_stays`` (stays are generated in fixed internal blocks
-of :data:`BLOCK_STAYS` stays, each with its own random streams; chunks only decide where files are cut).
+Determinism: the same ``seed`` gives byte-identical files for the same ``chunk_stays`` (Parquet and csv.gz; a DuckDB
+database file holds the same rows but is not byte-identical); the concatenated content of every table (rows, order
+and values) does not depend on ``chunk_stays`` (stays are generated in fixed internal blocks of :data:`BLOCK_STAYS`
+stays, each with its own random streams; chunks only decide where files are cut).
 
 Realism traps on purpose: bedside copies of platelets, creatinine and bilirubin in ``chartevents`` (227457, 220615,
 225690), FiO2 occasionally charted as a fraction, ICD-9 and ICD-10 codes side by side, cultures with only a date,
@@ -82,6 +94,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -90,12 +103,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy.special import ndtr, ndtri
 
+from immunoguide.cohort.sources.mimic4_tables import DUCKDB_SCHEMAS, LAYOUTS, MIMIC4_VERSIONS, mimic4_columns
 from immunoguide.errors import InputError
 
 __all__ = [
@@ -103,8 +118,11 @@ __all__ = [
     "BLOCK_STAYS",
     "ENDOTYPE_PRIORS",
     "FERRITIN_ITEMID",
+    "DUCKDB_FILE",
     "HLA_DR_ITEMID",
+    "LAYOUTS",
     "MALS_FERRITIN_NG_PER_ML",
+    "MIMIC4_VERSIONS",
     "SCHEMAS",
     "SII_HLA_DR_AB_PER_CELL",
     "TABLE_DIRS",
@@ -434,6 +452,19 @@ EVENT_TABLES = (
     "prescriptions",
 )
 _CHUNKED = tuple(t for t in TABLE_DIRS if t not in ("d_items", "d_labitems"))
+#: The MIMIC-IV tables (every table but the truth).
+_MIMIC_TABLES = tuple(t for t in TABLE_DIRS if not t.startswith("_"))
+#: File name of the ``duckdb`` layout (mimic-code's default output name).
+DUCKDB_FILE = "mimic4.db"
+
+
+def _schemas_for(version: str) -> dict[str, pa.Schema]:
+    """:data:`SCHEMAS` with each MIMIC-IV table cut to the columns of ``version`` (the truth tables unchanged)."""
+    out = dict(SCHEMAS)
+    for t in _MIMIC_TABLES:
+        keep = [c for c, _ in mimic4_columns(t, version)]
+        out[t] = pa.schema([SCHEMAS[t].field(c) for c in keep])
+    return out
 
 # --------------------------------------------------------------------------------------------------------------
 # Dictionaries (item ids checked against the MIMIC-III demo's MetaVision items; see module docstring)
@@ -763,8 +794,10 @@ def generate_mimic4(
     endotype_prior: Literal["immunosep", "provide"] = "immunosep",
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    layout: Literal["parquet-parts", "physionet-csv", "physionet-parquet", "duckdb"] = "parquet-parts",
+    mimic_version: Literal["2.0", "2.2", "3.1"] = "2.2",
 ) -> SynthSummary:
-    """Write ``stays`` synthetic ICU stays as MIMIC-IV-shaped Parquet tables under ``out_dir``.
+    """Write ``stays`` synthetic ICU stays as MIMIC-IV tables under ``out_dir``, in one of :data:`LAYOUTS`.
 
     Parameters
     ----------
@@ -792,6 +825,10 @@ def generate_mimic4(
         when the directory holds those table directories but no ``_truth/summary.json`` (not generator output).
     progress : callable, optional
         Called as ``progress(stays_done, stays_total)`` after each block.
+    layout : {"parquet-parts", "physionet-csv", "physionet-parquet", "duckdb"}
+        How the tables are written (module docstring); the rows and values are the same in each.
+    mimic_version : {"2.2", "3.1", "2.0"}
+        Column set of the MIMIC-IV release (module docstring).
 
     Returns
     -------
@@ -813,13 +850,16 @@ def generate_mimic4(
         limit=ferritin_report_limit_ng_per_ml,
         infected_fraction=infected_fraction,
         endotype_prior=endotype_prior,
+        layout=layout,
+        mimic_version=mimic_version,
     )
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
     limit_text = f"GREATER THAN {ferritin_report_limit_ng_per_ml:g}"
     lab_texts = pa.array(["ART.", "VEN.", "MIX.", "ERROR", limit_text])
 
-    sink = _Sink(out, chunk_stays, stays)
+    schemas = _schemas_for(mimic_version)
+    sink = _Sink(out, chunk_stays, stays, schemas)
     counters: dict[str, int] = {}
     bad_totals = dict.fromkeys(BAD_ROW_KINDS, 0)
     endo_counts = dict.fromkeys(ENDOTYPES, 0)
@@ -839,13 +879,14 @@ def generate_mimic4(
             progress(g0 + n, stays)
     rows = sink.close()
     for name, schema, data in (
-        ("d_items", SCHEMAS["d_items"], _d_items()),
-        ("d_labitems", SCHEMAS["d_labitems"], _d_labitems()),
+        ("d_items", schemas["d_items"], _d_items()),
+        ("d_labitems", schemas["d_labitems"], _d_labitems()),
     ):
         path = out / TABLE_DIRS[name] / "part-00000.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pydict(data, schema=schema), path)
         rows[name] = len(data["itemid"])
+    _relayout(out, layout, mimic_version, schemas)
     summary = SynthSummary(
         out_dir=out,
         stays=stays,
@@ -866,6 +907,8 @@ def generate_mimic4(
             "hla_dr_missing_probability": cfg.hla_missing,
             "screen_probability": cfg.screen_probability,
             "block_stays": BLOCK_STAYS,
+            "layout": layout,
+            "mimic_version": mimic_version,
         },
     )
     (out / "_truth" / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n", "utf-8")
@@ -887,6 +930,8 @@ def _make_cfg(
     limit: float,
     infected_fraction: float,
     endotype_prior: str,
+    layout: str = "parquet-parts",
+    mimic_version: str = "2.2",
 ) -> _Cfg:
     where = "generate_mimic4"
 
@@ -907,6 +952,8 @@ def _make_cfg(
     check(0.0 < limit, "ferritin_report_limit_ng_per_ml", "a positive ferritin limit in ng/mL", limit)
     check(0.0 < infected_fraction < 1.0, "infected_fraction", "a fraction in (0, 1)", infected_fraction)
     check(endotype_prior in ENDOTYPE_PRIORS, "endotype_prior", f"one of {sorted(ENDOTYPE_PRIORS)}", endotype_prior)
+    check(layout in LAYOUTS, "layout", f"one of {', '.join(LAYOUTS)}", layout)
+    check(mimic_version in MIMIC4_VERSIONS, "mimic_version", f"one of {', '.join(MIMIC4_VERSIONS)}", mimic_version)
     q, m = _calibrate_endotypes(ENDOTYPE_PRIORS[endotype_prior], censored_ferritin_rate, limit)
     return _Cfg(
         seed=seed,
@@ -964,8 +1011,16 @@ def _calibrate_endotypes(
     return (q_m, q_s, q_u), m
 
 
+def _output_paths() -> list[str]:
+    """Every path (relative to the output directory) the generator may write, in any layout."""
+    paths = list(TABLE_DIRS.values())
+    for t in _MIMIC_TABLES:
+        paths += [f"{TABLE_DIRS[t]}.csv.gz", f"{TABLE_DIRS[t]}.parquet"]
+    return [*paths, DUCKDB_FILE, f"{DUCKDB_FILE}.wal", "_layout_tmp"]
+
+
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    existing = [TABLE_DIRS[t] for t in TABLE_DIRS if (out / TABLE_DIRS[t]).exists()]
+    existing = [rel for rel in _output_paths() if (out / rel).exists()]
     if existing and not overwrite:
         raise InputError(
             expected="an empty or new output directory",
@@ -983,8 +1038,77 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
             todo=f"choose another directory; {existing[0]} here was not written by the generator and is kept",
         )
     for rel in existing:
-        shutil.rmtree(out / rel)
+        if (out / rel).is_dir():
+            shutil.rmtree(out / rel)
+        else:
+            (out / rel).unlink()
     out.mkdir(parents=True, exist_ok=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Layouts: the chunked Parquet parts are rewritten as PhysioNet files or a mimic-code DuckDB database
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _duckdb(path: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection (file or memory) with bounded memory, keeping row order in COPY."""
+    memory = os.environ.get("IMMUNOGUIDE_DUCKDB_MEMORY", "4GB")
+    con = duckdb.connect(str(path) if path is not None else ":memory:", config={"memory_limit": memory})
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET preserve_insertion_order = true")
+    return con
+
+
+def _lit(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _write_csv_gz(con: duckdb.DuckDBPyConnection, parts: list[Path], dest: Path) -> None:
+    """The rows of ``parts`` in order, as PhysioNet writes MIMIC-IV: header, commas, empty for NULL, gzip."""
+    files = "[" + ", ".join(_lit(p) for p in parts) + "]"
+    con.execute(
+        f"COPY (SELECT * FROM read_parquet({files})) TO {_lit(dest)} "
+        "(FORMAT csv, HEADER, DELIMITER ',', QUOTE '\"', ESCAPE '\"', COMPRESSION gzip)"
+    )
+
+
+def _relayout(out: Path, layout: str, version: str, schemas: Mapping[str, pa.Schema]) -> None:
+    """Rewrite the MIMIC-IV tables of ``out`` (Parquet parts) in ``layout``; the truth tables stay as they are."""
+    if layout == "parquet-parts":
+        return
+    parts = {t: sorted((out / TABLE_DIRS[t]).glob("*.parquet")) for t in _MIMIC_TABLES}
+    if layout == "physionet-parquet":
+        for t in _MIMIC_TABLES:
+            with pq.ParquetWriter(out / f"{TABLE_DIRS[t]}.parquet", schemas[t], compression="snappy") as w:
+                for part in parts[t]:
+                    for batch in pq.ParquetFile(part).iter_batches(batch_size=1 << 20):
+                        w.write_batch(batch)
+    elif layout == "physionet-csv":
+        con = _duckdb()
+        for t in _MIMIC_TABLES:
+            _write_csv_gz(con, parts[t], out / f"{TABLE_DIRS[t]}.csv.gz")
+        con.close()
+    else:  # duckdb: create the tables with create.sql's types, then COPY each table from its csv.gz
+        tmp = out / "_layout_tmp"
+        tmp.mkdir()
+        con = _duckdb(out / DUCKDB_FILE)
+        for schema in DUCKDB_SCHEMAS.values():
+            con.execute(f"CREATE SCHEMA {schema}")
+        for t in _MIMIC_TABLES:
+            target = f"{DUCKDB_SCHEMAS[TABLE_DIRS[t].split('/')[0]]}.{t}"
+            cols = ", ".join(f'"{c}" {typ}' for c, typ in mimic4_columns(t, version))
+            con.execute(f"CREATE TABLE {target} ({cols})")
+            csv_file = tmp / f"{t}.csv.gz"
+            _write_csv_gz(con, parts[t], csv_file)
+            con.execute(f"COPY {target} FROM {_lit(csv_file)} (HEADER, DELIM ',', QUOTE '\"', ESCAPE '\"')")
+        con.execute("CHECKPOINT")
+        con.close()
+        shutil.rmtree(tmp)
+    for t in _MIMIC_TABLES:
+        shutil.rmtree(out / TABLE_DIRS[t])
+    for module in DUCKDB_SCHEMAS:
+        if (out / module).is_dir() and not any((out / module).iterdir()):
+            (out / module).rmdir()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -997,8 +1121,9 @@ class _Sink:
 
     _FLUSH_ROWS = 250_000
 
-    def __init__(self, out: Path, chunk_stays: int, stays: int) -> None:
+    def __init__(self, out: Path, chunk_stays: int, stays: int, schemas: Mapping[str, pa.Schema]) -> None:
         self.out = out
+        self.schemas = schemas
         self.chunk_stays = chunk_stays
         self.n_chunks = math.ceil(stays / chunk_stays)
         self.chunk = -1
@@ -1018,7 +1143,7 @@ class _Sink:
                 t = tables[name]
                 gcol = t.column("_g").to_numpy()
                 lo, hi = np.searchsorted(gcol, [pos, end])
-                part = t.slice(lo, hi - lo).drop_columns(["_g"])
+                part = t.slice(lo, hi - lo).select(self.schemas[name].names)
                 if part.num_rows:
                     self.buffers.setdefault(name, []).append(part)
                     if sum(p.num_rows for p in self.buffers[name]) >= self._FLUSH_ROWS:
@@ -1038,7 +1163,7 @@ class _Sink:
         if w is None:
             path = self.out / TABLE_DIRS[name] / f"part-{self.chunk:05d}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
-            w = pq.ParquetWriter(path, SCHEMAS[name], compression="snappy")
+            w = pq.ParquetWriter(path, self.schemas[name], compression="snappy")
             self.writers[name] = w
         return w
 

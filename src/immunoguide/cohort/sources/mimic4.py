@@ -1,8 +1,11 @@
 """MIMIC-IV (hosp + icu modules) → the timeline schema (:mod:`immunoguide.cohort.schema`).
 
-Users bring their own credentialed copy: ``DIR/hosp/*.csv.gz`` and ``DIR/icu/*.csv.gz`` as PhysioNet ships it, or
-Parquet (``DIR/icu/chartevents.parquet`` or a folder ``DIR/icu/chartevents/*.parquet``, as
-``immunoguide synth mimic4`` writes). Item ids are data (``mimic4_items.toml``); units are converted once;
+Users bring their own credentialed copy, as distributed: ``DIR/hosp/*.csv.gz`` and ``DIR/icu/*.csv.gz`` as PhysioNet
+ships it (v2.0 to v3.1 column sets), Parquet (``DIR/icu/chartevents.parquet`` or a folder
+``DIR/icu/chartevents/*.parquet``, as ``immunoguide synth mimic4`` writes), or a DuckDB database built by mimic-code
+(schemas ``mimiciv_hosp``, ``mimiciv_icu``); :mod:`.mimic4_tables` finds and registers the tables, with the same
+column types in every layout, and names a missing table or column. Item ids are data (``mimic4_items.toml``); units
+are converted once;
 implausible values, unit mismatches, text in numeric fields and out-of-order times are counted per stay in
 ``data_quality``. The named choices are those of the MIMIC-III adapter (:mod:`.mimic3`), except ventilation
 (mimic-code ``ventilation.sql``: procedures 225792/225794, ventilator modes and the O2 delivery device, 14 h
@@ -26,62 +29,62 @@ from immunoguide.cohort.sources.mimic3 import (
     load_items,
     numeric_lab_sql,
 )
-from immunoguide.errors import InputError
+from immunoguide.cohort.sources.mimic4_tables import Mimic4Source, register_mimic4, unreadable_from_duckdb
 
-__all__ = ["convert_mimic4"]
+__all__ = ["ADAPTER_COLUMNS", "OPTIONAL_TABLES", "convert_mimic4"]
 
-_TABLES = {
-    "hosp": ("admissions", "patients", "labevents", "microbiologyevents", "prescriptions", "diagnoses_icd"),
-    "icu": ("icustays", "chartevents", "inputevents", "outputevents", "procedureevents"),
+#: The MIMIC-IV tables this adapter reads (in the order they are looked up) and the columns it reads from each.
+ADAPTER_COLUMNS: dict[str, tuple[str, ...]] = {
+    "admissions": ("hadm_id", "admittime", "deathtime", "admission_location", "edregtime"),
+    "patients": ("subject_id", "gender", "anchor_age", "anchor_year"),
+    "labevents": ("subject_id", "specimen_id", "itemid", "charttime", "value", "valuenum", "valueuom", "comments"),
+    "microbiologyevents": ("subject_id", "chartdate", "charttime", "spec_type_desc", "org_itemid"),
+    "prescriptions": ("subject_id", "starttime", "drug_type", "drug", "route"),
+    "diagnoses_icd": ("hadm_id", "icd_code", "icd_version"),
+    "icustays": ("subject_id", "hadm_id", "stay_id", "intime", "outtime"),
+    "chartevents": ("stay_id", "charttime", "itemid", "value", "valuenum", "valueuom"),
+    "inputevents": (
+        "stay_id", "starttime", "endtime", "itemid", "rate", "rateuom", "patientweight", "statusdescription",
+    ),
+    "outputevents": ("stay_id", "charttime", "itemid", "value"),
+    "procedureevents": ("stay_id", "starttime", "endtime", "itemid"),
+    "d_items": ("itemid",),
+    "d_labitems": ("itemid",),
 }
-# Columns DuckDB must not guess from a sample (text appears late in the file in real MIMIC-IV).
-_VARCHAR = ("value", "valueuom", "comments", "rateuom", "amountuom", "statusdescription", "org_name", "spec_type_desc", "drug", "route", "drug_type", "icd_code", "admission_location", "gender")
-
-
-def _source(con: duckdb.DuckDBPyConnection, root: Path, module: str, table: str) -> None:
-    base = root / module
-    for cand, kind in (
-        (base / f"{table}.parquet", "parquet"),
-        (base / table, "parquet_dir"),
-        (base / f"{table}.csv.gz", "csv"),
-        (base / f"{table}.csv", "csv"),
-    ):
-        if cand.exists():
-            if kind == "parquet":
-                sql = f"read_parquet('{cand}')"
-            elif kind == "parquet_dir":
-                sql = f"read_parquet('{cand}/*.parquet')"
-            else:
-                types = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in _VARCHAR) + "}"
-                sql = f"read_csv('{cand}', header=true, sample_size=100000, types={types}, ignore_errors=false)"
-            # Only type columns that exist (the read_csv types map may name absent columns: re-project safely).
-            con.execute(f"CREATE VIEW raw_{table} AS SELECT * FROM {sql}")
-            return
-    raise InputError(
-        expected=f"MIMIC-IV table {module}/{table} (.csv.gz, .parquet or a folder of .parquet)",
-        got="missing",
-        where=str(root),
-        todo="point --data at the MIMIC-IV root that holds hosp/ and icu/",
-    )
+#: Tables the adapter reads when present (without them unknown item ids cannot be told apart).
+OPTIONAL_TABLES = ("d_items", "d_labitems")
 
 
 def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
-    """Convert a MIMIC-IV folder (``hosp/``, ``icu/``) into the timeline schema (Parquet in ``out_dir``)."""
-    root, out = Path(data_dir), Path(out_dir)
+    """Convert MIMIC-IV into the timeline schema (Parquet in ``out_dir``).
+
+    Parameters
+    ----------
+    data_dir : path
+        A MIMIC-IV folder (``hosp/``, ``icu/``) of ``.csv.gz``/``.csv`` or Parquet files, or a DuckDB database built
+        by mimic-code (see :mod:`.mimic4_tables`).
+    out_dir : path
+        Output folder; one ``<table>.parquet`` per timeline table and ``adapter.json``.
+
+    Raises
+    ------
+    MissingTableError, MissingColumnError, UnreadableSourceError
+        A table or a column the adapter reads is missing, or a file cannot be read (never a raw DuckDB error).
+    """
+    out = Path(out_dir)
+    con = duckdb_connection()
+    source = register_mimic4(con, data_dir, ADAPTER_COLUMNS, optional=OPTIONAL_TABLES)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _convert(con, source, out)
+    except duckdb.Error as exc:
+        raise unreadable_from_duckdb(exc, source, f"--data {data_dir}") from None
+
+
+def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) -> AdapterReport:
     it = load_items("mimic4_items.toml")
     abx_items = load_items(it["antibiotics"]["from_items"])["antibiotics"]
-    con = duckdb_connection()
-    for module, tables in _TABLES.items():
-        for t in tables:
-            _source(con, root, module, t)
-    dictionaries = []
-    for module, t in (("icu", "d_items"), ("hosp", "d_labitems")):
-        try:
-            _source(con, root, module, t)
-            dictionaries.append(t)
-        except InputError:
-            pass  # dictionaries are optional; without them unknown item ids cannot be told apart
+    dictionaries = [t for t in OPTIONAL_TABLES if t in source.tables]
     pre = int(it["attachment"]["pre_icu_h"])
     noon = int(it["attachment"]["date_only_hour"])
     ch = it["chart"]
@@ -391,5 +394,8 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         "ventilation_episode_gap_h": eg,
         "pao2_specimen": "arterial only (52033 'ART.')",
         "hla_dr_item": lab["hla_dr_per_monocyte"],
+        "source_layout": source.layout,
+        "source_columns_match_mimic_iv": list(source.versions),
+        "single_precision_widened": "mimic4_tables.toml [single_precision] (4-byte FLOAT columns only)",
     }
     return finish_adapter(con, out, dq, dataset="mimic4", items_version=str(it["version"]), choices=choices)
