@@ -44,6 +44,10 @@ def convert_source(source: str, data: Path, timeline_dir: Path, profile: str = "
         from immunoguide.cohort.sources.mimic3 import convert_mimic3
 
         return convert_mimic3(data, timeline_dir).rows
+    if source == "mimic4" and profile == "ricu":
+        from immunoguide.cohort.sources.mimic4_ricu import convert_mimic4_ricu
+
+        return convert_mimic4_ricu(data, timeline_dir).rows
     if source == "mimic4":
         from immunoguide.cohort.sources.mimic4 import convert_mimic4
 

@@ -31,7 +31,7 @@ from immunoguide.cohort.sources.mimic3 import (
 )
 from immunoguide.cohort.sources.mimic4_tables import Mimic4Source, register_mimic4, unreadable_from_duckdb
 
-__all__ = ["ADAPTER_COLUMNS", "OPTIONAL_TABLES", "convert_mimic4"]
+__all__ = ["ADAPTER_COLUMNS", "OPTIONAL_TABLES", "convert_mimic4", "create_stays_mimic4"]
 
 #: The MIMIC-IV tables this adapter reads (in the order they are looked up) and the columns it reads from each.
 ADAPTER_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -81,20 +81,15 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
         raise unreadable_from_duckdb(exc, source, f"--data {data_dir}") from None
 
 
-def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) -> AdapterReport:
-    it = load_items("mimic4_items.toml")
-    abx_items = load_items(it["antibiotics"]["from_items"])["antibiotics"]
-    dictionaries = [t for t in OPTIONAL_TABLES if t in source.tables]
-    pre = int(it["attachment"]["pre_icu_h"])
-    noon = int(it["attachment"]["date_only_hour"])
-    ch = it["chart"]
 
+def create_stays_mimic4(con: duckdb.DuckDBPyConnection, chart_items: dict) -> None:
+    """``CREATE TABLE stays`` (one row per ICU stay in the timeline columns) from the registered MIMIC-IV tables."""
     con.execute(
         f"""
         CREATE TABLE stays AS
         WITH w AS (
           SELECT stay_id, arg_min(valuenum, charttime) AS weight_kg FROM raw_chartevents
-          WHERE itemid IN {_in(ch['weight_kg'])} AND valuenum BETWEEN 20 AND 400 GROUP BY 1
+          WHERE itemid IN {_in(chart_items['weight_kg'])} AND valuenum BETWEEN 20 AND 400 GROUP BY 1
         ), wi AS (
           SELECT stay_id, arg_min(patientweight, starttime) AS weight_kg FROM raw_inputevents
           WHERE patientweight BETWEEN 20 AND 400 GROUP BY 1
@@ -110,6 +105,16 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
         LEFT JOIN w ON w.stay_id = i.stay_id LEFT JOIN wi ON wi.stay_id = i.stay_id
         """
     )
+
+def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) -> AdapterReport:
+    it = load_items("mimic4_items.toml")
+    abx_items = load_items(it["antibiotics"]["from_items"])["antibiotics"]
+    dictionaries = [t for t in OPTIONAL_TABLES if t in source.tables]
+    pre = int(it["attachment"]["pre_icu_h"])
+    noon = int(it["attachment"]["date_only_hour"])
+    ch = it["chart"]
+
+    create_stays_mimic4(con, ch)
     con.execute(
         f"CREATE TABLE win AS SELECT stay_id, subject_id, intime - INTERVAL {pre} HOUR AS t0, outtime AS t1 FROM stays"
     )

@@ -28,7 +28,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
-from immunoguide.errors import CriteriaError, UnknownCriteriaError
+from immunoguide.errors import CriteriaError, PolicyError, UnknownCriteriaError
 
 __all__ = ["PRESETS", "Preset", "available_presets", "load_preset", "merge_policies"]
 
@@ -38,7 +38,7 @@ PRESETS: Mapping[str, str] = MappingProxyType(
 )
 #: Source profiles the adapters implement.
 SOURCE_PROFILES: Mapping[str, frozenset[str]] = MappingProxyType(
-    {"mimic3": frozenset({"immunoguide", "ricu"}), "mimic4": frozenset({"immunoguide"}),
+    {"mimic3": frozenset({"immunoguide", "ricu"}), "mimic4": frozenset({"immunoguide", "ricu"}),
      "long": frozenset({"immunoguide"}), "fhir": frozenset({"immunoguide"})}
 )  # fmt: skip
 
@@ -59,6 +59,7 @@ class Preset:
     source_profiles: Mapping[str, str] = field(default_factory=dict)
     quirks: tuple[Mapping[str, str], ...] = ()
     differences: tuple[Mapping[str, str], ...] = ()
+    unlisted_sources: str = "immunoguide"
 
     @property
     def label(self) -> str:
@@ -66,8 +67,18 @@ class Preset:
         return f"{self.id}@{self.version}"
 
     def source_profile(self, source: str) -> str:
-        """How ``source`` is read under this preset (``immunoguide`` unless the preset names a profile)."""
-        return self.source_profiles.get(source, "immunoguide")
+        """How ``source`` is read under this preset: its named profile, else ``immunoguide`` — unless the preset says
+        ``unlisted_sources = "refuse"`` (a reference that defines its own reading of every source it supports)."""
+        if source in self.source_profiles:
+            return self.source_profiles[source]
+        if self.unlisted_sources == "refuse":
+            raise PolicyError(
+                expected=f"a source the preset {self.label} defines a reading for: {sorted(self.source_profiles)}",
+                got=source,
+                where="--preset",
+                todo="convert a source the preset reads, or use --policy options without the preset",
+            )
+        return "immunoguide"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (what ``metadata.json`` records)."""
@@ -155,7 +166,16 @@ def load_preset_text(text: str, *, where: str = "<text>") -> Preset:
         source_profiles=MappingProxyType(profiles),
         quirks=tuple(MappingProxyType(q) for q in raw.get("quirks", [])),
         differences=tuple(MappingProxyType(d) for d in raw.get("differences", [])),
+        unlisted_sources=_unlisted(raw.get("unlisted_sources", "immunoguide"), where),
     )
+
+
+def _unlisted(value: Any, where: str) -> str:
+    if value not in ("immunoguide", "refuse"):
+        raise CriteriaError(
+            expected="unlisted_sources = 'immunoguide' or 'refuse'", got=value, where=where, todo="pick one of the two"
+        )
+    return str(value)
 
 
 @cache
