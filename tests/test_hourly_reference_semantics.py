@@ -9,7 +9,6 @@ from pathlib import Path
 import ibis
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from immunoguide.cohort.engine import TimelineTables, hourly_sofa_expr, sepsis3_expr
 from immunoguide.cohort.schema import SCHEMAS
