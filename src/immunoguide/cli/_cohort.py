@@ -76,6 +76,9 @@ def run(
     ] = None,
     sofa2: Annotated[bool, typer.Option("--sofa2", help="Also write sofa2_hourly.parquet (SOFA-2 where inputs exist).")] = False,
     preset: Annotated[str | None, typer.Option("--preset", help=PRESET_HELP)] = None,
+    evidence: Annotated[
+        bool, typer.Option("--evidence/--no-evidence", help="Write sofa_hourly_evidence.parquet (what `cohort explain` reads).")
+    ] = True,
 ) -> None:
     """Convert a source, then compute sofa_hourly, sepsis3 and screening tables (Parquet) in OUT."""
     from immunoguide.cohort.pipeline import run_cohort
@@ -99,6 +102,7 @@ def run(
             result = run_cohort(
                 timeline_dir, out, engine=engine, protocol=None if protocol == "none" else protocol,
                 sofa_policies=sofa_pol, sepsis3_policies=s3_pol, progress=step, sofa2=sofa2, preset=preset,
+                evidence=evidence,
             )
             bar.update(task, completed=len(stages), description="done")
     except ImmunoguideError as exc:
@@ -110,6 +114,21 @@ def run(
     for k, v in result.rows.items():
         table.add_row(k, f"{v:,}")
     Console().print(table)
+
+
+@cohort_app.command("explain")
+def explain(
+    out: Annotated[Path, typer.Option("--out", help="A cohort run folder.")],
+    stay: Annotated[int, typer.Option("--stay", help="Stay id.")],
+    hour: Annotated[str, typer.Option("--hour", help="Hours since ICU admission (0 = the admission hour) or a time.")],
+) -> None:
+    """Why a stay's hourly SOFA is what it is: each component's value, time, source item and window hour."""
+    from immunoguide.cohort.explain import explain_hour
+
+    try:
+        typer.echo(explain_hour(out, stay, hour).text)
+    except ImmunoguideError as exc:
+        fail(exc, EXIT_BAD_DATA_FILE if isinstance(exc, InputError) else 2)
 
 
 @cohort_app.command("summary")

@@ -40,6 +40,7 @@ __all__ = [
     "ceil_hour",
     "effective_gcs_expr",
     "hour_inputs_expr",
+    "hourly_evidence_expr",
     "hourly_sofa_expr",
     "ladder_points",
     "left_join_on_stay",
@@ -202,13 +203,15 @@ def _hour_parts(
     sk = s.mutate(k=ibis.range(0, n_hours + 1).unnest())
     grid = sk.select("stay_id", hour_end=sk.start + sk.k.as_interval("h"))
 
-    simple = o.filter(o.concept.isin([*_SIMPLE.values(), "urine_output_ml"])).select("stay_id", "hour_end", "concept", "value")
+    simple = o.filter(o.concept.isin([*_SIMPLE.values(), "urine_output_ml"])).select(
+        "stay_id", "hour_end", "concept", "value", "time", "source"
+    )
 
     # MAP derived from SBP/DBP charted at the same time (policy map_from_sbp_dbp)
     sbp = o.filter(o.concept == "sbp_mmhg").select("stay_id", "time", "hour_end", sbp=o.value)
     dbp = o.filter(o.concept == "dbp_mmhg").select("stay_id", "time", dbp=o.value)
     pairs = sbp.join(dbp, ["stay_id", "time"])
-    map_d = pairs.select("stay_id", "hour_end", map_d=(pairs.dbp + (pairs.sbp - pairs.dbp) / 3.0).round(6))
+    map_d = pairs.select("stay_id", "hour_end", "time", map_d=(pairs.dbp + (pairs.sbp - pairs.dbp) / 3.0).round(6))
 
     # H4 P/F pairing (or H15 ricu matching), H5 ventilation rank in rows with a gas
     pf = _pf_ricu(o, res) if res.get("pf_pairing") == "ricu_match_2h" else _pf_latest_fio2(o, res)
@@ -406,10 +409,10 @@ def _infusion_hours(inf: ir.Table, g0: ir.Table, res: Mapping[str, str]) -> ir.T
         w_ep = ibis.window(group_by=[pos.stay_id, pos.drug, pos.ep])
         pos = pos.mutate(ep_start=pos.start.min().over(w_ep), ep_stop=pos.stop.max().over(w_ep))
         pos = pos.filter(pos.ep_stop >= pos.ep_start + ibis.interval(minutes=60))
-        cols = ("stay_id", "drug", "start", "stop", "rate_ug_kg_min")
+        cols = ("stay_id", "drug", "start", "stop", "rate_ug_kg_min", "source")
         kept = pos.select(*cols).union(seg.filter(~cat | (seg.rate_ug_kg_min == 0)).select(*cols), distinct=False)
     else:
-        kept = seg.select("stay_id", "drug", "start", "stop", "rate_ug_kg_min")
+        kept = seg.select("stay_id", "drug", "start", "stop", "rate_ug_kg_min", "source")
     kg = kept.join(g0, "stay_id")
     if _grid_kind(res) == "icu_admission_hours":  # H15: from the row holding start to the row holding stop
         kg = kg.mutate(lo=row_end_expr(kg.start, kg.intime, "icu_admission_hours"), hi=row_end_expr(kg.stop, kg.intime, "icu_admission_hours"))
@@ -418,7 +421,7 @@ def _infusion_hours(inf: ir.Table, g0: ir.Table, res: Mapping[str, str]) -> ir.T
     kg = kg.mutate(lo=ibis.greatest(kg.lo, kg.grid0), hi=ibis.least(kg.hi, kg.last))
     kg = kg.filter(kg.hi >= kg.lo)
     kg = kg.mutate(k=ibis.range(0, ((kg.hi.epoch_seconds() - kg.lo.epoch_seconds()) / 3600).cast("int64") + 1).unnest())
-    return kg.select("stay_id", "drug", "rate_ug_kg_min", hour_end=kg.lo + kg.k.as_interval("h"))
+    return kg.select("stay_id", "drug", "rate_ug_kg_min", "start", "source", hour_end=kg.lo + kg.k.as_interval("h"))
 
 
 def _gcs_hours(o: ir.Table) -> ir.Table:
@@ -510,8 +513,11 @@ def hourly_sofa_expr(
     policies: Mapping[str, str] | None = None,
     keep_lookback: bool = False,
     rows_from: str = "icu_admission",
+    evidence: bool = False,
 ) -> ir.Table:
     """Hourly SOFA-1 rows for every stay: ``stay_id, hour_end, <six components>, total, n_imputed, imputed``.
+
+    ``evidence=True`` returns :func:`hourly_evidence_expr`'s table instead (the input behind each component).
 
     ``rows_from``: ``"icu_admission"`` (rows from the row holding ICU admission), ``"first_sofa_datum"`` (from the
     row of the stay's earliest SOFA datum, before or after admission: Sepsis-3 policy ``sofa_rows_from``), or
@@ -609,9 +615,117 @@ def hourly_sofa_expr(
     if res["map_from_sbp_dbp"] == "derive":
         map_pts = ibis.coalesce(map_pts, _top(bits, _SLOT_MAP_D))
     six = six | _bit(_SLOT["cardiovascular"], map_pts) | _bit(_SLOT["renal"], ladder_points(L["renal_urine"], daily, res))
+    scored = h.select("stay_id", "first", "first_datum", "hour_end", bits=six, urine_daily=daily)
+    if evidence:
+        return _evidence(p, scored, res, L, keep_lookback=keep_lookback, rows_from=rows_from)
     return _roll_packed(
-        h.select("stay_id", "first", "first_datum", "hour_end", bits=six), res, keep_lookback=keep_lookback, rows_from=rows_from
+        scored.select("stay_id", "first", "first_datum", "hour_end", "bits"), res, keep_lookback=keep_lookback, rows_from=rows_from
     )
+
+
+def hourly_evidence_expr(
+    tables: TimelineTables,
+    *,
+    criteria: str | Criteria = "sofa1",
+    policies: Mapping[str, str] | None = None,
+    rows_from: str = "icu_admission",
+) -> ir.Table:
+    """Why each hourly component has its points: one row per stay, output hour and component.
+
+    Columns: ``stay_id, hour_end, component, points`` (the component after the 24 h window; NULL when no input was
+    in the window), ``source_hour_end`` (the latest row of the window whose own score gave those points),
+    ``concept, value, value_time, source`` (the input of that row that scored them: a charted value with its
+    charting time and source item, a catecholamine segment with its start, the hour's P/F ratio, GCS or derived
+    daily urine) and ``detail`` (ventilation kind for P/F; ``sedated`` for a GCS; ``from SBP/DBP`` for a derived MAP).
+    Same rows and same points as :func:`hourly_sofa_expr` (a test keeps them equal).
+    """
+    return hourly_sofa_expr(tables, criteria=criteria, policies=policies, rows_from=rows_from, evidence=True)
+
+
+def _evidence(
+    p: _HourParts, scored: ir.Table, res: Mapping[str, str], L: Mapping[str, Ladder], *, keep_lookback: bool, rows_from: str
+) -> ir.Table:
+    """The records behind each hour's points, and for each output row the record of the window's best row."""
+    f8 = "float64"
+    ob = p.obs
+    recs: list[ir.Table] = []
+
+    def rec(t: ir.Table, component: str, points: ir.IntegerValue, concept: ir.Value, value: ir.Value, time: ir.Value,
+            source: ir.Value, detail: ir.Value) -> ir.Table:  # fmt: skip
+        return t.select(
+            stay_id=t.stay_id, hour_end=t.hour_end, component=ibis.literal(component), points=points.cast("int64"),
+            concept=concept.cast("string"), value=value.cast(f8), value_time=time.cast("timestamp"),
+            source=source.cast("string"), detail=detail.cast("string"),
+        )  # fmt: skip
+
+    none = ibis.literal("", "string")
+    for col, (ladder, comp) in {"plt": ("coagulation_platelets", "coagulation"), "bili": ("liver_bilirubin", "liver"),
+                                 "crea": ("renal_creatinine", "renal"), "map_c": ("cardiovascular_map", "cardiovascular")}.items():  # fmt: skip
+        t = ob.filter(ob.concept == _SIMPLE[col])
+        recs.append(rec(t, comp, ladder_points(L[ladder], t.value, res), t.concept, t.value, t.time, t.source, none))
+    if res["map_from_sbp_dbp"] == "derive":
+        charted = ob.filter(ob.concept == "map_mmhg").select("stay_id", "hour_end").distinct()
+        md = p.map_d.anti_join(charted, ["stay_id", "hour_end"])
+        recs.append(rec(md, "cardiovascular", ladder_points(L["cardiovascular_map"], md.map_d, res), ibis.literal("map_mmhg"),
+                        md.map_d, md.time, ibis.literal("sbp_mmhg + dbp_mmhg"), ibis.literal("derived from SBP/DBP")))  # fmt: skip
+    pf = p.pf
+    support_kinds = (("invasive", "tracheostomy_ventilated") if res["respiratory_support"] == "imv_only"
+                     else ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap"))  # fmt: skip
+    supported = ibis.coalesce(pf.vent_rank, len(_VENT_ORDER) - 1).isin([_VENT_ORDER.index(k) for k in support_kinds])
+    rp = ladder_points(L["respiration_pf"], pf.pf, res)
+    capped = ibis.literal(2, "int64") if res["pf_below_200_without_support"] == "two_points" else ibis.null("int64")
+    kind = ibis.cases(*[(pf.vent_rank == i, k) for i, k in enumerate(_VENT_ORDER)], else_="none")
+    recs.append(rec(pf, "respiration", ibis.ifelse((rp >= 3) & ~supported, capped, rp), ibis.literal("pf_ratio_mmhg"),
+                    pf.pf, ibis.null("timestamp"), ibis.literal("pao2_mmhg / fio2_fraction"), "ventilation: " + kind))  # fmt: skip
+    inf = p.infusions.filter(p.infusions.drug.isin(list(_CATECHOLAMINES)))
+    dp = ibis.cases(*[(inf.drug == d, ladder_points(L[f"cardiovascular_{d}"], inf.rate_ug_kg_min, res)) for d in _CATECHOLAMINES],
+                    else_=ibis.null("int64"))  # fmt: skip
+    recs.append(rec(inf, "cardiovascular", dp, inf.drug + "_ug_kg_min", inf.rate_ug_kg_min, inf.start, inf.source, none))
+    g = p.gcs
+    eff = effective_gcs_expr(g, res)
+    recs.append(rec(g, "cns", ladder_points(L["cns_gcs"], eff, res), ibis.literal("gcs"), eff, ibis.null("timestamp"),
+                    ibis.literal("gcs assessments of the hour"), ibis.ifelse(g.gcs_unsed.isnull(), "sedated", "")))  # fmt: skip
+    u = scored.filter(scored.urine_daily.notnull())
+    recs.append(rec(u, "renal", ladder_points(L["renal_urine"], u.urine_daily, res), ibis.literal("urine_output_ml_per_day"),
+                    u.urine_daily, ibis.null("timestamp"), ibis.literal("urine_output_ml over the trailing window"), none))  # fmt: skip
+    allr = recs[0]
+    for r in recs[1:]:
+        allr = allr.union(r, distinct=False)
+    allr = allr.filter(allr.points.notnull())
+    w = ibis.window(group_by=[allr.stay_id, allr.hour_end, allr.component],
+                    order_by=[ibis.desc(allr.points), ibis.desc(allr.value_time), allr.source, allr.value])  # fmt: skip
+    best = allr.mutate(rn=ibis.row_number().over(w))
+    best = best.filter(best.rn == 0).drop("rn")
+
+    # the window's best row per component: key = points * 2^40 + seconds since 1970 (latest row among equal points)
+    secs = scored.hour_end.epoch_seconds().cast("int64")
+    win = ibis.window(group_by="stay_id", order_by="hour_end", preceding=_window_rows(res) - 1, following=0)
+    keyed = scored.select(
+        "stay_id", "first", "first_datum", "hour_end",
+        **{f"k_{c}": ibis.ifelse(_top(scored.bits, _SLOT[c]).notnull(), _top(scored.bits, _SLOT[c]) * (1 << 40) + secs,
+                                 ibis.null("int64")).max().over(win) for c in COMPONENTS},
+    )  # fmt: skip
+    if rows_from == "first_sofa_datum":
+        keyed = keyed.filter(keyed.hour_end >= ibis.coalesce(keyed.first_datum, keyed.first))
+    elif not keep_lookback:
+        keyed = keyed.filter(keyed.hour_end >= keyed.first)
+    parts = []
+    for c in COMPONENTS:
+        k = keyed[f"k_{c}"]
+        src_s = k % (1 << 40)
+        parts.append(keyed.select(
+            "stay_id", "hour_end", component=ibis.literal(c), points=(k // (1 << 40)).cast("int64"),
+            source_hour_end=ibis.ifelse(k.isnull(), ibis.null("timestamp"), src_s.cast("int64").as_timestamp("s").cast(keyed.hour_end.type())),
+        ))  # fmt: skip
+    out = parts[0]
+    for q in parts[1:]:
+        out = out.union(q, distinct=False)
+    j = out.left_join(best, [out.stay_id == best.stay_id, out.source_hour_end == best.hour_end,
+                             out.component == best.component, out.points == best.points])  # fmt: skip
+    return j.select(
+        out.stay_id, out.hour_end, out.component, out.points, out.source_hour_end,
+        best.concept, best.value, best.value_time, best.source, best.detail,
+    )  # fmt: skip
 
 
 #: Slot of each component in the packed hour score; two more slots hold charted and derived MAP (H11).

@@ -4,6 +4,10 @@ Outputs in ``out_dir``:
 
 ``sofa_hourly.parquet``
     stay_id, hour_end, respiration, coagulation, liver, cardiovascular, cns, renal, total, n_imputed.
+``sofa_hourly_evidence.parquet``
+    stay_id, hour_end, component, points, source_hour_end, concept, value, value_time, source, detail — the input
+    behind each hourly component (:func:`immunoguide.cohort.engine.hourly_evidence_expr`; ``immunoguide cohort
+    explain`` prints it in words).
 ``sofa2_hourly.parquet`` (``sofa2=True`` only)
     the same columns for SOFA-2 "where inputs exist", computed set-wise by
     :func:`immunoguide.cohort.engine_sofa2.hourly_sofa2_expr` (inputs the timeline does not hold are missing).
@@ -35,7 +39,13 @@ import ibis
 import ibis.expr.types as ir
 
 from immunoguide.cohort.checks import timeline_issues_expr, without_issues
-from immunoguide.cohort.engine import TimelineTables, hourly_sofa_expr, left_join_on_stay, sepsis3_expr
+from immunoguide.cohort.engine import (
+    TimelineTables,
+    hourly_evidence_expr,
+    hourly_sofa_expr,
+    left_join_on_stay,
+    sepsis3_expr,
+)
 from immunoguide.cohort.engine_sofa2 import hourly_sofa2_expr
 from immunoguide.criteria import load_criteria
 from immunoguide.errors import InputError
@@ -185,13 +195,15 @@ def run_cohort(
     sofa2: bool = False,
     sofa2_policies: Mapping[str, str] | None = None,
     preset: str | None = None,
+    evidence: bool = True,
 ) -> CohortRun:
     """Run the engine over a timeline-schema folder and write the cohort tables (see module docstring).
 
     ``preset`` (``immunoguide``, ``ricu``, ``mimic-code``; :mod:`immunoguide.criteria.presets`) sets every SOFA and
     Sepsis-3 policy; ``sofa_policies`` and ``sepsis3_policies`` override single choices on top of it. The timeline
     must have been read with the preset's source profile (``adapter.json``), else :class:`InputError`.
-    ``sofa2=True`` also writes ``sofa2_hourly.parquet`` (SOFA-2 policies ``sofa2_policies`` over the defaults).
+    ``sofa2=True`` also writes ``sofa2_hourly.parquet`` (SOFA-2 policies ``sofa2_policies`` over the defaults);
+    ``evidence=False`` skips ``sofa_hourly_evidence.parquet`` (the input behind every hourly component).
     """
     from immunoguide.criteria.presets import load_preset, merge_policies
 
@@ -257,6 +269,12 @@ def run_cohort(
         _write(con, hourly_sofa_expr(tabs, policies=sofa_resolved).select(*cols), out / "sofa_hourly.parquet")
         hourly_back = con.read_parquet(str(out / "sofa_hourly.parquet"), table_name=f"ig_hourly_{abs(hash(str(out)))}")
     seconds["sofa_hourly"] = time.perf_counter() - t0
+    if evidence:
+        t0 = time.perf_counter()
+        say("hourly SOFA evidence")
+        ev = hourly_evidence_expr(tabs, policies=sofa_resolved).order_by(["stay_id", "hour_end", "component"])
+        _write(con, ev, out / "sofa_hourly_evidence.parquet")
+        seconds["sofa_hourly_evidence"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     say("Sepsis-3")
