@@ -89,3 +89,27 @@ def test_the_timeline_check_refuses_the_same_rows_on_spark_and_duckdb(spark_con,
     assert len(got["duckdb"][0]) >= 10
     pd.testing.assert_frame_equal(got["duckdb"][0], got["spark"][0], check_dtype=False)
     assert got["duckdb"][1:] == got["spark"][1:]
+
+
+def test_the_ricu_preset_and_the_evidence_are_identical_on_spark_and_duckdb(spark_con, mimic3_ricu_timeline: Path) -> None:  # noqa: ANN001
+    """ricu's semantics (hours since admission, 25-row window, P/F matching, GCS components, urine24, hourly SI
+    pairing, rows from the first SOFA datum) and the evidence table give the same rows on both engines."""
+    from immunoguide.cohort.engine import hourly_evidence_expr
+    from immunoguide.criteria import load_criteria
+    from immunoguide.criteria.presets import load_preset
+    from immunoguide.rules.sepsis3 import load_sepsis3_criteria
+
+    preset = load_preset("ricu")
+    sofa = load_criteria("sofa1").resolve_policies(preset.sofa_policies)
+    s3 = load_sepsis3_criteria().resolve_policies(preset.sepsis3_policies)
+    results = {}
+    for name, con in (("duckdb", ibis.duckdb.connect()), ("spark", spark_con)):
+        tabs = TimelineTables.from_parquet(con, str(mimic3_ricu_timeline))
+        h = hourly_sofa_expr(tabs, policies=sofa).select("stay_id", "hour_end", *COMPONENTS, "total", "n_imputed").to_pandas()
+        rows = hourly_sofa_expr(tabs, policies=sofa, rows_from="first_sofa_datum")
+        s = sepsis3_expr(tabs, rows, policies=s3).to_pandas()
+        ev = hourly_evidence_expr(tabs, policies=sofa).drop("value_time").to_pandas()
+        results[name] = (_norm(h, ["stay_id", "hour_end"]), _norm(s, ["stay_id"]), _norm(ev, ["stay_id", "hour_end", "component"]))
+    for d, sp in zip(results["duckdb"], results["spark"], strict=True):
+        assert len(d) > 0
+        pd.testing.assert_frame_equal(d, sp, check_dtype=False)
