@@ -47,14 +47,19 @@ def test_engine_hourly_sofa_equals_single_patient_rules_on_every_demo_stay(
     ref = {(tl.stay_id, r.hour_end): r for tl in timelines for r in hourly_sofa(tl, policies=policies)}
     assert len(df) == len(ref) > 10_000
     assert df["stay_id"].nunique() == 136
-    mismatches = []
+    assert _mismatches(df, ref) == []
+
+
+def _mismatches(df, ref: dict) -> list:  # noqa: ANN001
+    """Engine rows whose six components or total differ from the rules' row of the same stay and hour."""
+    out = []
     for row in df.itertuples(index=False):
         r = ref[(row.stay_id, row.hour_end.to_pydatetime())]
         got = tuple(None if v != v else int(v) for v in (getattr(row, c) for c in (*COMPONENTS, "total")))
         want = tuple(getattr(r, c) for c in (*COMPONENTS, "total"))
         if got != want:
-            mismatches.append((row.stay_id, row.hour_end, got, want))
-    assert mismatches == []
+            out.append((row.stay_id, row.hour_end, got, want))
+    return out
 
 
 #: The reference presets' SOFA policies, and mixtures that put each ricu semantics next to the defaults' others.
@@ -84,14 +89,7 @@ def test_engine_hourly_sofa_equals_single_patient_rules_under_reference_presets(
     df = hourly_sofa_expr(TimelineTables.from_parquet(ibis.duckdb.connect(), str(folder)), policies=policies).execute()
     ref = {(tl.stay_id, r.hour_end): r for tl in tls for r in hourly_sofa(tl, policies=policies)}
     assert len(df) == len(ref) > 10_000
-    mismatches = []
-    for row in df.itertuples(index=False):
-        r = ref[(row.stay_id, row.hour_end.to_pydatetime())]
-        got = tuple(None if v != v else int(v) for v in (getattr(row, c) for c in (*COMPONENTS, "total")))
-        want = tuple(getattr(r, c) for c in (*COMPONENTS, "total"))
-        if got != want:
-            mismatches.append((row.stay_id, row.hour_end, got, want))
-    assert mismatches == []
+    assert _mismatches(df, ref) == []
 
 
 def test_engine_sepsis3_equals_single_patient_onset_under_the_ricu_preset(mimic3_ricu_timeline: Path, ricu_timelines: list) -> None:
