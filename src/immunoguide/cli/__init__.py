@@ -7,6 +7,8 @@ Only this package maps :mod:`immunoguide.errors` to exit codes:
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from immunoguide.cli._classify import classify
@@ -30,6 +32,24 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from immunoguide import __version__
+
+        typer.echo(f"immunoguide {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Biomarker-guided immunotherapy in sepsis: SOFA, Sepsis-3, immune endotypes, trials."""
+
+
 app.add_typer(score_app, name="score")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(cohort_app, name="cohort")

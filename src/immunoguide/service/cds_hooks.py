@@ -284,12 +284,19 @@ def _onset_extension(res: Any) -> datetime | None:
 class _Reader:
     """Turns validated FHIR resources into :class:`_Facts`."""
 
-    def __init__(self, now: datetime, protocol_flags: Iterable[str]) -> None:
+    def __init__(self, now: datetime, protocol_flags: Iterable[str], protocols: Sequence[Protocol] = ()) -> None:
         self.now = now
         self.codes = load_codes()
         self.sys = self.codes["systems"]
         self.typed_flags = PatientRecord.flag_fields()
         self.protocol_flags = set(protocol_flags)
+        # assay-method vocabulary of the protocols: aliases (case-insensitive) and UCUM codes per concept
+        self.method_aliases: dict[str, str] = {}
+        self.method_ucum: dict[tuple[str, str], str] = {}
+        for proto in protocols:
+            for tag, m in proto.vocabularies.methods.items():
+                self.method_aliases.update({a.strip().lower(): tag for a in m.aliases})
+                self.method_ucum.update({(conc, code): m.unit for conc in m.concepts for code in m.ucum})
 
     # -- patient ----------------------------------------------------------------------------------------------
     def patient(self, p: Any, facts: _Facts) -> None:
@@ -344,11 +351,12 @@ class _Reader:
         if o.method is None:
             return None, None
         tags = self.codes["methods"]["tags"]
-        for c in _codings(o.method):
-            if c.code and c.code.strip().lower() in tags:
-                return c.code.strip().lower(), None
-        if o.method.text and o.method.text.strip().lower() in tags:
-            return o.method.text.strip().lower(), None
+        for text in [*(c.code for c in _codings(o.method)), *(c.display for c in _codings(o.method)), o.method.text]:
+            key = text.strip().lower() if text else ""
+            if key in tags:
+                return key, None
+            if key in self.method_aliases:  # the protocol's other spelling (QuantiBRITE) → its tag
+                return self.method_aliases[key], None
         return None, f"unknown assay method {[c.code for c in _codings(o.method)] or o.method.text!r}"
 
     def _unit(self, q: Any, spec: Mapping[str, Any]) -> str | None:
@@ -360,6 +368,8 @@ class _Reader:
         for u in cands:
             if dimless and u in self.codes["observation"]["dimensionless_codes"]:
                 return normalise_unit(dimless)
+            if (spec["concept"], u) in self.method_ucum:  # UCUM code declared by an assay method ({AB}/{cell})
+                return normalise_unit(self.method_ucum[(spec["concept"], u)])
             nu = normalise_unit(self.codes["ucum"].get(u, u))
             if nu in c.units:
                 return nu
@@ -582,7 +592,7 @@ def _read_prefetch(req: CdsRequest, now: datetime, protocols: Sequence[Protocol]
                                     where="prefetch.patient.id", todo="send the current patient",
                                     field="prefetch.patient.id")
     flags = {f for p in protocols for f in p.vocabularies.flags}
-    reader = _Reader(now, flags)
+    reader = _Reader(now, flags, protocols)
     facts = _Facts(patient_id=patient.id or (str(context_pid) if context_pid is not None else None))
     reader.patient(patient, facts)
     encounters = [] if _absent(pf.get("encounter")) else _entries(pf["encounter"], "Encounter", "prefetch.encounter",
