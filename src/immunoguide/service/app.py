@@ -155,8 +155,14 @@ def _freeze_startup_heap() -> None:
 
 def app_from_env() -> FastAPI:
     """The app for ``uvicorn --factory`` (``immunoguide serve``): store from ``$IMMUNOGUIDE_DB_URL``, token key from
-    the variable named by ``$IMMUNOGUIDE_SECRET_ENV`` (default ``IMMUNOGUIDE_SECRET``)."""
+    the variable named by ``$IMMUNOGUIDE_SECRET_ENV`` (default ``IMMUNOGUIDE_SECRET``), trusted EHRs from the TOML
+    file ``$IMMUNOGUIDE_EHR_CONFIG`` (:func:`immunoguide.service.cds_security.load_ehr_settings`)."""
     import os
 
     secret = os.environ.get(os.environ.get("IMMUNOGUIDE_SECRET_ENV", "IMMUNOGUIDE_SECRET"))
-    return create_app(os.environ.get("IMMUNOGUIDE_DB_URL"), secret=secret or None)
+    settings = None
+    if os.environ.get("IMMUNOGUIDE_EHR_CONFIG"):  # trusted EHRs (CDS Hooks JWTs, fhirServer, SMART launch)
+        from immunoguide.service.cds_security import load_ehr_settings
+
+        settings = ServiceSettings(ehr=load_ehr_settings(os.environ["IMMUNOGUIDE_EHR_CONFIG"]))
+    return create_app(os.environ.get("IMMUNOGUIDE_DB_URL"), secret=secret or None, settings=settings)
