@@ -16,6 +16,7 @@ from immunoguide.cli._cohort import cohort_app, screen
 from immunoguide.cli._demo import demo
 from immunoguide.cli._design import design_app
 from immunoguide.cli._docs import docs_app
+from immunoguide.cli._exchange import redcap_app
 from immunoguide.cli._protocol import protocol_app
 from immunoguide.cli._report import report, report_dsmb
 from immunoguide.cli._score import score_app
@@ -66,6 +67,7 @@ app.command("serve")(serve)
 app.add_typer(users_app, name="users")
 app.add_typer(trial_app, name="trial")
 app.add_typer(audit_app, name="audit")
+app.add_typer(redcap_app, name="redcap")
 
 
 def main() -> None:
