@@ -31,8 +31,6 @@ Examples
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import secrets
 import socket
@@ -44,7 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -52,18 +50,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fhir.resources.R4B import get_fhir_model_class
 
+from immunoguide.service.smart import pkce_challenge
+
 __all__ = ["EhrSandbox", "pkce_challenge", "serve_in_thread"]
 
 _SEARCH_PARAMS = {"Observation": {"patient", "code"}, "Condition": {"patient"}, "Encounter": {"patient", "status"}}
-
-
-def pkce_challenge(verifier: str) -> str:
-    """The S256 code challenge of a PKCE code verifier (RFC 7636: base64url of SHA-256, no padding).
-
-    >>> pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")  # RFC 7636 appendix B
-    'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM'
-    """
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode("ascii")
 
 
 @dataclass
@@ -115,11 +106,15 @@ class EhrSandbox:
         Registered redirect URIs of that client.
     cds_client_id : str
         ``sub`` of the CDS JWTs.
+    clock : callable, optional
+        Returns the current time for the id_tokens it signs (default: the real clock).
     """
 
     def __init__(self, base_url: str, *, client_id: str = "immunoguide-dashboard", redirect_uris: list[str] | None = None,
-                 cds_client_id: str = "sandbox-cds-client") -> None:
+                 cds_client_id: str = "sandbox-cds-client", clock: Any = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.clock = clock  # returns the current datetime (id_token times); None: the real clock
+        self.authorize_requests: list[dict[str, str]] = []
         self.client_id = client_id
         self.redirect_uris = list(redirect_uris or [])
         self.cds_client_id = cds_client_id
@@ -132,6 +127,9 @@ class EhrSandbox:
         self._codes: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self.rotate_key()
+        # the OpenID Connect key of the authorization server (SMART id_tokens are RS256)
+        self.oidc_key = _Key(f"sandbox-oidc-{secrets.token_hex(4)}", "RS256",
+                             rsa.generate_private_key(public_exponent=65537, key_size=2048))
         self.app = self._build_app()
 
     # -- keys and JWTs --------------------------------------------------------------------------------------------
@@ -161,7 +159,7 @@ class EhrSandbox:
     def jwks(self) -> dict[str, Any]:
         """The public JWK Set."""
         out = []
-        for k in self.keys:
+        for k in [*self.keys, self.oidc_key]:
             jwk = json.loads(jwt.algorithms.get_default_algorithms()[k.alg].to_jwk(k.private.public_key()))
             jwk.pop("key_ops", None)  # RFC 7517: "use" and "key_ops" should not both be present
             jwk.update({"kid": k.kid, "alg": k.alg, "use": "sig"})
@@ -183,11 +181,8 @@ class EhrSandbox:
         return jwt.encode(payload, key.private, algorithm=key.alg, headers=headers)
 
     def _id_token(self, *, user: str | None, nonce_sub: str) -> str:
-        key = next((k for k in reversed(self.keys) if k.alg.startswith("RS")), None)
-        if key is None:  # SMART id_tokens are RS256
-            key = _Key("sandbox-oidc", "RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048))
-            self.keys.append(key)
-        t = int(time.time())
+        key = self.oidc_key
+        t = int(self.clock().timestamp()) if self.clock is not None else int(time.time())
         claims = {"iss": self.base_url, "sub": nonce_sub, "aud": self.client_id, "iat": t, "exp": t + 300}
         if user:
             claims["fhirUser"] = f"{self.fhir_base}/{user}"
@@ -307,6 +302,7 @@ class EhrSandbox:
         @app.get("/authorize")
         async def authorize(request: Request) -> Response:
             q = dict(request.query_params)
+            sb.authorize_requests.append(q)
             problems = []
             if q.get("response_type") != "code":
                 problems.append("response_type must be code")
@@ -333,7 +329,7 @@ class EhrSandbox:
 
         @app.post("/token")
         async def token(request: Request) -> Response:
-            form = {k: str(v) for k, v in (await request.form()).items()}
+            form = {k: v[-1] for k, v in parse_qs((await request.body()).decode("utf-8")).items()}
             sb.token_requests.append(form)
             with sb._lock:
                 grant = sb._codes.pop(form.get("code", ""), None)

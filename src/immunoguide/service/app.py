@@ -124,7 +124,7 @@ def create_app(
     )
     install_error_handlers(app)
 
-    from immunoguide.service import cds_hooks, routes_auth, routes_rules, routes_trial
+    from immunoguide.service import cds_hooks, routes_auth, routes_rules, routes_trial, smart
 
     @app.get("/health", tags=["meta"], summary="Liveness")
     async def health() -> dict[str, str]:
@@ -135,6 +135,7 @@ def create_app(
     app.include_router(routes_rules.router)
     app.include_router(routes_trial.router)
     app.include_router(cds_hooks.router)
+    app.include_router(smart.router)  # the dashboard's SMART launch (EHR launch with PKCE)
     dashboard = _dashboard_router()
     if dashboard is not None:
         app.include_router(dashboard)
