@@ -315,3 +315,29 @@ def test_decided_card_suggests_nothing(client: TestClient, ehr: EhrSandbox) -> N
     """When the classification decides there is no action to suggest."""
     card = _call(client, ehr.sign_cds_jwt(AUD, now=NOW), _full("mals")).json()["cards"][0]
     assert "suggestions" not in card and "selectionBehavior" not in card
+
+
+def test_ehr_configuration_file_loads_and_refuses_mistakes(tmp_path: Any, monkeypatch: Any) -> None:
+    """The TOML configuration of `immunoguide serve` (IMMUNOGUIDE_EHR_CONFIG) loads; an issuer without keys or an
+    unknown key is a CriteriaError naming the place."""
+    from immunoguide.errors import CriteriaError
+    from immunoguide.service.app import app_from_env
+    from immunoguide.service.cds_security import load_ehr_settings
+
+    good = tmp_path / "ehr.toml"
+    good.write_text('service_url = "https://ig.example.org"\n\n[[ehr]]\niss = "https://ehr.example.org"\n'
+                    'jwks_url = "https://ehr.example.org/jwks.json"\nfhir_servers = ["https://ehr.example.org/fhir"]\n'
+                    '[ehr.users]\n"Practitioner/9" = "inv-ath"\n')
+    s = load_ehr_settings(good)
+    assert s.issuer("https://ehr.example.org").users["Practitioner/9"] == "inv-ath"  # type: ignore[union-attr]
+    assert s.issuer_for_fhir_server("https://ehr.example.org/fhir/").iss == "https://ehr.example.org"  # type: ignore[union-attr]
+    monkeypatch.setenv("IMMUNOGUIDE_EHR_CONFIG", str(good))
+    monkeypatch.setenv("IMMUNOGUIDE_DB_URL", "sqlite://")
+    assert app_from_env() is not None
+    bad = tmp_path / "bad.toml"
+    bad.write_text('service_url = "https://ig.example.org"\n\n[[ehr]]\niss = "https://ehr.example.org"\n')
+    with pytest.raises(CriteriaError, match="jwks_url or an inline jwks"):
+        load_ehr_settings(bad)
+    bad.write_text('service_url = "https://ig.example.org"\nleeway = 5\n')
+    with pytest.raises(CriteriaError, match="keys among"):
+        load_ehr_settings(bad)
