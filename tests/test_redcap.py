@@ -220,7 +220,7 @@ def test_cli_import_reports_rows_on_stderr_and_exits_2(exported: dict[str, Path]
                                  "--part", "baseline"])
     assert r.exit_code == 2, r.output
     err = json.loads(r.stderr.strip().splitlines()[-1])["error"]
-    assert err["code"] == "IG-E105" and err["rows"][0]["row"] == 2
+    assert err["code"] == "IG-E108" and err["rows"][0]["row"] == 2
     assert "consent_signed: expected a date-time" in err["rows"][0]["errors"][0]
     r = CliRunner().invoke(app, [*common, str(d / "redcap_records.csv"), "--dictionary",
                                  str(d / "redcap_dictionary.csv"), "--part", "baseline"])

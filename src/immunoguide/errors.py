@@ -13,7 +13,7 @@ Tree::
     │   ├── ImplausibleValueError   outside the concept's plausibility range
     │   ├── MissingInputError       a required input is absent
     │   ├── ConflictingInputError   two inputs disagree (e.g. fio2_fraction and fio2_percent)
-    │   └── RecordsRejected         rows of an import refused, each with its reasons (IG-E105; nothing imported)
+    │   └── RecordsRejected         rows of an import refused, each with its reasons (IG-E108; nothing imported)
     ├── CriteriaError               bad threshold/protocol data files (IG-E2xx)
     │   ├── BandOverlapError        two bands claim the same value
     │   ├── BandGapError            some value falls in no band
@@ -176,7 +176,7 @@ class ConflictingInputError(InputError):
 class RecordsRejected(InputError):
     """Rows of an import were refused; ``rows`` lists each refused row with its reasons, and nothing was imported."""
 
-    code = "IG-E105"
+    code = "IG-E108"
 
     def __init__(self, *, rows: list[dict[str, Any]], **kwargs: Any) -> None:
         self.rows = rows
