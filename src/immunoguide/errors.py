@@ -2,7 +2,7 @@
 
 Every error message follows the same shape: *expected …; got …; where …; what to do*.
 Codes are stable (``IG-E1xx`` input, ``IG-E2xx`` criteria/protocol data, ``IG-E3xx`` rules,
-``IG-E4xx`` trial operations, ``IG-E5xx`` statistics) so that a CLI exit code, an HTTP error body or a log line can be
+``IG-E4xx`` trial operations, ``IG-E5xx`` statistics, ``IG-E6xx`` exchange with other systems) so that a CLI exit code, an HTTP error body or a log line can be
 looked up in the docs. Only ``cli/`` maps these to exit codes and only ``service/`` to HTTP.
 
 Tree::
@@ -15,7 +15,8 @@ Tree::
     │   ├── ConflictingInputError   two inputs disagree (e.g. fio2_fraction and fio2_percent)
     │   ├── MissingTableError       a table of a source database is not where the adapter looked (IG-E105)
     │   ├── MissingColumnError      a source table lacks a column the adapter reads (IG-E106)
-    │   └── UnreadableSourceError   a source file or database cannot be read as its layout says (IG-E107)
+    │   ├── UnreadableSourceError   a source file or database cannot be read as its layout says (IG-E107)
+    │   └── RecordsRejected         rows of an import refused, each with its reasons (IG-E108; nothing imported)
     ├── CriteriaError               bad threshold/protocol data files (IG-E2xx)
     │   ├── BandOverlapError        two bands claim the same value
     │   ├── BandGapError            some value falls in no band
@@ -40,8 +41,10 @@ Tree::
     │   ├── StoreError                store not initialised/outdated/not empty (IG-E416)
     │   ├── UnknownRecord             no such record (IG-E417)
     │   └── NotAuthenticated          no valid login/token (IG-E418; a NotAuthorized; REST 401)
-    └── StatisticsError             estimation or test cannot be computed (IG-E5xx)
-        └── ConvergenceError        a model fit did not converge (IG-E501)
+    ├── StatisticsError             estimation or test cannot be computed (IG-E5xx)
+    │   └── ConvergenceError        a model fit did not converge (IG-E501)
+    └── ExchangeError               exchange with another system failed (IG-E6xx)
+        └── UpstreamError           an EHR's FHIR server, JWK Set or authorization server failed (IG-E601; REST 502)
 
 Warnings are separate: :class:`ImmunoguideWarning` and subclasses.
 """
@@ -63,6 +66,7 @@ __all__ = [
     "CriteriaError",
     "DuplicateConsent",
     "DuplicateRecord",
+    "ExchangeError",
     "ImmunoguideError",
     "ImmunoguideWarning",
     "ImplausibleValueError",
@@ -78,6 +82,7 @@ __all__ = [
     "PatientWithdrawn",
     "PolicyError",
     "RandomizationWindowMissed",
+    "RecordsRejected",
     "StatisticsError",
     "StoreError",
     "TrialError",
@@ -87,6 +92,7 @@ __all__ = [
     "UnknownProtocolSettingWarning",
     "UnknownRecord",
     "UnreadableSourceError",
+    "UpstreamError",
     "WrongStratum",
 ]
 
@@ -189,6 +195,22 @@ class UnreadableSourceError(InputError):
     """A source file or database cannot be read: not the format its name says, damaged, or a value of the wrong type."""
 
     code = "IG-E107"
+
+
+class RecordsRejected(InputError):
+    """Rows of an import were refused; ``rows`` lists each refused row with its reasons, and nothing was imported."""
+
+    code = "IG-E108"
+
+    def __init__(self, *, rows: list[dict[str, Any]], **kwargs: Any) -> None:
+        self.rows = rows
+        super().__init__(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error record with the refused rows (``row``, ``record``, ``errors``)."""
+        d = super().to_dict()
+        d["rows"] = self.rows
+        return d
 
 
 class CriteriaError(ImmunoguideError):
@@ -345,6 +367,18 @@ class ConvergenceError(StatisticsError):
     """A model fit (logistic, proportional-odds, Cox) did not converge; the message names the probable cause."""
 
     code = "IG-E501"
+
+
+class ExchangeError(ImmunoguideError):
+    """Exchange with another system (an EHR, its FHIR server or authorization server, a REDCap project) failed."""
+
+    code = "IG-E600"
+
+
+class UpstreamError(ExchangeError):
+    """An EHR's FHIR server, JWK Set URL or SMART authorization server could not be reached or answered an error."""
+
+    code = "IG-E601"
 
 
 class ImmunoguideWarning(UserWarning):

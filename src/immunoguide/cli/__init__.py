@@ -7,6 +7,8 @@ Only this package maps :mod:`immunoguide.errors` to exit codes:
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from immunoguide.cli._classify import classify
@@ -14,6 +16,7 @@ from immunoguide.cli._cohort import cohort_app, screen
 from immunoguide.cli._demo import demo
 from immunoguide.cli._design import design_app
 from immunoguide.cli._docs import docs_app
+from immunoguide.cli._exchange import redcap_app
 from immunoguide.cli._protocol import protocol_app
 from immunoguide.cli._report import report, report_dsmb
 from immunoguide.cli._score import score_app
@@ -30,6 +33,24 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from immunoguide import __version__
+
+        typer.echo(f"immunoguide {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Biomarker-guided immunotherapy in sepsis: SOFA, Sepsis-3, immune endotypes, trials."""
+
+
 app.add_typer(score_app, name="score")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(cohort_app, name="cohort")
@@ -46,6 +67,7 @@ app.command("serve")(serve)
 app.add_typer(users_app, name="users")
 app.add_typer(trial_app, name="trial")
 app.add_typer(audit_app, name="audit")
+app.add_typer(redcap_app, name="redcap")
 
 
 def main() -> None:

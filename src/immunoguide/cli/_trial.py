@@ -414,9 +414,15 @@ def screening_log_cmd(ctx: typer.Context) -> None:
 def export_cmd(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Output directory.")],
-    fmt: Annotated[str, typer.Option("--format", help="parquet, csv or both.")] = "both",
+    fmt: Annotated[str, typer.Option("--format", help="parquet, csv or both (the store's tables); adam or sdtm "
+                                                      "(CDISC datasets as SAS XPT v5 + CSV + define metadata).")] = "both",
 ) -> None:
-    """Export the whole trial (as your role may see it) with a data dictionary."""
+    """Export the whole trial (as your role may see it) with a data dictionary, or as CDISC ADaM / SDTM."""
+    if fmt in ("adam", "sdtm"):
+        from immunoguide.cli._exchange import cdisc_export
+
+        _run(ctx, lambda s, a, now: cdisc_export(s, out, standard=fmt, actor=a, now=now))
+        return
     from immunoguide.trial import export_trial
 
     formats = ("parquet", "csv") if fmt == "both" else (fmt,)

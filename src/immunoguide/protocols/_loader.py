@@ -514,7 +514,27 @@ class _Checker:
                 todo="check the threshold and its unit",
             )
 
+    def method_aliases(self) -> tuple[tuple[str, str], ...]:
+        """Lower-case alias → method tag; an alias naming two methods, or another method's tag, is refused."""
+        methods = self.doc.vocabularies.methods
+        out: dict[str, str] = {}
+        for tag, m in methods.items():
+            for alias in m.aliases:
+                key = alias.strip().lower()
+                other = out.get(key) or next((t for t in methods if t.lower() == key and t != tag), None)
+                if not key or (other is not None and other != tag):
+                    self.fail(
+                        f"vocabularies.methods.{tag}",
+                        expected="aliases that name only this method",
+                        got=alias,
+                        todo=f"remove the alias (it also names {other!r})" if other else "remove the empty alias",
+                    )
+                if key != tag:
+                    out[key] = tag
+        return tuple(sorted(out.items()))
+
     def vocabularies(self) -> None:
+        self.method_aliases()
         for tag, m in self.doc.vocabularies.methods.items():
             for conc in m.concepts:
                 self.concept_unit(
@@ -682,6 +702,7 @@ class _Checker:
             otherwise=cs.otherwise,
             timing=timing,
             reversals=tuple(reversals),
+            method_aliases=self.method_aliases(),
         )
 
     # -- eligibility --------------------------------------------------------------------------------------------

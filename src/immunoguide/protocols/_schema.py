@@ -155,11 +155,17 @@ class EligibilityCriterion(_Cited):
 
 
 class MethodSpec(_Strict):
-    """``[vocabularies.methods.<tag>]``: an assay method, the unit it reports and the concepts it measures."""
+    """``[vocabularies.methods.<tag>]``: an assay method, the unit it reports and the concepts it measures.
+
+    ``aliases`` are other spellings of the tag (``"QuantiBRITE"``), matched case-insensitively and replaced by the
+    tag; ``ucum`` are the UCUM codes (FHIR ``Quantity.code``) of ``unit`` for this method (``"{AB}/{cell}"``).
+    """
 
     description: str
     unit: str
     concepts: tuple[str, ...] = Field(min_length=1)
+    aliases: tuple[str, ...] = ()
+    ucum: tuple[str, ...] = ()
 
 
 class Vocabularies(_Strict):

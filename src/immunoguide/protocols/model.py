@@ -116,3 +116,26 @@ class ClassificationSpec:
     otherwise: str
     timing: SampleTiming
     reversals: tuple[ReversalRule, ...] = ()
+    #: Other spellings of assay-method tags, lower-case alias → tag (``"quantibrite"`` → ``"quantibrite_abc"``),
+    #: from ``[vocabularies.methods.<tag>] aliases``; results are compared and echoed under the tag.
+    method_aliases: tuple[tuple[str, str], ...] = ()
+
+    def canonical_method(self, method: str | None) -> str | None:
+        """The method tag for a method as reported: a tag or an alias in any case gives the tag; other names are
+        kept as reported (and match no criterion).
+
+        >>> spec = ClassificationSpec((), "none", SampleTiming("a", None, None, None, Citation("x", "likely")),
+        ...                           method_aliases=(("quantibrite", "quantibrite_abc"),))
+        >>> spec.canonical_method(" QuantiBRITE "), spec.canonical_method("QUANTIBRITE_ABC"), spec.canonical_method("MFI")
+        ('quantibrite_abc', 'quantibrite_abc', 'MFI')
+        """
+        if method is None:
+            return None
+        m = method.strip().lower()
+        aliases = dict(self.method_aliases)
+        if m in aliases:
+            return aliases[m]
+        tags = {t.lower() for r in self.endotypes for c in r.all_of for t in c.methods}
+        tags |= {t.lower() for rv in self.reversals for c in rv.all_of for t in c.methods}
+        tags |= set(aliases.values())
+        return m if m in tags else method

@@ -438,6 +438,15 @@ def _norm_method(m: str | None) -> str | None:
     return None if m is None else m.strip().lower()
 
 
+def _canonical_methods(spec: ClassificationSpec, results: Sequence[BiomarkerResult]) -> list[BiomarkerResult]:
+    """The results with their assay method as the protocol's tag (aliases resolved, case-insensitive)."""
+    out = []
+    for r in results:
+        tag = spec.canonical_method(r.method)
+        out.append(r if tag == r.method else replace(r, method=tag))
+    return out
+
+
 def _check_time_kinds(results: Sequence[BiomarkerResult], *others: datetime | None) -> None:
     kinds = {t.tzinfo is None for r in results for t in (r.sample_time, r.receipt_time, r.result_time) if t}
     kinds |= {t.tzinfo is None for t in others if t is not None}
@@ -1002,6 +1011,7 @@ def classify_endotype(
     data leave several endotypes possible.
     """
     _check_time_kinds(results, anchor_time, at)
+    results = _canonical_methods(spec, results)
     ev = _evaluate(spec, results, _Context(spec, anchor_time, at, apply_timing=True))
     warnings = _timing_warnings(spec, anchor_time, at) + _citation_warnings(spec)
     used_concepts = {c.concept for r in spec.endotypes for c in r.all_of}
@@ -1185,6 +1195,7 @@ def reclassify_daily(
     < 4420 ng/mL).
     """
     _check_time_kinds(results, anchor_time)
+    results = _canonical_methods(spec, results)
     day_list = list(range(days)) if isinstance(days, int) else sorted(set(days))
     warnings = [
         Reason(

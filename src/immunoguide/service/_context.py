@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
 from fastapi import Depends, Request
@@ -18,6 +18,9 @@ from immunoguide.protocols import Protocol, available_protocols, load_protocol
 from immunoguide.service.auth import Principal, UserStore
 from immunoguide.trial.access import Actor
 from immunoguide.trial.store import TrialStore
+
+if TYPE_CHECKING:
+    from immunoguide.service.cds_security import EhrSettings
 
 __all__ = [
     "ActorDep",
@@ -53,6 +56,9 @@ class ServiceSettings:
         Run the allocation-list verification at start-up and refuse to start on an error-level finding.
     auto_upgrade : bool
         Create or upgrade the trial schema at start-up (else the store must already be at the head revision).
+    ehr : EhrSettings or None
+        The EHRs trusted to call the CDS service with signed JWTs, query their FHIR servers and launch the
+        dashboard as a SMART app (:mod:`immunoguide.service.cds_security`); None: immunoguide tokens only.
     """
 
     token_ttl: timedelta = timedelta(hours=8)
@@ -61,6 +67,7 @@ class ServiceSettings:
     clock: Callable[[], datetime] = _utc_now
     verify_allocation_lists: bool = True
     auto_upgrade: bool = False
+    ehr: EhrSettings | None = None
 
 
 @dataclass

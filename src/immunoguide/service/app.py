@@ -124,7 +124,7 @@ def create_app(
     )
     install_error_handlers(app)
 
-    from immunoguide.service import cds_hooks, routes_auth, routes_rules, routes_trial
+    from immunoguide.service import cds_hooks, routes_auth, routes_rules, routes_trial, smart
 
     @app.get("/health", tags=["meta"], summary="Liveness")
     async def health() -> dict[str, str]:
@@ -135,6 +135,7 @@ def create_app(
     app.include_router(routes_rules.router)
     app.include_router(routes_trial.router)
     app.include_router(cds_hooks.router)
+    app.include_router(smart.router)  # the dashboard's SMART launch (EHR launch with PKCE)
     dashboard = _dashboard_router()
     if dashboard is not None:
         app.include_router(dashboard)
@@ -155,8 +156,14 @@ def _freeze_startup_heap() -> None:
 
 def app_from_env() -> FastAPI:
     """The app for ``uvicorn --factory`` (``immunoguide serve``): store from ``$IMMUNOGUIDE_DB_URL``, token key from
-    the variable named by ``$IMMUNOGUIDE_SECRET_ENV`` (default ``IMMUNOGUIDE_SECRET``)."""
+    the variable named by ``$IMMUNOGUIDE_SECRET_ENV`` (default ``IMMUNOGUIDE_SECRET``), trusted EHRs from the TOML
+    file ``$IMMUNOGUIDE_EHR_CONFIG`` (:func:`immunoguide.service.cds_security.load_ehr_settings`)."""
     import os
 
     secret = os.environ.get(os.environ.get("IMMUNOGUIDE_SECRET_ENV", "IMMUNOGUIDE_SECRET"))
-    return create_app(os.environ.get("IMMUNOGUIDE_DB_URL"), secret=secret or None)
+    settings = None
+    if os.environ.get("IMMUNOGUIDE_EHR_CONFIG"):  # trusted EHRs (CDS Hooks JWTs, fhirServer, SMART launch)
+        from immunoguide.service.cds_security import load_ehr_settings
+
+        settings = ServiceSettings(ehr=load_ehr_settings(os.environ["IMMUNOGUIDE_EHR_CONFIG"]))
+    return create_app(os.environ.get("IMMUNOGUIDE_DB_URL"), secret=secret or None, settings=settings)

@@ -226,6 +226,21 @@ class UserStore:
         actor = Actor(row["username"], row["role"], row["site"])
         return token, Principal(actor, expires, bool(row["demo"]))
 
+    def issue_token(self, username: str, *, now: datetime) -> tuple[str, Principal]:
+        """A new token for an active user whose identity the caller has already established without a password
+        (a SMART launch by an EHR user linked to this account, :mod:`immunoguide.service.smart`); NotAuthenticated
+        for an unknown or inactive user."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(users_table).where(users_table.c.username == username)).mappings().first()
+            if row is None or not row["active"]:
+                raise NotAuthenticated(expected="an active immunoguide user linked to the EHR user", got=username,
+                                       where="SMART launch", todo="ask the administrator to create or link the account")
+            token = secrets.token_urlsafe(32)
+            expires = now + self.token_ttl
+            conn.execute(insert(tokens_table).values(token_hmac=self._digest(token), username=username,
+                                                     created_at=now, expires_at=expires, revoked=False))
+        return token, Principal(Actor(row["username"], row["role"], row["site"]), expires, bool(row["demo"]))
+
     def authenticate(self, token: str | None, *, now: datetime) -> Principal:
         """The principal of a bearer token; NotAuthenticated when missing, unknown, revoked or expired."""
         if not token:

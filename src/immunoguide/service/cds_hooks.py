@@ -71,7 +71,10 @@ from immunoguide.rules.endotype import REASON_CODES, BiomarkerResult, EndotypeRe
 from immunoguide.rules.hourly import hourly_sofa
 from immunoguide.rules.timeline import Observation as TimelineObservation
 from immunoguide.rules.timeline import PatientTimeline
-from immunoguide.service._context import ActorDep, NowDep, StateDep, shipped_protocol
+from immunoguide.service._context import NowDep, StateDep, shipped_protocol
+from immunoguide.service.cds_cards import dashboard_link, order_suggestions
+from immunoguide.service.cds_security import CdsCallerDep
+from immunoguide.service.fhir_client import fetch_missing_prefetch
 from immunoguide.service.schemas import CdsRequest, CdsResponse, CdsServices, ErrorBody
 from immunoguide.units import concepts, normalise_unit, to_canonical
 
@@ -105,6 +108,7 @@ _NEGATE = {"<=": ">", "<": "≥", ">=": "<", ">": "≤"}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Not authenticated (IG-E418)."},
     422: {"model": ErrorBody, "description": "Malformed hook call or prefetch (IG-E1xx)."},
+    502: {"model": ErrorBody, "description": "The EHR's FHIR server or JWK Set failed (IG-E601)."},
 }
 
 router = APIRouter(prefix="/cds-services", tags=["cds-hooks"])
@@ -136,12 +140,14 @@ def discovery() -> dict[str, Any]:
             "prefetch": {
                 "patient": "Patient/{{context.patientId}}",
                 "observations": f"Observation?patient={{{{context.patientId}}}}&code={loinc},{local}",
-                "flags": f"Observation?patient={{{{context.patientId}}}}&code:in={FLAG_SYSTEM}",
+                "flags": f"Observation?patient={{{{context.patientId}}}}&code={FLAG_SYSTEM}|",
                 "conditions": "Condition?patient={{context.patientId}}",
                 "encounter": "Encounter?patient={{context.patientId}}&status=in-progress",
             },
-            "usageRequirements": "Send the prefetch (this service does not query the FHIR server) and a bearer "
-                                 "token of an immunoguide user (POST /auth/token).",
+            "usageRequirements": "EHRs: sign each call with a JWT (CDS Hooks 2.0; iss and JWK Set registered "
+                                 "with the service, aud = this service's URL); send the prefetch, or fhirServer and "
+                                 "fhirAuthorization and the service queries what is missing. Other clients: a bearer "
+                                 "token of an immunoguide user (POST /auth/token) and the prefetch.",
         }]
     }
 
@@ -284,12 +290,19 @@ def _onset_extension(res: Any) -> datetime | None:
 class _Reader:
     """Turns validated FHIR resources into :class:`_Facts`."""
 
-    def __init__(self, now: datetime, protocol_flags: Iterable[str]) -> None:
+    def __init__(self, now: datetime, protocol_flags: Iterable[str], protocols: Sequence[Protocol] = ()) -> None:
         self.now = now
         self.codes = load_codes()
         self.sys = self.codes["systems"]
         self.typed_flags = PatientRecord.flag_fields()
         self.protocol_flags = set(protocol_flags)
+        # assay-method vocabulary of the protocols: aliases (case-insensitive) and UCUM codes per concept
+        self.method_aliases: dict[str, str] = {}
+        self.method_ucum: dict[tuple[str, str], str] = {}
+        for proto in protocols:
+            for tag, m in proto.vocabularies.methods.items():
+                self.method_aliases.update({a.strip().lower(): tag for a in m.aliases})
+                self.method_ucum.update({(conc, code): m.unit for conc in m.concepts for code in m.ucum})
 
     # -- patient ----------------------------------------------------------------------------------------------
     def patient(self, p: Any, facts: _Facts) -> None:
@@ -344,11 +357,12 @@ class _Reader:
         if o.method is None:
             return None, None
         tags = self.codes["methods"]["tags"]
-        for c in _codings(o.method):
-            if c.code and c.code.strip().lower() in tags:
-                return c.code.strip().lower(), None
-        if o.method.text and o.method.text.strip().lower() in tags:
-            return o.method.text.strip().lower(), None
+        for text in [*(c.code for c in _codings(o.method)), *(c.display for c in _codings(o.method)), o.method.text]:
+            key = text.strip().lower() if text else ""
+            if key in tags:
+                return key, None
+            if key in self.method_aliases:  # the protocol's other spelling (QuantiBRITE) → its tag
+                return self.method_aliases[key], None
         return None, f"unknown assay method {[c.code for c in _codings(o.method)] or o.method.text!r}"
 
     def _unit(self, q: Any, spec: Mapping[str, Any]) -> str | None:
@@ -360,6 +374,8 @@ class _Reader:
         for u in cands:
             if dimless and u in self.codes["observation"]["dimensionless_codes"]:
                 return normalise_unit(dimless)
+            if (spec["concept"], u) in self.method_ucum:  # UCUM code declared by an assay method ({AB}/{cell})
+                return normalise_unit(self.method_ucum[(spec["concept"], u)])
             nu = normalise_unit(self.codes["ucum"].get(u, u))
             if nu in c.units:
                 return nu
@@ -573,7 +589,8 @@ def _read_prefetch(req: CdsRequest, now: datetime, protocols: Sequence[Protocol]
         if _absent(pf.get(key)):
             raise MissingInputError(expected=f"prefetch.{key} (see GET /cds-services)", got=None,
                                     where=f"prefetch.{key}",
-                                    todo="send the prefetch: this service does not query the FHIR server",
+                                    todo="send the prefetch, or (as a registered EHR with a signed JWT) "
+                                         "fhirServer and fhirAuthorization so that the service can query it",
                                     field=f"prefetch.{key}")
     context_pid = req.context.get("patientId")
     patient = _validate("Patient", pf["patient"], "prefetch.patient")
@@ -582,7 +599,7 @@ def _read_prefetch(req: CdsRequest, now: datetime, protocols: Sequence[Protocol]
                                     where="prefetch.patient.id", todo="send the current patient",
                                     field="prefetch.patient.id")
     flags = {f for p in protocols for f in p.vocabularies.flags}
-    reader = _Reader(now, flags)
+    reader = _Reader(now, flags, protocols)
     facts = _Facts(patient_id=patient.id or (str(context_pid) if context_pid is not None else None))
     reader.patient(patient, facts)
     encounters = [] if _absent(pf.get("encounter")) else _entries(pf["encounter"], "Encounter", "prefetch.encounter",
@@ -681,8 +698,8 @@ def _decided(res: EndotypeResult) -> list[str]:
     return list(out.values())
 
 
-def _next_measurements(res: EndotypeResult, protocol: Protocol) -> list[tuple[str, str]]:
-    """What to measure next so that the classification can decide: (short, full sentence) per analyte."""
+def _next_measurements(res: EndotypeResult, protocol: Protocol) -> dict[str, tuple[str, str]]:
+    """What to measure next so that the classification can decide: concept → (short, full sentence)."""
     assert protocol.classification is not None
     crits = [c for r in protocol.classification.endotypes for c in r.all_of]
     by_concept = {c.concept: c for c in crits}
@@ -716,7 +733,7 @@ def _next_measurements(res: EndotypeResult, protocol: Protocol) -> list[tuple[st
         elif r.code in REASON_CODES:
             actions[r.concept] = (f"new {short} sample",
                                   f"Take a new {name} sample ({how}): {REASON_CODES[r.code]}; {why}")
-    return list(actions.values())
+    return actions
 
 
 def _possible_text(possible: Sequence[str]) -> str:
@@ -750,7 +767,8 @@ def _verdict(el: EligibilityResult, protocol: Protocol) -> _Verdict:
     return _Verdict(f"{protocol.label} eligibility open: {', '.join(open_ids)} need data", "open", open_ids)
 
 
-def _card_for(protocol: Protocol, facts: _Facts, now: datetime, hook_instance: str) -> dict[str, Any]:
+def _card_for(protocol: Protocol, facts: _Facts, now: datetime, hook_instance: str,
+              links: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     spec = protocol.classification
     assert spec is not None
     res = classify_endotype(spec, facts.biomarkers, anchor_time=facts.onset, at=now, protocol_label=protocol.label)
@@ -788,7 +806,8 @@ def _card_for(protocol: Protocol, facts: _Facts, now: datetime, hook_instance: s
         window_text = ""
 
     indeterminate = res.is_indeterminate
-    actions = _next_measurements(res, protocol) if indeterminate else []
+    to_measure = _next_measurements(res, protocol) if indeterminate else {}
+    actions = list(to_measure.values())
     if indeterminate:
         head = f"Immune state indeterminate ({marker_text})" if marker_text else "Immune state indeterminate"
         summary = f"{head}: " + ("; ".join(a[0] for a in actions) if actions else "see details")
@@ -864,12 +883,17 @@ def _card_for(protocol: Protocol, facts: _Facts, now: datetime, hook_instance: s
         lines.append("")
         lines.append("**Not used from the prefetch:**")
         lines.extend(f"- {n.md()}" for n in facts.notes)
-    return {
+    suggestions = order_suggestions(to_measure, patient_id=facts.patient_id, hook_instance=hook_instance,
+                                    reasons={c: full for c, (_, full) in to_measure.items()})
+    card: dict[str, Any] = {
         "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"immunoguide:{hook_instance}:{protocol.label}")),
         "summary": summary,
         "detail": "\n".join(lines),
         "indicator": indicator,
         "source": {"label": f"immunoguide {protocol.label}"},
+        "links": links or None,
+        "suggestions": suggestions or None,
+        "selectionBehavior": "any" if suggestions else None,
         "extension": {
             "protocol": protocol.label,
             "endotype": res.endotype,
@@ -884,10 +908,15 @@ def _card_for(protocol: Protocol, facts: _Facts, now: datetime, hook_instance: s
             "sofa_total": None if sofa is None else sofa["total"],
         },
     }
+    return card
 
 
-def patient_view_cards(req: CdsRequest, *, now: datetime, protocols: Sequence[str]) -> dict[str, Any]:
+def patient_view_cards(req: CdsRequest, *, now: datetime, protocols: Sequence[str],
+                       service_url: str | None = None) -> dict[str, Any]:
     """The CDS Hooks response for one ``patient-view`` call (one card per protocol).
+
+    With ``service_url`` (the service's public URL, known from an EHR configuration) each card links to the
+    dashboard as a SMART app (:func:`immunoguide.service.cds_cards.dashboard_link`).
 
     Raises InputError (malformed call or prefetch), MissingInputError (prefetch not sent) or
     ConflictingInputError (resources of another patient).
@@ -895,8 +924,10 @@ def patient_view_cards(req: CdsRequest, *, now: datetime, protocols: Sequence[st
     loaded = [shipped_protocol(p) for p in protocols]
     usable = [p for p in loaded if p.classification is not None]
     facts = _read_prefetch(req, now, usable)
+    links = ([dashboard_link(service_url, (req.prefetch or {}).get("patient"), facts.patient_id)]
+             if service_url else None)
     try:
-        return {"cards": [_card_for(p, facts, now, req.hookInstance) for p in usable]}
+        return {"cards": [_card_for(p, facts, now, req.hookInstance, links) for p in usable]}
     except ValidationError as exc:  # pragma: no cover - PatientRecord built from checked values
         err = exc.errors()[0]
         raise InputError(expected=str(err["msg"]), got=err.get("input"), where="prefetch (screening record)",
@@ -904,9 +935,24 @@ def patient_view_cards(req: CdsRequest, *, now: datetime, protocols: Sequence[st
 
 
 @router.post(f"/{SERVICE_ID}", summary="patient-view: immune endotype and eligibility cards",
-             response_model=CdsResponse, responses=_ERRORS)
-async def cds_patient_view(body: CdsRequest, st: StateDep, actor: ActorDep, now: NowDep) -> dict[str, Any]:
+             response_model=CdsResponse, response_model_exclude_none=True, responses=_ERRORS)
+async def cds_patient_view(body: CdsRequest, st: StateDep, caller: CdsCallerDep, now: NowDep) -> dict[str, Any]:
     """Cards for the patient in view: endotype with its evidence and eligibility with the screening window, or an
-    indeterminate card that says what to measure next."""
-    return patient_view_cards(body, now=now, protocols=st.settings.cds_protocols)
+    indeterminate card that says what to measure next (with order suggestions).
+
+    Callers: an EHR with a signed JWT (CDS Hooks 2.0) or an immunoguide user's bearer token. Prefetch keys the call
+    lacks are queried from ``fhirServer`` when the calling EHR is configured for it."""
+    ehr = st.settings.ehr
+    got = await fetch_missing_prefetch(body.prefetch, discovery()["services"][0]["prefetch"], context=body.context,
+                                       fhir_server=body.fhirServer, fhir_authorization=body.fhirAuthorization,
+                                       caller=caller)
+    if got.fetched:
+        body = body.model_copy(update={"prefetch": got.prefetch})
+    out = patient_view_cards(body, now=now, protocols=st.settings.cds_protocols,
+                             service_url=ehr.service_url if ehr is not None else None)
+    if got.fetched:
+        for card in out["cards"]:
+            card["detail"] += f"\n\nQueried from the EHR's FHIR server: {', '.join(got.fetched)}."
+            card["extension"]["fetched_from_fhir_server"] = got.fetched
+    return out
 

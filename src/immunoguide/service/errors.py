@@ -28,6 +28,7 @@ other TrialError                                                          400
 InputError (and subclasses), PolicyError, UnknownCriteriaError,
 StatisticsError                                                           422
 CriteriaError (a shipped data file is invalid: a server fault)            500
+UpstreamError (the EHR's FHIR server or JWK Set failed)                   502
 any other ImmunoguideError                                                400
 ========================================================================= ======
 
@@ -73,6 +74,7 @@ from immunoguide.errors import (
     UnknownCriteriaError,
     UnknownPatient,
     UnknownRecord,
+    UpstreamError,
     WrongStratum,
 )
 
@@ -106,6 +108,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ImmunoguideError], int], ...] = (
     (UnknownCriteriaError, 422),
     (StatisticsError, 422),
     (CriteriaError, 500),
+    (UpstreamError, 502),
     (ImmunoguideError, 400),
 )
 

@@ -311,11 +311,29 @@ class CdsSource(BaseModel):
 
 
 class CdsLink(BaseModel):
-    """A link on a card."""
+    """A link on a card (``smart``: a SMART app launch URL; ``appContext`` is passed to the launched app)."""
 
     label: str
     url: str
     type: Literal["absolute", "smart"] = "absolute"
+    appContext: str | None = None
+
+
+class CdsAction(BaseModel):
+    """An action of a suggestion (``create`` a FHIR resource, e.g. a ServiceRequest)."""
+
+    type: Literal["create", "update", "delete"]
+    description: str
+    resource: dict[str, Any] | None = None
+
+
+class CdsSuggestion(BaseModel):
+    """A suggested action the clinician can accept (e.g. order ferritin or monocyte HLA-DR)."""
+
+    label: str
+    uuid: str | None = None
+    isRecommended: bool | None = None
+    actions: list[CdsAction] | None = None
 
 
 class CdsCard(BaseModel):
@@ -327,6 +345,8 @@ class CdsCard(BaseModel):
     indicator: Literal["info", "warning", "critical"]
     source: CdsSource
     links: list[CdsLink] | None = None
+    suggestions: list[CdsSuggestion] | None = None
+    selectionBehavior: Literal["at-most-one", "any"] | None = None
     extension: dict[str, Any] | None = Field(default=None, description="Machine-readable result (endotype, …).")
 
 
