@@ -52,7 +52,8 @@ def _free_port() -> int:
 class _Cluster:
     """A throw-away PostgreSQL cluster (started once per test process)."""
 
-    def __init__(self, initdb: str) -> None:
+    def __init__(self, initdb: str, *, max_connections: int = 200) -> None:
+        self.max_connections = max_connections
         self.bindir = str(Path(initdb).parent)
         self.root = Path(tempfile.mkdtemp(prefix="igpg-"))
         self.data = self.root / "data"
@@ -80,7 +81,7 @@ class _Cluster:
         self._run([f"{self.bindir}/initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
                    "--no-sync"])
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                f"-c synchronous_commit=off -c full_page_writes=off -c max_connections={self.max_connections}")
         for attempt in range(3):
             try:
                 self._run([f"{self.bindir}/pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w",
@@ -92,7 +93,7 @@ class _Cluster:
                 self.port = _free_port()
                 self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
                 opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off "
-                        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                        f"-c synchronous_commit=off -c full_page_writes=off -c max_connections={self.max_connections}")
         self._started = True
 
     def stop(self) -> None:
