@@ -12,7 +12,8 @@ Tree::
     │   ├── UnitError               unknown or mismatched unit
     │   ├── ImplausibleValueError   outside the concept's plausibility range
     │   ├── MissingInputError       a required input is absent
-    │   └── ConflictingInputError   two inputs disagree (e.g. fio2_fraction and fio2_percent)
+    │   ├── ConflictingInputError   two inputs disagree (e.g. fio2_fraction and fio2_percent)
+    │   └── WeakSeed                an allocation-list seed without 128 bits of entropy (IG-E105)
     ├── CriteriaError               bad threshold/protocol data files (IG-E2xx)
     │   ├── BandOverlapError        two bands claim the same value
     │   ├── BandGapError            some value falls in no band
@@ -36,7 +37,9 @@ Tree::
     │   ├── NotAVisitDay              day is no protocol visit day (IG-E415)
     │   ├── StoreError                store not initialised/outdated/not empty (IG-E416)
     │   ├── UnknownRecord             no such record (IG-E417)
-    │   └── NotAuthenticated          no valid login/token (IG-E418; a NotAuthorized; REST 401)
+    │   ├── NotAuthenticated          no valid login/token (IG-E418; a NotAuthorized; REST 401)
+    │   ├── ImplausibleTime           a time refused against the system clock or the trial's dates (IG-E419)
+    │   └── TrialKeyError             the trial key is missing, malformed or not the store's (IG-E420)
     └── StatisticsError             estimation or test cannot be computed (IG-E5xx)
         └── ConvergenceError        a model fit did not converge (IG-E501)
 
@@ -62,6 +65,7 @@ __all__ = [
     "DuplicateRecord",
     "ImmunoguideError",
     "ImmunoguideWarning",
+    "ImplausibleTime",
     "ImplausibleValueError",
     "InputError",
     "MissingInputError",
@@ -76,11 +80,13 @@ __all__ = [
     "StatisticsError",
     "StoreError",
     "TrialError",
+    "TrialKeyError",
     "UnitError",
     "UnknownCriteriaError",
     "UnknownPatient",
     "UnknownProtocolSettingWarning",
     "UnknownRecord",
+    "WeakSeed",
     "WrongStratum",
 ]
 
@@ -165,6 +171,13 @@ class ConflictingInputError(InputError):
     """Two inputs that describe the same quantity disagree or were both given."""
 
     code = "IG-E104"
+
+
+class WeakSeed(InputError):
+    """An allocation-list seed given by the user does not carry 128 bits of entropy (a guessable seed lets anyone
+    who knows the generator rebuild the list)."""
+
+    code = "IG-E105"
 
 
 class CriteriaError(ImmunoguideError):
@@ -309,6 +322,20 @@ class NotAuthenticated(NotAuthorized):
     """No valid credentials: missing, wrong or expired password or bearer token (REST answers 401)."""
 
     code = "IG-E418"
+
+
+class ImplausibleTime(TrialError):
+    """A time is refused: the event time differs from the system clock on a real store (``--now`` works only on a
+    simulation store), a date lies before the trial or in the future, a visit time is outside its study day, or a
+    late entry comes without its reason."""
+
+    code = "IG-E419"
+
+
+class TrialKeyError(TrialError):
+    """The trial key (kept outside the database) is missing, malformed, or not the key the store was created with."""
+
+    code = "IG-E420"
 
 
 class StatisticsError(ImmunoguideError):
