@@ -5,7 +5,8 @@ Usage::
     .venv/bin/python benchmarks/bench_cli_concurrency.py --processes 60 300
     IMMUNOGUIDE_PG_URL=postgresql+psycopg://user@127.0.0.1:5432/postgres .venv/bin/python benchmarks/bench_cli_concurrency.py
 
-What one run does, for each number of processes ``N``:
+The harness is ``tests/cli_concurrency.py`` (shared with the test of issue 14). What one run does, for each number
+of processes ``N``:
 
 1. a fresh database on the server (``$IMMUNOGUIDE_PG_URL``, or a throw-away cluster started with
    ``tests/conftest_pg.py``'s helper and ``max_connections`` large enough for every process), migrated;
@@ -22,33 +23,23 @@ What one run does, for each number of processes ``N``:
    from the release to its exit (p50, p99).
 
 The command line's authentication differs between versions: with ``--legacy-flags`` every process passes
-``--user/--role/--site`` (the CLI before issue 14); otherwise each process authenticates as an account of the
-store with a token from ``IMMUNOGUIDE_TOKEN`` (issue 14).
+``--user/--role/--site`` — the CLI before issue 14; run it with that code on the path, e.g.
+``git archive 68dc3ae src | tar -x -C /tmp/before && PYTHONPATH=/tmp/before/src python benchmarks/… --legacy-flags``;
+otherwise the store is a real store and each process authenticates as a coordinator account with a token from
+``IMMUNOGUIDE_TOKEN`` (issue 14; a throw-away trial key is made when none is configured).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import multiprocessing
 import os
-import statistics
 import sys
-import tempfile
-import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-
-SITES = ("ATH", "MIL")
-STRATA = ("MALS", "immunoparalysis")
-PASSWORD = "bench-password-123"
 
 
 def _pg_server(max_connections: int) -> tuple[str, Any]:
@@ -66,215 +57,28 @@ def _pg_server(max_connections: int) -> tuple[str, Any]:
     return cluster.url, cluster
 
 
-def _seed(url: str, n_patients: int, legacy: bool) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """Lists, patients (code, site) and, unless legacy, one coordinator account + token per site."""
-    from immunoguide import trial
-    from immunoguide.trial.access import Actor
-    from immunoguide.trial.store import TrialStore
-    from service_support import lab_record, screening_record
-
-    st = TrialStore(url, pool_size=4)
-    st.upgrade()
-    now = datetime.now(UTC)
-    onset = now - timedelta(hours=10)
-    admin = Actor("admin", "administrator")
-    per_list = n_patients // (len(SITES) * len(STRATA)) + 8
-    with tempfile.TemporaryDirectory() as d:
-        for site in SITES:
-            for stratum in STRATA:
-                kwargs: dict[str, Any] = {"out_dir": d}
-                if not legacy:
-                    kwargs["seed"] = None
-                else:
-                    kwargs["seed"] = f"bench-{site}-{stratum}"
-                f = trial.generate_allocation_list(site, stratum, per_list, **kwargs)
-                with st.session() as s:
-                    trial.import_allocation_list(s, f.csv, actor=admin, now=now)
-    patients = [(f"{SITES[i % 2]}-C{i:05d}", SITES[i % 2]) for i in range(n_patients)]
-
-    def one(i: int) -> None:
-        code, site = patients[i]
-        co = Actor(f"seed_{site}", "site_coordinator", site)
-        ferritin, hla = (6200, 9000) if (i // 2) % 2 else (820, 3100)
-        with st.session() as s:
-            trial.screen(s, code, site, screening_record(onset), actor=co, now=now)
-            trial.record_consent(s, code, "patient", now - timedelta(minutes=30), actor=co, now=now)
-            trial.enter_labs(s, code, lab_record(ferritin, hla, onset + timedelta(hours=1)), actor=co, now=now)
-
-    with ThreadPoolExecutor(4) as ex:
-        list(ex.map(one, range(n_patients)))
-    tokens: dict[str, str] = {}
-    if not legacy:
-        from immunoguide.service.auth import UserStore
-
-        users = UserStore(st.engine)
-        for site in SITES:
-            name = f"coord-{site.lower()}"
-            users.create_user(name, PASSWORD, "site_coordinator", site)
-            tokens[site], _ = users.login(name, PASSWORD, now=datetime.now(UTC))
-    st.dispose()
-    return patients, tokens
-
-
-def _child(idx: int, url: str, code: str, site: str, legacy: bool, token: str | None, barrier: Any,
-           out: str) -> None:
-    from immunoguide.cli import app
-
-    os.environ.pop("IMMUNOGUIDE_NOW", None)
-    os.environ["IMMUNOGUIDE_DB_URL"] = url
-    if legacy:
-        args = ["trial", "--user", f"coord_{site}", "--role", "site_coordinator", "--site", site, "randomize", code]
-    else:
-        os.environ["IMMUNOGUIDE_TOKEN"] = token or ""
-        args = ["trial", "randomize", code]
-    fd_out = os.open(f"{out}/{idx}.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    fd_err = os.open(f"{out}/{idx}.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(fd_out, 1)
-    os.dup2(fd_err, 2)
-    barrier.wait()
-    t0 = time.monotonic()
-    try:
-        app(args=args, prog_name="immunoguide")
-        rc = 0
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    t1 = time.monotonic()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    Path(f"{out}/{idx}.json").write_text(json.dumps({"idx": idx, "code": code, "rc": rc, "t0": t0, "t1": t1}))
-    os._exit(0)
-
-
-def _warm(url: str) -> None:
-    """Import what a randomisation touches (the CLI, the trial package, the PostgreSQL driver) and load the protocol
-    once in the parent, so the forked processes measure the command, not Python's imports."""
-    import immunoguide.cli  # noqa: F401
-    import immunoguide.trial  # noqa: F401
-    import immunoguide.trial.kits  # noqa: F401
-    from immunoguide.protocols import load_protocol
-    from immunoguide.trial._common import _protocol
-    from immunoguide.trial.store import TrialStore
-
-    load_protocol("immunosep-2025")
-    _protocol(load_protocol("immunosep-2025").label)
-    st = TrialStore(url)
-    st.check_schema()
-    st.dispose()
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    return v[min(len(v) - 1, max(0, int(round(q * (len(v) - 1)))))]
-
-
-def run(server: str, n: int, legacy: bool) -> dict[str, Any]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"ig_cli_bench_{os.getpid()}_{n}"
-    admin_engine = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin_engine.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
-        repeats = n // 10
-        t_seed = time.perf_counter()
-        patients, tokens = _seed(url, n - repeats, legacy)
-        t_seed = time.perf_counter() - t_seed
-        work = patients + patients[:repeats]
-        _warm(url)
-        gc.collect()
-        gc.freeze()
-        ctx = multiprocessing.get_context("fork")
-        barrier = ctx.Barrier(len(work) + 1)
-        with tempfile.TemporaryDirectory(prefix="ig-cli-bench-") as out:
-            procs = [ctx.Process(target=_child, args=(i, url, code, site, legacy, tokens.get(site), barrier, out))
-                     for i, (code, site) in enumerate(work)]
-            for p in procs:
-                p.start()
-            barrier.wait()
-            t_go = time.monotonic()  # fallback start of a process that wrote no result
-            for p in procs:
-                p.join(timeout=900)
-            gc.unfreeze()
-            results = []
-            for i in range(len(work)):
-                f = Path(out) / f"{i}.json"
-                r = json.loads(f.read_text()) if f.exists() else {"idx": i, "code": work[i][0], "rc": -1,
-                                                                    "t0": t_go, "t1": time.monotonic()}
-                err = (Path(out) / f"{i}.err").read_text().strip().splitlines()
-                r["error"] = None
-                if r["rc"] != 0 and err:
-                    try:
-                        r["error"] = json.loads(err[-1])["error"]["code"]
-                    except (ValueError, KeyError, TypeError):
-                        r["error"] = err[-1][:200]
-                results.append(r)
-        eng = create_engine(url)
-        with eng.connect() as conn:
-            slots = conn.execute(text(
-                "SELECT l.name, s.seq, s.patient_id FROM allocation_slots s JOIN allocation_lists l "
-                "ON l.id = s.list_id ORDER BY l.name, s.seq")).all()
-            randomised_codes = set(conn.execute(text(
-                "SELECT p.code FROM patients p JOIN allocation_slots s ON s.patient_id = p.id")).scalars())
-        eng.dispose()
-        held = [pid for _, _, pid in slots if pid is not None]
-        duplicates = len(held) - len(set(held))
-        gaps = 0
-        by_list: dict[str, list[tuple[int, int | None]]] = {}
-        for lname, seq, pid in slots:
-            by_list.setdefault(lname, []).append((seq, pid))
-        for rows in by_list.values():
-            taken = [seq for seq, pid in rows if pid is not None]
-            if taken:
-                gaps += sum(1 for seq, pid in rows if pid is None and seq < max(taken))
-        ok = [r for r in results if r["rc"] == 0]
-        false_refusals = [r for r in results if r["rc"] != 0 and not (r["error"] == "IG-E401"
-                                                                      and r["code"] in randomised_codes)]
-        distinct = {c for c, _ in patients}
-        refused_patients = sorted(distinct - {r["code"] for r in ok})
-        start = min(r["t0"] for r in results)
-        end = max(r["t1"] for r in results)
-        lat = [r["t1"] - r["t0"] for r in results]
-        lat_ok = [r["t1"] - r["t0"] for r in ok]
-        return {
-            "processes": len(work), "patients": len(distinct), "repeat_attempts": repeats,
-            "seed_s": round(t_seed, 1), "randomised": len(randomised_codes), "exit_0": len(ok),
-            "false_refusals": len(false_refusals),
-            "false_refusal_codes": dict(Counter(str(r["error"]) for r in false_refusals)),
-            "patients_without_randomisation": len(refused_patients),
-            "true_refusals_IG_E401": sum(1 for r in results if r["rc"] != 0 and r not in false_refusals),
-            "duplicates": duplicates, "gaps": gaps,
-            "wall_s": round(end - start, 2),
-            "throughput_per_s": round(len(ok) / (end - start), 1) if end > start else None,
-            "latency_p50_s": round(_pct(lat, 0.5), 3), "latency_p99_s": round(_pct(lat, 0.99), 3),
-            "latency_max_s": round(max(lat), 3),
-            "latency_ok_p50_s": round(_pct(lat_ok, 0.5), 3) if lat_ok else None,
-            "latency_ok_p99_s": round(_pct(lat_ok, 0.99), 3) if lat_ok else None,
-            "mean_latency_s": round(statistics.fmean(lat), 3),
-        }
-    finally:
-        with admin_engine.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin_engine.dispose()
-
-
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--processes", type=int, nargs="+", default=[60, 300])
     p.add_argument("--legacy-flags", action="store_true",
                    help="pass --user/--role/--site (the CLI before issue 14) instead of an account token")
+    p.add_argument("--repeat", type=int, default=1, help="runs per number of processes")
     args = p.parse_args(argv)
+    from cli_concurrency import run_cli_burst
+
+    if not args.legacy_flags and not (os.environ.get("IMMUNOGUIDE_TRIAL_KEY") or os.environ.get("IMMUNOGUIDE_TRIAL_KEY_FILE")):
+        from immunoguide.trial.keys import TrialKey
+
+        os.environ["IMMUNOGUIDE_TRIAL_KEY"] = TrialKey.generate().to_hex()  # a throw-away key for the benchmark store
     server, cluster = _pg_server(max(args.processes) + 50)
     try:
-        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, PostgreSQL at "
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, PostgreSQL at "
               f"{server.rsplit('@', 1)[-1]}", flush=True)
         for n in args.processes:
-            res = run(server, n, args.legacy_flags)
-            print(json.dumps(res), flush=True)
+            for _ in range(args.repeat):
+                res = run_cli_burst(server, n, legacy=args.legacy_flags)
+                res["load_after"] = round(os.getloadavg()[0], 1)
+                print(json.dumps(res), flush=True)
     finally:
         if cluster is not None:
             cluster.stop()
