@@ -956,7 +956,10 @@ def randomize(
         raise NotEligible(expected=f"a patient open to every arm of the stratum's list {list_arms}",
                           got=list(result.allowed_arms), where=f"{p.code} (overlay)",
                           todo="an overlay (e.g. COVID-19: MALS arms only) closes an arm of this stratum")
-    # The list lock is taken last and held to the commit: the lowest free slot is recorded in this transaction.
+    # Everything that does not depend on the slot is written first (the screening-log entry and its audit payload),
+    # so the list lock — taken last and held to the commit — covers only the slot, the kits and the chaining.
+    store_evaluation(session, p, actor, now, "randomisation", result)
+    session.flush()
     lst = _lock_list(session, p.site, p.stratum)
     assert lst is not None
     slot = _take_slot(session, lst, key)
@@ -964,7 +967,6 @@ def randomize(
         raise AllocationListUnavailable(expected=f"a free slot in list {lst.name}", got=f"all {lst.n_slots} slots taken",
                                         where="allocation_slots", todo="import the next list for this site and stratum")
     arm = arm_of(session, slot, lst)
-    store_evaluation(session, p, actor, now, "randomisation", result)
     audit.update(session, actor, now, slot, patient_id=p.id, allocated_at=now, allocated_by=actor.user)
     audit.update(session, actor, now, p, status="randomised")
     from immunoguide.trial import kits as kits_module
