@@ -201,10 +201,10 @@ def test_the_checksum_and_seed_attacks_fail_for_blinded_roles(world: dict[str, o
 @pytest.mark.parametrize(("seed", "n"), [("s3cret", "8"), ("pharm-demo", "4"), ("x", "8")])
 def test_the_guides_former_seeds_are_refused(tmp_path: Path, seed: str, n: str) -> None:
     """`allocation generate --seed s3cret -n 8` and `--seed pharm-demo -n 4` (the guides' commands before issue 14)
-    and `--seed x` exit 2 with IG-E105 and write no file; without --seed a 256-bit seed is drawn."""
+    and `--seed x` exit 2 with IG-E109 and write no file; without --seed a 256-bit seed is drawn."""
     res = CliRunner().invoke(trial_app, ["allocation", "generate", "--site", "ATH", "--stratum", "MALS", "-n", n,
                                          "--seed", seed, "--out", str(tmp_path)])
-    assert res.exit_code == 2 and json.loads(res.stderr)["error"]["code"] == "IG-E105"
+    assert res.exit_code == 2 and json.loads(res.stderr)["error"]["code"] == "IG-E109"
     assert not list(tmp_path.rglob("*.csv"))
     res = CliRunner().invoke(trial_app, ["allocation", "generate", "--site", "ATH", "--stratum", "MALS", "-n", n,
                                          "--out", str(tmp_path)])

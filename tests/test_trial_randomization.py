@@ -90,7 +90,7 @@ def test_the_default_seed_is_256_bits_from_the_os_and_never_repeats(tmp_path: Pa
 @pytest.mark.parametrize("seed", ["x", "s3cret", "pharm-demo", "2025", 42, "0" * 64, "0123456789abcdef" * 2,
                                   "ab" * 20, "f" * 31, "a1b2c3d4e5f60718293a4b5c6d7e8f9"])
 def test_a_guessable_seed_is_refused(tmp_path: Path, seed: object) -> None:
-    """Words, numbers, patterns and fewer than 128 bits of hex are refused (IG-E105), writing no file."""
+    """Words, numbers, patterns and fewer than 128 bits of hex are refused (IG-E109), writing no file."""
     with pytest.raises(WeakSeed):
         generate_allocation_list("ATH", "MALS", 8, seed=seed, out_dir=tmp_path)  # type: ignore[arg-type]
     assert not list(tmp_path.rglob("*.csv"))

@@ -13,7 +13,7 @@ Tree::
     │   ├── ImplausibleValueError   outside the concept's plausibility range
     │   ├── MissingInputError       a required input is absent
     │   ├── ConflictingInputError   two inputs disagree (e.g. fio2_fraction and fio2_percent)
-    │   └── WeakSeed                an allocation-list seed without 128 bits of entropy (IG-E105)
+    │   └── WeakSeed                an allocation-list seed without 128 bits of entropy (IG-E109)
     ├── CriteriaError               bad threshold/protocol data files (IG-E2xx)
     │   ├── BandOverlapError        two bands claim the same value
     │   ├── BandGapError            some value falls in no band
@@ -177,7 +177,7 @@ class WeakSeed(InputError):
     """An allocation-list seed given by the user does not carry 128 bits of entropy (a guessable seed lets anyone
     who knows the generator rebuild the list)."""
 
-    code = "IG-E105"
+    code = "IG-E109"
 
 
 class CriteriaError(ImmunoguideError):
