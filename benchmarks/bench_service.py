@@ -181,8 +181,8 @@ def _store_with_user(url: str, role: str = "site_coordinator", site: str | None 
     from immunoguide.trial.store import TrialStore
 
     st = TrialStore(url)
-    st.upgrade()
-    users = UserStore(st.engine)
+    st.initialise()  # a real store: the server's clock is the system clock
+    users = UserStore(st)
     users.create_user("bench", PASSWORD, role, site)
     st.dispose()
 
@@ -254,7 +254,7 @@ def _seed_patients(url: str, n: int) -> list[str]:
     admin = Actor("admin", "administrator")
     with tempfile.TemporaryDirectory() as d:
         for stratum in ("MALS", "immunoparalysis"):
-            f = trial.generate_allocation_list("ATH", stratum, n // 2 + 8, seed=f"bench-{stratum}", out_dir=d)
+            f = trial.generate_allocation_list("ATH", stratum, n // 2 + 8, out_dir=d)
             with st.session() as s:
                 trial.import_allocation_list(s, f.csv, actor=admin, now=now)
     co = Actor("seed", "site_coordinator", "ATH")
@@ -263,10 +263,11 @@ def _seed_patients(url: str, n: int) -> list[str]:
     def one(i: int) -> None:
         code = codes[i]
         ferritin, hla = (6200, 9000) if i % 2 else (820, 3100)
-        with st.session() as s:
-            trial.screen(s, code, "ATH", screening_record(onset), actor=co, now=now)
-            trial.record_consent(s, code, "patient", now, actor=co, now=now)
-            trial.enter_labs(s, code, lab_record(ferritin, hla, onset + timedelta(hours=1)), actor=co, now=now)
+        with st.session() as s:  # a real store: every event at the system's time
+            t = datetime.now(UTC)
+            trial.screen(s, code, "ATH", screening_record(onset), actor=co, now=t)
+            trial.record_consent(s, code, "patient", t - timedelta(minutes=5), actor=co, now=t)
+            trial.enter_labs(s, code, lab_record(ferritin, hla, onset + timedelta(hours=1)), actor=co, now=t)
 
     with ThreadPoolExecutor(4) as ex:
         list(ex.map(one, range(n)))
@@ -323,6 +324,10 @@ def bench_randomisation_pg(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if not (os.environ.get("IMMUNOGUIDE_TRIAL_KEY") or os.environ.get("IMMUNOGUIDE_TRIAL_KEY_FILE")):
+        from immunoguide.trial.keys import TrialKey
+
+        os.environ["IMMUNOGUIDE_TRIAL_KEY"] = TrialKey.generate().to_hex()  # a throw-away key for the bench stores
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each scenario")
     p.add_argument("--clients", type=int, default=100, help="concurrent clients")

@@ -13,6 +13,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: The trial key of the test session (tests/…: a fixed key; real trials make one with `immunoguide trial keygen`).
+#: Set for the test process and its subprocesses; the guides' commands run without it (tests/test_docs_guides.py)
+#: and make their own.
+TEST_TRIAL_KEY = "7e57" * 16
+os.environ.setdefault("IMMUNOGUIDE_TRIAL_KEY", TEST_TRIAL_KEY)
 MIMIC3_DEMO = Path(os.environ.get("IMMUNOGUIDE_MIMIC3_DEMO", REPO.parent / "shared" / "data" / "mimic-iii-demo"))
 
 

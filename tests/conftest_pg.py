@@ -14,7 +14,9 @@ Where the server comes from:
    skipped otherwise.
 
 Each test that uses :func:`pg_url` gets its own database, cloned from a template migrated once per session
-(``CREATE DATABASE … TEMPLATE …``), and dropped afterwards.
+(``CREATE DATABASE … TEMPLATE …``), and dropped afterwards. The templates are **simulation** stores initialised
+with the test session's trial key (``tests/conftest.py``): tests act at fixed times with ``now=…``; the tests of
+real stores (system clock, accounts) make their own.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["pg_databases", "pg_server", "pg_url", "sqlite_template", "store_url"]
+__all__ = ["pg_blank_databases", "pg_databases", "pg_server", "pg_url", "sqlite_template", "store_url"]
 
 _COUNTER = itertools.count(1)
 
@@ -52,7 +54,8 @@ def _free_port() -> int:
 class _Cluster:
     """A throw-away PostgreSQL cluster (started once per test process)."""
 
-    def __init__(self, initdb: str) -> None:
+    def __init__(self, initdb: str, *, max_connections: int = 200) -> None:
+        self.max_connections = max_connections
         self.bindir = str(Path(initdb).parent)
         self.root = Path(tempfile.mkdtemp(prefix="igpg-"))
         self.data = self.root / "data"
@@ -80,7 +83,7 @@ class _Cluster:
         self._run([f"{self.bindir}/initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
                    "--no-sync"])
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                f"-c synchronous_commit=off -c full_page_writes=off -c max_connections={self.max_connections}")
         for attempt in range(3):
             try:
                 self._run([f"{self.bindir}/pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w",
@@ -92,7 +95,7 @@ class _Cluster:
                 self.port = _free_port()
                 self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
                 opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off "
-                        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                        f"-c synchronous_commit=off -c full_page_writes=off -c max_connections={self.max_connections}")
         self._started = True
 
     def stop(self) -> None:
@@ -172,7 +175,7 @@ def _pg_template(server: str) -> str:
         _exec_autocommit(server, f"DROP DATABASE IF EXISTS {name}")
         _exec_autocommit(server, f"CREATE DATABASE {name}")
         st = TrialStore(_admin_url(server, name))
-        st.upgrade()
+        st.initialise(simulation=True)
         st.dispose()
         _TEMPLATE[server] = name
         atexit.register(_drop_quietly, server, name)  # runs before the cluster stops (atexit is LIFO)
@@ -197,6 +200,22 @@ def pg_databases(pg_server: str) -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture
+def pg_blank_databases(pg_server: str) -> Iterator[Callable[[], str]]:
+    """A factory of fresh, empty PostgreSQL databases (no schema; each dropped after the test)."""
+    names: list[str] = []
+
+    def new() -> str:
+        name = f"ig_b_{os.getpid()}_{next(_COUNTER)}"
+        _exec_autocommit(pg_server, f"CREATE DATABASE {name}")
+        names.append(name)
+        return _admin_url(pg_server, name)
+
+    yield new
+    for name in names:
+        _exec_autocommit(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
 def pg_url(pg_databases: Callable[[], str]) -> str:
     """A fresh, migrated PostgreSQL database for one test (dropped afterwards)."""
     return pg_databases()
@@ -209,7 +228,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("sqlite_tmpl") / "template.db"
     st = TrialStore(f"sqlite:///{path}")
-    st.upgrade()
+    st.initialise(simulation=True)
     st.dispose()
     return path
 

@@ -12,6 +12,7 @@ what was written, independently of how the report reads the store back.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -107,14 +108,19 @@ def _labs(stratum: str, t: datetime, *, ferritin: float | None = None, hla: floa
             "hla_dr_sample_time": t.isoformat(), "hla_dr_result_time": (t + timedelta(hours=4)).isoformat()}
 
 
+#: Follow-up of the built trial is entered at the end (LATE): late entries, with this reason in the audit trail.
+LATE_REASON = "test trial: follow-up entered at the end of the study"
+
+
 def build_trial(url: str, list_dir: Path, *, n_randomised: int = 32, seed: int = 20251208) -> BuiltTrial:
     """Build the trial in the store at ``url`` (created and migrated here)."""
     rng = random.Random(seed)
     store = TrialStore(url)
-    store.upgrade()
+    store.initialise(simulation=True)  # a simulated trial on a fixed clock
     for site in SITES:
         for stratum in ("MALS", "immunoparalysis"):
-            f = generate_allocation_list(site, stratum, 24, seed=f"{seed}-{site}-{stratum}", out_dir=list_dir)
+            list_seed = hashlib.sha256(f"{seed}-{site}-{stratum}".encode()).hexdigest()
+            f = generate_allocation_list(site, stratum, 24, seed=list_seed, out_dir=list_dir)
             with store.session() as s:
                 import_allocation_list(s, f.csv, actor=ADMIN, now=_t(0))
     patients: dict[str, Entered] = {}
@@ -205,7 +211,8 @@ def build_trial(url: str, list_dir: Path, *, n_randomised: int = 32, seed: int =
                     item["infection_assessment"] = infection
                 if not item:
                     continue
-                record_followup(s, code, day, actor=coord, now=LATE, assessed_at=day_time(day), **item)
+                record_followup(s, code, day, actor=coord, now=LATE, assessed_at=day_time(day),
+                                late_entry_reason=LATE_REASON, **item)
                 if "sofa_total" in item:
                     e.sofa[day] = item["sofa_total"]
                 e.last_alive_day = day
@@ -218,7 +225,7 @@ def build_trial(url: str, list_dir: Path, *, n_randomised: int = 32, seed: int =
                         continue         # death already recorded at the day-28 visit
                     dead = death_day is not None and death_day <= horizon
                     record_followup(s, code, horizon, actor=coord, now=LATE, assessed_at=day_time(horizon),
-                                    vital_status="dead" if dead else "alive",
+                                    late_entry_reason=LATE_REASON, vital_status="dead" if dead else "alive",
                                     death_at=day_time(death_day, 5.0) if dead else None)
                     if not dead:
                         e.last_alive_day = horizon

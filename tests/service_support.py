@@ -6,6 +6,7 @@ Sepsis-3 onset 40 h before it and were randomised 20 h before it (inside ImmunoS
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,13 +70,14 @@ def seed_store(path: Path) -> dict[str, Any]:
     from immunoguide.trial.store import TrialStore
 
     st = TrialStore(f"sqlite:///{path}")
-    st.upgrade()
+    st.initialise(simulation=True)  # the service tests run on a fixed clock (NOW)
     lists = path.parent / "lists"
     admin = Actor("admin", "administrator")
     t0 = NOW - timedelta(hours=30)
     for site in SITES:
         for stratum in ("MALS", "immunoparalysis"):
-            f = trial.generate_allocation_list(site, stratum, 8, seed=f"svc-{site}-{stratum}", out_dir=lists)
+            seed = hashlib.sha256(f"svc-{site}-{stratum}".encode()).hexdigest()
+            f = trial.generate_allocation_list(site, stratum, 8, seed=seed, out_dir=lists)
             with st.session() as s:
                 trial.import_allocation_list(s, f.csv, actor=admin, now=t0)
     arms: dict[str, str] = {}
@@ -104,7 +106,7 @@ def seed_store(path: Path) -> dict[str, Any]:
                                    now=NOW - timedelta(hours=9))
     with st.session() as s:
         trial.record_followup(s, "ATH-001", 0, actor=ath, now=NOW - timedelta(hours=2), sofa_total=8)
-    users = UserStore(st.engine)
+    users = UserStore(st)
     for name, role, site in USERS:
         users.create_user(name, PASSWORD, role, site)
     st.dispose()

@@ -70,13 +70,13 @@ def _require_browser() -> None:
 def _seed(db: Path) -> None:
     """Allocation lists for site ATH (both strata) and the demo accounts (password = user name)."""
     st = TrialStore(f"sqlite:///{db}")
-    st.upgrade()
+    st.initialise(simulation=True)  # the service runs on the test's clock
     admin = Actor("admin", "administrator")
     for stratum in ("MALS", "immunoparalysis"):
-        f = trial.generate_allocation_list("ATH", stratum, 8, seed=f"e2e-ATH-{stratum}", out_dir=db.parent / "lists")
+        f = trial.generate_allocation_list("ATH", stratum, 8, out_dir=db.parent / "lists")
         with st.session() as s:
             trial.import_allocation_list(s, f.csv, actor=admin, now=T0 - timedelta(days=2))
-    users = UserStore(st.engine)
+    users = UserStore(st)
     ensure_demo_users(users, [(COORD, "site_coordinator", "ATH"), (DSMB, "dsmb", None)])
     st.dispose()
 

@@ -32,7 +32,9 @@ def test_every_example_of_the_guide_runs(guide: Path, tmp_path: Path, mimic3_dem
     todo = steps(guide)
     assert todo, f"{guide.name} has no examples"
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "MIMIC3_DEMO": str(mimic3_demo_dir), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    # The guides' commands set up their own trial key, store and logins: nothing of the test session leaks in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMMUNOGUIDE_")}
+    env.update({"MIMIC3_DEMO": str(mimic3_demo_dir), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     # Commands may name repository files (protocol paths): give the scratch folder a view of src/.
     (tmp_path / "src").symlink_to(repo / "src")
     for kind, code in todo:

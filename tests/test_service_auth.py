@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -39,10 +39,10 @@ class Clock:
 
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
-    """A migrated SQLite store file."""
+    """An initialised SQLite store file (simulation: the service runs on the tests' fixed clock)."""
     url = f"sqlite:///{tmp_path / 'trial.db'}"
     st = TrialStore(url)
-    st.upgrade()
+    st.initialise(simulation=True)
     st.dispose()
     return url
 
@@ -189,7 +189,7 @@ def test_serve_refuses_to_start_while_demo_accounts_exist(store_url: str, monkey
     import typer
 
     st = TrialStore(store_url)
-    users = UserStore(st.engine)
+    users = UserStore(st)
     ensure_demo_users(users)
     st.dispose()
     started: list[object] = []
@@ -214,7 +214,7 @@ def test_serve_with_demo_on_loopback_creates_demo_accounts_and_starts(store_url:
     assert res.exit_code == 0, res.output
     assert started and started[0]["host"] == "127.0.0.1" and started[0]["port"] == 8765
     st = TrialStore(store_url)
-    assert UserStore(st.engine).demo_users() == sorted(u for u, _, _ in demo_accounts())
+    assert UserStore(st).demo_users() == sorted(u for u, _, _ in demo_accounts())
     st.dispose()
 
 
@@ -243,30 +243,33 @@ def test_serve_refuses_an_uninitialised_store(tmp_path: Path, monkeypatch: pytes
 def test_delete_demo_removes_every_demo_account(store_url: str) -> None:
     """`users delete-demo` removes the demo accounts; other users stay."""
     st = TrialStore(store_url)
-    users = UserStore(st.engine)
+    users = UserStore(st)
     ensure_demo_users(users)
     users.create_user("keep", PASSWORD, "administrator")
     st.dispose()
-    res = CliRunner().invoke(users_app, ["delete-demo", "--db", store_url])
+    assert CliRunner().invoke(users_app, ["delete-demo", "--db", store_url]).exit_code == 1  # needs a login
+    res = CliRunner().invoke(users_app, ["delete-demo", "--db", store_url],
+                             env={"IMMUNOGUIDE_USER": "keep", "IMMUNOGUIDE_PASSWORD": PASSWORD})
     assert res.exit_code == 0 and f"removed {len(demo_accounts())}" in res.output
     st = TrialStore(store_url)
-    assert [u["username"] for u in UserStore(st.engine).list_users()] == ["keep"]
+    assert [u["username"] for u in UserStore(st).list_users()] == ["keep"]
     st.dispose()
 
 
-def test_start_up_refuses_a_store_whose_allocation_list_was_edited(tmp_path: Path) -> None:
-    """The lifespan runs the allocation-list verification: an edited slot stops the start (IG-E402)."""
+def test_start_up_reports_a_store_whose_allocation_list_was_edited_and_starts(tmp_path: Path) -> None:
+    """The lifespan runs the allocation-list verification and reports an edited slot (IG-RAND-E001 for its list)
+    instead of refusing to start; the verify route shows it to an authenticated user."""
     from sqlalchemy import text
 
-    from immunoguide.errors import AllocationListMismatch
-    from service_support import seed_store
+    from service_support import login, seed_store
 
     seed_store(tmp_path / "t.db")
     st = TrialStore(f"sqlite:///{tmp_path / 't.db'}")
     with st.engine.begin() as conn:
-        conn.execute(text("UPDATE allocation_slots SET arm = 'mals_placebo' WHERE arm = 'mals_anakinra'"))
+        conn.execute(text("UPDATE allocation_slots SET arm_mac = :m WHERE seq = 2 AND list_id = 1"), {"m": "0" * 64})
     st.dispose()
-    app = create_app(f"sqlite:///{tmp_path / 't.db'}", settings=ServiceSettings(clock=lambda: datetime.now(UTC)))
-    with pytest.raises(AllocationListMismatch):
-        with TestClient(app):
-            pass
+    app = create_app(f"sqlite:///{tmp_path / 't.db'}", settings=ServiceSettings(clock=lambda: NOW))
+    with TestClient(app) as c:
+        assert [x["id"] for x in app.state.service.allocation_checks if x["level"] == "error"] == ["IG-RAND-E001"]
+        v = c.get("/trial/allocation-lists/verify", headers=login(c, "stat")).json()
+        assert v["ok"] is False and {x["id"] for x in v["checks"] if x["level"] == "error"} == {"IG-RAND-E001"}

@@ -34,7 +34,7 @@ KINDS = ("immunoparalysis", "mals", "indeterminate")
 def _client() -> Any:
     from immunoguide.service import ServiceSettings, create_app
 
-    app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True, clock=lambda: NOW))
+    app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True, simulation_store=True, clock=lambda: NOW))
     return app, TestClient(app)
 
 

@@ -23,8 +23,10 @@ def current_openapi() -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
     from immunoguide.service import ServiceSettings, create_app
+    from immunoguide.trial import TrialStore
+    from immunoguide.trial.keys import TrialKey
 
-    app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True))
+    app = create_app(store=TrialStore("sqlite://", key=TrialKey.generate()), settings=ServiceSettings(auto_upgrade=True))
     with TestClient(app) as c:
         r = c.get("/openapi.json")
         r.raise_for_status()

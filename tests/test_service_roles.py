@@ -62,7 +62,7 @@ def allocation_upload(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
     from immunoguide.trial import generate_allocation_list
 
     d = tmp_path_factory.mktemp("zrh")
-    f = generate_allocation_list("ZRH", "MALS", 4, seed="zrh", out_dir=d)
+    f = generate_allocation_list("ZRH", "MALS", 4, out_dir=d)
     stem = f.csv.name.removesuffix(".csv")
     return {"name": stem, "csv": f.csv.read_text(), "meta_json": f.meta.read_text(),
             "sha256": (d / f"{stem}.sha256").read_text()}

@@ -21,7 +21,7 @@ PROTOCOL = load_protocol("immunosep-2025")
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
     """A service over an in-memory store with one user."""
-    app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True, clock=lambda: NOW))
+    app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True, simulation_store=True, clock=lambda: NOW))
     with TestClient(app) as c:
         app.state.service.users.create_user("coord", PASSWORD, "site_coordinator", "ATH")
         r = c.post("/auth/token", json={"username": "coord", "password": PASSWORD})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -70,16 +71,25 @@ def test_updates_record_the_row_before_and_after(store: TrialStore) -> None:
     assert (e.actor, e.role, e.at) == ("dr_kotsaki", "investigator", h(40))
 
 
-def test_chain_hashes_follow_the_documented_formula(store: TrialStore) -> None:
-    """hash_1 = sha256(64 zeros + canonical JSON of the header), recomputed independently of the code."""
+def test_chain_hashes_and_macs_follow_the_documented_formula(store: TrialStore) -> None:
+    """hash_1 = sha256(64 zeros + canonical JSON of the header, with the system time and the reason), and
+    mac_1 = HMAC-SHA-256 under the audit sub-key of the trial key, recomputed independently of the code."""
+    import hmac
+
     with store.session() as s:
         e = s.execute(select(AuditRecord).where(AuditRecord.seq == 1)).scalar_one()
+    assert (e.action, e.table_name, e.reason) == ("configure", "store_config", "trial init")
     header = {"seq": 1, "at": e.at.isoformat(), "actor": e.actor, "role": e.role, "action": e.action,
               "table": e.table_name, "row_id": e.row_id, "patient_id": e.patient_id,
-              "payload_sha256": hashlib.sha256(canonical_json(e.payload).encode()).hexdigest()}
+              "payload_sha256": hashlib.sha256(canonical_json(e.payload).encode()).hexdigest(),
+              "system_at": e.system_at.isoformat(), "reason": e.reason}
     text_ = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert e.prev_hash == GENESIS_HASH
     assert e.hash == hashlib.sha256((GENESIS_HASH + text_).encode()).hexdigest()
+    secret = bytes.fromhex(os.environ["IMMUNOGUIDE_TRIAL_KEY"])
+    sub = hmac.new(secret, b"immunoguide/audit", hashlib.sha256).digest()
+    body = json.dumps(["entry", e.hash], sort_keys=True, separators=(",", ":")).encode()
+    assert e.mac == hmac.new(sub, body, hashlib.sha256).hexdigest()
 
 
 def test_an_intact_store_verifies(store: TrialStore) -> None:

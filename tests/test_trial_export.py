@@ -4,7 +4,6 @@ restore round trips between SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from immunoguide.trial import (
 )
 from immunoguide.trial.audit import row_image
 from immunoguide.trial.export import DATA_DICTIONARY
-from immunoguide.trial.models import AUDITED_TABLES, AuditRecord
+from immunoguide.trial.models import AUDITED_TABLES, AuditRecord, StoreConfig
 from trial_helpers import ADMIN, COORD, DSMB, INVESTIGATOR, STATISTICIAN, h, make_lists, randomised
 
 
@@ -55,7 +54,7 @@ def store(store_url: str, tmp_path: Path):
 def _snapshot(st: TrialStore) -> dict[str, list[dict]]:
     with st.session() as s:
         out = {m.__tablename__: [row_image(o) for o in s.execute(select(m).order_by(m.id)).scalars()]
-               for m in AUDITED_TABLES}
+               for m in (*AUDITED_TABLES, StoreConfig)}
         out["audit_log"] = [row_image(o) for o in s.execute(select(AuditRecord).order_by(AuditRecord.seq)).scalars()]
     return out
 
@@ -70,9 +69,16 @@ def test_blinded_export_has_no_arm_and_the_dsmb_export_has_it(store: TrialStore,
     kits_b = pd.read_csv(tmp_path / "stat" / "kits.csv")
     assert "arm" not in slots_b.columns and "regimen" not in kits_b.columns
     slots_u = pd.read_csv(tmp_path / "dsmb" / "allocation_slots.csv")
-    assert set(slots_u["arm"]) <= {"mals_anakinra", "mals_placebo"} and "regimen" in pd.read_csv(
-        tmp_path / "dsmb" / "kits.csv").columns
-    assert not (tmp_path / "stat" / "audit_log.csv").exists()
+    taken = slots_u[slots_u["patient_id"].notna()]
+    assert set(taken["arm"]) <= {"mals_anakinra", "mals_placebo"} and taken["arm"].notna().all()
+    assert slots_u[slots_u["patient_id"].isna()]["arm"].isna().all()  # future slots stay concealed, even here
+    assert set(pd.read_csv(tmp_path / "dsmb" / "kits.csv")["regimen"]) <= {
+        "anakinra_iv", "placebo_iv", "ifng_sc", "placebo_sc"}
+    for d in ("stat", "dsmb"):  # neither export carries commitments, MACs, blocks or the audit trail
+        cols = set(pd.read_csv(tmp_path / d / "allocation_slots.csv").columns)
+        assert not cols & {"arm_mac", "block", "block_size"}
+        assert "list_mac" not in pd.read_csv(tmp_path / d / "allocation_lists.csv").columns
+        assert not (tmp_path / d / "audit_log.csv").exists()
 
 
 def test_export_refused_to_site_staff(store: TrialStore, tmp_path: Path) -> None:
@@ -116,16 +122,13 @@ def test_backup_restore_round_trip(store: TrialStore, target: str, tmp_path: Pat
     chain and one more entry recording the restore."""
     backup = tmp_path / "backup.zip"
     info = backup_store(store, backup, actor=ADMIN, now=h(60))
-    if target == "sqlite":
-        db = tmp_path / "restored.db"
-        shutil.copyfile(sqlite_template, db)
-        url = f"sqlite:///{db}"
-    else:
-        url = request.getfixturevalue("pg_databases")()
+    url = f"sqlite:///{tmp_path / 'restored.db'}" if target == "sqlite" else request.getfixturevalue("pg_blank_databases")()
     dst = TrialStore(url)
+    dst.upgrade()  # migrated, not initialised: the configuration comes from the backup
     try:
         res = restore_store(dst, backup, actor=ADMIN, now=h(61))
         assert res["verified"] and res["restored"] == info["tables"]
+        assert res["restored"]["store_config"] == 1
         src, out = _snapshot(store), _snapshot(dst)
         assert out["audit_log"][:-1] == src["audit_log"] and out["audit_log"][-1]["action"] == "restore"
         assert {k: v for k, v in out.items() if k != "audit_log"} == {k: v for k, v in src.items() if k != "audit_log"}
@@ -149,9 +152,8 @@ def test_edited_backup_is_refused(store: TrialStore, tmp_path: Path, sqlite_temp
             if item.filename == "tables/followups.jsonl":
                 data = data.replace(b'"sofa_total":7', b'"sofa_total":3')
             dst.writestr(item, data)
-    db = tmp_path / "restored.db"
-    shutil.copyfile(sqlite_template, db)
-    dst_store = TrialStore(f"sqlite:///{db}")
+    dst_store = TrialStore(f"sqlite:///{tmp_path / 'restored.db'}")
+    dst_store.upgrade()
     try:
         with pytest.raises(StoreError, match="followups"):
             restore_store(dst_store, edited, actor=ADMIN, now=h(61))
@@ -166,10 +168,9 @@ def test_backup_and_restore_commands(store: TrialStore, tmp_path: Path, sqlite_t
     common = ["--db", store.url, "--user", "admin", "--role", "administrator", "--now", h(60).isoformat()]
     res = runner.invoke(trial_app, [*common, "backup", "--out", str(backup)])
     assert res.exit_code == 0, res.output
-    db = tmp_path / "r.db"
-    shutil.copyfile(sqlite_template, db)
-    res = runner.invoke(trial_app, ["--db", f"sqlite:///{db}", "--user", "admin", "--role", "administrator",
-                                    "--now", h(61).isoformat(), "restore", str(backup)])
+    db = tmp_path / "r.db"  # a new database: `restore` migrates it, the backup brings configuration and accounts
+    res = runner.invoke(trial_app, ["--db", f"sqlite:///{db}", "--user", "admin", "--now", h(61).isoformat(),
+                                    "restore", str(backup)])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["verified"] is True
     denied = runner.invoke(trial_app, ["--db", store.url, "--user", "x", "--role", "statistician", "backup", "--out",

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from conftest_pg import *  # noqa: F403 - fixtures pg_server, pg_url, sqlite_template, store_url
 from immunoguide.errors import StoreError
 from immunoguide.trial import TrialStore
-from immunoguide.trial.models import AuditHead, Base
+from immunoguide.trial.models import AuditHead, Base, StoreConfig
 from immunoguide.trial.store import HEAD_REVISION
 
 
@@ -26,22 +26,51 @@ def test_migrations_create_exactly_the_models_schema(store_url: str) -> None:
         assert st.schema_revision() == HEAD_REVISION
         with st.session() as s:
             head = s.execute(select(AuditHead)).scalar_one()
-        assert (head.seq, head.hash) == (0, "0" * 64)
+            cfg = s.execute(select(StoreConfig)).scalar_one()
+        assert head.seq == 1 and head.mac  # the configuration entry written by `trial init`, MAC'd
+        assert (cfg.mode, cfg.key_id, cfg.keyed_from_seq) == ("simulation", st.key.key_id, 1)
     finally:
         st.dispose()
 
 
 def test_upgrade_is_idempotent_and_an_empty_database_is_refused_until_initialised(tmp_path: Path) -> None:
-    """Running `init` twice is harmless; before it, the store says to run it (IG-E416)."""
+    """Running `init` twice is harmless; before it — and after a bare schema upgrade, which configures nothing —
+    the store says to run it (IG-E416)."""
     st = TrialStore(f"sqlite:///{tmp_path / 'new.db'}")
     try:
         with pytest.raises(StoreError, match="trial init"):
             st.check_schema()
         st.upgrade()
-        st.upgrade()
+        with pytest.raises(StoreError, match="trial init"):
+            st.check_schema()
+        first = st.initialise()
+        second = st.initialise()
         st.check_schema()
+        assert (first["configured"], second["configured"], second["mode"]) == (True, False, "real")
     finally:
         st.dispose()
+
+
+def test_initialising_a_store_needs_the_trial_key_and_refuses_another_key(tmp_path: Path) -> None:
+    """Without a key `trial init` stops (IG-E420); a store made with one key refuses a process holding another."""
+    from immunoguide.errors import TrialKeyError
+    from immunoguide.trial.keys import TrialKey
+
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    st = TrialStore(url)
+    st.key = None
+    with pytest.raises(TrialKeyError):
+        st.initialise()
+    st.dispose()
+    TrialStore(url).initialise()
+    other = TrialStore(url, key=TrialKey.generate())
+    try:
+        with pytest.raises(TrialKeyError, match="key id"), other.session() as s:
+            from immunoguide.trial.clock import store_config
+
+            store_config(s)
+    finally:
+        other.dispose()
 
 
 def test_postgres_urls_use_psycopg3() -> None:
@@ -84,11 +113,17 @@ def test_a_store_whose_service_made_its_own_account_tables_upgrades_keeping_the_
               Column("created_at", DateTime(timezone=True), nullable=False),
               Column("expires_at", DateTime(timezone=True), nullable=False), Column("revoked", Boolean, nullable=False))
         old.create_all(st.engine)
-        now = datetime(2026, 11, 23, 12, tzinfo=UTC)
-        UserStore(st.engine).create_user("coordinator-ath", "a long enough password", "site_coordinator", "ATH", now=now)
+        from immunoguide.service.auth import hash_password
+
+        with st.engine.begin() as conn:  # as service/auth.py wrote an account before revision 0002
+            conn.execute(old.tables["service_users"].insert().values(
+                username="coordinator-ath", password_hash=hash_password("a long enough password"),
+                role="site_coordinator", site="ATH", demo=False, active=True,
+                created_at=datetime(2026, 11, 23, 12, tzinfo=UTC)))
         st.upgrade()
-        assert st.schema_revision() == HEAD_REVISION == "0002"
-        token, principal = UserStore(st.engine).login("coordinator-ath", "a long enough password", now=now)
+        assert st.schema_revision() == HEAD_REVISION == "0003"
+        assert st.initialise()["adopted_accounts"] == ["coordinator-ath"]  # recorded in the audit trail
+        token, principal = UserStore(st).login("coordinator-ath", "a long enough password", now=datetime.now(UTC))
         assert principal.actor.site == "ATH" and token
         with st.engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM service_tokens")).scalar_one() == 1

@@ -367,7 +367,9 @@ def test_safety_signals_are_computed_for_the_unblinded_reviewer_only(store: Tria
     DSMB only; site staff, statisticians and pharmacists are refused."""
     make_lists(store, tmp_path)
     ana = _randomise_until(store, "MALS", "mals_anakinra", "M")
+    _randomise_until(store, "MALS", "mals_placebo", "N")
     ifn = _randomise_until(store, "immunoparalysis", "sii_ifng", "S")
+    _randomise_until(store, "immunoparalysis", "sii_placebo", "T")
     with store.session() as s:
         record_adverse_event(s, ana, term="Anemia", onset_at=h(30), grade=3, serious=False, relatedness="possible",
                              outcome="recovering", actor=COORD, now=h(31))
@@ -453,8 +455,9 @@ def test_covid19_patients_are_randomised_in_the_mals_stratum_only(store: TrialSt
     assert randomised(store, "C2", covid19=True)["randomisation_number"] == "ATH-MALS-0001"
 
 
-def test_startup_checks_pass_on_a_verified_store_and_stop_on_a_tampered_list(store: TrialStore, tmp_path: Path) -> None:
-    """The start-up check returns the warnings of a clean store and raises once a slot was edited."""
+def test_startup_checks_report_a_tampered_list_without_stopping(store: TrialStore, tmp_path: Path) -> None:
+    """The start-up check returns the warnings of a clean store and, once a slot was deleted, reports IG-RAND-E001
+    for that list (reported, not raised: the list refuses its own randomisations, the trial goes on)."""
     from immunoguide.errors import AllocationListMismatch
     from immunoguide.trial import startup_checks
 
@@ -462,5 +465,7 @@ def test_startup_checks_pass_on_a_verified_store_and_stop_on_a_tampered_list(sto
     assert {c.id for c in startup_checks(store, list_dir=tmp_path)} == {"IG-RAND-W002"}
     with store.engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM allocation_slots WHERE seq = 3")
-    with pytest.raises(AllocationListMismatch, match="IG-RAND-E001"):
-        startup_checks(store)
+    assert [(c.id, c.list) for c in startup_checks(store) if c.level == "error"] == [("IG-RAND-E001", "ATH-MALS")]
+    enrol(store, "P1")
+    with store.session() as s, pytest.raises(AllocationListMismatch):
+        randomize(s, "P1", actor=COORD, now=h(9))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,11 @@ INVESTIGATOR_MIL = Actor("dr_rossi", "investigator", "MIL")
 STATISTICIAN = Actor("stat", "statistician")
 DSMB = Actor("dsmb_chair", "dsmb")
 ADMIN = Actor("admin", "administrator")
+
+
+def hex_seed(text: str) -> str:
+    """A reproducible 256-bit hex seed for tests (real lists use the default: 256 bits from the OS)."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def h(hours: float) -> datetime:
@@ -79,7 +85,7 @@ def make_lists(store: TrialStore, out: Path, sites: Iterable[str] = ("ATH",),
     files = {}
     for site in sites:
         for stratum in strata:
-            f = generate_allocation_list(site, stratum, n, seed=f"{seed}-{site}-{stratum}", out_dir=out)
+            f = generate_allocation_list(site, stratum, n, seed=hex_seed(f"{seed}-{site}-{stratum}"), out_dir=out)
             with store.session() as s:
                 import_allocation_list(s, f.csv, actor=ADMIN, now=h(0))
             files[(site, stratum)] = f

@@ -24,6 +24,7 @@ evidence. The same seed gives the same store, the same numbers and the same repo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Callable
@@ -40,6 +41,8 @@ SITES = ("ATH", "MIL")  # the service's demo accounts cover these two sites
 #: Infection sources ImmunoSep enrols (cohort engine names → protocol vocabulary), as the cohort screening maps them.
 ENROLLED_SOURCES = SOURCE_TO_PROTOCOL
 STEP = Callable[[str, int, int], None]
+#: The simulated sites enter follow-up at the end of the 90 days: late entries, with this reason in the audit trail.
+DEMO_LATE_REASON = "simulation: follow-up entered at the end of the study"
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ def run_demo(
         import_allocation_list,
         verify_audit,
     )
+    from immunoguide.trial.keys import TrialKey, write_key_file
 
     say = progress or (lambda _msg, _i, _n: None)
     out = Path(out_dir)
@@ -122,15 +126,23 @@ def run_demo(
     if db.exists():
         db.unlink()
     url = f"sqlite:///{db}"
-    store = TrialStore(url)
-    store.upgrade()
-    admin = Actor("admin", "administrator")
-    lists = out / "allocation_lists"
+    # A simulation store (its clock is the simulated one; the system time is recorded beside it). Its trial key and
+    # list seeds are derived from the demo's seed, so the same seed gives the same store and report; a real trial
+    # draws both from the operating system (`immunoguide trial keygen`, `allocation generate` without --seed).
+    key = TrialKey(hashlib.sha256(f"immunoguide demo trial key {seed}".encode()).digest())
+    key_file = out / "trial.key"
+    key_file.unlink(missing_ok=True)
+    write_key_file(key_file, key)
     t_first = min((_utc(s3[c]["onset_time"]) for c in candidates), default=datetime(2025, 1, 1, tzinfo=UTC))
     list_time = t_first - timedelta(days=1)
+    store = TrialStore(url, key=key)
+    store.initialise(simulation=True, now=list_time)
+    admin = Actor("admin", "administrator")
+    lists = out / "allocation_lists"
     for site in SITES:
         for stratum in ("MALS", "immunoparalysis"):
-            f = generate_allocation_list(site, stratum, 120, seed=f"{seed}-{site}-{stratum}", out_dir=lists)
+            list_seed = hashlib.sha256(f"{seed}-{site}-{stratum}".encode()).hexdigest()
+            f = generate_allocation_list(site, stratum, 120, seed=list_seed, out_dir=lists, key=key)
             with store.session() as s:
                 import_allocation_list(s, f.csv, actor=admin, now=list_time)
 
@@ -322,14 +334,15 @@ def _conduct(store: Any, enrolled: dict[str, dict], rng: random.Random) -> None:
                         [0.45, 0.08, 0.25, 0.22] if active else [0.32, 0.06, 0.31, 0.31],
                     )[0]
                 if item:
-                    record_followup(s, code, day, actor=coord, now=late, assessed_at=day_t(day), **item)
+                    record_followup(s, code, day, actor=coord, now=late, assessed_at=day_t(day),
+                                    late_entry_reason=DEMO_LATE_REASON, **item)
             if withdraw_day is None:
                 for horizon in (28, 90):
                     if death_day is not None and death_day <= 28 and horizon == 90:
                         continue
                     dead = death_day is not None and death_day <= horizon
                     record_followup(s, code, horizon, actor=coord, now=late, assessed_at=day_t(horizon),
-                                    vital_status="dead" if dead else "alive",
+                                    late_entry_reason=DEMO_LATE_REASON, vital_status="dead" if dead else "alive",
                                     death_at=day_t(death_day, 5.0) if dead and death_day is not None else None)
             # Adverse events: background events plus the signals the trial reported.
             terms = ["hypokalemia", "atrial fibrillation", "acute kidney injury", "delirium", "pneumonia"]

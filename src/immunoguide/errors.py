@@ -16,7 +16,8 @@ Tree::
     │   ├── MissingTableError       a table of a source database is not where the adapter looked (IG-E105)
     │   ├── MissingColumnError      a source table lacks a column the adapter reads (IG-E106)
     │   ├── UnreadableSourceError   a source file or database cannot be read as its layout says (IG-E107)
-    │   └── RecordsRejected         rows of an import refused, each with its reasons (IG-E108; nothing imported)
+    │   ├── RecordsRejected         rows of an import refused, each with its reasons (IG-E108; nothing imported)
+    │   └── WeakSeed                an allocation-list seed without 128 bits of entropy (IG-E109)
     ├── CriteriaError               bad threshold/protocol data files (IG-E2xx)
     │   ├── BandOverlapError        two bands claim the same value
     │   ├── BandGapError            some value falls in no band
@@ -40,7 +41,9 @@ Tree::
     │   ├── NotAVisitDay              day is no protocol visit day (IG-E415)
     │   ├── StoreError                store not initialised/outdated/not empty (IG-E416)
     │   ├── UnknownRecord             no such record (IG-E417)
-    │   └── NotAuthenticated          no valid login/token (IG-E418; a NotAuthorized; REST 401)
+    │   ├── NotAuthenticated          no valid login/token (IG-E418; a NotAuthorized; REST 401)
+    │   ├── ImplausibleTime           a time refused against the system clock or the trial's dates (IG-E419)
+    │   └── TrialKeyError             the trial key is missing, malformed or not the store's (IG-E420)
     ├── StatisticsError             estimation or test cannot be computed (IG-E5xx)
     │   └── ConvergenceError        a model fit did not converge (IG-E501)
     └── ExchangeError               exchange with another system failed (IG-E6xx)
@@ -69,6 +72,7 @@ __all__ = [
     "ExchangeError",
     "ImmunoguideError",
     "ImmunoguideWarning",
+    "ImplausibleTime",
     "ImplausibleValueError",
     "InputError",
     "MissingColumnError",
@@ -86,6 +90,7 @@ __all__ = [
     "StatisticsError",
     "StoreError",
     "TrialError",
+    "TrialKeyError",
     "UnitError",
     "UnknownCriteriaError",
     "UnknownPatient",
@@ -93,6 +98,7 @@ __all__ = [
     "UnknownRecord",
     "UnreadableSourceError",
     "UpstreamError",
+    "WeakSeed",
     "WrongStratum",
 ]
 
@@ -211,6 +217,13 @@ class RecordsRejected(InputError):
         d = super().to_dict()
         d["rows"] = self.rows
         return d
+
+
+class WeakSeed(InputError):
+    """An allocation-list seed given by the user does not carry 128 bits of entropy (a guessable seed lets anyone
+    who knows the generator rebuild the list)."""
+
+    code = "IG-E109"
 
 
 class CriteriaError(ImmunoguideError):
@@ -355,6 +368,20 @@ class NotAuthenticated(NotAuthorized):
     """No valid credentials: missing, wrong or expired password or bearer token (REST answers 401)."""
 
     code = "IG-E418"
+
+
+class ImplausibleTime(TrialError):
+    """A time is refused: the event time differs from the system clock on a real store (``--now`` works only on a
+    simulation store), a date lies before the trial or in the future, a visit time is outside its study day, or a
+    late entry comes without its reason."""
+
+    code = "IG-E419"
+
+
+class TrialKeyError(TrialError):
+    """The trial key (kept outside the database) is missing, malformed, or not the key the store was created with."""
+
+    code = "IG-E420"
 
 
 class StatisticsError(ImmunoguideError):

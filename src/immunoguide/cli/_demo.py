@@ -52,9 +52,15 @@ def demo(
     t.add_row("audit trail intact", "yes" if res.audit_intact else "NO")
     console.print(t)
     console.print("[dim]The primary endpoint above is unblinded (DSMB view of synthetic data).[/dim]")
-    console.print(f"report (blinded): {res.report_pdf}\nreport (DSMB, unblinded): {res.dsmb_report_pdf}\nstore: {res.db_url}")
+    key_file = Path(res.out_dir) / "trial.key"
+    console.print(f"report (blinded): {res.report_pdf}\nreport (DSMB, unblinded): {res.dsmb_report_pdf}\nstore: {res.db_url}"
+                  f" (a simulation store; its trial key: {key_file})")
     if serve:
+        import os
+
         from immunoguide.cli._serve import serve as serve_command
+
+        os.environ["IMMUNOGUIDE_TRIAL_KEY_FILE"] = str(key_file)
 
         console.print("opening the dashboard and API on http://127.0.0.1:8000 (demo accounts below; Ctrl-C stops)")
         serve_command(host="127.0.0.1", port=8000, db=res.db_url, demo=True, init=False, workers=1,

@@ -1,8 +1,10 @@
 """``immunoguide report`` (blinded) and ``immunoguide report-dsmb`` (unblinded): the trial's statistical report.
 
 Both read the trial store (``--db URL`` or ``IMMUNOGUIDE_DB_URL``; or a folder written by ``immunoguide trial
-export`` with ``--export DIR``) through the trial's read layer as the user given by ``--user``/``--role``
-(``IMMUNOGUIDE_USER``/``IMMUNOGUIDE_ROLE``, as for ``immunoguide trial``), and write HTML, PDF, figures, a
+export`` with ``--export DIR``) through the trial's read layer as the user who runs them — on a real store an
+authenticated account (``IMMUNOGUIDE_TOKEN``, or ``--user`` with ``IMMUNOGUIDE_PASSWORD``) whose role decides what
+is shown; on a simulation store or an export folder ``--user``/``--role`` as for ``immunoguide trial`` — and write
+HTML, PDF, figures, a
 traceability CSV and a summary JSON to ``--out DIR``. ``report`` pools the arms (roles statistician, dsmb,
 administrator); ``report-dsmb`` is the unblinded DSMB report (role dsmb only).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,19 +54,29 @@ def _run(*, blinded: bool, db: str | None, export: Path | None, out: Path, user:
     try:
         from immunoguide.analysis.report import build_report
 
-        ctx = _Ctx(db=db, user=user, role=role, site=site, now_text=now)
-        actor = ctx.actor()
         if export is not None and db is not None:
             raise InputError(expected="either --db or --export", got="both", where="command line",
                              todo="read the store, or an export folder, not both")
         source: Any
+        ctx = _Ctx(db=db, user=user, role=role, site=site, now_text=now)
         if export is not None:
-            source = export
-        else:
-            from immunoguide.trial.store import default_url
+            # An export folder holds only what its exporter could see; the flags say who reads it.
+            from immunoguide.cli._identity import parse_time
+            from immunoguide.trial.access import Actor
 
-            source = db or default_url()
-        res = build_report(source, out, blinded=blinded, actor=actor, protocol=protocol, now=ctx.now(),
+            if not user or not role:
+                raise InputError(expected="--user and --role with --export", got={"user": user, "role": role},
+                                 where="command line", todo="say who reads the export folder")
+            source, actor = export, Actor(user, role, site)
+            when = parse_time(now, "--now") if now else datetime.now(UTC)
+        else:
+            store = ctx.store()  # on a real store the reader authenticates; the role is the account's
+            try:
+                actor, when = ctx.identify(store)
+            finally:
+                store.dispose()
+            source = store.url
+        res = build_report(source, out, blinded=blinded, actor=actor, protocol=protocol, now=when,
                            trace_rows_in_pdf=trace_rows)
     except ImmunoguideError as exc:
         sys.stderr.write(json.dumps({"error": exc.to_dict()}, default=str) + "\n")

@@ -61,11 +61,33 @@ def _user_store(db: str | None, *, init: bool = False) -> Iterator[tuple[Any, An
     st = TrialStore(db)
     try:
         if init:
-            st.upgrade()
+            st.initialise()
         st.check_schema()
-        yield st, UserStore(st.engine)
+        yield st, UserStore(st)
     finally:
         st.dispose()
+
+
+_ADMIN_USER = typer.Option("--as", envvar="IMMUNOGUIDE_USER",
+                           help="Your administrator account (password from IMMUNOGUIDE_PASSWORD, or IMMUNOGUIDE_TOKEN).")
+
+
+def _administrator(st: Any, users: Any, admin: str | None) -> Any:
+    """The administrator making an account change: the authenticated account (token or password); on a store with
+    no active account yet, the operator named by --as (bootstrap of the first account, recorded as such)."""
+    from immunoguide.cli._identity import account_actor
+    from immunoguide.errors import NotAuthenticated
+    from immunoguide.trial.access import Actor, authorize
+
+    if users.count_users() == 0:
+        return Actor(admin or "bootstrap", "administrator")
+    actor = account_actor(st, admin)
+    if actor is None:
+        raise NotAuthenticated(expected="an administrator's account: IMMUNOGUIDE_TOKEN, or --as NAME with "
+                                        "IMMUNOGUIDE_PASSWORD", got=admin, where="immunoguide users",
+                               todo="account changes are audited with who made them: log in as an administrator")
+    authorize(actor, "manage_accounts")
+    return actor
 
 
 def serve(
@@ -123,24 +145,87 @@ def create_user(
     site: Annotated[str | None, typer.Option("--site", help="Site code (site roles).")] = None,
     db: Annotated[str | None, _DB_OPTION] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    admin: Annotated[str | None, _ADMIN_USER] = None,
 ) -> None:
-    """Create a service account (password asked twice, or one line on stdin; stored as a salted scrypt hash)."""
+    """Create an account (password asked twice, or one line on stdin; stored as a salted scrypt hash). Needs an
+    administrator's login, except for the first account of a store; audited."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        with _user_store(db) as (_, users):
-            actor = users.create_user(username, password, role, site)
+        with _user_store(db) as (st, users):
+            by = _administrator(st, users, admin)
+            actor = users.create_user(username, password, role, site, by=by)
     except ImmunoguideError as exc:
         _fail(exc, EXIT_USAGE if isinstance(exc, InputError) else EXIT_REFUSED)
         return
     typer.echo(f"created {actor.describe()}")
 
 
+@users_app.command("set-role")
+def set_role(
+    username: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[str, typer.Option("--role", help="The new trial role.")],
+    site: Annotated[str | None, typer.Option("--site", help="Site code (site roles).")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the audit trail).")] = None,
+    db: Annotated[str | None, _DB_OPTION] = None,
+    admin: Annotated[str | None, _ADMIN_USER] = None,
+) -> None:
+    """Change an account's role (and site): administrator only, audited; the account's tokens are revoked."""
+    try:
+        with _user_store(db) as (st, users):
+            by = _administrator(st, users, admin)
+            after = users.change_user(username, by=by, role=role, site=site, reason=reason)
+    except ImmunoguideError as exc:
+        _fail(exc, EXIT_USAGE if isinstance(exc, InputError) else EXIT_REFUSED)
+        return
+    typer.echo(f"{username}: role {after['role']}{', site ' + after['site'] if after['site'] else ''}")
+
+
+@users_app.command("deactivate")
+def deactivate(
+    username: Annotated[str, typer.Argument(help="User name.")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the audit trail).")] = None,
+    db: Annotated[str | None, _DB_OPTION] = None,
+    admin: Annotated[str | None, _ADMIN_USER] = None,
+) -> None:
+    """Deactivate an account (it can no longer log in; kept for the audit trail): administrator only, audited."""
+    try:
+        with _user_store(db) as (st, users):
+            by = _administrator(st, users, admin)
+            users.change_user(username, by=by, active=False, reason=reason)
+    except ImmunoguideError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"{username}: deactivated")
+
+
+@users_app.command("login")
+def login(
+    username: Annotated[str, typer.Argument(help="Your account.")],
+    db: Annotated[str | None, _DB_OPTION] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Log in and print a token for IMMUNOGUIDE_TOKEN (8 h; the login is audited): `export IMMUNOGUIDE_TOKEN=$(…)`."""
+    from datetime import UTC, datetime
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = os.environ.get("IMMUNOGUIDE_PASSWORD") or typer.prompt("Password", hide_input=True, err=True)
+    try:
+        with _user_store(db) as (_, users):
+            token, _p = users.login(username, password, now=datetime.now(UTC), channel="cli")
+    except ImmunoguideError as exc:
+        _fail(exc)
+        return
+    typer.echo(token)
+
+
 @users_app.command("list")
 def list_users(db: Annotated[str | None, _DB_OPTION] = None) -> None:
-    """List the service accounts (name, role, site, demo, active)."""
+    """List the accounts (name, role, site, demo, active)."""
     try:
         with _user_store(db) as (_, users):
             rows = users.list_users()
@@ -153,11 +238,15 @@ def list_users(db: Annotated[str | None, _DB_OPTION] = None) -> None:
 
 
 @users_app.command("delete-demo")
-def delete_demo(db: Annotated[str | None, _DB_OPTION] = None) -> None:
-    """Remove every demo account (and its tokens)."""
+def delete_demo(
+    db: Annotated[str | None, _DB_OPTION] = None,
+    admin: Annotated[str | None, _ADMIN_USER] = None,
+) -> None:
+    """Remove every demo account (and its tokens): administrator only, audited."""
     try:
-        with _user_store(db) as (_, users):
-            n = users.delete_demo_users()
+        with _user_store(db) as (st, users):
+            by = _administrator(st, users, admin)
+            n = users.delete_demo_users(by=by)
     except ImmunoguideError as exc:
         _fail(exc)
         return

@@ -1,13 +1,20 @@
-"""``immunoguide trial …`` and ``immunoguide audit verify``: thin commands over :mod:`immunoguide.trial`.
+"""``immunoguide trial …`` and ``immunoguide audit …``: thin commands over :mod:`immunoguide.trial`.
 
-Common options (before the command: ``immunoguide trial --db URL --user U --role R --site S <command>``), each
-with an environment variable: ``--db`` (``IMMUNOGUIDE_DB_URL``, default ``sqlite:///immunoguide.db``),
-``--user`` (``IMMUNOGUIDE_USER``), ``--role`` (``IMMUNOGUIDE_ROLE``), ``--site`` (``IMMUNOGUIDE_SITE``) and
-``--now`` (``IMMUNOGUIDE_NOW``, ISO 8601 with offset; default the current UTC time — for replays and tests).
+Common options (before the command: ``immunoguide trial --db URL <command>``), each with an environment variable:
+``--db`` (``IMMUNOGUIDE_DB_URL``, default ``sqlite:///immunoguide.db``), ``--user`` (``IMMUNOGUIDE_USER``),
+``--reason`` (why: kept in the audit trail with every entry of the command). The trial key comes from
+``IMMUNOGUIDE_TRIAL_KEY_FILE`` (a file made by ``immunoguide trial keygen``) or ``IMMUNOGUIDE_TRIAL_KEY``.
+
+Who and when (:mod:`immunoguide.cli._identity`): on a real store you authenticate as an account — a token in
+``IMMUNOGUIDE_TOKEN`` (``immunoguide users login NAME``) or ``--user`` with ``IMMUNOGUIDE_PASSWORD`` (or a prompt) —
+your role and site are the account's and the time is the system clock's. On a simulation store (the demo's,
+``trial init --simulation``) ``--role`` (``IMMUNOGUIDE_ROLE``), ``--site`` (``IMMUNOGUIDE_SITE``) and ``--now``
+(``IMMUNOGUIDE_NOW``) may stand in for an account and the clock.
 
 Output is one JSON document on stdout. Errors are one JSON line ``{"error": {...}}`` on stderr; exit codes:
 0 done, 2 bad input, 3 bad data file, 4 refused by a trial rule (``IG-E4xx``: already randomised, window
-missed, not authorised …), 5 integrity failure (audit chain broken, allocation lists do not verify).
+missed, not authorised, not authenticated, time refused …), 5 integrity failure (audit chain broken, allocation
+lists do not verify).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Annotated, Any
 
 import typer
 
+from immunoguide.cli._identity import identify, parse_time
 from immunoguide.errors import (
     AllocationListMismatch,
     AuditChainBroken,
@@ -56,28 +64,22 @@ class _Ctx:
     role: str | None
     site: str | None
     now_text: str | None
-
-    def now(self) -> datetime:
-        if not self.now_text:
-            return datetime.now(UTC)
-        return _time(self.now_text, "--now")
-
-    def actor(self) -> Any:
-        from immunoguide.trial.access import Actor
-
-        if not self.user or not self.role:
-            raise InputError(expected="--user and --role (or IMMUNOGUIDE_USER / IMMUNOGUIDE_ROLE)",
-                             got={"user": self.user, "role": self.role}, where="command line",
-                             todo="say who you are and in which trial role")
-        return Actor(self.user, self.role, self.site)
+    reason: str | None = None
 
     def store(self, *, check: bool = True) -> Any:
         from immunoguide.trial.store import TrialStore
 
         st = TrialStore(self.db)
         if check:
-            st.check_schema()
+            try:
+                st.check_schema()
+            except BaseException:
+                st.dispose()
+                raise
         return st
+
+    def identify(self, store: Any) -> tuple[Any, datetime]:
+        return identify(store, user=self.user, role=self.role, site=self.site, now_text=self.now_text)
 
 
 def _exit_code(exc: ImmunoguideError) -> int:
@@ -107,17 +109,7 @@ def _errors() -> Iterator[None]:
 
 
 def _time(text: str | None, name: str) -> datetime:
-    if text is None:
-        raise InputError(expected=f"a time for {name}", got=None, where=name, todo="give an ISO 8601 time with offset")
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise InputError(expected=f"an ISO 8601 time for {name}", got=text, where=name,
-                         todo="e.g. 2025-03-01T08:30:00+00:00") from None
-    if t.tzinfo is None:
-        raise InputError(expected=f"a time with a UTC offset for {name}", got=text, where=name,
-                         todo="add e.g. +00:00")
-    return t
+    return parse_time(text, name)
 
 
 def _json_arg(value: str | None, name: str) -> Any:
@@ -138,13 +130,15 @@ def _json_arg(value: str | None, name: str) -> Any:
 
 
 def _run(ctx: typer.Context, fn: Callable[[Any, Any, datetime], Any], *, check: bool = True) -> None:
+    from immunoguide.trial import audit
+
     c: _Ctx = ctx.obj
     with _errors():
-        actor = c.actor()
-        now = c.now()
         store = c.store(check=check)
         try:
+            actor, now = c.identify(store)
             with store.session() as s:
+                audit.set_reason(s, c.reason)
                 out = fn(s, actor, now)
         finally:
             store.dispose()
@@ -156,25 +150,55 @@ def _common(
     ctx: typer.Context,
     db: Annotated[str | None, typer.Option("--db", envvar="IMMUNOGUIDE_DB_URL",
                                            help="Database URL (default sqlite:///immunoguide.db).")] = None,
-    user: Annotated[str | None, typer.Option("--user", envvar="IMMUNOGUIDE_USER", help="Your user name.")] = None,
-    role: Annotated[str | None, typer.Option("--role", envvar="IMMUNOGUIDE_ROLE", help="Your trial role.")] = None,
-    site: Annotated[str | None, typer.Option("--site", envvar="IMMUNOGUIDE_SITE", help="Your site (site roles).")] = None,
+    user: Annotated[str | None, typer.Option("--user", envvar="IMMUNOGUIDE_USER",
+                                             help="Your account (password from IMMUNOGUIDE_PASSWORD or a prompt).")] = None,
+    role: Annotated[str | None, typer.Option("--role", envvar="IMMUNOGUIDE_ROLE",
+                                             help="Simulation stores only: act in this role without an account.")] = None,
+    site: Annotated[str | None, typer.Option("--site", envvar="IMMUNOGUIDE_SITE",
+                                             help="Simulation stores only: the site of --role.")] = None,
     now: Annotated[str | None, typer.Option("--now", envvar="IMMUNOGUIDE_NOW",
-                                            help="Act at this time (ISO 8601; default: now).")] = None,
+                                            help="Simulation stores only: act at this time (ISO 8601).")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (a correction …): kept in the audit trail.")] = None,
 ) -> None:
-    """Trial operations: every command is stored with who and when, and audited."""
-    ctx.obj = _Ctx(db, user, role, site, now)
+    """Trial operations: every command is stored with who (an account) and when (the system clock), and audited."""
+    ctx.obj = _Ctx(db, user, role, site, now, reason)
+
+
+@trial_app.command("keygen")
+def keygen(out: Annotated[Path, typer.Option("--out", help="Key file to write (never overwritten; mode 600).")]) -> None:
+    """Make a new trial key (256 bits from the OS) in a file kept outside the database; prints its id only."""
+    from immunoguide.trial.keys import write_key_file
+
+    with _errors():
+        key = write_key_file(out)
+    _emit({"key_file": str(out), "key_id": key.key_id,
+           "note": "keep the file outside the database and its backups; give it to the service and the unblinded "
+                   "list statistician only (export IMMUNOGUIDE_TRIAL_KEY_FILE=…)"})
 
 
 @trial_app.command("init")
-def init(ctx: typer.Context) -> None:
-    """Create or upgrade the store's schema (Alembic migrations), then show the revision."""
+def init(
+    ctx: typer.Context,
+    simulation: Annotated[bool, typer.Option("--simulation", help="A simulation store (demo, training): --now and "
+                                                                  "--role accepted. Never for real patients.")] = False,
+    trial_start: Annotated[str | None, typer.Option("--trial-start", help="Dates before it are refused (ISO 8601; "
+                                                                         "default the first list's import).")] = None,
+) -> None:
+    """Create or upgrade the store's schema, configure it once with the trial key (real by default), seal the
+    plaintext lists of an older store; then show the configuration."""
     c: _Ctx = ctx.obj
     with _errors():
         st = c.store(check=False)
         try:
-            st.upgrade()
-            _emit({"db": st.safe_url, "schema_revision": st.schema_revision()})
+            now = _time(c.now_text, "--now") if (c.now_text and simulation) else None
+            if c.now_text and not simulation:
+                from immunoguide.errors import ImplausibleTime
+
+                raise ImplausibleTime(expected="no --now on a real store", got=c.now_text, where="--now",
+                                      todo="--now works only with --simulation")
+            out = st.initialise(simulation=simulation, now=now,
+                                trial_start=_time(trial_start, "--trial-start") if trial_start else None)
+            _emit(out)
         finally:
             st.dispose()
 
@@ -229,14 +253,10 @@ def randomize_cmd(
     code: Annotated[str, typer.Argument()],
     stratum: Annotated[str | None, typer.Option("--stratum", help="Expected stratum (checked).")] = None,
 ) -> None:
-    """Randomise a patient: next free slot of the site's list for the stratum, kits assigned."""
-    from immunoguide.trial import randomize, require_lists_verified
+    """Randomise a patient: lowest free slot of the site's list for the stratum, kits assigned."""
+    from immunoguide.trial import randomize
 
-    def fn(s: Any, actor: Any, now: datetime) -> Any:
-        require_lists_verified(s)
-        return randomize(s, code, actor=actor, now=now, stratum=stratum)
-
-    _run(ctx, fn)
+    _run(ctx, lambda s, actor, now: randomize(s, code, actor=actor, now=now, stratum=stratum))
 
 
 @trial_app.command("kits")
@@ -263,6 +283,7 @@ def dose_cmd(
     given_at: Annotated[str | None, typer.Option("--given-at")] = None,
     number: Annotated[int | None, typer.Option("--number", help="Dose number in the kit's schedule.")] = None,
     note: Annotated[str | None, typer.Option("--note")] = None,
+    late_reason: Annotated[str | None, typer.Option("--late-reason", help="Why the dose is entered late.")] = None,
 ) -> None:
     """Record a dose (with --kit and --given-at) and show the schedule with late/missed flags."""
     from immunoguide.trial import dosing_view, record_dose
@@ -270,7 +291,8 @@ def dose_cmd(
     def fn(s: Any, actor: Any, now: datetime) -> Any:
         if kit is None:
             return dosing_view(s, code, actor=actor, now=now)
-        return record_dose(s, code, kit, _time(given_at, "--given-at"), actor=actor, now=now, number=number, note=note)
+        return record_dose(s, code, kit, _time(given_at, "--given-at"), actor=actor, now=now, number=number, note=note,
+                           late_entry_reason=late_reason)
 
     _run(ctx, fn)
 
@@ -288,6 +310,7 @@ def followup_cmd(
     vital_status: Annotated[str | None, typer.Option("--vital-status", help="Days 28, 90: alive or dead.")] = None,
     death_at: Annotated[str | None, typer.Option("--death-at")] = None,
     assessed_at: Annotated[str | None, typer.Option("--assessed-at")] = None,
+    late_reason: Annotated[str | None, typer.Option("--late-reason", help="Why the day is entered late.")] = None,
 ) -> None:
     """Record one follow-up day (SOFA, labs, infection assessment, vital status)."""
     from immunoguide.trial import record_followup
@@ -298,7 +321,7 @@ def followup_cmd(
             assessed_at=_time(assessed_at, "--assessed-at") if assessed_at else None, sofa_total=sofa_total,
             sofa_inputs=_json_arg(sofa_inputs, "--sofa-inputs"), labs=_json_arg(labs, "--labs"),
             infection_assessment=infection, vital_status=vital_status,
-            death_at=_time(death_at, "--death-at") if death_at else None,
+            death_at=_time(death_at, "--death-at") if death_at else None, late_entry_reason=late_reason,
         )
 
     _run(ctx, fn)
@@ -431,14 +454,15 @@ def export_cmd(
 
 @trial_app.command("backup")
 def backup_cmd(ctx: typer.Context, out: Annotated[Path, typer.Option("--out", help="Backup file (.zip).")]) -> None:
-    """Back the whole store up to a portable file (administrator)."""
+    """Back the whole store up to a portable file (administrator; arms stay sealed in it)."""
     from immunoguide.trial import backup_store
 
     c: _Ctx = ctx.obj
     with _errors():
         st = c.store()
         try:
-            res = backup_store(st, out, actor=c.actor(), now=c.now())
+            actor, now = c.identify(st)
+            res = backup_store(st, out, actor=actor, now=now)
         finally:
             st.dispose()
     _emit(res)
@@ -446,14 +470,21 @@ def backup_cmd(ctx: typer.Context, out: Annotated[Path, typer.Option("--out", he
 
 @trial_app.command("restore")
 def restore_cmd(ctx: typer.Context, backup: Annotated[Path, typer.Argument(help="Backup file.")]) -> None:
-    """Restore a backup into an empty, initialised store (administrator); the audit chain is re-verified."""
+    """Restore a backup into a new, empty database (migrated here; not `trial init`ed): configuration, accounts and
+    audit trail come from the backup and are re-verified with the trial key. --user names the operator."""
     from immunoguide.trial import restore_store
+    from immunoguide.trial.access import Actor
 
     c: _Ctx = ctx.obj
     with _errors():
-        st = c.store()
+        st = c.store(check=False)
         try:
-            res = restore_store(st, backup, actor=c.actor(), now=c.now())
+            st.upgrade()
+            if not c.user:
+                raise InputError(expected="--user: the name of the operator restoring the store", got=None,
+                                 where="trial restore", todo="the empty store has no account yet; say who you are")
+            now = _time(c.now_text, "--now") if c.now_text else datetime.now(UTC)
+            res = restore_store(st, backup, actor=Actor(c.user, "administrator"), now=now)
         finally:
             st.dispose()
     _emit(res)
@@ -464,13 +495,17 @@ def allocation_generate_cmd(
     site: Annotated[str, typer.Option("--site")],
     stratum: Annotated[str, typer.Option("--stratum")],
     n: Annotated[int, typer.Option("-n", help="Minimum number of slots (whole blocks are generated).")],
-    seed: Annotated[str, typer.Option("--seed", help="Secret seed (kept with the list).")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (sealed list; master list in out/master).")],
+    seed: Annotated[str | None, typer.Option("--seed", help="Default: 256 bits from the OS (recommended); a seed given "
+                                                            "here must be >= 32 hex digits.")] = None,
     block_sizes: Annotated[str | None, typer.Option("--block-sizes", help="e.g. 2,4,6 (default: platform choice).")] = None,
     protocol: Annotated[str, typer.Option("--protocol")] = "immunosep-2025",
+    key_file: Annotated[Path | None, typer.Option("--key-file", help="Trial key file (default "
+                                                                     "IMMUNOGUIDE_TRIAL_KEY_FILE).")] = None,
 ) -> None:
-    """Generate an allocation list (no database needed): CSV + metadata + SHA-256 checksum file."""
+    """Generate a sealed allocation list and its master list (list statistician, with the trial key; no database)."""
     from immunoguide.trial import generate_allocation_list
+    from immunoguide.trial.keys import ENV_KEY_FILE, load_key
 
     with _errors():
         sizes = None
@@ -480,7 +515,8 @@ def allocation_generate_cmd(
             except ValueError:
                 raise InputError(expected="block sizes like 2,4,6", got=block_sizes, where="--block-sizes",
                                  todo="give integers separated by commas") from None
-        files = generate_allocation_list(site, stratum, n, seed, sizes, out_dir=out, protocol=protocol)
+        key = load_key(required=True, environ={ENV_KEY_FILE: str(key_file)} if key_file else None)
+        files = generate_allocation_list(site, stratum, n, seed, sizes, out_dir=out, protocol=protocol, key=key)
     _emit(files.to_dict())
 
 
@@ -495,18 +531,19 @@ def allocation_import_cmd(ctx: typer.Context, csv_file: Annotated[Path, typer.Ar
 @allocation_app.command("verify")
 def allocation_verify_cmd(
     ctx: typer.Context,
-    lists: Annotated[Path | None, typer.Option("--lists", help="Directory with the list files to compare.")] = None,
+    lists: Annotated[Path | None, typer.Option("--lists", help="Directory with the list files to compare (sealed "
+                                                               "files; master files with the key).")] = None,
 ) -> None:
-    """Verify the imported lists against their checksums, files and use (stable check ids); exit 5 on errors."""
+    """Verify the imported lists against their MACs, files and use (stable check ids); exit 5 on errors."""
     from immunoguide.trial import verify_allocation_lists
     from immunoguide.trial.access import authorize
 
     c: _Ctx = ctx.obj
     with _errors():
-        actor = c.actor()
-        authorize(actor, "verify")
         st = c.store()
         try:
+            actor, _ = c.identify(st)
+            authorize(actor, "verify")
             with st.session() as s:
                 checks = verify_allocation_lists(s, list_dir=lists)
         finally:
@@ -519,24 +556,63 @@ def allocation_verify_cmd(
 
 @audit_app.callback()
 def _audit() -> None:
-    """The audit trail of the trial store (append-only, hash-chained)."""
+    """The audit trail of the trial store (append-only, hash-chained, MAC'd with the trial key)."""
 
 
 @audit_app.command("verify")
 def audit_verify_cmd(
     db: Annotated[str | None, typer.Option("--db", envvar="IMMUNOGUIDE_DB_URL")] = None,
+    checkpoint: Annotated[list[Path] | None, typer.Option("--checkpoint", help="A checkpoint file (repeatable): "
+                                                                             "prove nothing before it changed.")] = None,
 ) -> None:
-    """Walk the audit hash chain and compare it with every table; exit 5 on any edit or deletion."""
+    """Walk the audit chain (MACs with the trial key), compare it with every table and the accounts, and check
+    checkpoints; exit 5 on any edit, deletion, forgery or missing checkpoint."""
     from immunoguide.trial import TrialStore, verify_audit
 
     with _errors():
+        cps = []
+        for f in checkpoint or []:
+            try:
+                cps.append(json.loads(Path(f).read_text()))
+            except (OSError, ValueError) as exc:
+                raise InputError(expected="a checkpoint file written by `immunoguide audit checkpoint`", got=str(f),
+                                 where="--checkpoint", todo=f"check the file ({exc})") from None
         st = TrialStore(db)
         try:
             st.check_schema()
             with st.session() as s:
-                report = verify_audit(s)
+                report = verify_audit(s, checkpoints=cps)
         finally:
             st.dispose()
     _emit(report.to_dict())
     if not report.ok:
         raise typer.Exit(EXIT_INTEGRITY)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (keep it outside the database: trial "
+                                                    "master file).")],
+    db: Annotated[str | None, typer.Option("--db", envvar="IMMUNOGUIDE_DB_URL")] = None,
+    user: Annotated[str | None, typer.Option("--user", envvar="IMMUNOGUIDE_USER")] = None,
+    role: Annotated[str | None, typer.Option("--role", envvar="IMMUNOGUIDE_ROLE")] = None,
+    now_text: Annotated[str | None, typer.Option("--now", envvar="IMMUNOGUIDE_NOW")] = None,
+) -> None:
+    """Verify the chain and write a MAC'd checkpoint of its head (administrator); print it."""
+    from immunoguide.trial import TrialStore
+    from immunoguide.trial.audit import checkpoint
+
+    with _errors():
+        st = TrialStore(db)
+        try:
+            st.check_schema()
+            actor, now = identify(st, user=user, role=role, site=None, now_text=now_text)
+            with st.session() as s:
+                body = checkpoint(s, actor=actor, now=now)
+        finally:
+            st.dispose()
+        if out.exists():
+            raise InputError(expected="a new checkpoint file", got=str(out), where="--out",
+                             todo="checkpoints are never overwritten: choose another name")
+        out.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+    _emit(body)

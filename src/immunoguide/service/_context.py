@@ -53,9 +53,14 @@ class ServiceSettings:
     clock : callable
         Returns the current time (timezone-aware); tests pass a fixed clock.
     verify_allocation_lists : bool
-        Run the allocation-list verification at start-up and refuse to start on an error-level finding.
+        Run the allocation-list verification at start-up and report its findings (log, ``allocation_checks``,
+        ``GET /trial/allocation-lists/verify``); the service starts whatever they are.
     auto_upgrade : bool
-        Create or upgrade the trial schema at start-up (else the store must already be at the head revision).
+        Create or upgrade the trial schema at start-up, initialising a new store with the store's trial key (else the
+        store must already be initialised at the head revision).
+    simulation_store : bool
+        With ``auto_upgrade``, a new store is a simulation store (tests, demos, examples on a fixed ``clock``); by
+        default it is a real store, where every event time must agree with the system clock.
     ehr : EhrSettings or None
         The EHRs trusted to call the CDS service with signed JWTs, query their FHIR servers and launch the
         dashboard as a SMART app (:mod:`immunoguide.service.cds_security`); None: immunoguide tokens only.
@@ -67,6 +72,7 @@ class ServiceSettings:
     clock: Callable[[], datetime] = _utc_now
     verify_allocation_lists: bool = True
     auto_upgrade: bool = False
+    simulation_store: bool = False
     ehr: EhrSettings | None = None
 
 

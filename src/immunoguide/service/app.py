@@ -4,16 +4,18 @@ The service is thin: ``/rules`` calls the pure rules, ``/trial`` the trial funct
 role and site, so that ``trial/`` authorises and blinds), ``/cds-services`` the CDS Hooks service, ``/auth`` the
 user store. Errors are mapped to HTTP only in :mod:`immunoguide.service.errors`.
 
-Start-up (the lifespan) opens the trial store, checks (or, with ``auto_upgrade``, creates) its schema — the
-service's account tables are part of it (trial revision 0002) — and runs the allocation-list verification
-(:func:`immunoguide.trial.randomization.require_lists_verified`): an error-level finding (``IG-RAND-E…``) stops
-the start, warnings are logged and shown at ``GET /trial/allocation-lists/verify``. Last, the start-up heap is
+Start-up (the lifespan) opens the trial store (with the trial key of the environment, or of the ``store`` given),
+checks (or, with ``auto_upgrade``, creates and initialises) its schema — the account tables are part of it — and
+runs the allocation-list verification (:func:`immunoguide.trial.randomization.verify_allocation_lists`): every
+finding is logged and shown at ``GET /trial/allocation-lists/verify``, and the service starts whatever they are (a
+list that fails its checks refuses its own randomisations; everything else goes on). Last, the start-up heap is
 frozen out of the garbage collector (:func:`_freeze_startup_heap`) so that full collections do not pause requests.
 
 Examples
 --------
 >>> from fastapi.testclient import TestClient
->>> app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True))
+>>> from immunoguide.trial.keys import TrialKey
+>>> app = create_app(store=TrialStore("sqlite://", key=TrialKey.generate()), settings=ServiceSettings(auto_upgrade=True))
 >>> with TestClient(app) as client:
 ...     client.get("/health").json()["status"]
 'ok'
@@ -95,18 +97,20 @@ def create_app(
         st = store or TrialStore(db_url)
         try:
             if cfg.auto_upgrade:
-                st.upgrade()
+                st.initialise(simulation=cfg.simulation_store)
             st.check_schema()
-            users = UserStore(st.engine, secret=secret, token_ttl=cfg.token_ttl, cache_s=cfg.token_cache_s)
+            users = UserStore(st, secret=secret, token_ttl=cfg.token_ttl, cache_s=cfg.token_cache_s)
             state = ServiceState(store=st, users=users, settings=cfg)
             if cfg.verify_allocation_lists:
-                from immunoguide.trial.randomization import require_lists_verified
+                # Reported, never blocking: a list that fails its checks refuses its own randomisations
+                # (trial.randomize checks the list it draws from); every other list and function goes on.
+                from immunoguide.trial.randomization import verify_allocation_lists
 
                 with st.session() as s:
-                    checks = require_lists_verified(s)
+                    checks = verify_allocation_lists(s)
                 state.allocation_checks = [c.to_dict() for c in checks]
                 for c in checks:
-                    log.warning("allocation lists: %s %s", c.id, c.message)
+                    (log.error if c.level == "error" else log.warning)("allocation lists: %s %s", c.id, c.message)
             app.state.service = state
             _freeze_startup_heap()
             yield

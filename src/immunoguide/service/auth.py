@@ -4,9 +4,12 @@
   N = 2^14, r = 8, p = 1, 16-byte salt), compared in constant time; a login for an unknown user costs the same
   hash, so timing does not reveal which user names exist.
 * **Tokens** are 256-bit random strings (:func:`secrets.token_urlsafe`) given once at login; the store keeps only
-  their HMAC-SHA-256 (keyed by the service secret, when one is configured) and their expiry. A token is revoked at
-  logout. Validated tokens are cached in memory for :attr:`UserStore.cache_s` seconds (revocation through this
-  process clears the entry at once).
+  their HMAC-SHA-256 (keyed by the service secret, else by the *tokens* sub-key of the trial key, so a database
+  administrator cannot mint one) and their expiry. A token is revoked at logout. Validated tokens are cached in
+  memory for :attr:`UserStore.cache_s` seconds (revocation through this process clears the entry at once).
+* **Accounts are audited** (:mod:`immunoguide.trial.accounts`): creation, role/site/password/state changes,
+  deletions and logins are audit entries, and a login or token check is refused when the account row differs from
+  its last audited image (an account promoted in SQL cannot log in).
 * **Roles** are the trial roles (:data:`immunoguide.trial.access.ROLES`); a user is turned into a trial
   :class:`~immunoguide.trial.access.Actor` (user, role, site) that every trial function receives, so blinding and
   site restriction stay in ``trial/``.
@@ -15,8 +18,8 @@
   There is no default administrator: the first user is created with ``immunoguide users create-user``.
 
 The tables ``service_users`` and ``service_tokens`` belong to the trial store's schema (models
-:class:`~immunoguide.trial.models.ServiceUser` / ``ServiceToken``, Alembic revision 0002); they are not trial data,
-so they are neither audited, exported nor backed up.
+:class:`~immunoguide.trial.models.ServiceUser` / ``ServiceToken``, Alembic revision 0002); they are not trial data
+(not exported); the accounts are audited and backed up, the tokens neither.
 
 Examples
 --------
@@ -40,10 +43,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.engine import Engine
 
-from immunoguide.errors import DuplicateRecord, InputError, NotAuthenticated
+from immunoguide.errors import InputError, NotAuthenticated
 from immunoguide.trial.access import ROLES, SITE_ROLES, Actor
 from immunoguide.trial.models import ServiceToken, ServiceUser
 
@@ -55,6 +58,7 @@ __all__ = [
     "demo_accounts",
     "ensure_demo_users",
     "hash_password",
+    "token_secret",
     "verify_password",
 ]
 
@@ -121,27 +125,42 @@ def demo_accounts() -> list[tuple[str, str, str | None]]:
     return out
 
 
+def token_secret(key: Any = None) -> bytes | None:
+    """The key of the token digests: ``$IMMUNOGUIDE_SECRET`` (the variable named by ``$IMMUNOGUIDE_SECRET_ENV``),
+    else the *tokens* sub-key of the trial key, else None."""
+    import os
+
+    env = os.environ.get(os.environ.get("IMMUNOGUIDE_SECRET_ENV", "IMMUNOGUIDE_SECRET"))
+    if env:
+        return env.encode("utf-8")
+    return key.subkey("tokens") if key is not None else None
+
+
 class UserStore:
     """Users and tokens in the trial store's database.
 
     Parameters
     ----------
-    engine : Engine
-        The trial store's engine (:attr:`immunoguide.trial.store.TrialStore.engine`).
+    store : TrialStore or Engine
+        The trial store (or its engine: a store is opened around it, with the trial key of the environment).
     secret : str or bytes, optional
-        Key of the token HMAC. Tokens stay valid across restarts only with the same secret; without one the
-        token digest is an unkeyed SHA-256 (tokens are 256-bit random, so this is still not guessable).
+        Key of the token HMAC. Default :func:`token_secret` (the service secret, else derived from the trial key).
+        Tokens stay valid across restarts only with the same secret; without any, the digest is an unkeyed SHA-256
+        (tokens are 256-bit random, so this is still not guessable, but a database administrator could mint one).
     token_ttl : timedelta
         Lifetime of a token.
     cache_s : float
         How long a validated token is trusted without a database read.
     """
 
-    def __init__(self, engine: Engine, *, secret: str | bytes | None = None,
+    def __init__(self, store: Any, *, secret: str | bytes | None = None,
                  token_ttl: timedelta = timedelta(hours=8), cache_s: float = 30.0) -> None:
-        self.engine = engine
+        from immunoguide.trial.store import TrialStore
+
+        self.store = store if isinstance(store, TrialStore) else TrialStore(engine=store)
+        self.engine: Engine = self.store.engine
         key = secret.encode("utf-8") if isinstance(secret, str) else secret
-        self._key = key or b""
+        self._key = key or token_secret(self.store.key) or b""
         self.token_ttl = token_ttl
         self.cache_s = cache_s
         self._cache: dict[str, tuple[Principal, float]] = {}
@@ -151,12 +170,16 @@ class UserStore:
     # -- users ------------------------------------------------------------------------------------------------
 
     def create_user(self, username: str, password: str, role: str, site: str | None = None, *,
-                    demo: bool = False, now: datetime | None = None) -> Actor:
+                    demo: bool = False, now: datetime | None = None, by: Actor | None = None) -> Actor:
         """Create a user (role from the trial roles; site roles need a site). Returns the user's Actor.
 
-        Raises InputError (short password, bad name), NotAuthorized (unknown role, missing site),
-        DuplicateRecord (user name taken).
+        ``by`` is the administrator who creates it (default: the system, for the first account and demo accounts);
+        the creation is an audit entry. Raises InputError (short password, bad name), NotAuthorized (unknown role,
+        missing site, ``by`` not an administrator), DuplicateRecord (user name taken).
         """
+        from immunoguide.trial import accounts
+        from immunoguide.trial.access import authorize
+
         if not isinstance(username, str) or not 1 <= len(username) <= 64 or username != username.strip():
             raise InputError(expected="a user name of 1-64 characters without surrounding spaces", got=username,
                              where="user name", todo="choose another user name", field="username")
@@ -165,15 +188,51 @@ class UserStore:
             raise InputError(expected=f"a password of at least {MIN_PASSWORD_LENGTH} characters",
                              got=f"{len(password)} characters", where="password",
                              todo="choose a longer password (a passphrase)", field="password")
-        now = now or datetime.now(UTC)
-        with self.engine.begin() as conn:
-            if conn.execute(select(users_table.c.username).where(users_table.c.username == username)).first():
-                raise DuplicateRecord(expected="a new user name", got=username, where="service_users",
-                                      todo="choose another user name")
-            conn.execute(insert(users_table).values(
-                username=username, password_hash=hash_password(password), role=role, site=actor.site, demo=demo,
-                active=True, created_at=now))
+        by = by or accounts.SYSTEM_ACTOR
+        authorize(by, "manage_accounts")
+        with self.store.session() as s:
+            now = now or self._now(s)
+            accounts.create_account(s, by, now, username=username, password_hash=hash_password(password), role=role,
+                                    site=actor.site, demo=demo, reason="demo account" if demo else None)
         return actor
+
+    def change_user(self, username: str, *, by: Actor, now: datetime | None = None, reason: str | None = None,
+                    role: str | None = None, site: str | None = None, active: bool | None = None,
+                    password: str | None = None) -> dict[str, Any]:
+        """Change an account's role (and site), state or password (administrator; audited). Returns its new image."""
+        from immunoguide.trial import accounts
+        from immunoguide.trial.access import authorize
+
+        authorize(by, "manage_accounts")
+        changes: dict[str, Any] = {}
+        with self.store.session() as s:
+            row = s.execute(select(users_table).where(users_table.c.username == username)).mappings().first()
+            if row is None:
+                from immunoguide.errors import UnknownRecord
+
+                raise UnknownRecord(expected="an existing account", got=username, where="service_users",
+                                    todo="list the accounts with `immunoguide users list`")
+            if role is not None:
+                new_site = site if role in SITE_ROLES else None
+                Actor(username, role, new_site)  # validates role and site
+                changes.update(role=role, site=new_site)
+            elif site is not None:
+                Actor(username, row["role"], site)
+                changes["site"] = site if row["role"] in SITE_ROLES else None
+            if active is not None:
+                changes["active"] = active
+            if password is not None:
+                if len(password) < MIN_PASSWORD_LENGTH:
+                    raise InputError(expected=f"a password of at least {MIN_PASSWORD_LENGTH} characters",
+                                     got=f"{len(password)} characters", where="password",
+                                     todo="choose a longer password (a passphrase)", field="password")
+                changes["password_hash"] = hash_password(password)
+            out = accounts.change_account(s, by, now or self._now(s), username, reason=reason, **changes)
+            if changes.get("active") is False or "role" in changes or "site" in changes or "password_hash" in changes:
+                s.execute(update(tokens_table).where(tokens_table.c.username == username).values(revoked=True))
+        with self._lock:
+            self._cache.clear()
+        return out
 
     def list_users(self) -> list[dict[str, Any]]:
         """Every user: name, role, site, demo, active (never the hash)."""
@@ -189,42 +248,69 @@ class UserStore:
             return list(conn.execute(select(users_table.c.username).where(users_table.c.demo.is_(True))
                                      .order_by(users_table.c.username)).scalars())
 
-    def delete_demo_users(self) -> int:
-        """Remove every demo account and its tokens; returns how many accounts were removed."""
-        with self.engine.begin() as conn:
-            names = list(conn.execute(select(users_table.c.username).where(users_table.c.demo.is_(True))).scalars())
-            if names:
-                conn.execute(delete(tokens_table).where(tokens_table.c.username.in_(names)))
-                conn.execute(delete(users_table).where(users_table.c.username.in_(names)))
+    def delete_demo_users(self, *, by: Actor | None = None) -> int:
+        """Remove every demo account and its tokens (audited); returns how many accounts were removed."""
+        from immunoguide.trial import accounts
+        from immunoguide.trial.access import authorize
+
+        by = by or accounts.SYSTEM_ACTOR
+        authorize(by, "manage_accounts")
+        with self.store.session() as s:
+            names = list(s.execute(select(users_table.c.username).where(users_table.c.demo.is_(True))).scalars())
+            n = accounts.delete_accounts(s, by, self._now(s), sorted(names), reason="demo accounts removed")
         with self._lock:
             self._cache.clear()
-        return len(names)
+        return n
 
     def count_users(self) -> int:
         """Number of active users."""
         with self.engine.begin() as conn:
             return len(conn.execute(select(users_table.c.username).where(users_table.c.active.is_(True))).all())
 
+    def _now(self, session: Any) -> datetime:
+        from immunoguide.trial import clock
+
+        return clock.system_now(session)
+
     # -- tokens -----------------------------------------------------------------------------------------------
 
     def _digest(self, token: str) -> str:
         return hmac.new(self._key, token.encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def login(self, username: str, password: str, *, now: datetime) -> tuple[str, Principal]:
-        """Check the password and issue a new token; NotAuthenticated on any failure (same message for all)."""
-        with self.engine.begin() as conn:
-            row = conn.execute(select(users_table).where(users_table.c.username == username)).mappings().first()
-        ok = verify_password(password, row["password_hash"] if row is not None else _DUMMY_HASH)
-        if row is None or not ok or not row["active"]:
-            raise NotAuthenticated(expected="a valid user name and password", got=username, where="POST /auth/token",
-                                   todo="check the user name and password (ask the administrator to reset it)")
+    def _refused(self, username: str) -> NotAuthenticated:
+        return NotAuthenticated(expected="a valid user name and password", got=username, where="POST /auth/token",
+                                todo="check the user name and password (ask the administrator to reset it)")
+
+    def check_password(self, username: str, password: str) -> Principal:
+        """The principal of a user name and password, without issuing a token (command line); NotAuthenticated on
+        any failure, including an account that differs from its audit trail."""
+        from immunoguide.trial import accounts
+
+        with self.store.session() as s:
+            row = s.execute(select(users_table).where(users_table.c.username == username)).mappings().first()
+            ok = verify_password(password, row["password_hash"] if row is not None else _DUMMY_HASH)
+            if row is None or not ok or not row["active"]:
+                raise self._refused(username)
+            try:
+                accounts.verified_account(s, username)
+            except NotAuthenticated:
+                raise self._refused(username) from None
+        return Principal(Actor(row["username"], row["role"], row["site"]), datetime.max.replace(tzinfo=UTC),
+                         bool(row["demo"]))
+
+    def login(self, username: str, password: str, *, now: datetime, channel: str = "service") -> tuple[str, Principal]:
+        """Check the password and issue a new token (the login is audited); NotAuthenticated on any failure (same
+        message for all)."""
+        from immunoguide.trial import accounts
+
+        principal = self.check_password(username, password)
         token = secrets.token_urlsafe(32)
         expires = now + self.token_ttl
-        with self.engine.begin() as conn:
-            conn.execute(insert(tokens_table).values(token_hmac=self._digest(token), username=username,
-                                                     created_at=now, expires_at=expires, revoked=False))
-        actor = Actor(row["username"], row["role"], row["site"])
-        return token, Principal(actor, expires, bool(row["demo"]))
+        with self.store.session() as s:
+            s.execute(insert(tokens_table).values(token_hmac=self._digest(token), username=username,
+                                                  created_at=now, expires_at=expires, revoked=False))
+            accounts.record_login(s, principal.actor, now, expires_at=expires, channel=channel)
+        return token, Principal(principal.actor, expires, principal.demo)
 
     def issue_token(self, username: str, *, now: datetime) -> tuple[str, Principal]:
         """A new token for an active user whose identity the caller has already established without a password
@@ -242,7 +328,10 @@ class UserStore:
         return token, Principal(Actor(row["username"], row["role"], row["site"]), expires, bool(row["demo"]))
 
     def authenticate(self, token: str | None, *, now: datetime) -> Principal:
-        """The principal of a bearer token; NotAuthenticated when missing, unknown, revoked or expired."""
+        """The principal of a bearer token; NotAuthenticated when missing, unknown, revoked or expired, or when the
+        account differs from its audit trail."""
+        from immunoguide.trial import accounts
+
         if not token:
             raise NotAuthenticated(expected="an 'Authorization: Bearer <token>' header", got=None, where="request",
                                    todo="log in at POST /auth/token and send the token")
@@ -259,18 +348,24 @@ class UserStore:
             if stale is not None and digest in self._refreshing and stale[0].expires_at > now:
                 return stale[0]
             self._refreshing.add(digest)
+        verified = True
         try:
-            with self.engine.begin() as conn:
-                row = conn.execute(
+            with self.store.session() as s:
+                row = s.execute(
                     select(tokens_table.c.expires_at, tokens_table.c.revoked, users_table.c.username,
                            users_table.c.role, users_table.c.site, users_table.c.active, users_table.c.demo)
                     .join(users_table, users_table.c.username == tokens_table.c.username)
                     .where(tokens_table.c.token_hmac == digest)
                 ).mappings().first()
+                if row is not None:
+                    try:
+                        accounts.verified_account(s, row["username"])
+                    except NotAuthenticated:
+                        verified = False
         finally:
             with self._lock:
                 self._refreshing.discard(digest)
-        if row is None or row["revoked"] or not row["active"] or row["expires_at"] <= now:
+        if row is None or row["revoked"] or not row["active"] or row["expires_at"] <= now or not verified:
             with self._lock:
                 self._cache.pop(digest, None)
             raise NotAuthenticated(expected="a valid, unexpired bearer token",

@@ -22,8 +22,10 @@ AlreadyRandomized, DuplicateConsent, DuplicateRecord                      409
 AllocationListMismatch, AuditChainBroken (integrity: stop and resolve)    409
 RandomizationWindowMissed, NotRandomized, WrongStratum, NotEligible,
 ConsentMissing, AllocationListUnavailable, PatientWithdrawn (state)       409
-NotAVisitDay                                                              422
-StoreError (store not initialised / outdated)                             503
+NotAVisitDay, ImplausibleTime (a time refused: clock, trial dates, visit day,
+late entry without a reason)                                              422
+StoreError (store not initialised / outdated), TrialKeyError (the service
+has no trial key, or not the store's: a configuration fault)              503
 other TrialError                                                          400
 InputError (and subclasses), PolicyError, UnknownCriteriaError,
 StatisticsError                                                           422
@@ -59,6 +61,7 @@ from immunoguide.errors import (
     DuplicateConsent,
     DuplicateRecord,
     ImmunoguideError,
+    ImplausibleTime,
     InputError,
     NotAuthenticated,
     NotAuthorized,
@@ -71,6 +74,7 @@ from immunoguide.errors import (
     StatisticsError,
     StoreError,
     TrialError,
+    TrialKeyError,
     UnknownCriteriaError,
     UnknownPatient,
     UnknownRecord,
@@ -101,7 +105,9 @@ STATUS_BY_ERROR: tuple[tuple[type[ImmunoguideError], int], ...] = (
     (AllocationListUnavailable, 409),
     (PatientWithdrawn, 409),
     (NotAVisitDay, 422),
+    (ImplausibleTime, 422),
     (StoreError, 503),
+    (TrialKeyError, 503),
     (TrialError, 400),
     (InputError, 422),
     (PolicyError, 422),

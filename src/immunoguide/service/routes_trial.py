@@ -129,7 +129,7 @@ def doses(code: Code, st: StateDep, actor: ActorDep, now: NowDep) -> Json:
 def record_dose(code: Code, body: DoseRequest, st: StateDep, actor: ActorDep, now: NowDep) -> Json:
     """Record a dose given from the patient's IV or SC kit."""
     return _tx(st, trial.record_dose, code, body.kit, body.given_at, actor=actor, now=now, number=body.number,
-                             note=body.note)
+               note=body.note, late_entry_reason=body.late_entry_reason)
 
 
 # -- follow-up, adverse events, withdrawal ----------------------------------------------------------------------
@@ -148,6 +148,7 @@ def record_followup(code: Code, body: FollowUpRequest, st: StateDep, actor: Acto
         st, trial.record_followup, code, body.day, actor=actor, now=now, assessed_at=body.assessed_at, sofa_total=body.sofa_total,
         sofa_inputs=body.sofa_inputs, sofa_criteria=body.sofa_criteria, labs=body.labs,
         infection_assessment=body.infection_assessment, vital_status=body.vital_status, death_at=body.death_at,
+        late_entry_reason=body.late_entry_reason,
     )
 
 

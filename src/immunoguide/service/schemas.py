@@ -219,6 +219,9 @@ class DoseRequest(_Body):
     given_at: datetime
     number: int | None = Field(default=None, description="Scheduled dose number (matched by time when absent).")
     note: str | None = Field(default=None, max_length=2000)
+    late_entry_reason: str | None = Field(default=None, max_length=500,
+                                          description="Why the dose is entered late (required beyond the store's "
+                                                      "late-entry limit; kept in the audit trail).")
 
 
 class FollowUpRequest(_Body):
@@ -233,6 +236,9 @@ class FollowUpRequest(_Body):
     infection_assessment: str | None = Field(default=None, max_length=32)
     vital_status: str | None = Field(default=None, max_length=16)
     death_at: datetime | None = None
+    late_entry_reason: str | None = Field(default=None, max_length=500,
+                                          description="Why the day is entered late (required beyond the store's "
+                                                      "late-entry limit; kept in the audit trail).")
 
 
 class AdverseEventRequest(_Body):

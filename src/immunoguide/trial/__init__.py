@@ -11,7 +11,8 @@ step; each takes the acting :class:`Actor` and an explicit timezone-aware ``now`
 2. :func:`record_consent` — patient, first-degree relative or spouse (or refused), once.
 3. :func:`enter_labs` — ferritin / mHLA-DR with method and sample/receipt/result times; baseline endotype.
 4. :func:`generate_allocation_list`, :func:`import_allocation_list`, :func:`verify_allocation_lists`,
-   :func:`randomize` — checksummed lists per site and stratum, next free slot, once per patient, < 72 h window.
+   :func:`randomize` — sealed lists per site and stratum (keyed commitments; no arm in the store), the lowest free
+   slot recorded in the patient's transaction, once per patient, < 72 h window on the system clock.
 5. :func:`kits_view`, :func:`unblind` — double-dummy kits (contents for unblinded roles only); emergency
    unblinding of one patient, audited.
 6. :func:`record_dose`, :func:`dosing_view` — schedule from the protocol; late/missed doses flagged.
@@ -21,9 +22,11 @@ step; each takes the acting :class:`Actor` and an explicit timezone-aware ``now`
    15 days), signals for the unblinded safety reviewer.
 9. :func:`withdraw` — with or without data removal (tombstone, CONSORT counts kept; :func:`consort`).
 
-Integrity: every write goes through :mod:`immunoguide.trial.audit` (append-only hash chain,
-:func:`verify_audit`); :func:`export_trial`, :func:`backup_store`, :func:`restore_store`. Everything that leaves
-``trial/`` is built by the role-aware read layer :mod:`immunoguide.trial.access`.
+Integrity: every write goes through :mod:`immunoguide.trial.audit` (append-only hash chain MAC'd with the trial key
+of :mod:`immunoguide.trial.keys`, system time beside event time, checkpoints; :func:`verify_audit`); accounts through
+:mod:`immunoguide.trial.accounts`; a store is real (system clock) or a simulation (:mod:`immunoguide.trial.clock`);
+:func:`export_trial`, :func:`backup_store`, :func:`restore_store`. Everything that leaves ``trial/`` is built by the
+role-aware read layer :mod:`immunoguide.trial.access`. Design and regulatory mapping: ``docs/trial-integrity.md``.
 """
 
 from __future__ import annotations

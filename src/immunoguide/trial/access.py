@@ -93,13 +93,17 @@ PERMISSIONS: Mapping[str, frozenset[str]] = MappingProxyType(
         "export": frozenset({"statistician", "dsmb", "administrator"}),
         "backup": frozenset({"administrator"}),
         "restore": frozenset({"administrator"}),
+        "checkpoint": frozenset({"administrator"}),
+        "manage_accounts": frozenset({"administrator"}),
     }
 )
 
-#: Columns no blinded role receives (table → columns).
+#: Columns no blinded role receives (table → columns): the arm and kit content (computed for unblinded roles from the
+#: sealed commitment), the commitment itself and the legacy plaintext columns of revision 0002.
 BLINDED_COLUMNS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
-        "allocation_slots": frozenset({"arm"}),
+        "allocation_lists": frozenset({"list_mac", "content_sha256"}),
+        "allocation_slots": frozenset({"arm", "arm_mac", "block", "block_size"}),
         "kits": frozenset({"regimen"}),
     }
 )
@@ -198,7 +202,7 @@ def arm_visible(session: Any, actor: Actor, patient: Any) -> bool:
 
 
 def _randomization_record(session: Any, patient: Any, actor: Actor, *, slot: Any = None,
-                          allocation_list: Any = None) -> dict[str, Any] | None:
+                          allocation_list: Any = None, arm: str | None = None) -> dict[str, Any] | None:
     from sqlalchemy import select
 
     from immunoguide.protocols import load_protocol
@@ -217,25 +221,28 @@ def _randomization_record(session: Any, patient: Any, actor: Actor, *, slot: Any
         "randomised_by": slot.allocated_by,
     }
     if arm_visible(session, actor, patient):
-        arm = load_protocol(lst.protocol).arm(slot.arm)
-        rec["arm"] = arm.code
-        rec["arm_label"] = arm.label
-        rec["arm_role"] = arm.role
+        from immunoguide.trial.randomization import arm_of
+
+        a = load_protocol(lst.protocol).arm(arm or arm_of(session, slot, lst))
+        rec["arm"] = a.code
+        rec["arm_label"] = a.label
+        rec["arm_role"] = a.role
     return rec
 
 
 def randomization_view(session: Any, patient: Any, actor: Actor, *, slot: Any = None, allocation_list: Any = None,
-                       kits: Any = None) -> dict[str, Any]:
+                       kits: Any = None, arm: str | None = None) -> dict[str, Any]:
     """What ``randomize`` returns: randomisation number, stratum, kits; the arm for unblinded roles only."""
     from immunoguide.trial._common import protocol_of
     from immunoguide.trial.kits import kit_dict, kits_of
 
-    rec = _randomization_record(session, patient, actor, slot=slot, allocation_list=allocation_list) or {}
+    rec = _randomization_record(session, patient, actor, slot=slot, allocation_list=allocation_list, arm=arm) or {}
     proto = protocol_of(patient)
     kits = kits if kits is not None else kits_of(session, patient)
     return {"patient": patient.code, "site": patient.site, "status": patient.status, **rec,
             "blinded": "arm" not in rec,
-            "kits": [kit_dict(session, k, proto, actor, patient) for k in sorted(kits, key=lambda k: k.route)]}
+            "kits": [kit_dict(session, k, proto, actor, patient, arm=rec.get("arm"))
+                     for k in sorted(kits, key=lambda k: k.route)]}
 
 
 def lab_results_view(session: Any, code: str, *, actor: Actor) -> list[Any]:
@@ -346,18 +353,24 @@ def consort(session: Any, *, actor: Actor) -> dict[str, Any]:
     wd_arm: Counter[str] = Counter()
     wd_removal_arm: Counter[str] = Counter()
     roles: dict[str, str] = {}
+    from immunoguide.trial.randomization import arm_of
+
     for pid, (s, lst) in slots.items():
         by_stratum[lst.stratum] += 1
-        by_arm[s.arm] += 1
-        if s.arm not in roles:
-            roles[s.arm] = load_protocol(lst.protocol).arm(s.arm).role
+        arm = arm_of(session, s, lst) if unblinded else None  # arms are opened for unblinded roles only
+        if arm is not None:
+            by_arm[arm] += 1
+            if arm not in roles:
+                roles[arm] = load_protocol(lst.protocol).arm(arm).role
         w = wds.get(pid)
         if w is not None:
             wd_stratum[lst.stratum] += 1
-            wd_arm[s.arm] += 1
+            if arm is not None:
+                wd_arm[arm] += 1
             if w.data_removal:
                 wd_removal_stratum[lst.stratum] += 1
-                wd_removal_arm[s.arm] += 1
+                if arm is not None:
+                    wd_removal_arm[arm] += 1
     randomised = len(slots)
     removal = sum(1 for pid, w in wds.items() if w.data_removal and pid in slots)
     out: dict[str, Any] = {

@@ -252,11 +252,13 @@ def safety_signals(session: Session, *, actor: Actor, now: datetime) -> dict[str
     authorize(actor, "safety_signals")
     aware(now, "now")
     rules = load_safety_rules()
-    rows = session.execute(
-        select(AllocationSlot.arm, AllocationList.protocol, AllocationList.stratum, Patient)
+    from immunoguide.trial.randomization import arm_of  # arms are sealed: opened with the trial key
+
+    rows = [(arm_of(session, slot, lst), lst.protocol, lst.stratum, p) for slot, lst, p in session.execute(
+        select(AllocationSlot, AllocationList, Patient)
         .join(AllocationList, AllocationSlot.list_id == AllocationList.id)
         .join(Patient, AllocationSlot.patient_id == Patient.id)
-    ).all()
+    ).all()]
     aes: dict[int, list[AdverseEvent]] = {}
     for ae in session.execute(select(AdverseEvent)).scalars():
         aes.setdefault(ae.patient_id, []).append(ae)

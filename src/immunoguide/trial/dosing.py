@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from immunoguide.errors import DuplicateRecord, InputError
 from immunoguide.protocols import compare
 from immunoguide.rules.regimen import Administration, Schedule, dose_schedule, reconcile
-from immunoguide.trial import audit
+from immunoguide.trial import audit, clock
 from immunoguide.trial._common import (
     aware,
     check_choice,
@@ -46,8 +46,10 @@ DEFAULT_LATE_AFTER_H = 1.0
 
 
 def _schedule(session: Session, p: Patient, start: datetime) -> Schedule:
+    from immunoguide.trial.randomization import arm_of
+
     slot = require_randomised(session, p, "dosing")
-    return dose_schedule(protocol_of(p), slot.arm, start)
+    return dose_schedule(protocol_of(p), arm_of(session, slot), start)
 
 
 def _administrations(session: Session, p: Patient) -> list[tuple[DoseAdministration, Kit]]:
@@ -60,9 +62,12 @@ def _administrations(session: Session, p: Patient) -> list[tuple[DoseAdministrat
 
 def record_dose(
     session: Session, code: str, kit: str, given_at: datetime, *, actor: Actor, now: datetime,
-    number: int | None = None, note: str | None = None,
+    number: int | None = None, note: str | None = None, late_entry_reason: str | None = None,
 ) -> dict[str, Any]:
     """Record a dose given from the patient's ``kit`` (``"IV"`` or ``"SC"``) at ``given_at``.
+
+    A dose recorded more than the store's late-entry limit after ``given_at`` needs ``late_entry_reason`` (kept
+    in the audit trail; :mod:`immunoguide.trial.clock`).
 
     ``number`` pins the dose to a scheduled dose of the kit; without it the dose is matched by time. The first
     recorded dose starts the schedule. Raises NotRandomized (dose for a patient not randomised), PatientWithdrawn,
@@ -108,12 +113,14 @@ def record_dose(
                          got=given_at.isoformat(), where="field given_at",
                          todo="every scheduled dose of this kit is already recorded; check the kit and time")
     dose_no = number if number is not None else matched[0].dose.number
-    if p.first_dose_at is None:
-        audit.update(session, actor, now, p, first_dose_at=given_at)
-    audit.insert(session, actor, now, DoseAdministration(
-        patient_id=p.id, kit_id=kits[kit].id, number=dose_no, given_at=given_at, note=note, recorded_at=now,
-        recorded_by=actor.user,
-    ))
+    late = clock.check_late_entry(session, given_at, now, "given_at", late_entry_reason)
+    with audit.reasoned(session, late):
+        if p.first_dose_at is None:
+            audit.update(session, actor, now, p, first_dose_at=given_at)
+        audit.insert(session, actor, now, DoseAdministration(
+            patient_id=p.id, kit_id=kits[kit].id, number=dose_no, given_at=given_at, note=note, recorded_at=now,
+            recorded_by=actor.user,
+        ))
     view = dosing_view(session, code, actor=actor, now=now)
     view["recorded"] = {"kit": kit, "kit_number": kits[kit].kit_number, "number": dose_no,
                         "given_at": given_at.isoformat()}

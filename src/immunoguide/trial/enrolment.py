@@ -23,7 +23,7 @@ the stage that triggered it (``screening``, ``consent``, ``classification``, ``r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,7 +35,7 @@ from immunoguide.protocols import Protocol, load_protocol
 from immunoguide.rules.eligibility import EligibilityResult, PatientRecord, evaluate_eligibility
 from immunoguide.rules.endotype import BiomarkerResult, classify_endotype, results_from_record
 from immunoguide.rules.measurements import CensoredValue
-from immunoguide.trial import audit
+from immunoguide.trial import audit, clock
 from immunoguide.trial._common import (
     DEFAULT_PROTOCOL,
     aware,
@@ -228,11 +228,14 @@ def screen(
         rec = PatientRecord.model_validate(dict(record))
     except ValidationError as exc:
         raise validation_error(exc, "screening record") from None
+    clock.check_not_before_trial(session, now, "screening time (now)")
     for f in ("sepsis3_onset_time", "sepsis_onset_time", "hospital_admission_time", "icu_admission_time"):
         t = getattr(rec, f)
         if t is not None:
             aware(t, f)
             not_future(t, now, f)
+    if rec.sepsis3_onset_time is not None:
+        clock.check_not_before_trial(session, rec.sepsis3_onset_time, "sepsis3_onset_time", margin=timedelta(days=7))
     if session.execute(select(Patient.id).where(Patient.code == code)).first() is not None:
         raise DuplicateRecord(expected="a study code not yet screened", got=code, where="patients",
                               todo="each patient is screened once; use a new code or look the patient up")
@@ -263,6 +266,7 @@ def record_consent(
     check_choice(given_by, tuple(values), "given_by")
     aware(signed_at, "signed_at")
     not_future(signed_at, now, "signed_at")
+    clock.check_not_before_trial(session, signed_at, "signed_at")
     existing = consent_of(session, p)
     if existing is not None:
         raise DuplicateConsent(

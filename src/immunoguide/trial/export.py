@@ -27,7 +27,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
 from immunoguide.errors import InputError, StoreError
-from immunoguide.trial import audit
+from immunoguide.trial import audit, clock
 from immunoguide.trial._common import aware
 from immunoguide.trial.access import BLINDED_COLUMNS, Actor, authorize, consort, sees_arms
 from immunoguide.trial.models import ACCOUNT_TABLES, AUDITED_TABLES, AuditHead, AuditRecord, Base, Patient, UTCDateTime
@@ -35,7 +35,7 @@ from immunoguide.trial.store import HEAD_REVISION, TrialStore
 
 __all__ = ["BACKUP_FORMAT", "DATA_DICTIONARY", "backup_store", "export_trial", "restore_store"]
 
-BACKUP_FORMAT = "immunoguide.trial-backup/1"
+BACKUP_FORMAT = "immunoguide.trial-backup/2"
 
 _T = "time (ISO 8601, UTC)"
 _WHO = "user name"
@@ -90,20 +90,24 @@ DATA_DICTIONARY: dict[str, dict[str, tuple[str, str | None]]] = {
     "allocation_lists": {
         "id": ("list id", None), "name": ("list name", None), "site": ("site code", None),
         "stratum": ("stratum (endotype)", None), "protocol": ("protocol id@version", None),
-        "n_slots": ("number of slots", None), "file_sha256": ("SHA-256 of the imported CSV file", None),
-        "content_sha256": ("SHA-256 of the slot content (site, stratum, seq, block, size, arm)", None),
-        "meta": ("generation metadata: block sizes, ratio, stratification choice (JSON; no seed)", None),
+        "n_slots": ("number of slots", None),
+        "file_sha256": ("SHA-256 of the imported sealed CSV (commitments only, no arm; null for a list sealed at the "
+                        "upgrade from revision 0002)", None),
+        "meta": ("generation metadata: ratio, stratification choice, generator, key id, list MAC (JSON; no seed, no "
+                 "seed hash, no block sizes)", None),
         "imported_at": ("time of import", _T), "imported_by": ("user", _WHO),
     },
     "allocation_slots": {
         "id": ("slot id", None), "list_id": ("list id", None), "seq": ("slot number within the list", None),
-        "block": ("permuted block number", None), "block_size": ("size of the block", None),
-        "arm": ("allocated arm code (blinded)", None), "patient_id": ("internal id of the patient holding the slot", None),
+        "patient_id": ("internal id of the patient holding the slot", None),
         "allocated_at": ("time of randomisation", _T), "allocated_by": ("user who randomised", _WHO),
+        "arm": ("allocated arm code, opened from the slot's sealed commitment with the trial key (unblinded "
+                "exports only; empty for slots not yet given to a patient)", None),
     },
     "kits": {
         "id": ("kit id", None), "kit_number": ("kit number on the label", None), "patient_id": ("internal patient id", None),
-        "route": ("IV or SC", None), "regimen": ("kit content: regimen id of the protocol (blinded)", None),
+        "route": ("IV or SC", None),
+        "regimen": ("kit content: regimen id of the protocol, from the sealed arm (unblinded exports only)", None),
         "label": ("label text (identical for every kit of a route)", None), "assigned_at": ("time assigned", _T),
     },
     "dose_administrations": {
@@ -143,6 +147,29 @@ DATA_DICTIONARY: dict[str, dict[str, tuple[str, str | None]]] = {
     },
 }
 _PATIENT_CODE = ("study code of the patient (joined from patients)", None)
+#: Stored columns never exported: the commitments and MACs (useless without the key, and no blinded reader needs
+#: them) and the legacy plaintext columns of revision 0002 (NULL once sealed).
+NOT_EXPORTED: dict[str, frozenset[str]] = {
+    "allocation_lists": frozenset({"content_sha256", "list_mac"}),
+    "allocation_slots": frozenset({"arm", "arm_mac", "block", "block_size"}),
+    "kits": frozenset({"regimen"}),
+}
+#: Columns computed with the trial key for unblinded exports (table → column → function of (session, row)).
+COMPUTED_UNBLINDED: dict[str, tuple[str, ...]] = {"allocation_slots": ("arm",), "kits": ("regimen",)}
+
+
+def _computed(session: Session, table: str, column: str, obj: Any, cache: dict[int, str]) -> str | None:
+    from immunoguide.trial._common import protocol_of
+    from immunoguide.trial.kits import kit_regimen
+    from immunoguide.trial.randomization import arm_of
+
+    if table == "allocation_slots":  # only slots given to a patient: the rest of the list stays concealed
+        return None if obj.patient_id is None else arm_of(session, obj)
+    if table == "kits":
+        p = session.get(Patient, obj.patient_id)
+        assert p is not None
+        return kit_regimen(session, obj, protocol_of(p))
+    return None
 
 
 def _cell(v: Any) -> Any:
@@ -180,18 +207,22 @@ def export_trial(
     written: list[str] = []
     rows_per_table: dict[str, int] = {}
     dictionary: list[dict[str, Any]] = []
+    cache: dict[int, str] = {}
     for model in AUDITED_TABLES:
         table = model.__tablename__
-        hidden = set() if unblinded else set(BLINDED_COLUMNS.get(table, ()))
+        hidden = set(NOT_EXPORTED.get(table, ())) | (set() if unblinded else set(BLINDED_COLUMNS.get(table, ())))
         cols = [c for c in model.__table__.columns if c.key not in hidden]
+        extra = COMPUTED_UNBLINDED.get(table, ()) if unblinded else ()
         records = []
         for obj in session.execute(select(model).order_by(*model.__mapper__.primary_key)).scalars():
             img = audit.row_image(obj)
             rec = {c.key: _cell(img[c.key]) for c in cols}
+            for name in extra:
+                rec[name] = _computed(session, table, name, obj, cache)
             if "patient_id" in img:
                 rec["patient_code"] = codes.get(img["patient_id"])
             records.append(rec)
-        names = [c.key for c in cols] + (["patient_code"] if "patient_id" in model.__table__.columns else [])
+        names = [c.key for c in cols] + list(extra) + (["patient_code"] if "patient_id" in model.__table__.columns else [])
         df = pd.DataFrame.from_records(records, columns=names)
         for c in cols:
             if isinstance(c.type, UTCDateTime):
@@ -229,9 +260,9 @@ def export_trial(
 
 
 def _tables() -> list[Any]:
-    """Every table of the trial data (the service's account tables are not trial data and not backed up)."""
-    accounts = {m.__tablename__ for m in ACCOUNT_TABLES}
-    return [t for t in Base.metadata.sorted_tables if t.name not in accounts]
+    """Every table of the store except the login tokens (short-lived credentials): trial data, the audit trail, the
+    store configuration and the accounts (audited since revision 0003)."""
+    return [t for t in Base.metadata.sorted_tables if t.name != "service_tokens"]
 
 
 def _models_by_table() -> dict[str, type[Base]]:
@@ -257,7 +288,7 @@ def backup_store(store: TrialStore, path: str | Path, *, actor: Actor, now: date
             zf.writestr(f"tables/{t.name}.jsonl", data)
             manifest["tables"][t.name] = {"rows": len(lines), "sha256": hashlib.sha256(data).hexdigest()}
         head = s.execute(select(AuditHead)).scalar_one()
-        manifest["audit_head"] = {"seq": head.seq, "hash": head.hash}
+        manifest["audit_head"] = {"seq": head.seq, "hash": head.hash, "mac": head.mac}
         zf.writestr("manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "tables": {k: v["rows"] for k, v in manifest["tables"].items()}, "audit_head": manifest["audit_head"]}
@@ -272,14 +303,19 @@ def _from_json(col: Any, value: Any) -> Any:
 
 
 def restore_store(store: TrialStore, path: str | Path, *, actor: Actor, now: datetime) -> dict[str, Any]:
-    """Load a backup into an empty store at the same schema revision, verify it, and record the restore.
+    """Load a backup into an empty, migrated but not yet initialised store (``TrialStore.upgrade``), verify it with
+    the trial key, and record the restore.
 
-    Raises StoreError (not a backup, wrong format or revision, a file's checksum differs, the store not empty)
-    and AuditChainBroken (the restored data do not verify); nothing is written then.
+    The backup brings the store's configuration (mode, key id) and its accounts; the process must hold the same
+    trial key. Raises StoreError (not a backup, wrong format or revision, a file's checksum differs, the store not
+    empty), TrialKeyError (another key) and AuditChainBroken (the restored data do not verify); nothing is written
+    then.
     """
+    from immunoguide.trial.models import StoreConfig
+
     authorize(actor, "restore")
     aware(now, "now")
-    store.check_schema()
+    store.check_revision()
     path = Path(path)
     try:
         zf = zipfile.ZipFile(path)
@@ -292,11 +328,13 @@ def restore_store(store: TrialStore, path: str | Path, *, actor: Actor, now: dat
                          got=f"{manifest.get('format')} at {manifest.get('schema_revision')}", where=str(path),
                          todo="restore with the immunoguide version that wrote the backup, then upgrade")
     with store.session() as s:
-        models: tuple[type[Base], ...] = (*AUDITED_TABLES, AuditRecord)
+        models: tuple[type[Base], ...] = (*AUDITED_TABLES, AuditRecord, StoreConfig, *ACCOUNT_TABLES)
         counts = {m.__tablename__: s.execute(select(func.count()).select_from(m)).scalar_one() for m in models}
         if any(counts.values()) or s.execute(select(AuditHead.seq)).scalar_one() != 0:
-            raise StoreError(expected="an empty trial store (just initialised)", got={k: v for k, v in counts.items() if v},
-                             where=store.safe_url, todo="restore into a new database (`immunoguide trial init --db …`)")
+            raise StoreError(expected="an empty, migrated store that is not initialised", got={k: v for k, v in counts.items() if v},
+                             where=store.safe_url,
+                             todo="restore into a new database (`immunoguide trial restore` migrates it first; do not "
+                                  "run `trial init` on it)")
         restored: dict[str, int] = {}
         for t in _tables():
             info = manifest["tables"].get(t.name)
@@ -308,7 +346,8 @@ def restore_store(store: TrialStore, path: str | Path, *, actor: Actor, now: dat
             values = [{c.key: _from_json(c, r.get(c.key)) for c in t.columns} for r in rows]
             if t.name == "audit_head":
                 for v in values:
-                    s.execute(sql_update(t).where(t.c.id == v["id"]).values(seq=v["seq"], hash=v["hash"]))
+                    s.execute(sql_update(t).where(t.c.id == v["id"]).values(seq=v["seq"], hash=v["hash"],
+                                                                             mac=v.get("mac")))
             elif values:
                 for i in range(0, len(values), 1000):
                     s.execute(insert(t), values[i : i + 1000])
@@ -319,6 +358,8 @@ def restore_store(store: TrialStore, path: str | Path, *, actor: Actor, now: dat
                     continue
                 s.execute(text(f"SELECT setval(pg_get_serial_sequence('{t.name}', 'id'), "
                                f"COALESCE((SELECT MAX(id) FROM {t.name}), 0) + 1, false)"))
+        clock.forget_config(s)
+        clock.require_key(s, "to verify the restored audit chain")
         report = audit.verify_audit(s)
         audit.require_intact(report)
         audit.append(s, actor, now, action="restore", table="store", row_id=None, patient_id=None,

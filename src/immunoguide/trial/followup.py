@@ -28,7 +28,7 @@ from immunoguide.errors import ConflictingInputError, DuplicateRecord, InputErro
 from immunoguide.protocols import Protocol
 from immunoguide.rules.endotype import reclassify_daily
 from immunoguide.rules.sofa import SofaInputs, score_sofa
-from immunoguide.trial import audit
+from immunoguide.trial import audit, clock
 from immunoguide.trial._common import (
     aware,
     check_choice,
@@ -101,8 +101,13 @@ def record_followup(
     infection_assessment: str | None = None,
     vital_status: str | None = None,
     death_at: datetime | None = None,
+    late_entry_reason: str | None = None,
 ) -> dict[str, Any]:
     """Record one study day's follow-up (once per day).
+
+    ``assessed_at`` must lie in the study day (SOFA, labs; vital status and infection outcome: not before it) and,
+    more than the store's late-entry limit before ``now``, needs ``late_entry_reason`` (kept in the audit trail;
+    :mod:`immunoguide.trial.clock`).
 
     Raises NotRandomized, PatientWithdrawn, NotAVisitDay (day not in :func:`followup_days`, or an item not
     collected that day), DuplicateRecord (day already recorded), ConflictingInputError (SOFA total and inputs
@@ -163,15 +168,18 @@ def record_followup(
     if session.execute(select(FollowUp.id).where(FollowUp.patient_id == p.id, FollowUp.day == day)).first():
         raise DuplicateRecord(expected=f"day {day} not yet recorded", got=f"{p.code} day {day}", where="followups",
                               todo="each follow-up day is recorded once")
-    if labs:
-        from immunoguide.trial.enrolment import _lab_rows
+    clock.check_study_day(anchor, day, assessed_at, within_day=given["sofa"] or given["labs"])
+    late = clock.check_late_entry(session, assessed_at, now, "assessed_at", late_entry_reason)
+    with audit.reasoned(session, late):
+        if labs:
+            from immunoguide.trial.enrolment import _lab_rows
 
-        audit.insert_many(session, actor, now, _lab_rows(proto, labs, p, actor, now))
-    audit.insert(session, actor, now, FollowUp(
-        patient_id=p.id, day=day, assessed_at=assessed_at, sofa_total=sofa_total, sofa_source=source,
-        sofa_detail=detail, infection_assessment=infection_assessment, vital_status=vital_status,
-        death_at=death_at if vital_status == "dead" else None, recorded_at=now, recorded_by=actor.user,
-    ))
+            audit.insert_many(session, actor, now, _lab_rows(proto, labs, p, actor, now))
+        audit.insert(session, actor, now, FollowUp(
+            patient_id=p.id, day=day, assessed_at=assessed_at, sofa_total=sofa_total, sofa_source=source,
+            sofa_detail=detail, infection_assessment=infection_assessment, vital_status=vital_status,
+            death_at=death_at if vital_status == "dead" else None, recorded_at=now, recorded_by=actor.user,
+        ))
     return followup_view(session, code, actor=actor, now=now, _patient=p)
 
 

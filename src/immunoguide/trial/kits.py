@@ -1,11 +1,12 @@
 """Double-dummy kits and emergency unblinding.
 
 Each randomised patient receives one kit per kit name of the protocol's arms (ImmunoSep: an **IV** kit —
-anakinra or placebo — and an **SC** kit — rhIFN-γ or placebo). A kit's number is derived from the allocation
-list's checksum, the slot and the route (not sequential, so it reveals nothing), and its label is the same for
-every kit of a route whatever it holds: it names every content the route can hold. The content (regimen) is
-seen by unblinded pharmacists (who prepare the drugs) and the DSMB only; everyone else sees kit numbers and
-labels (:mod:`immunoguide.trial.access`).
+anakinra or placebo — and an **SC** kit — rhIFN-γ or placebo). A kit's number is an HMAC of the list, the slot and
+the route under the trial key's *kit* sub-key (not sequential and independent of the arm, so it reveals nothing),
+and its label is the same for every kit of a route whatever it holds: it names every content the route can hold.
+The store does not hold the content: it follows from the slot's sealed arm (:func:`kit_regimen`), which only a
+process holding the trial key can open, and it is shown to unblinded pharmacists (who prepare the drugs) and the
+DSMB only; everyone else sees kit numbers and labels (:mod:`immunoguide.trial.access`).
 
 Emergency unblinding (:func:`unblind`) reveals one patient's arm to an investigator of the patient's site, with
 a mandatory reason; it is stored and audited, and the patient's arm is shown to the site's investigators from
@@ -14,7 +15,6 @@ then on.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -23,12 +23,12 @@ from sqlalchemy.orm import Session
 
 from immunoguide.errors import InputError
 from immunoguide.protocols import Protocol, describe_regimen
-from immunoguide.trial import audit
+from immunoguide.trial import audit, clock
 from immunoguide.trial._common import aware, get_patient, protocol_of, require_randomised
 from immunoguide.trial.access import Actor, arm_visible, blind_row
 from immunoguide.trial.models import AllocationList, AllocationSlot, Kit, Patient, Unblinding
 
-__all__ = ["assign_kits", "kit_dict", "kit_label", "kits_of", "kits_view", "unblind"]
+__all__ = ["assign_kits", "kit_dict", "kit_label", "kit_regimen", "kits_of", "kits_view", "unblind"]
 
 
 def kit_label(protocol: Protocol, route: str, kit_number: str) -> str:
@@ -45,22 +45,40 @@ def kit_label(protocol: Protocol, route: str, kit_number: str) -> str:
             "for clinical-trial use only")
 
 
-def _kit_number(lst: AllocationList, slot: AllocationSlot, route: str) -> str:
-    digest = hashlib.sha256(f"{lst.content_sha256}:{slot.seq}:{route}".encode()).hexdigest()
+def _kit_number(session: Session, lst: AllocationList, slot: AllocationSlot, route: str) -> str:
+    key = clock.require_key(session, "to number kits")
+    digest = key.mac("kit", ["kit", lst.name, lst.site, lst.stratum, slot.seq, route])
     return f"{route}-{digest[:12].upper()}"
 
 
 def assign_kits(session: Session, actor: Actor, now: datetime, p: Patient, protocol: Protocol,
-                lst: AllocationList, slot: AllocationSlot) -> list[Kit]:
-    """Create the patient's kits for the arm of ``slot`` (called by :func:`~immunoguide.trial.randomization.randomize`)."""
-    arm = protocol.arm(slot.arm)
+                lst: AllocationList, slot: AllocationSlot, *, arm: str | None = None) -> list[Kit]:
+    """Create the patient's kits for the arm of ``slot`` (called by :func:`~immunoguide.trial.randomization.randomize`).
+
+    The kits' routes are those of the arm (identical for every arm of a double-dummy design); no content is stored.
+    """
+    from immunoguide.trial.randomization import arm_of
+
+    a = protocol.arm(arm or arm_of(session, slot, lst))
     kits = []
-    for route, regimen in sorted(arm.kits.items()):
-        number = _kit_number(lst, slot, route)
-        kits.append(Kit(kit_number=number, patient_id=p.id, route=route, regimen=regimen,
+    for route in sorted(a.kits):
+        number = _kit_number(session, lst, slot, route)
+        kits.append(Kit(kit_number=number, patient_id=p.id, route=route, regimen=None,
                         label=kit_label(protocol, route, number), assigned_at=now))
     audit.insert_many(session, actor, now, kits)
     return kits
+
+
+def kit_regimen(session: Session, k: Kit, protocol: Protocol, *, arm: str | None = None) -> str:
+    """The content (regimen id) of a kit: the kit's route in the patient's arm (needs the trial key)."""
+    if k.regimen is not None:  # revision-0002 kit not sealed yet
+        return k.regimen
+    if arm is None:
+        from immunoguide.trial.randomization import arm_of
+
+        slot = session.execute(select(AllocationSlot).where(AllocationSlot.patient_id == k.patient_id)).scalar_one()
+        arm = arm_of(session, slot)
+    return protocol.arm(arm).kits[k.route]
 
 
 def kits_of(session: Session, p: Patient) -> list[Kit]:
@@ -68,14 +86,15 @@ def kits_of(session: Session, p: Patient) -> list[Kit]:
     return list(session.execute(select(Kit).where(Kit.patient_id == p.id).order_by(Kit.route)).scalars())
 
 
-def kit_dict(session: Session, k: Kit, protocol: Protocol, actor: Actor, p: Patient) -> dict[str, Any]:
+def kit_dict(session: Session, k: Kit, protocol: Protocol, actor: Actor, p: Patient, *,
+             arm: str | None = None) -> dict[str, Any]:
     """One kit as ``actor`` may see it (content only when the arm is visible to them)."""
-    row = {"kit_number": k.kit_number, "route": k.route, "label": k.label, "assigned_at": k.assigned_at.isoformat(),
-           "regimen": k.regimen}
+    row = {"kit_number": k.kit_number, "route": k.route, "label": k.label, "assigned_at": k.assigned_at.isoformat()}
     out = blind_row("kits", row, actor)
     if arm_visible(session, actor, p):
-        r = protocol.regimens[k.regimen]
-        out["regimen"] = k.regimen
+        regimen = kit_regimen(session, k, protocol, arm=arm)
+        r = protocol.regimens[regimen]
+        out["regimen"] = regimen
         out["content"] = describe_regimen(r)
         out["is_placebo"] = r.is_placebo
     return out
@@ -84,10 +103,16 @@ def kit_dict(session: Session, k: Kit, protocol: Protocol, actor: Actor, p: Pati
 def kits_view(session: Session, code: str, *, actor: Actor) -> dict[str, Any]:
     """The patient's kits: numbers and labels for everyone; contents for unblinded roles only."""
     p = get_patient(session, code, actor, "view", lock=False)
-    require_randomised(session, p, "kits")
+    slot = require_randomised(session, p, "kits")
     proto = protocol_of(p)
-    return {"patient": p.code, "blinded": not arm_visible(session, actor, p),
-            "kits": [kit_dict(session, k, proto, actor, p) for k in kits_of(session, p)]}
+    visible = arm_visible(session, actor, p)
+    arm = None
+    if visible:
+        from immunoguide.trial.randomization import arm_of
+
+        arm = arm_of(session, slot)
+    return {"patient": p.code, "blinded": not visible,
+            "kits": [kit_dict(session, k, proto, actor, p, arm=arm) for k in kits_of(session, p)]}
 
 
 def unblind(session: Session, code: str, reason: str, *, actor: Actor, now: datetime) -> dict[str, Any]:
@@ -105,7 +130,9 @@ def unblind(session: Session, code: str, reason: str, *, actor: Actor, now: date
     audit.insert(session, actor, now, Unblinding(patient_id=p.id, reason=reason.strip(), unblinded_at=now,
                                                  unblinded_by=actor.user, role=actor.role))
     proto = protocol_of(p)
-    arm = proto.arm(slot.arm)
+    from immunoguide.trial.randomization import arm_of
+
+    arm = proto.arm(arm_of(session, slot))
     return {
         "patient": p.code,
         "arm": arm.code,
@@ -113,7 +140,7 @@ def unblind(session: Session, code: str, reason: str, *, actor: Actor, now: date
         "unblinded_at": now.isoformat(),
         "unblinded_by": actor.user,
         "reason": reason.strip(),
-        "kits": [kit_dict(session, k, proto, actor, p) for k in kits_of(session, p)],
+        "kits": [kit_dict(session, k, proto, actor, p, arm=arm.code) for k in kits_of(session, p)],
     }
 
 

@@ -12,17 +12,24 @@ Tables (one line each; the data dictionary of :mod:`immunoguide.trial.export` re
 ``consents``               informed consent (patient, first-degree relative or spouse; or refused)
 ``lab_results``            ferritin / mHLA-DR results with assay method and sample, receipt and result times
 ``classifications``        baseline immune classification (endotype = randomisation stratum) with its evidence
-``allocation_lists``       imported allocation lists, one per site and stratum, with their checksums
-``allocation_slots``       the slots of each list, in order; ``patient_id`` is set once the slot is taken
-``kits``                   the IV and SC kit of each randomised patient (``regimen`` is blinded)
+``allocation_lists``       imported (sealed) allocation lists, one per site and stratum, with their keyed MAC
+``allocation_slots``       the slots of each list, in order: a keyed commitment to the arm (``arm_mac``), never the
+                           arm; ``patient_id`` is set once the slot is taken
+``kits``                   the IV and SC kit of each randomised patient (the content follows from the sealed arm)
 ``dose_administrations``   doses given from a kit
 ``followups``              visit-day assessments: SOFA, infection assessment (day 15), vital status (days 28, 90)
 ``adverse_events``         AEs with CTCAE grade, seriousness, relatedness, outcome and SAE report times
 ``unblindings``            emergency unblinding of one patient: who, when, why
 ``withdrawals``            withdrawal, with or without removal of the patient's data
-``audit_log``              append-only, hash-chained record of every write; ``audit_head`` is the chain's tip
-``service_users``          accounts of the REST service (role, site, salted scrypt hash); not trial data
-``service_tokens``         HMAC digests of the service's bearer tokens with their expiry; not trial data
+``audit_log``              append-only, hash-chained and keyed (MAC) record of every write; ``audit_head`` is its tip
+``store_config``           one row: real or simulation store, the trial key's id, clock tolerance, trial start (MAC'd)
+``service_users``          accounts (role, site, salted scrypt hash); every change is in the audit trail
+``service_tokens``         HMAC digests of login tokens with their expiry (not audited: short-lived credentials)
+
+Columns marked *legacy* (``allocation_slots.arm``, ``block``, ``block_size``, ``allocation_lists.content_sha256``,
+``file_sha256`` of a plaintext list, ``kits.regimen``) were written by revision 0002 stores; ``immunoguide trial
+init`` seals such a store with the trial key (arms moved into ``arm_mac``, the legacy values set to NULL and their
+audit payloads redacted), after which they are always NULL.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -65,6 +73,7 @@ __all__ = [
     "Patient",
     "ServiceToken",
     "ServiceUser",
+    "StoreConfig",
     "Unblinding",
     "UTCDateTime",
     "Withdrawal",
@@ -212,38 +221,42 @@ class AllocationList(Base):
     stratum: Mapped[str] = mapped_column(String(32))
     protocol: Mapped[str] = mapped_column(String(64))
     n_slots: Mapped[int] = mapped_column(Integer)
-    file_sha256: Mapped[str] = mapped_column(String(64))
-    content_sha256: Mapped[str] = mapped_column(String(64))
+    file_sha256: Mapped[str | None] = mapped_column(String(64))
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
     meta: Mapped[dict[str, Any]]
     imported_at: Mapped[datetime]
     imported_by: Mapped[str] = mapped_column(String(64))
+    list_mac: Mapped[str | None] = mapped_column(String(64))
 
 
 class AllocationSlot(Base):
-    """One slot of an allocation list; ``arm`` is blinded; ``patient_id`` is set when the slot is taken."""
+    """One slot of an allocation list: ``arm_mac`` commits to the arm under the trial key (the arm is not stored);
+    ``patient_id`` is set when the slot is taken. ``arm``, ``block``, ``block_size``: legacy (NULL once sealed)."""
 
     __tablename__ = "allocation_slots"
     __table_args__ = (UniqueConstraint("list_id", "seq"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     list_id: Mapped[int] = mapped_column(ForeignKey("allocation_lists.id"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
-    block: Mapped[int] = mapped_column(Integer)
-    block_size: Mapped[int] = mapped_column(Integer)
-    arm: Mapped[str] = mapped_column(String(64))
+    block: Mapped[int | None] = mapped_column(Integer)
+    block_size: Mapped[int | None] = mapped_column(Integer)
+    arm: Mapped[str | None] = mapped_column(String(64))
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), unique=True)
     allocated_at: Mapped[datetime | None]
     allocated_by: Mapped[str | None] = mapped_column(String(64))
+    arm_mac: Mapped[str | None] = mapped_column(String(64))
 
 
 class Kit(Base):
-    """A double-dummy kit (``route`` IV or SC) given to a randomised patient; ``regimen`` is blinded."""
+    """A double-dummy kit (``route`` IV or SC) given to a randomised patient; its content follows from the sealed arm
+    of the patient's slot (``regimen``: legacy, NULL once sealed)."""
 
     __tablename__ = "kits"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kit_number: Mapped[str] = mapped_column(String(32), unique=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
     route: Mapped[str] = mapped_column(String(8))
-    regimen: Mapped[str] = mapped_column(String(64))
+    regimen: Mapped[str | None] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(Text)
     assigned_at: Mapped[datetime]
 
@@ -330,6 +343,7 @@ class AuditRecord(Base):
     """One link of the append-only audit chain (see :mod:`immunoguide.trial.audit`)."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_table_row", "table_name", "row_id"),)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(64))
@@ -343,15 +357,39 @@ class AuditRecord(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     redacted_by: Mapped[int | None] = mapped_column(Integer)
+    system_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    mac: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditHead(Base):
-    """The tip of the audit chain (one row, ``id`` = 1); locked by every writing transaction."""
+    """The tip of the audit chain (one row, ``id`` = 1); locked by every writing transaction; ``mac`` keyed."""
 
     __tablename__ = "audit_head"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str | None] = mapped_column(String(64))
+
+
+class StoreConfig(Base):
+    """The store's configuration (one row, ``id`` = 1), MAC'd with the trial key (:mod:`immunoguide.trial.clock`).
+
+    ``mode`` is ``real`` (times come from the system clock; accounts required) or ``simulation`` (the demo's: the
+    caller's clock is accepted and recorded beside the system time). ``keyed_from_seq`` is the first audit entry
+    carrying a MAC (entries of a store upgraded from revision 0002 before it have none).
+    """
+
+    __tablename__ = "store_config"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    mode: Mapped[str] = mapped_column(String(16))
+    key_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    trial_start: Mapped[datetime | None]
+    clock_tolerance_s: Mapped[int] = mapped_column(Integer)
+    late_entry_after_h: Mapped[float] = mapped_column(Float)
+    keyed_from_seq: Mapped[int] = mapped_column(Integer)
+    mac: Mapped[str] = mapped_column(String(64))
 
 
 #: Tables whose every row is created, changed and deleted through the audit trail, in foreign-key order.
@@ -397,6 +435,6 @@ class ServiceToken(Base):
     revoked: Mapped[bool] = mapped_column(Boolean)
 
 
-#: Tables of the service's accounts: not trial data, so neither audited, exported nor in a backup (the restored
-#: store's administrator creates the accounts again with ``immunoguide users create-user``).
+#: Tables of the accounts: not trial data (not exported). Every change to ``service_users`` is recorded in the audit
+#: trail (:mod:`immunoguide.trial.accounts`) and the accounts are in a backup; tokens are neither.
 ACCOUNT_TABLES: tuple[type[Base], ...] = (ServiceUser, ServiceToken)

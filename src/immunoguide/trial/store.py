@@ -6,19 +6,19 @@ through the same models. Every write transaction is serialised where it must be:
 * **SQLite**: every transaction starts with ``BEGIN IMMEDIATE`` (the database write lock is taken at the start,
   so two writers never interleave; others wait up to ``busy_timeout_s``), foreign keys are enforced, the journal
   is a write-ahead log with ``synchronous=FULL`` (a committed transaction survives a crash or power loss);
-* **PostgreSQL**: ``READ COMMITTED`` with explicit row locks — the patient row, the allocation slot
-  (``FOR UPDATE SKIP LOCKED``) and, at commit, after every data change is flushed, the audit-chain head
-  (``FOR UPDATE``), always in that order.
+* **PostgreSQL**: ``READ COMMITTED`` with explicit row locks — the patient row, the allocation list (``FOR
+  UPDATE``: one allocation per list at a time, see :mod:`immunoguide.trial.randomization`) and, at commit, after
+  every data change is flushed, the audit-chain head (``FOR UPDATE``), always in that order.
 
 The schema is created and upgraded only by the Alembic migrations shipped in ``trial/migrations``
 (:meth:`TrialStore.upgrade`, the ``immunoguide trial init`` command); no ``alembic.ini`` is needed.
 
 Examples
 --------
->>> store = TrialStore("sqlite://")          # in-memory, for illustration
->>> store.upgrade()
->>> store.schema_revision() == HEAD_REVISION
-True
+>>> from immunoguide.trial.keys import TrialKey
+>>> store = TrialStore("sqlite://", key=TrialKey.generate())          # in-memory, for illustration
+>>> store.initialise()["mode"], store.schema_revision() == HEAD_REVISION
+('real', True)
 >>> store.dispose()
 """
 
@@ -27,15 +27,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from immunoguide.errors import StoreError
+from immunoguide.errors import ImplausibleTime, StoreError, TrialKeyError
+
+if TYPE_CHECKING:
+    from immunoguide.trial.keys import TrialKey
 
 __all__ = ["DEFAULT_URL", "ENV_URL", "HEAD_REVISION", "TrialStore", "default_url"]
 
@@ -44,7 +48,7 @@ DEFAULT_URL = "sqlite:///immunoguide.db"
 #: Environment variable that overrides the default URL.
 ENV_URL = "IMMUNOGUIDE_DB_URL"
 #: The newest migration shipped (``trial/migrations/versions``).
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 def default_url() -> str:
@@ -65,28 +69,45 @@ class TrialStore:
     ----------
     url : str, optional
         SQLAlchemy URL; default :func:`default_url`. ``postgresql://`` is read as ``postgresql+psycopg://``.
+    key : TrialKey, optional
+        The trial key (:mod:`immunoguide.trial.keys`); default the one configured in the environment
+        (``$IMMUNOGUIDE_TRIAL_KEY_FILE`` or ``$IMMUNOGUIDE_TRIAL_KEY``), if any. Writes and unblinded reads need it.
     busy_timeout_s : float
         SQLite only: how long a writer waits for the write lock (seconds).
     pool_size : int
         PostgreSQL only: connections kept open (concurrent writers from threads need one each).
+    engine : Engine, optional
+        Use this engine instead of creating one from ``url`` (its owner disposes it).
     """
 
-    def __init__(self, url: str | None = None, *, busy_timeout_s: float = 60.0, pool_size: int = 5) -> None:
-        self.url = _normalise(url or default_url())
-        kwargs: dict[str, Any] = {"future": True}
-        if self.url.startswith("sqlite"):
-            memory = self.url in ("sqlite://", "sqlite:///:memory:")
-            kwargs["connect_args"] = {"timeout": busy_timeout_s, "check_same_thread": False}
-            if memory:
-                kwargs["poolclass"] = StaticPool
+    def __init__(self, url: str | None = None, *, key: TrialKey | None = None, busy_timeout_s: float = 60.0,
+                 pool_size: int = 5, engine: Engine | None = None) -> None:
+        if engine is not None:
+            self.engine = engine
+            self.url = engine.url.render_as_string(hide_password=False)
+            self._owns_engine = False
         else:
-            kwargs["pool_size"] = pool_size
-            kwargs["max_overflow"] = 10
-            kwargs["pool_pre_ping"] = True
-        self.engine: Engine = create_engine(self.url, **kwargs)
-        if self.engine.dialect.name == "sqlite":
-            _serialise_sqlite(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+            self.url = _normalise(url or default_url())
+            kwargs: dict[str, Any] = {"future": True}
+            if self.url.startswith("sqlite"):
+                memory = self.url in ("sqlite://", "sqlite:///:memory:")
+                kwargs["connect_args"] = {"timeout": busy_timeout_s, "check_same_thread": False}
+                if memory:
+                    kwargs["poolclass"] = StaticPool
+            else:
+                kwargs["pool_size"] = pool_size
+                kwargs["max_overflow"] = 10
+                kwargs["pool_pre_ping"] = True
+            self.engine = create_engine(self.url, **kwargs)
+            if self.engine.dialect.name == "sqlite":
+                _serialise_sqlite(self.engine)
+            self._owns_engine = True
+        from immunoguide.trial.clock import KEY_INFO
+        from immunoguide.trial.keys import load_key
+
+        self.key: TrialKey | None = key if key is not None else load_key()
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False,
+                                      info={KEY_INFO: self.key})
         from immunoguide.trial.audit import install_guard
 
         install_guard(self._sessions)
@@ -108,11 +129,29 @@ class TrialStore:
         return cfg
 
     def upgrade(self, revision: str = "head") -> None:
-        """Create or upgrade the schema to ``revision`` (Alembic ``upgrade``, run from code)."""
+        """Create or upgrade the schema to ``revision`` (Alembic ``upgrade``, run from code).
+
+        SQLite: foreign keys are switched off for the migration (``batch`` migrations rebuild tables that other
+        tables refer to) and checked afterwards (``PRAGMA foreign_key_check``); any violation rolls it back.
+        """
         from alembic import command
 
-        with self.engine.begin() as conn:
-            command.upgrade(self._alembic_config(conn), revision)
+        with self.engine.connect() as conn:
+            sqlite = self.dialect == "sqlite"
+            raw = conn.connection.driver_connection if sqlite else None
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys=OFF")  # outside any transaction, where SQLite honours it
+            try:
+                with conn.begin():
+                    command.upgrade(self._alembic_config(conn), revision)
+                    if sqlite:
+                        bad = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if bad:
+                            raise StoreError(expected="no foreign-key violation after the migration", got=bad[:5],
+                                             where=self.safe_url, todo="restore the store from its backup")
+            finally:
+                if raw is not None:
+                    raw.execute("PRAGMA foreign_keys=ON")
 
     def schema_revision(self) -> str | None:
         """The Alembic revision the database is at (None for an empty database)."""
@@ -121,8 +160,8 @@ class TrialStore:
                 return None
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
-    def check_schema(self) -> None:
-        """Raise :class:`StoreError` unless the database is at :data:`HEAD_REVISION`."""
+    def check_revision(self) -> None:
+        """Raise :class:`StoreError` unless the database is at :data:`HEAD_REVISION` (initialised or not)."""
         rev = self.schema_revision()
         if rev != HEAD_REVISION:
             raise StoreError(
@@ -131,6 +170,91 @@ class TrialStore:
                 where=self.safe_url,
                 todo="run `immunoguide trial init --db URL` (creates or upgrades the schema)",
             )
+
+    def check_schema(self) -> None:
+        """Raise :class:`StoreError` unless the database is at :data:`HEAD_REVISION` and initialised (configured
+        with a trial key by :meth:`initialise`)."""
+        self.check_revision()
+        with self.engine.connect() as conn:
+            configured = conn.execute(text("SELECT count(*) FROM store_config")).scalar_one()
+        if not configured:
+            raise StoreError(
+                expected="a trial store initialised with a trial key", got="no store configuration",
+                where=self.safe_url,
+                todo="run `immunoguide trial init` with IMMUNOGUIDE_TRIAL_KEY_FILE set (`immunoguide trial keygen` "
+                     "makes a key)",
+            )
+
+    def initialise(self, *, simulation: bool = False, trial_start: datetime | None = None, now: datetime | None = None,
+                   clock_tolerance_s: int | None = None, late_entry_after_h: float | None = None) -> dict[str, Any]:
+        """Create or upgrade the schema, configure the store once (mode, trial key id, clock tolerance, trial start),
+        seal any plaintext allocation list of a revision-0002 store and record any account not yet audited.
+
+        Parameters
+        ----------
+        simulation : bool
+            A simulation store (the demo's, tests'): the caller's clock is accepted (``--now``) and the command line
+            may act under a role given by flags. A real store (default) takes times from the system clock and
+            needs accounts. Fixed when the store is first configured.
+        trial_start : datetime, optional
+            Dates before it are refused (consent, screening); default the first allocation list's import.
+        now : datetime, optional
+            Event time of the configuration entry (simulation stores only; real stores use the system clock).
+
+        Returns
+        -------
+        dict
+            ``db``, ``schema_revision``, ``mode``, ``key_id``, ``configured`` (True when configured by this call),
+            ``sealed_lists`` and ``adopted_accounts``.
+        """
+        from immunoguide.trial import accounts, audit, clock
+        from immunoguide.trial.models import StoreConfig
+        from immunoguide.trial.randomization import seal_legacy_lists
+
+        self.upgrade()
+        key = self.key
+        if key is None:
+            raise TrialKeyError(expected="the trial key to initialise the store", got=None, where="environment",
+                                todo="make one with `immunoguide trial keygen --out trial.key`, keep it outside the "
+                                     "database and export IMMUNOGUIDE_TRIAL_KEY_FILE=trial.key")
+        configured = False
+        with self.session() as s:
+            cfg = clock.store_config(s)
+            sys_t = clock.system_now(s)
+            if cfg is None:
+                if now is not None and not simulation:
+                    raise ImplausibleTime(expected="no --now on a real store", got=now.isoformat(),
+                                          where="trial init", todo="--now works only with --simulation")
+                when = now if (simulation and now is not None) else sys_t
+                if trial_start is not None and trial_start.tzinfo is None:
+                    raise StoreError(expected="a trial start with a UTC offset", got=trial_start.isoformat(),
+                                     where="trial init", todo="e.g. 2025-03-01T00:00:00+00:00")
+                first = audit.head_seq(s) + 1
+                cfg = StoreConfig(
+                    id=1, mode="simulation" if simulation else "real", key_id=key.key_id, created_at=sys_t,
+                    trial_start=trial_start,
+                    clock_tolerance_s=clock.DEFAULT_CLOCK_TOLERANCE_S if clock_tolerance_s is None else clock_tolerance_s,
+                    late_entry_after_h=clock.DEFAULT_LATE_ENTRY_AFTER_H if late_entry_after_h is None
+                    else late_entry_after_h,
+                    keyed_from_seq=first, mac="")
+                cfg.mac = clock.config_mac(key, cfg)
+                s.add(cfg)
+                s.flush()
+                clock.forget_config(s)
+                audit.append(s, accounts.SYSTEM_ACTOR, when, action="configure", table="store_config", row_id="1",
+                             patient_id=None, payload={"before": None, "after": clock.config_image(cfg)},
+                             reason="trial init")
+                configured = True
+            elif simulation and cfg.mode != "simulation":
+                raise StoreError(expected="a new store for --simulation", got="a real store", where=self.safe_url,
+                                 todo="a real store never becomes a simulation store")
+            when = now if (cfg.mode == "simulation" and now is not None) else sys_t
+            sealed = seal_legacy_lists(s, now=when)
+            adopted = accounts.adopt_unaudited(s, when)
+            out = {"db": self.safe_url, "schema_revision": HEAD_REVISION, "mode": cfg.mode, "key_id": cfg.key_id,
+                   "configured": configured, "keyed_from_seq": cfg.keyed_from_seq, "sealed_lists": sealed,
+                   "adopted_accounts": adopted}
+        return out
 
     @property
     def safe_url(self) -> str:
@@ -154,8 +278,9 @@ class TrialStore:
             s.close()
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
-        self.engine.dispose()
+        """Close every pooled connection (of an engine this store created)."""
+        if self._owns_engine:
+            self.engine.dispose()
 
 
 def _serialise_sqlite(engine: Engine) -> None:
