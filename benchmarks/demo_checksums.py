@@ -9,8 +9,8 @@ Two demo runs compare byte for byte only when they wrote to the same ``--out`` p
 path), so ``bench_user.py`` runs the before and after code into the same folder, one after the other.
 
 Every file is hashed as bytes except three kinds, hashed by content: Parquet tables (rows sorted: DuckDB writes
-``sofa_hourly`` in no fixed row order, also before issue 16), ``cohort/metadata.json`` without its ``seconds`` and
-``compiled_sql`` (timings), and the generated population and timeline folders, which are hashed as Parquet too.
+``sofa_hourly`` in no fixed row order, also before issue 16), and ``cohort/metadata.json`` and
+``population/_truth/summary.json`` without their timings (``seconds``, ``compiled_sql``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import json
 import sys
 from pathlib import Path
 
-#: Keys of cohort/metadata.json that hold timings, not results.
-TIMING_KEYS = ("seconds", "compiled_sql")
+#: JSON files with timings in them, and the keys that hold the timings (not results).
+TIMED_JSON = {"cohort/metadata.json": ("seconds", "compiled_sql"), "population/_truth/summary.json": ("seconds",)}
 
 
 def _parquet_digest(path: Path) -> str:
@@ -43,8 +43,8 @@ def checksums(out: Path) -> dict[str, str]:
         rel = f.relative_to(out).as_posix()
         if f.suffix == ".parquet":
             res[rel] = _parquet_digest(f)
-        elif rel == "cohort/metadata.json":
-            meta = {k: v for k, v in json.loads(f.read_text()).items() if k not in TIMING_KEYS}
+        elif rel in TIMED_JSON:
+            meta = {k: v for k, v in json.loads(f.read_text()).items() if k not in TIMED_JSON[rel]}
             res[rel] = "json:" + hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
         else:
             res[rel] = hashlib.sha256(f.read_bytes()).hexdigest()
