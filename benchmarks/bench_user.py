@@ -54,6 +54,7 @@ types = {r["table"]: dict(zip(r["colnames"].split("|"), [kinds[k] for k in r["ty
          for r in csv.DictReader(open(f"{d}/_tables.csv"))}
 t = time.perf_counter()
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 for name in tables:  # as the adapter reads them: typed columns from _tables.csv, quote and escape '"'
     cols = "{" + ", ".join(f"'{c}': '{ty}'" for c, ty in types[name].items()) + "}"
     con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_csv('{d}/{name}.csv.gz', header=true, quote='\\"', "
@@ -66,6 +67,7 @@ from pathlib import Path
 raw = Path(sys.argv[1])
 t = time.perf_counter()
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 for i, d in enumerate(sorted(p for m in ("hosp", "icu") for p in (raw / m).iterdir() if p.is_dir())):
     con.execute(f"CREATE TABLE t{i} AS SELECT * FROM read_parquet('{d}/*.parquet')").fetchall()
 print(time.perf_counter() - t)
@@ -75,6 +77,7 @@ import sys, time, duckdb
 tl, out = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute("SET threads = 2")
 con.execute(f"COPY (SELECT stay_id, date_trunc('hour', time) AS hour, count(*), min(value), max(value) "
             f"FROM '{tl}/observations.parquet' GROUP BY ALL) TO '{out}' (FORMAT parquet)").fetchall()
@@ -142,7 +145,7 @@ def bench_mimic3(variants: list[Variant], rounds: int, work: Path, results: dict
     env = variants[-1].env
     for r in range(rounds + 1):
         res = run_timed([sys.executable, "-c", _READ_MIMIC3, str(MIMIC3_DEMO), ",".join(MIMIC3_TABLES)], env)
-        res["process_wall"], res["wall"] = res["wall"], float(res["stdout"].strip())
+        res["process_wall"], res["wall"] = res["wall"], float(res["stdout"].split()[-1])
         measure(results, "mimic3 floor: DuckDB reads the source once", "floor", res)
         for v in rounds_order(variants, r):
             out = work / f"m3-{v.label}"
@@ -162,7 +165,7 @@ def bench_synth(variants: list[Variant], stays: int, rounds: int, work: Path, re
     env = variants[-1].env
     for r in range(rounds + 1):
         res = run_timed([sys.executable, "-c", _READ_RAW, str(raw)], env)
-        res["wall"] = float(res["stdout"].strip())
+        res["wall"] = float(res["stdout"].split()[-1])
         measure(results, f"{stays:,} floor: DuckDB reads the raw tables once", "floor", res)
         for v in rounds_order(variants, r):
             out = work / f"s{stays}-{v.label}"
@@ -171,7 +174,7 @@ def bench_synth(variants: list[Variant], stays: int, rounds: int, work: Path, re
                 [str(SCRIPT), "cohort", "run", "--source", "mimic4", "--data", str(raw), "--out", str(out)], v.env))
         tl = work / f"s{stays}-{variants[-1].label}" / "timeline"
         res = run_timed([sys.executable, "-c", _HOURLY, str(tl), str(work / "hourly.parquet")], env)
-        res["wall"] = float(res["stdout"].strip())
+        res["wall"] = float(res["stdout"].split()[-1])
         measure(results, f"{stays:,} floor: hourly (stay x hour)", "floor", res)
     shutil.rmtree(raw, ignore_errors=True)
 
