@@ -255,8 +255,16 @@ def main() -> int:
     ap.add_argument("--stays", default="1000,10000")
     ap.add_argument("--rounds", type=int, default=5, help="warm rounds per row (cli: x2; 10,000 stays and demo: fewer)")
     ap.add_argument("--json", type=Path, help="write the raw measurements here")
+    ap.add_argument("--from-json", type=Path, help="print the tables of an earlier run's --json file")
     a = ap.parse_args()
     rows, sizes = a.rows.split(","), [int(s) for s in a.stays.split(",") if s]
+    if a.from_json:
+        saved = json.loads(a.from_json.read_text())
+        labels = [lb for lb in ("before", "after") if any(lb in per for per in saved["results"].values())]
+        print("\n".join(report(saved["results"], labels)) + "\n\n" + "\n".join(ratios(saved["results"], labels, sizes)))
+        for pair, d in saved["demo_differences"].items():
+            print(f"demo files, {pair}: {'identical' if not d else f'{len(d)} differ: ' + ', '.join(d)}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="ig-bench-user-") as tmp:
         work = Path(tmp)
         def tree(rev: str, label: str) -> Path:
@@ -278,15 +286,26 @@ def main() -> int:
         diffs: dict = {}
         t0 = time.perf_counter()
         print(f"{len(os.sched_getaffinity(0))} CPUs, load average {os.getloadavg()}", flush=True)
+        jobs = []
         if "cli" in rows:
-            bench_cli(variants, 2 * a.rounds, results)
+            jobs.append(("cli", lambda: bench_cli(variants, 2 * a.rounds, results)))
         if "mimic3" in rows:
-            bench_mimic3(variants, a.rounds, work, results)
+            jobs.append(("mimic3", lambda: bench_mimic3(variants, a.rounds, work, results)))
         if "synth" in rows:
             for n in sizes:
-                bench_synth(variants, n, a.rounds if n <= 1000 else max(2, a.rounds // 2), work, results)
+                jobs.append((f"synth {n}", lambda n=n: bench_synth(
+                    variants, n, a.rounds if n <= 1000 else max(2, a.rounds // 2), work, results)))
         if "demo" in rows:
-            diffs = bench_demo(variants, max(1, a.rounds // 3), work, results)
+            jobs.append(("demo", lambda: diffs.update(bench_demo(variants, max(1, a.rounds // 3), work, results))))
+        for name, job in jobs:  # a failing row is reported and the others still run
+            t = time.perf_counter()
+            try:
+                job()
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported, then the next row
+                print(f"row {name} failed: {exc}", flush=True)
+            print(f"row {name}: {time.perf_counter() - t:.0f} s", flush=True)
+            if a.json:
+                a.json.write_text(json.dumps({"results": results, "demo_differences": diffs}, indent=1, default=str))
         print(f"\nmeasured in {time.perf_counter() - t0:.0f} s; load average now {os.getloadavg()}\n")
         print("\n".join(report(results, labels)))
         print()
