@@ -25,9 +25,7 @@ evidence. The same seed gives the same store, the same numbers and the same repo
 from __future__ import annotations
 
 import json
-import os
 import random
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -141,8 +139,11 @@ def run_demo(
     _conduct(store, enrolled, rng)
 
     say("statistical analysis plan and reports (blinded and DSMB)", 5, n_steps)
+    from immunoguide.analysis.report import build_report
+
     end = max((e["t_rand"] for e in enrolled.values() if "t_rand" in e), default=t_first) + timedelta(days=101)
-    blind, dsmb = _reports(store, url, out, end)
+    blind = build_report(store, out / "report", blinded=True, actor=Actor("statistician", "statistician"), now=end)
+    dsmb = build_report(store, out / "report_dsmb", blinded=False, actor=Actor("dsmb_chair", "dsmb"), now=end)
     say("verifying the audit trail", 6, n_steps)
     with store.session() as s:
         audit = verify_audit(s)
@@ -175,34 +176,6 @@ def run_demo(
     (out / "demo_summary.json").write_text(json.dumps(res.to_dict(), indent=2, default=str))
     store.dispose()
     return res
-
-
-def _dsmb_report(url: str, out: Path, end: datetime) -> Any:
-    from immunoguide.analysis.report import build_report
-    from immunoguide.trial import Actor
-
-    return build_report(url, out / "report_dsmb", blinded=False, actor=Actor("dsmb_chair", "dsmb"), now=end)
-
-
-def _reports(store: Any, url: str, out: Path, end: datetime) -> tuple[Any, Any]:
-    """The blinded and the DSMB report. They only read the store and write to their own folders, so with a second
-    CPU (and fork, i.e. Linux) the DSMB report is built in a child process while this one builds the blinded one:
-    the same files, about half the wall time of this step (``benchmarks/RESULTS.md``)."""
-    from immunoguide.analysis.report import build_report
-    from immunoguide.trial import Actor
-
-    stat = Actor("statistician", "statistician")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if cpus < 2 or not sys.platform.startswith("linux"):
-        return (build_report(store, out / "report", blinded=True, actor=stat, now=end), _dsmb_report(url, out, end))
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    store.engine.dispose()  # no pooled database connection crosses the fork
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
-        dsmb = pool.submit(_dsmb_report, url, out, end)
-        blind = build_report(store, out / "report", blinded=True, actor=stat, now=end)
-        return blind, dsmb.result()
 
 
 def _screening_record(st: dict[str, Any], sep: dict[str, Any], rng: random.Random) -> dict[str, Any]:
