@@ -8,6 +8,9 @@ Usage::
 Each size runs in its own child process so that its peak RSS (``ru_maxrss``) is measured alone. Output goes to a
 temporary directory that is deleted afterwards (pass ``--keep DIR`` to keep it). Target (issue 4): 100,000 stays on
 2 cores with peak RSS < 8 GB.
+
+``tests/test_synth.py`` asserted "2,000 stays in < 8 s" until issue 16 moved the figure here (it failed at 22.6 s on
+a loaded machine): ``bench_synth.py 2000`` prints it, with events per stay.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def main(argv: list[str]) -> int:
         argv = argv[:i] + argv[i + 2 :]
     sizes = [int(a) for a in argv] or [1000, 10000]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    print(f"{'stays':>8} {'events':>12} {'seconds':>8} {'events/s':>11} {'peak RSS MB':>12} {'disk MB':>8}")
+    print(f"{'stays':>8} {'events':>12} {'ev/stay':>8} {'seconds':>8} {'events/s':>11} {'peak RSS MB':>12} {'disk MB':>8}")
     for n in sizes:
         base = keep if keep is not None else Path(tempfile.mkdtemp(prefix="bench_synth_"))
         out = base / f"stays-{n}"
@@ -70,7 +73,7 @@ def main(argv: list[str]) -> int:
             if keep is None:
                 shutil.rmtree(base, ignore_errors=True)
         print(
-            f"{r['stays']:>8,} {r['events']:>12,} {r['seconds']:>8.1f} {r['events_per_s']:>11,.0f} "
+            f"{r['stays']:>8,} {r['events']:>12,} {r['events'] / r['stays']:>8.0f} {r['seconds']:>8.1f} {r['events_per_s']:>11,.0f} "
             f"{r['peak_rss_mb']:>12,.0f} {r['disk_mb']:>8,.0f}"
         )
     return 0

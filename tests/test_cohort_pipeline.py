@@ -120,3 +120,107 @@ def test_sofa2_flag_writes_hourly_sofa2_with_the_same_grid(mimic3_timeline: Path
     b = duckdb.sql(f"select count(*), count(distinct stay_id) from '{tmp_path}/sofa2_hourly.parquet'").fetchall()
     assert a == b
     assert json.loads((tmp_path / "metadata.json").read_text())["sofa2_criteria"].startswith("sofa2@")
+
+
+def _tables(out: Path) -> dict[str, object]:
+    """Every Parquet table of a run folder, rows sorted (DuckDB writes sofa_hourly in no fixed order)."""
+    res = {}
+    for f in sorted(out.glob("*.parquet")):
+        t = pq.read_table(f)
+        res[f.name] = t.sort_by([(c, "ascending") for c in t.column_names])
+    return res
+
+
+def test_sql_from_the_cache_gives_the_same_tables_as_compiling(
+    broken_timeline: tuple[Path, list[int]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose SQL comes from the cache (second run) writes the tables a run compiling every stage writes,
+    also for a timeline with refused rows (the stages then read the timeline without them)."""
+    import immunoguide.cohort.pipeline as pipeline
+
+    folder, _ = broken_timeline
+    monkeypatch.setattr(pipeline, "_SQL_MEMORY", {})  # earlier runs of this process left their SQL in memory
+    monkeypatch.setenv("IMMUNOGUIDE_SQL_CACHE", "off")
+    cold = run_cohort(folder, tmp_path / "cold")
+    monkeypatch.setenv("IMMUNOGUIDE_SQL_CACHE", "on")
+    monkeypatch.setenv("IMMUNOGUIDE_CACHE_DIR", str(tmp_path / "cache"))
+    first = run_cohort(folder, tmp_path / "first")
+    warm = run_cohort(folder, tmp_path / "warm")
+    assert cold.metadata["compiled_sql"]["from_cache"] == 0 and cold.metadata["compiled_sql"]["compiled"] == 4
+    assert first.metadata["compiled_sql"]["compiled"] == 4
+    assert warm.metadata["compiled_sql"] == {**warm.metadata["compiled_sql"], "from_cache": 4, "compiled": 0}
+    assert warm.metadata["timeline_check"] == cold.metadata["timeline_check"] and warm.metadata["timeline_check"]["rows_refused"]
+    expected = _tables(tmp_path / "cold")
+    for run in ("first", "warm"):
+        got = _tables(tmp_path / run)
+        assert got.keys() == expected.keys()
+        for name, table in expected.items():
+            assert got[name].equals(table), (run, name)
+
+
+def test_other_policies_are_compiled_not_taken_from_the_cache(
+    mimic3_timeline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache is keyed by the resolved policies: a run with another SOFA policy compiles its SQL again, and a
+    cache file that is not valid is ignored (compiled again, never executed)."""
+    import immunoguide.cohort.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "_SQL_MEMORY", {})
+    monkeypatch.setenv("IMMUNOGUIDE_CACHE_DIR", str(tmp_path / "cache"))
+    run_cohort(mimic3_timeline, tmp_path / "a", protocol=None)
+    other = run_cohort(mimic3_timeline, tmp_path / "b", protocol=None, sofa_policies={"gcs_when_sedated": "assume_normal"})
+    assert other.metadata["compiled_sql"]["compiled"] >= 1
+    assert other.metadata["sofa_policies"]["gcs_when_sedated"] == "assume_normal"
+    monkeypatch.setattr(pipeline, "_SQL_MEMORY", {})
+    for f in (tmp_path / "cache" / "sql").glob("*.json"):
+        f.write_text('{"digest": "x", "sql": "DROP TABLE everything"}')
+    again = run_cohort(mimic3_timeline, tmp_path / "c", protocol=None)
+    assert again.metadata["compiled_sql"]["compiled"] == 4
+    assert _tables(tmp_path / "c") == _tables(tmp_path / "a")
+
+
+def test_a_run_with_cached_sql_does_not_import_ibis(mimic3_timeline: Path, tmp_path: Path) -> None:
+    """With its SQL cached, ``run_cohort`` on DuckDB runs without importing Ibis (its import costs about half a
+    second, building and compiling the expressions about two on the MIMIC-III demo)."""
+    import os
+    import subprocess
+    import sys
+
+    import immunoguide
+
+    code = (
+        "import sys, json; from immunoguide.cohort.pipeline import run_cohort; "
+        "r = run_cohort(sys.argv[1], sys.argv[2]); "
+        "print(json.dumps([r.metadata['compiled_sql'], [m for m in ('ibis', 'sqlglot') if m in sys.modules]]))"
+    )
+    env = {**os.environ, "IMMUNOGUIDE_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(immunoguide.__file__).resolve().parents[1])}
+    seen = []
+    for run in ("cold", "warm"):
+        p = subprocess.run([sys.executable, "-c", code, str(mimic3_timeline), str(tmp_path / run)],
+                           capture_output=True, text=True, env=env, check=True, timeout=600)
+        seen.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    (cold_sql, cold_mods), (warm_sql, warm_mods) = seen
+    assert cold_sql["compiled"] == 4 and "ibis" in cold_mods
+    assert warm_sql["from_cache"] == 4 and warm_mods == []
+
+
+def test_reading_rows_by_concept_gives_the_rows_a_filtered_parquet_read_gives(
+    mimic3_timeline: Path, tmp_path: Path
+) -> None:
+    """``read_rows`` (row groups chosen by their statistics) returns the rows, in order, that pyarrow's filtered
+    read returns: biomarkers, a concept that is absent, and a file of many small row groups."""
+    import pyarrow as pa
+
+    from immunoguide.cohort.schema import read_rows
+
+    obs = mimic3_timeline / "observations.parquet"
+    small = tmp_path / "small_groups.parquet"
+    pq.write_table(pq.read_table(obs), small, row_group_size=1000)
+    for path in (obs, small):
+        for values in (["ferritin_ng_per_ml", "hla_dr_per_monocyte"], ["gcs"], ["no_such_concept"]):
+            got = read_rows(path, column="concept", values=values)
+            want = pq.read_table(path, filters=[("concept", "in", values)])
+            assert got.equals(want), (path.name, values)
+        assert read_rows(path).equals(pq.read_table(path))
+    assert isinstance(read_rows(obs, column="concept", values=["gcs"]), pa.Table)

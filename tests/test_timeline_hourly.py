@@ -6,7 +6,6 @@ change moves the expectation with it; what is pinned here is the hourly behaviou
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -526,8 +525,9 @@ def test_hourly_error_names_the_hour():
         hourly_sofa(tl)
 
 
-def test_ten_day_stay_is_scored_well_under_a_second():
-    """Hourly SOFA over a densely charted 10-day stay (labs 4-hourly, vitals hourly) takes < 1 s."""
+def test_ten_day_stay_gives_one_row_per_hour_of_the_grid():
+    """A densely charted 10-day stay (labs 4-hourly, vitals hourly) gives 241 hourly rows (its time is measured by
+    ``benchmarks/bench_rules.py``, never asserted here)."""
     o = []
     for h in range(240):
         o += [
@@ -553,10 +553,7 @@ def test_ten_day_stay_is_scored_well_under_a_second():
         infusions=inf,
         ventilation=[VentilationEpisode(start=at(0), end=at(120), kind="invasive")],
     )
-    hourly_sofa(tl)  # warm caches (criteria load)
-    t = time.perf_counter()
     rows = hourly_sofa(tl)
-    assert time.perf_counter() - t < 1.0
     assert len(rows) == 241
 
 

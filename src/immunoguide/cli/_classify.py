@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from immunoguide.cli._common import EXIT_BAD_DATA_FILE, EXIT_USAGE, fail, run_jsonl
 from immunoguide.errors import CriteriaError, UnknownCriteriaError
-from immunoguide.protocols.model import ClassificationSpec
-from immunoguide.rules.endotype import classify_endotype, results_from_record
+
+if TYPE_CHECKING:  # the CLI imports the rules when a command runs, not when it starts (benchmarks/bench_user.py)
+    from immunoguide.protocols.model import ClassificationSpec
 
 __all__ = ["classify", "classify_app", "load_classification", "record_handler"]
 
@@ -40,6 +41,7 @@ def load_classification(protocol_id: str) -> tuple[ClassificationSpec, str]:
 
 def record_handler(spec: ClassificationSpec, protocol_label: str) -> Callable[[dict[str, Any], str], dict[str, Any]]:
     """A :func:`~immunoguide.cli._common.run_jsonl` handler: one flat record in, one classification out."""
+    from immunoguide.rules.endotype import classify_endotype, results_from_record
 
     def handle(record: dict[str, Any], where: str) -> dict[str, Any]:
         results, anchor_time, at = results_from_record(record, spec, where=where)

@@ -8,9 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from immunoguide.cli._common import EXIT_BAD_DATA_FILE, fail, parse_policy_options
 from immunoguide.errors import ImmunoguideError, InputError
@@ -81,6 +78,10 @@ def run(
     ] = True,
 ) -> None:
     """Convert a source, then compute sofa_hourly, sepsis3 and screening tables (Parquet) in OUT."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
     from immunoguide.cohort.pipeline import run_cohort
 
     console = Console(stderr=True)
@@ -137,6 +138,9 @@ def summary(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Counts, Sepsis-3 incidence, endotype mix, eligible per month, and plots (SOFA distribution, endotypes)."""
+    from rich.console import Console
+    from rich.table import Table
+
     from immunoguide.cohort.summary import summarise_cohort
 
     try:
@@ -178,6 +182,8 @@ def screen(
 ) -> None:
     """Real-data screening report: Sepsis-3 stays, infection sources, ferritin availability (and censored values),
     endotype where decidable, and what is missing for a full classification."""
+    from rich.console import Console
+
     from immunoguide.cohort.pipeline import run_cohort
     from immunoguide.cohort.report import screening_report
 

@@ -6,9 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 
 def demo(
@@ -18,6 +15,10 @@ def demo(
     serve: Annotated[bool, typer.Option("--serve", help="Open the dashboard on the demo store afterwards.")] = False,
 ) -> None:
     """Run the whole story on a synthetic multi-site ICU population and write the trial report (HTML + PDF)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
     from immunoguide.demo import run_demo
 
     console = Console()

@@ -17,20 +17,16 @@ import json
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import typer
 
 from immunoguide.cli._common import EXIT_USAGE, fail
-from immunoguide.design.power import (
-    ENDPOINTS,
-    Endpoint,
-    sample_size_two_proportions,
-    simulated_power,
-    simulated_sample_size,
-)
-from immunoguide.design.simulate import Scenario
 from immunoguide.errors import ImmunoguideError, InputError
+
+if TYPE_CHECKING:  # scipy and the simulator are imported when a command runs, not when the CLI starts
+    from immunoguide.design.power import Endpoint
+    from immunoguide.design.simulate import Scenario
 
 __all__ = ["design_app"]
 
@@ -52,6 +48,8 @@ def _run(fn: Callable[[], Any]) -> Any:
 
 
 def _endpoint(value: str) -> str:
+    from immunoguide.design.power import ENDPOINTS
+
     if value not in ENDPOINTS:
         raise typer.BadParameter(f"choose one of {', '.join(ENDPOINTS)}")
     return value
@@ -67,6 +65,8 @@ def _scenario(
     placebo_mortality_sii: float | None,
     support_days_placebo: float | None,
 ) -> Scenario:
+    from immunoguide.design.simulate import Scenario
+
     mort: Any = None
     if placebo_mortality_mals is not None or placebo_mortality_sii is not None:
         if placebo_mortality_mals is None or placebo_mortality_sii is None:
@@ -131,6 +131,8 @@ def power_cmd(
     Binary endpoints also print the closed-form powers (normal, continuity-corrected, exact Fisher) at the
     expected analysable size per arm.
     """
+    from immunoguide.design.power import simulated_power
+
     result = _run(
         lambda: simulated_power(
             _scenario(
@@ -173,6 +175,9 @@ def sample_size_cmd(
 
     Default: the SAP's planning assumptions, 40 % vs 20 %, two-sided alpha 0.05, power 0.90 (spec 6.1).
     """
+    from immunoguide.design.power import sample_size_two_proportions, simulated_power, simulated_sample_size
+    from immunoguide.design.simulate import Scenario
+
     out: dict[str, Any] = {"endpoint": endpoint}
     lines: list[str] = []
     if endpoint == "organ-support-free-days":
@@ -212,7 +217,7 @@ def sample_size_cmd(
             pr = _run(
                 lambda: simulated_power(
                     Scenario.from_priors(**sc_kwargs),
-                    cast(Endpoint, endpoint),
+                    cast("Endpoint", endpoint),
                     n_sims=sims,
                     seed=seed,
                     alpha=alpha,

@@ -6,24 +6,17 @@ Exit codes: 0 = fine, 2 = usage error (unknown id, unreadable path), 3 = a proto
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.tree import Tree
 
 from immunoguide.cli._common import EXIT_BAD_DATA_FILE, EXIT_USAGE
 from immunoguide.errors import CriteriaError, UnknownCriteriaError
-from immunoguide.protocols import (
-    Protocol,
-    describe_biomarker,
-    describe_criterion,
-    describe_regimen,
-    diff_protocols,
-    load_protocol,
-    protocol_outline,
-)
+
+if TYPE_CHECKING:  # protocols (pydantic) and rich are imported when a command runs, not when the CLI starts
+    from rich.console import Console
+
+    from immunoguide.protocols import Protocol
 
 protocol_app = typer.Typer(
     help="Protocol files (versioned, cited trial rules): show, validate, diff.", no_args_is_help=True
@@ -37,6 +30,8 @@ def _conf(c: str) -> str:
 
 
 def _load(id_or_path: str) -> Protocol:
+    from immunoguide.protocols import load_protocol
+
     try:
         return load_protocol(id_or_path)
     except UnknownCriteriaError as exc:
@@ -48,6 +43,11 @@ def _load(id_or_path: str) -> Protocol:
 
 
 def _render(p: Protocol, console: Console) -> None:
+    from rich.table import Table
+    from rich.tree import Tree
+
+    from immunoguide.protocols import describe_biomarker, describe_criterion, describe_regimen
+
     m = p.meta
     root = Tree(f"[bold]{p.label}[/] — {m.title}")
     info = root.add("protocol")
@@ -157,6 +157,10 @@ def show(
     width: Annotated[int, typer.Option("--width", help="Console width for the tables")] = 160,
 ) -> None:
     """Show a protocol: criteria with citation and confidence, settings (unknowns highlighted), arms, regimens."""
+    from rich.console import Console
+
+    from immunoguide.protocols import protocol_outline
+
     p = _load(id_or_path)
     if as_json:
         typer.echo(json.dumps({"protocol": p.label, "outline": protocol_outline(p)}, indent=2))
@@ -169,6 +173,8 @@ def validate(
     paths: Annotated[list[str], typer.Argument(help="Protocol files (or shipped ids) to validate")],
 ) -> None:
     """Validate protocol files; exit 0 if all are valid, 3 if any is not (each error printed)."""
+    from immunoguide.protocols import load_protocol
+
     bad = 0
     for path in paths:
         try:
@@ -192,6 +198,8 @@ def diff(
     b: Annotated[str, typer.Argument(help="New protocol (id or path)")],
 ) -> None:
     """What changed from A to B: criteria, thresholds, settings, regimens … added (+), removed (-), changed (~)."""
+    from immunoguide.protocols import diff_protocols
+
     pa, pb = _load(a), _load(b)
     changes = diff_protocols(pa, pb)
     typer.echo(f"{pa.label} -> {pb.label}: {len(changes)} change(s)")

@@ -8,9 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from immunoguide.cli._common import EXIT_BAD_DATA_FILE, fail, parse_policy_options, run_jsonl
-from immunoguide.criteria import available_criteria, load_criteria
 from immunoguide.errors import CriteriaError, PolicyError
-from immunoguide.rules.sofa import SofaInputs, score_sofa
 
 score_app = typer.Typer(help="Clinical scores over JSON lines (stdin → stdout).", no_args_is_help=True)
 
@@ -33,6 +31,9 @@ def sofa(
     creatinine_umol_per_l, urine_output_ml_per_day, respiratory_support …). Absent fields are missing.
     A bad line gets {"line": N, "error": {...}} and the other lines are still scored; exit code 1 then.
     """
+    from immunoguide.criteria import available_criteria, load_criteria
+    from immunoguide.rules.sofa import SofaInputs, score_sofa
+
     try:
         crit = load_criteria(criteria)
         overrides = parse_policy_options(policy or [])

@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 
-from immunoguide.analysis.estimators import two_proportions
 from immunoguide.cli._common import EXIT_USAGE, fail
 from immunoguide.errors import ImmunoguideError
 
@@ -48,6 +47,8 @@ def two_proportions_cmd(
     Example: ``immunoguide stats two-proportions 46 131 26 145`` gives 17.2 (6.8 to 27.2), OR 2.48 (1.42 to 4.32),
     P = 0.0015 (JAMA 2025 Table 2, primary endpoint).
     """
+    from immunoguide.analysis.estimators import two_proportions
+
     try:
         result = two_proportions(
             a_events,

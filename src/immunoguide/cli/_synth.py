@@ -7,15 +7,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from immunoguide.cli._common import EXIT_USAGE, fail
-from immunoguide.cohort.synth import ENDOTYPE_PRIORS, LAYOUTS, MIMIC4_VERSIONS, generate_mimic4
 from immunoguide.errors import ImmunoguideError, InputError
 
 __all__ = ["synth_app"]
+
+#: The names of :data:`immunoguide.cohort.synth.ENDOTYPE_PRIORS`, for the help text (the generator, numpy and
+#: pyarrow are imported when the command runs; a test keeps the two equal).
+ENDOTYPE_PRIOR_NAMES = ("immunosep", "provide")
+#: The generator's layouts and MIMIC-IV column sets (:mod:`immunoguide.cohort.sources.mimic4_tables`), likewise.
+LAYOUT_NAMES = ("physionet-csv", "physionet-parquet", "parquet-parts", "duckdb")
+MIMIC4_VERSION_NAMES = ("2.0", "2.2", "3.1")
 
 synth_app = typer.Typer(
     name="synth",
@@ -44,7 +47,7 @@ def mimic4(
         typer.Option("--censored-ferritin-rate", help="Probability that a ferritin above the assay limit is censored."),
     ] = 0.2,
     endotype_prior: Annotated[
-        str, typer.Option("--endotype-prior", help=f"Endotype mix among screened stays: {', '.join(ENDOTYPE_PRIORS)}.")
+        str, typer.Option("--endotype-prior", help=f"Endotype mix among screened stays: {', '.join(ENDOTYPE_PRIOR_NAMES)}.")
     ] = "immunosep",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace earlier generator output in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or summary table.")] = False,
@@ -52,7 +55,7 @@ def mimic4(
         str,
         typer.Option(
             "--layout",
-            help=f"One of {', '.join(LAYOUTS)}: a folder of Parquet files per table (default), hosp/*.csv.gz and "
+            help=f"One of {', '.join(LAYOUT_NAMES)}: a folder of Parquet files per table (default), hosp/*.csv.gz and "
             "icu/*.csv.gz as PhysioNet ships them, hosp/*.parquet …, or OUT/mimic4.db as mimic-code builds it.",
         ),
     ] = "parquet-parts",
@@ -60,13 +63,19 @@ def mimic4(
         str,
         typer.Option(
             "--mimic-version",
-            help=f"Column set of a MIMIC-IV release: {', '.join(MIMIC4_VERSIONS)} (2.0 = v2.0/v2.1 without the "
+            help=f"Column set of a MIMIC-IV release: {', '.join(MIMIC4_VERSION_NAMES)} (2.0 = v2.0/v2.1 without the "
             "provider columns; 3.1 = v3.0/v3.1, the same columns as 2.2).",
         ),
     ] = "2.2",
 ) -> None:
     """Write STAYS synthetic MIMIC-IV ICU stays under OUT in one of the layouts MIMIC-IV is read in (truth in
     OUT/_truth, never for pipelines)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from immunoguide.cohort.synth import ENDOTYPE_PRIORS, generate_mimic4
+
     console = Console(stderr=True, quiet=quiet)
     if endotype_prior not in ENDOTYPE_PRIORS:
         fail(

@@ -21,39 +21,51 @@ Outputs in ``out_dir``:
     timeline the rules would refuse (:mod:`immunoguide.cohort.checks`; such rows are not scored, and a stay whose own
     row is broken is left out of the hourly and Sepsis-3 tables and screened as undetermined).
 ``metadata.json``
-    criteria and protocol versions, every policy, the engine, and each choice that differs from ricu or mimic-code.
+    criteria and protocol versions, every policy, the engine, and each choice that differs from ricu or mimic-code;
+    the seconds of each stage and ``compiled_sql`` (how many stages took their SQL from the cache, how many were
+    compiled, and the seconds compiling took).
+
+Fixed costs (``benchmarks/RESULTS.md``, issue 16): on DuckDB a run opens one connection, registers the timeline
+files as views and executes one SQL statement per stage. Ibis builds and compiles that SQL once per criteria,
+policies, timeline schema and version of the code and libraries; the result is cached in memory and on disk
+(``IMMUNOGUIDE_CACHE_DIR``, default ``~/.cache/immunoguide``; ``IMMUNOGUIDE_SQL_CACHE=off`` compiles every time),
+so a repeated run imports neither Ibis nor sqlglot and builds no expression — about 2–3 s on the MIMIC-III demo.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import secrets
 import time
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ibis
-import ibis.expr.types as ir
-
-from immunoguide.cohort.checks import timeline_issues_expr, without_issues
-from immunoguide.cohort.engine import (
-    TimelineTables,
-    hourly_evidence_expr,
-    hourly_sofa_expr,
-    left_join_on_stay,
-    sepsis3_expr,
-)
-from immunoguide.cohort.engine_sofa2 import hourly_sofa2_expr
-from immunoguide.criteria import load_criteria
 from immunoguide.errors import InputError
-from immunoguide.rules.sofa import COMPONENTS
+
+if TYPE_CHECKING:  # Ibis is imported only when an expression has to be built (a cold SQL cache, or Spark)
+    import duckdb
+    import ibis.expr.types as ir
+    import pyarrow as pa
+
+    from immunoguide.cohort.engine import TimelineTables
 
 __all__ = ["CohortRun", "connect", "infection_source_expr", "reference_differences", "run_cohort"]
 
 Progress = Callable[[str], None]
+
+#: The timeline tables the engine reads (:class:`immunoguide.cohort.engine.TimelineTables`, in its field order).
+_TIMELINE = ("stays", "observations", "infusions", "ventilation", "antibiotics", "cultures", "diagnoses")
+#: Bump when the layout of the SQL cache changes.
+_SQL_CACHE_FORMAT = 1
+#: Stands for the run's view prefix in cached SQL (each run registers its Parquet files under a prefix of its own).
+_RUN_TAG = "__ig_run__"
 
 
 @dataclass(frozen=True)
@@ -68,9 +80,9 @@ class CohortRun:
 
 def connect(engine: str, *, spark_session: Any = None) -> Any:
     """An Ibis backend: ``duckdb`` (embedded, default) or ``spark`` (local mode unless a session is given)."""
-    if engine == "duckdb":
-        import os
+    import ibis
 
+    if engine == "duckdb":
         return ibis.duckdb.connect(memory_limit=os.environ.get("IMMUNOGUIDE_DUCKDB_MEMORY", "4GB"))
     if engine == "spark":
         try:
@@ -86,11 +98,24 @@ def connect(engine: str, *, spark_session: Any = None) -> Any:
     raise InputError(expected="engine duckdb or spark", got=engine, where="--engine", todo="pick duckdb or spark")
 
 
+def _duckdb_connection() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection set up as :func:`connect` (through Ibis) sets up its own: memory limit, UTC, no scans of
+    Python variables."""
+    import duckdb
+
+    raw = duckdb.connect(config={"memory_limit": os.environ.get("IMMUNOGUIDE_DUCKDB_MEMORY", "4GB")})
+    raw.execute("SET timezone = 'UTC'").fetchall()
+    raw.execute("SET python_enable_replacements = false").fetchall()
+    return raw
+
+
 def _load_sources() -> dict[str, Any]:
     return tomllib.loads(resources.files("immunoguide.cohort").joinpath("infection_sources.toml").read_text("utf-8"))
 
 
 def _code_match(code: ir.StringValue, prefixes: list[str]) -> ir.BooleanValue:
+    import ibis
+
     out = ibis.literal(False)
     for p in prefixes:
         out = out | code.startswith(p)
@@ -105,6 +130,10 @@ def infection_source_expr(tables: TimelineTables, sepsis3: ir.Table) -> ir.Table
     E7, which these tables do not carry), ``excluded`` (an E3 source), ``other`` or ``unknown`` (no suspected
     infection).
     """
+    import ibis
+
+    from immunoguide.cohort.engine import left_join_on_stay
+
     cfg = _load_sources()
     dx = tables.diagnoses
     cx = tables.cultures
@@ -204,6 +233,12 @@ def run_cohort(
     must have been read with the preset's source profile (``adapter.json``), else :class:`InputError`.
     ``sofa2=True`` also writes ``sofa2_hourly.parquet`` (SOFA-2 policies ``sofa2_policies`` over the defaults);
     ``evidence=False`` skips ``sofa_hourly_evidence.parquet`` (the input behind every hourly component).
+
+    On DuckDB the run uses one connection (``con``'s, or its own) and executes SQL that Ibis compiled from the
+    engine's expressions; the compiled SQL is cached (in memory and under ``IMMUNOGUIDE_CACHE_DIR``, by default
+    ``~/.cache/immunoguide``) per criteria, policies, timeline schema and version of the code and of Ibis, sqlglot
+    and DuckDB, so that a repeated run neither builds nor compiles the expressions (``IMMUNOGUIDE_SQL_CACHE=off``
+    compiles every time). Spark runs the Ibis expressions directly.
     """
     from immunoguide.criteria.presets import load_preset, merge_policies
 
@@ -229,72 +264,130 @@ def run_cohort(
                 todo=f"convert the source again with --preset {preset_obj.id} (immunoguide cohort run --source … does both)",
             )
     out.mkdir(parents=True, exist_ok=True)
-    con = con or connect(engine)
     seconds: dict[str, float] = {}
     rows: dict[str, int] = {}
-    tabs = TimelineTables.from_parquet(con, str(tdir))
-    # Rows the rules would refuse (a timeline not written by an adapter can hold them): counted, never scored.
-    t0 = time.perf_counter()
-    say("checking the timeline")
-    refused = con.execute(timeline_issues_expr(tabs))
-    refused_stays: dict[int, str] = {}
-    if len(refused):
-        tabs = without_issues(tabs)
-        whole = refused[refused.item.str.startswith("stays.") & refused.stay_id.notna()]
-        for r in whole.sort_values(["stay_id", "item", "issue"]).itertuples():
-            refused_stays.setdefault(int(r.stay_id), f"{r.item} {r.issue} ({r.example})")  # removed whole
-    seconds["timeline_check"] = time.perf_counter() - t0
-    sofa_crit = load_criteria("sofa1")
-    sofa_resolved = sofa_crit.resolve_policies(merge_policies(preset_obj, "sofa1", sofa_policies))
+    from immunoguide.criteria import load_criteria
     from immunoguide.rules.sepsis3 import load_sepsis3_criteria
 
+    sofa_crit = load_criteria("sofa1")
+    sofa_resolved = sofa_crit.resolve_policies(merge_policies(preset_obj, "sofa1", sofa_policies))
     s3_crit = load_sepsis3_criteria()
     s3_resolved = s3_crit.resolve_policies(merge_policies(preset_obj, "sepsis3", sepsis3_policies))
     sofa2_crit = load_criteria("sofa2") if sofa2 else None
     sofa2_resolved = sofa2_crit.resolve_policies(sofa2_policies) if sofa2_crit is not None else None
 
     t0 = time.perf_counter()
-    say("hourly SOFA")
-    cols = ("stay_id", "hour_end", *COMPONENTS, "total", "n_imputed")
-    if s3_resolved["sofa_rows_from"] == "first_sofa_datum":
-        # One evaluation for both: the stay's rows (sofa_hourly) and Sepsis-3's rows from the earliest SOFA datum.
-        everything = out / "_sofa_hourly_all.parquet"
-        _write(con, hourly_sofa_expr(tabs, policies=sofa_resolved, rows_from="all"), everything)
-        allr = con.read_parquet(str(everything), table_name=f"ig_hourly_all_{abs(hash(str(out)))}")
-        _write(con, allr.filter(allr.hour_end >= allr.first).select(*cols).order_by(["stay_id", "hour_end"]),
-               out / "sofa_hourly.parquet")  # fmt: skip
-        hourly_back = allr.filter(allr.hour_end >= ibis.coalesce(allr.first_datum, allr.first)).select(*cols)
+    if con is None and engine == "duckdb" or con is not None and getattr(con, "name", "") == "duckdb":
+        run: _Run = _DuckDBRun(tdir, out, con)
     else:
-        everything = None
-        _write(con, hourly_sofa_expr(tabs, policies=sofa_resolved).select(*cols), out / "sofa_hourly.parquet")
-        hourly_back = con.read_parquet(str(out / "sofa_hourly.parquet"), table_name=f"ig_hourly_{abs(hash(str(out)))}")
+        run = _IbisRun(tdir, out, con if con is not None else connect(engine))
+    run.key = {
+        "sofa": [sofa_crit.label, sofa_resolved],
+        "sepsis3": [s3_crit.label, s3_resolved],
+        "sofa2": [sofa2_crit.label, sofa2_resolved] if sofa2_crit is not None else None,
+    }
+    seconds["connect"] = time.perf_counter() - t0
+
+    # Rows the rules would refuse (a timeline not written by an adapter can hold them): counted, never scored.
+    t0 = time.perf_counter()
+    say("checking the timeline")
+    refused = run.issues()
+    refused_stays: dict[int, str] = {}
+    if refused.num_rows:
+        run.clean = True
+        whole = [r for r in refused.select(["stay_id", "item", "issue", "example"]).to_pylist()
+                 if r["stay_id"] is not None and r["item"].startswith("stays.")]
+        for r in sorted(whole, key=lambda r: (r["stay_id"], r["item"], r["issue"])):
+            refused_stays.setdefault(int(r["stay_id"]), f"{r['item']} {r['issue']} ({r['example']})")  # removed whole
+    seconds["timeline_check"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say("hourly SOFA")
+    from_datum = s3_resolved["sofa_rows_from"] == "first_sofa_datum"
+    cols = ("stay_id", "hour_end", "respiration", "coagulation", "liver", "cardiovascular", "cns", "renal", "total",
+            "n_imputed")  # fmt: skip
+
+    def hourly_expr() -> ir.Table:
+        from immunoguide.cohort.engine import hourly_sofa_expr
+
+        if from_datum:  # the stay's rows, from the table that also holds Sepsis-3's rows from the first SOFA datum
+            allr = run.table("_sofa_hourly_all")
+            return allr.filter(allr.hour_end >= allr.first).select(*cols).order_by(["stay_id", "hour_end"])
+        return hourly_sofa_expr(run.tables(), policies=sofa_resolved).select(*cols)
+
+    def hourly_all_expr() -> ir.Table:
+        from immunoguide.cohort.engine import hourly_sofa_expr
+
+        return hourly_sofa_expr(run.tables(), policies=sofa_resolved, rows_from="all")
+
+    def sepsis3_rows_expr() -> ir.Table:
+        import ibis
+
+        allr = run.table("_sofa_hourly_all")
+        return allr.filter(allr.hour_end >= ibis.coalesce(allr.first_datum, allr.first)).select(*cols)
+
+    everything = out / "_sofa_hourly_all.parquet"
+    if from_datum:
+        # One evaluation for both: the stay's rows (sofa_hourly) and Sepsis-3's rows from the earliest SOFA datum.
+        run.write("_sofa_hourly_all", hourly_all_expr, everything)
+        run.register("_sofa_hourly_all", everything)
+        run.write("sofa_hourly", hourly_expr, out / "sofa_hourly.parquet")
+        run.write("_sepsis3_rows", sepsis3_rows_expr, out / "_sepsis3_rows.parquet")
+        run.register("sofa_hourly", out / "_sepsis3_rows.parquet")
+    else:
+        run.write("sofa_hourly", hourly_expr, out / "sofa_hourly.parquet")
+        run.register("sofa_hourly", out / "sofa_hourly.parquet")
     seconds["sofa_hourly"] = time.perf_counter() - t0
     if evidence:
         t0 = time.perf_counter()
         say("hourly SOFA evidence")
-        ev = hourly_evidence_expr(tabs, policies=sofa_resolved).order_by(["stay_id", "hour_end", "component"])
-        _write(con, ev, out / "sofa_hourly_evidence.parquet")
+
+        def evidence_expr() -> ir.Table:
+            from immunoguide.cohort.engine import hourly_evidence_expr
+
+            return hourly_evidence_expr(run.tables(), policies=sofa_resolved).order_by(["stay_id", "hour_end", "component"])
+
+        run.write("sofa_hourly_evidence", evidence_expr, out / "sofa_hourly_evidence.parquet")
         seconds["sofa_hourly_evidence"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     say("Sepsis-3")
-    s3 = sepsis3_expr(tabs, hourly_back, policies=s3_resolved)
-    _write(con, s3, out / "sepsis3_core.parquet")
-    s3_back = con.read_parquet(str(out / "sepsis3_core.parquet"), table_name=f"ig_s3_{abs(hash(str(out)))}")
-    src = infection_source_expr(tabs, s3_back)
-    s3_full = left_join_on_stay(s3_back, src).order_by("stay_id")
-    _write(con, s3_full, out / "sepsis3.parquet")
+
+    def sepsis3_core_expr() -> ir.Table:
+        from immunoguide.cohort.engine import sepsis3_expr
+
+        return sepsis3_expr(run.tables(), run.table("sofa_hourly"), policies=s3_resolved)
+
+    def sepsis3_full_expr() -> ir.Table:
+        from immunoguide.cohort.engine import left_join_on_stay
+
+        s3_back = run.table("sepsis3_core")
+        return left_join_on_stay(s3_back, infection_source_expr(run.tables(), s3_back)).order_by("stay_id")
+
+    run.write("sepsis3_core", sepsis3_core_expr, out / "sepsis3_core.parquet")
+    run.register("sepsis3_core", out / "sepsis3_core.parquet")
+    run.write("sepsis3", sepsis3_full_expr, out / "sepsis3.parquet")
+    run.forget("sepsis3_core")
     (out / "sepsis3_core.parquet").unlink()
-    if everything is not None:
+    if from_datum:
+        run.forget("sofa_hourly")
+        run.forget("_sofa_hourly_all")
         everything.unlink()
+        (out / "_sepsis3_rows.parquet").unlink()
     seconds["sepsis3"] = time.perf_counter() - t0
 
     if sofa2_crit is not None:
         t0 = time.perf_counter()
         say("hourly SOFA-2 (where inputs exist)")
-        hourly2 = hourly_sofa2_expr(tabs, criteria=sofa2_crit, policies=sofa2_resolved)
-        hourly2_cols = hourly2.select("stay_id", "hour_end", *COMPONENTS, "total", "n_imputed")
-        _write(con, hourly2_cols, out / "sofa2_hourly.parquet")
+
+        def hourly2_expr() -> ir.Table:
+            from immunoguide.cohort.engine_sofa2 import hourly_sofa2_expr
+            from immunoguide.rules.sofa import COMPONENTS
+
+            hourly2 = hourly_sofa2_expr(run.tables(), criteria=sofa2_crit, policies=sofa2_resolved)
+            return hourly2.select("stay_id", "hour_end", *COMPONENTS, "total", "n_imputed")
+
+        run.write("sofa2_hourly", hourly2_expr, out / "sofa2_hourly.parquet")
         seconds["sofa2_hourly"] = time.perf_counter() - t0
 
     if protocol is not None:
@@ -307,14 +400,16 @@ def run_cohort(
         seconds["screening"] = time.perf_counter() - t0
 
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from immunoguide.cohort.schema import SCHEMAS, write_table
+    from immunoguide.cohort.schema import SCHEMAS, read_rows, write_table
 
-    dq = [pq.read_table(tdir / "data_quality.parquet")] if (tdir / "data_quality.parquet").exists() else []
-    if len(refused) or not dq:
-        dq.append(pa.Table.from_pandas(refused, preserve_index=False).cast(SCHEMAS["data_quality"]))
+    dq = [read_rows(tdir / "data_quality.parquet")] if (tdir / "data_quality.parquet").exists() else []
+    if refused.num_rows or not dq:
+        dq.append(refused.cast(SCHEMAS["data_quality"]))
     write_table(pa.concat_tables([t.cast(SCHEMAS["data_quality"]) for t in dq]), out / "data_quality.parquet", "data_quality")
+    run.close()
 
     for f in sorted(out.glob("*.parquet")):
         rows[f.stem] = pq.read_metadata(f).num_rows
@@ -330,14 +425,278 @@ def run_cohort(
         "sofa2_criteria": sofa2_crit.label if sofa2_crit is not None else None,
         "sofa2_policies": sofa2_resolved,
         "differences_from_reference_implementations": reference_differences(sofa_resolved, s3_resolved),
-        "timeline_check": {"rows_refused": int(refused.n.sum()) if len(refused) else 0, "stays_refused": sorted(refused_stays)},
+        "timeline_check": {
+            "rows_refused": int(pc.sum(refused["n"]).as_py() or 0) if refused.num_rows else 0,
+            "stays_refused": sorted(refused_stays),
+        },
         "rows": rows,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "compiled_sql": run.sql_stats(),
     }
     if adapter_meta:
         meta["adapter"] = adapter_meta
     (out / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
     return CohortRun(out_dir=str(out), rows=rows, seconds=seconds, metadata=meta)
+
+
+class _Run:
+    """How a run reaches its backend: the timeline check, writing a stage's table, reading a written table back."""
+
+    key: dict[str, Any]
+    clean = False  # True once the check refused rows: the stages then read the timeline without them
+
+    def __init__(self, tdir: Path, out: Path) -> None:
+        self.tdir, self.out = tdir, out
+        self.key = {}
+        self._tables: TimelineTables | None = None
+        self._clean_tables: TimelineTables | None = None
+
+    def tables(self) -> TimelineTables:
+        """The timeline as Ibis tables (without the refused rows once the check found some)."""
+        if self._tables is None:
+            self._tables = self._timeline()
+        if not self.clean:
+            return self._tables
+        if self._clean_tables is None:
+            from immunoguide.cohort.checks import without_issues
+
+            self._clean_tables = without_issues(self._tables)
+        return self._clean_tables
+
+    def _timeline(self) -> TimelineTables:
+        raise NotImplementedError
+
+    def issues(self) -> pa.Table:
+        raise NotImplementedError
+
+    def write(self, stage: str, build: Callable[[], ir.Table], path: Path) -> None:
+        raise NotImplementedError
+
+    def register(self, name: str, path: Path) -> None:
+        raise NotImplementedError
+
+    def table(self, name: str) -> ir.Table:
+        raise NotImplementedError
+
+    def forget(self, name: str) -> None:
+        """The table ``name`` is no longer read (its file is about to be removed)."""
+
+    def close(self) -> None:
+        """Release what the run opened."""
+
+    def sql_stats(self) -> dict[str, Any]:
+        return {}
+
+
+class _IbisRun(_Run):
+    """Any Ibis backend (Spark): the expressions are built and executed through Ibis."""
+
+    def __init__(self, tdir: Path, out: Path, con: Any) -> None:
+        super().__init__(tdir, out)
+        self.con = con
+        self._registered: dict[str, ir.Table] = {}
+
+    def _timeline(self) -> TimelineTables:
+        from immunoguide.cohort.engine import TimelineTables
+
+        return TimelineTables.from_parquet(self.con, str(self.tdir))
+
+    def issues(self) -> pa.Table:
+        import pyarrow as pa
+
+        from immunoguide.cohort.checks import timeline_issues_expr
+
+        return pa.Table.from_pandas(self.con.execute(timeline_issues_expr(self.tables())), preserve_index=False)
+
+    def write(self, stage: str, build: Callable[[], ir.Table], path: Path) -> None:
+        _write(self.con, build(), path)
+
+    def register(self, name: str, path: Path) -> None:
+        self._registered[name] = self.con.read_parquet(str(path), table_name=f"ig_{name}_{abs(hash(str(self.out)))}")
+
+    def table(self, name: str) -> ir.Table:
+        return self._registered[name]
+
+
+class _DuckDBRun(_Run):
+    """DuckDB through one connection: each stage is one SQL statement, compiled by Ibis or taken from the cache.
+
+    The timeline files and the tables read back are registered as temporary views named ``<run tag>_<table>``;
+    the cached SQL holds a placeholder for the tag, so it serves any folder whose tables have the same schema.
+    """
+
+    def __init__(self, tdir: Path, out: Path, con: Any) -> None:
+        super().__init__(tdir, out)
+        self._ibis = con
+        self.raw = con.con if con is not None else _duckdb_connection()
+        self._own = con is None
+        self.tag = f"ig_{secrets.token_hex(8)}"
+        self._views: list[str] = []
+        self.hits = self.compiled = 0
+        self.compile_s = 0.0
+        for name in _TIMELINE:
+            self._view(name, self.tdir / f"{name}.parquet")
+        self._schema = {name: self._exec(f"DESCRIBE {self.tag}_{name}") for name in _TIMELINE}
+
+    def _view(self, name: str, path: Path) -> None:
+        self._exec(f"CREATE OR REPLACE TEMP VIEW {self.tag}_{name} AS SELECT * FROM read_parquet({_literal(path)})")
+        self._views.append(f"{self.tag}_{name}")
+
+    def _exec(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run ``sql`` and fetch its result (DuckDB refuses other work while a result is left unread)."""
+        return self.raw.execute(sql).fetchall()
+
+    def _backend(self) -> Any:
+        if self._ibis is None:
+            import ibis
+
+            self._ibis = ibis.duckdb.from_connection(self.raw)
+        return self._ibis
+
+    def _timeline(self) -> TimelineTables:
+        from immunoguide.cohort.engine import TimelineTables
+
+        con = self._backend()
+        return TimelineTables(*(con.table(f"{self.tag}_{name}") for name in _TIMELINE))
+
+    def table(self, name: str) -> ir.Table:
+        return self._backend().table(f"{self.tag}_{name}")
+
+    def register(self, name: str, path: Path) -> None:
+        self._view(name, path)
+
+    def forget(self, name: str) -> None:
+        self._exec(f"DROP VIEW IF EXISTS {self.tag}_{name}")
+        self._views.remove(f"{self.tag}_{name}")
+
+    def close(self) -> None:
+        for v in self._views:
+            self._exec(f"DROP VIEW IF EXISTS {v}")
+        self._views.clear()
+        if self._own:
+            self.raw.close()
+
+    def sql(self, stage: str, build: Callable[[], ir.Table]) -> str:
+        """The SQL of ``stage`` for this run: cached, or compiled by Ibis from ``build()`` (and then cached)."""
+        import duckdb
+
+        ident = {
+            "format": _SQL_CACHE_FORMAT, "stage": stage, "code": _code_digest(), "libraries": _library_versions(),
+            "duckdb": duckdb.__version__, "database": self._exec("SELECT current_database()"),
+            "schema": self._schema, "criteria": self.key, "clean": self.clean,
+        }
+        digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+        text = _sql_cache_get(digest)
+        if text is None:
+            t0 = time.perf_counter()
+            text = str(self._backend().compile(build())).replace(self.tag, _RUN_TAG)
+            self.compile_s += time.perf_counter() - t0
+            self.compiled += 1
+            _sql_cache_put(digest, text)
+        else:
+            self.hits += 1
+        return text.replace(_RUN_TAG, self.tag)
+
+    def issues(self) -> pa.Table:
+        def build() -> ir.Table:
+            from immunoguide.cohort.checks import timeline_issues_expr
+
+            return timeline_issues_expr(self.tables())
+
+        return self.raw.sql(self.sql("timeline_check", build)).to_arrow_table()
+
+    def write(self, stage: str, build: Callable[[], ir.Table], path: Path) -> None:
+        # what Ibis's to_parquet runs for the expression
+        self._exec(f"COPY ({self.sql(stage, build)}) TO {_literal(path)} (FORMAT 'parquet')")
+
+    def sql_stats(self) -> dict[str, Any]:
+        return {"from_cache": self.hits, "compiled": self.compiled, "compile_seconds": round(self.compile_s, 3),
+                "cache_dir": str(_sql_cache_dir()) if _sql_cache_dir() is not None else None}
+
+
+def _literal(path: Path) -> str:
+    """``path`` as an SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _sql_cache_enabled() -> bool:
+    return os.environ.get("IMMUNOGUIDE_SQL_CACHE", "on").lower() not in ("off", "0", "no", "false")
+
+
+def _sql_cache_dir() -> Path | None:
+    """Where compiled SQL is kept between processes (None: caching is off)."""
+    if not _sql_cache_enabled():
+        return None
+    base = os.environ.get("IMMUNOGUIDE_CACHE_DIR")
+    if base:
+        return Path(base) / "sql"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "immunoguide" / "sql"
+
+
+_SQL_MEMORY: dict[str, str] = {}
+
+
+def _sql_cache_get(digest: str) -> str | None:
+    if not _sql_cache_enabled():
+        return None
+    if digest in _SQL_MEMORY:
+        return _SQL_MEMORY[digest]
+    d = _sql_cache_dir()
+    if d is None:
+        return None
+    try:
+        entry = json.loads((d / f"{digest}.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("digest") != digest or not isinstance(entry.get("sql"), str):
+        return None
+    _SQL_MEMORY[digest] = entry["sql"]
+    return entry["sql"]
+
+
+def _sql_cache_put(digest: str, sql: str) -> None:
+    """Keep ``sql`` in memory and on disk (written whole, then renamed; a cache that cannot be written is skipped)."""
+    if not _sql_cache_enabled():
+        return
+    _SQL_MEMORY[digest] = sql
+    d = _sql_cache_dir()
+    if d is None:
+        return
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{digest}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        tmp.write_text(json.dumps({"digest": digest, "sql": sql}), "utf-8")
+        os.replace(tmp, d / f"{digest}.json")
+    except OSError:
+        pass
+
+
+@cache
+def _code_digest() -> str:
+    """SHA-256 over the code and data files the expressions are built from (engine, checks, criteria, rules …)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    files = [root / "units.py"]
+    for sub in ("cohort", "criteria", "rules"):
+        files += [p for p in (root / sub).rglob("*") if p.suffix in (".py", ".toml")]
+    for p in sorted(files):
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@cache
+def _library_versions() -> dict[str, str]:
+    """Versions of the libraries that compile the SQL (read from their metadata: Ibis is not imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("ibis-framework", "sqlglot"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:  # pragma: no cover - both are required
+            out[dist] = "unknown"
+    return out
 
 
 def _write(con: Any, expr: ir.Table, path: Path) -> None:

@@ -40,7 +40,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["ROW_GROUP_ROWS", "SCHEMAS", "SORT_KEYS", "TABLES", "sort_columns", "write_table"]
+__all__ = ["ROW_GROUP_ROWS", "SCHEMAS", "SORT_KEYS", "TABLES", "read_rows", "sort_columns", "write_table"]
 
 TS = pa.timestamp("us")
 
@@ -139,3 +139,30 @@ def write_table(tbl: pa.Table, path: str | Path, table: str, *, presorted: bool 
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(tbl, tmp, row_group_size=ROW_GROUP_ROWS)
     os.replace(tmp, path)
+
+
+def read_rows(path: str | Path, *, column: str | None = None, values: tuple[str, ...] | list[str] = ()) -> pa.Table:
+    """One Parquet file as an Arrow table in file order: all rows, or (with ``column``) the rows whose ``column`` is
+    one of ``values``, reading only the row groups whose statistics admit one of them.
+
+    The same rows as ``pyarrow.parquet.read_table(path, filters=[(column, "in", values)])`` without going through
+    ``pyarrow.dataset``, whose import also imports pandas (about a second, measured in ``benchmarks/bench_user.py``).
+    """
+    pf = pq.ParquetFile(path)
+    if column is None:
+        return pf.read()
+    import pyarrow.compute as pc
+
+    wanted = sorted(set(values))
+    j = pf.schema_arrow.get_field_index(column)
+    keep = []
+    for i in range(pf.metadata.num_row_groups):
+        st = pf.metadata.row_group(i).column(j).statistics
+        try:
+            skip = st is not None and st.has_min_max and not any(st.min <= v <= st.max for v in wanted)
+        except TypeError:  # statistics of another type than the values: read the row group
+            skip = False
+        if not skip:
+            keep.append(i)
+    tbl = pf.read_row_groups(keep) if keep else pf.schema_arrow.empty_table()
+    return tbl.filter(pc.is_in(tbl[column], value_set=pa.array(wanted, type=tbl.schema.field(column).type)))

@@ -64,8 +64,9 @@ class ScreeningTable:
 def biomarker_rows(timeline_dir: Path) -> dict[int, list[dict[str, Any]]]:
     """Ferritin and mHLA-DR observation rows of a timeline folder (value, censored text, unit, method), by stay."""
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    path = timeline_dir / "observations.parquet"
-    tbl = pq.read_table(path, filters=[("concept", "in", list(_BIOMARKERS))])
+    from immunoguide.cohort.schema import read_rows
+
+    tbl = read_rows(timeline_dir / "observations.parquet", column="concept", values=_BIOMARKERS)
     for r in tbl.to_pylist():
         out[r["stay_id"]].append(r)
     return out
@@ -95,8 +96,10 @@ def screen_cohort(
             todo="pick a protocol that classifies an endotype, or run with --protocol none",
         )
     after = spec.timing.window_after_anchor_h
-    stays = {r["stay_id"]: r for r in pq.read_table(tdir / "stays.parquet").to_pylist()}
-    s3 = {r["stay_id"]: r for r in pq.read_table(sepsis3_path).to_pylist()}
+    from immunoguide.cohort.schema import read_rows
+
+    stays = {r["stay_id"]: r for r in read_rows(tdir / "stays.parquet").to_pylist()}
+    s3 = {r["stay_id"]: r for r in read_rows(sepsis3_path).to_pylist()}
     markers = biomarker_rows(tdir)
     rows: list[dict[str, Any]] = []
     declared = {e.name for e in spec.endotypes} | {spec.otherwise}

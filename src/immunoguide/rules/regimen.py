@@ -450,14 +450,41 @@ def reconcile(
                 matched[(kit, a.number)] = a
             else:
                 unscheduled.append(a)
+        # The doses of a kit are in due order, so "due no later than given_at + early window" holds for a prefix of
+        # them: the target is the last unmatched dose of that prefix, else the first unmatched dose (binary search
+        # for the prefix, then a walk back to an unmatched dose; the straightforward scan of every dose per
+        # administration made recording a course of n doses O(n^3)).
+        taken = [(kit, d.number) in matched for d in doses]
+        first_free = 0
+        in_due_order = not rest or all(_h(b.due, d.due) >= 0 for d, b in zip(doses, doses[1:], strict=False))
         for a in sorted(rest, key=lambda a: _h(a.given_at, schedule.start)):
-            free = [d for d in doses if (kit, d.number) not in matched]
-            if not free:
+            if not in_due_order:  # a Schedule built by hand, not by dose_schedule: scan every dose
+                free = [d for d in doses if (kit, d.number) not in matched]
+                if not free:
+                    unscheduled.append(a)
+                    continue
+                due_by = [d for d in free if _h(a.given_at, d.due) >= -early_h]
+                target = due_by[-1] if due_by else free[0]
+                matched[(kit, target.number)] = a
+                continue
+            while first_free < len(doses) and taken[first_free]:
+                first_free += 1
+            if first_free == len(doses):
                 unscheduled.append(a)
                 continue
-            due_by = [d for d in free if _h(a.given_at, d.due) >= -early_h]
-            target = due_by[-1] if due_by else free[0]
-            matched[(kit, target.number)] = a
+            lo, hi = 0, len(doses)  # first index whose dose is due after the window (the prefix is doses[:lo])
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if _h(a.given_at, doses[mid].due) >= -early_h:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            i = lo - 1
+            while i >= 0 and taken[i]:
+                i -= 1
+            t = i if i >= 0 else first_free
+            taken[t] = True
+            matched[(kit, doses[t].number)] = a
     statuses: list[DoseStatus] = []
     for d in schedule.doses:
         early_h = early_before_h if early_before_h is not None else min(late_after_h, d.interval_h / 2)

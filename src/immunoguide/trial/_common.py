@@ -8,7 +8,7 @@ from functools import cache
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from immunoguide.errors import InputError, NotRandomized, PatientWithdrawn, UnknownPatient
@@ -54,15 +54,25 @@ def protocol_of(patient: Patient) -> Protocol:
     return _protocol(patient.protocol)
 
 
+def protocol_of_label(label: str) -> Protocol:
+    """The protocol of a patient's ``protocol`` column (cached as :func:`protocol_of`)."""
+    return _protocol(label)
+
+
+# The statements run for every dose, visit and view, built once (building one costs as much as running it on SQLite).
+_PATIENT_BY_CODE = select(Patient).where(Patient.code == bindparam("code")).execution_options(populate_existing=True)
+_PATIENT_BY_CODE_LOCKED = (select(Patient).where(Patient.code == bindparam("code")).with_for_update()
+                           .execution_options(populate_existing=True))
+_SLOT_OF_PATIENT = select(AllocationSlot).where(AllocationSlot.patient_id == bindparam("patient_id"))
+
+
 def get_patient(session: Session, code: str, actor: Actor, permission: str, *, lock: bool = True) -> Patient:
     """The patient with study code ``code`` (row-locked for the transaction), after checking ``permission``.
 
     Raises UnknownPatient (no such code) or NotAuthorized (role, or another site's patient).
     """
-    stmt = select(Patient).where(Patient.code == code)
-    if lock:
-        stmt = stmt.with_for_update()
-    p = session.execute(stmt.execution_options(populate_existing=True)).scalar_one_or_none()
+    stmt = _PATIENT_BY_CODE_LOCKED if lock else _PATIENT_BY_CODE
+    p = session.execute(stmt, {"code": code}).scalar_one_or_none()
     if p is None:
         raise UnknownPatient(expected="the study code of a screened patient", got=code, where="patients",
                              todo="check the code, or screen the patient first (`immunoguide trial screen`)")
@@ -79,7 +89,7 @@ def require_active(p: Patient) -> None:
 
 def slot_of(session: Session, p: Patient) -> AllocationSlot | None:
     """The allocation slot the patient holds (None if not randomised)."""
-    return session.execute(select(AllocationSlot).where(AllocationSlot.patient_id == p.id)).scalar_one_or_none()
+    return session.execute(_SLOT_OF_PATIENT, {"patient_id": p.id}).scalar_one_or_none()
 
 
 def require_randomised(session: Session, p: Patient, action: str) -> AllocationSlot:

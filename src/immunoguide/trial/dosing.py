@@ -16,9 +16,10 @@ window is recorded (it was given) and flagged as a protocol deviation.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from immunoguide.errors import DuplicateRecord, InputError
@@ -31,12 +32,13 @@ from immunoguide.trial._common import (
     get_patient,
     not_future,
     protocol_of,
+    protocol_of_label,
     require_active,
     require_randomised,
 )
 from immunoguide.trial.access import Actor, arm_visible
 from immunoguide.trial.kits import kits_of
-from immunoguide.trial.models import DoseAdministration, Kit, Patient, Withdrawal
+from immunoguide.trial.models import AllocationSlot, DoseAdministration, Kit, Patient, Withdrawal
 from immunoguide.trial.randomization import randomization_window
 
 __all__ = ["DEFAULT_LATE_AFTER_H", "dosing_view", "record_dose"]
@@ -45,19 +47,31 @@ __all__ = ["DEFAULT_LATE_AFTER_H", "dosing_view", "record_dose"]
 DEFAULT_LATE_AFTER_H = 1.0
 
 
-def _schedule(session: Session, p: Patient, start: datetime) -> Schedule:
+def _schedule(session: Session, p: Patient, slot: AllocationSlot, start: datetime) -> Schedule:
     from immunoguide.trial.randomization import arm_of
 
-    slot = require_randomised(session, p, "dosing")
-    return dose_schedule(protocol_of(p), arm_of(session, slot), start)
+    # keyed by wall time, fold and time zone, not by the instant: the due times keep the zone of ``start``
+    return _arm_schedule(p.protocol, arm_of(session, slot), start.replace(tzinfo=None), start.fold, start.tzinfo)
 
 
-def _administrations(session: Session, p: Patient) -> list[tuple[DoseAdministration, Kit]]:
-    rows = session.execute(
-        select(DoseAdministration, Kit).join(Kit, DoseAdministration.kit_id == Kit.id)
-        .where(DoseAdministration.patient_id == p.id).order_by(DoseAdministration.given_at, DoseAdministration.id)
-    ).all()
-    return [(d, k) for d, k in rows]
+@lru_cache(maxsize=1024)
+def _arm_schedule(protocol: str, arm: str, wall: datetime, fold: int, tz: Any) -> Schedule:
+    """The schedule of ``arm`` from ``start`` (shipped protocols are immutable and a Schedule is frozen: computed
+    once per patient, not once per dose recorded or viewed)."""
+    return dose_schedule(protocol_of_label(protocol), arm, wall.replace(tzinfo=tz, fold=fold))
+
+
+_ADMINISTRATIONS = (
+    select(DoseAdministration, Kit.route).join(Kit, DoseAdministration.kit_id == Kit.id)
+    .where(DoseAdministration.patient_id == bindparam("patient_id"))
+    .order_by(DoseAdministration.given_at, DoseAdministration.id)
+)
+_WITHDRAWAL = select(Withdrawal).where(Withdrawal.patient_id == bindparam("patient_id"))
+
+
+def _administrations(session: Session, p: Patient) -> list[tuple[DoseAdministration, str]]:
+    """The patient's administrations with the route of their kit, by time given (then id)."""
+    return [(d, route) for d, route in session.execute(_ADMINISTRATIONS, {"patient_id": p.id}).all()]
 
 
 def record_dose(
@@ -93,21 +107,21 @@ def record_dose(
         raise InputError(expected="a note of at most 2000 characters", got=len(note), where="field note",
                          todo="shorten the note", field="note")
     start = p.first_dose_at or given_at
-    schedule = _schedule(session, p, start)
+    schedule = _schedule(session, p, slot, start)
     planned = {d.number for d in schedule.kit(kit)}
     if number is not None:
         if isinstance(number, bool) or not isinstance(number, int) or number not in planned:
             raise InputError(expected=f"a dose number of kit {kit}: 1..{max(planned)}", got=number,
                              where="field number", todo="check the dose number", field="number")
     existing = _administrations(session, p)
-    if number is not None and any(d.number == number and k.route == kit for d, k in existing):
+    if number is not None and any(d.number == number and route == kit for d, route in existing):
         raise DuplicateRecord(expected=f"dose {number} of kit {kit} not yet recorded", got=f"{p.code} {kit} #{number}",
                               where="dose_administrations", todo="each scheduled dose is recorded once")
-    given = [Administration(k.route, d.given_at, d.number) for d, k in existing]
+    given = [Administration(route, d.given_at, d.number) for d, route in existing]
     new = Administration(kit, given_at, number)
     rec = reconcile(schedule, [*given, new], late_after_h=DEFAULT_LATE_AFTER_H, at=now)
     matched = [s for s in rec.of_kit(kit) if s.given_at == given_at and s.dose.number not in
-               {d.number for d, k in existing if k.route == kit}]
+               {d.number for d, route in existing if route == kit}]
     if not matched:
         raise InputError(expected=f"a dose that matches a scheduled, unrecorded dose of kit {kit}",
                          got=given_at.isoformat(), where="field given_at",
@@ -117,11 +131,16 @@ def record_dose(
     with audit.reasoned(session, late):
         if p.first_dose_at is None:
             audit.update(session, actor, now, p, first_dose_at=given_at)
-        audit.insert(session, actor, now, DoseAdministration(
+        dose = DoseAdministration(
             patient_id=p.id, kit_id=kits[kit].id, number=dose_no, given_at=given_at, note=note, recorded_at=now,
             recorded_by=actor.user,
-        ))
-    view = dosing_view(session, code, actor=actor, now=now)
+        )
+        audit.insert(session, actor, now, dose)
+    # The view dosing_view(session, code, actor=actor, now=now) gives, from what this call already loaded: the
+    # administrations (the same session objects its query would return, in its order) plus the new one.
+    rows = sorted([*existing, (dose, kit)], key=lambda dr: (dr[0].given_at, dr[0].id))
+    view = _view(session, code, actor=actor, now=now, late_after_h=DEFAULT_LATE_AFTER_H, slot=slot, kits=kits,
+                 administrations=rows)
     view["recorded"] = {"kit": kit, "kit_number": kits[kit].kit_number, "number": dose_no,
                         "given_at": given_at.isoformat()}
     return view
@@ -135,10 +154,22 @@ def dosing_view(
     Blinded roles get kit, kit number, dose number, day, due time, status, given time and delay; unblinded roles
     also the prescribed content of each dose.
     """
+    return _view(session, code, actor=actor, now=now, late_after_h=late_after_h)
+
+
+def _view(
+    session: Session, code: str, *, actor: Actor, now: datetime, late_after_h: float,
+    slot: AllocationSlot | None = None, kits: dict[str, Kit] | None = None,
+    administrations: list[tuple[DoseAdministration, str]] | None = None,
+) -> dict[str, Any]:
+    """:func:`dosing_view`; ``slot``, ``kits`` and ``administrations`` are taken as given when the caller has
+    them loaded already (:func:`record_dose`), else read."""
     aware(now, "now")
     p = get_patient(session, code, actor, "view", lock=False)
-    require_randomised(session, p, "a dosing view")
-    kits = {k.route: k for k in kits_of(session, p)}
+    if slot is None:
+        slot = require_randomised(session, p, "a dosing view")
+    if kits is None:
+        kits = {k.route: k for k in kits_of(session, p)}
     proto = protocol_of(p)
     out: dict[str, Any] = {
         "patient": p.code,
@@ -156,10 +187,12 @@ def dosing_view(
     if p.first_dose_at is None:
         out.update({"started": False, "doses": [], "counts": {}, "flagged": []})
         return out
-    schedule = _schedule(session, p, p.first_dose_at)
-    wd = session.execute(select(Withdrawal).where(Withdrawal.patient_id == p.id)).scalar_one_or_none()
+    schedule = _schedule(session, p, slot, p.first_dose_at)
+    wd = session.execute(_WITHDRAWAL, {"patient_id": p.id}).scalar_one_or_none()
     at = min(now, wd.withdrawn_at) if wd is not None else now
-    given = [Administration(k.route, d.given_at, d.number) for d, k in _administrations(session, p)]
+    if administrations is None:
+        administrations = _administrations(session, p)
+    given = [Administration(route, d.given_at, d.number) for d, route in administrations]
     rec = reconcile(schedule, given, late_after_h=late_after_h, at=at)
     unblinded = arm_visible(session, actor, p)
     doses = []

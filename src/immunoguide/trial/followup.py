@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select
@@ -35,6 +36,7 @@ from immunoguide.trial._common import (
     get_patient,
     not_future,
     protocol_of,
+    protocol_of_label,
     require_active,
     require_randomised,
 )
@@ -80,6 +82,12 @@ def followup_days(protocol: Protocol) -> dict[int, tuple[str, ...]]:
     return {d: tuple(dict.fromkeys(v)) for d, v in sorted(items.items())}
 
 
+@lru_cache(maxsize=64)
+def _days_of(protocol: str) -> dict[int, tuple[str, ...]]:
+    """:func:`followup_days` of a patient's protocol (shipped protocols are immutable: computed once; read only)."""
+    return followup_days(protocol_of_label(protocol))
+
+
 def _anchor(session: Session, p: Patient) -> datetime:
     slot = require_randomised(session, p, "follow-up")
     assert slot.allocated_at is not None
@@ -118,7 +126,7 @@ def record_followup(
     require_active(p)
     anchor = _anchor(session, p)
     proto = protocol_of(p)
-    days = followup_days(proto)
+    days = _days_of(p.protocol)
     if isinstance(day, bool) or not isinstance(day, int) or day not in days:
         raise NotAVisitDay(expected=f"a follow-up day of {proto.label}: {sorted(days)}", got=day, where="field day",
                            todo="follow-up is recorded on the protocol's visit and SOFA days")
@@ -180,19 +188,19 @@ def record_followup(
             sofa_detail=detail, infection_assessment=infection_assessment, vital_status=vital_status,
             death_at=death_at if vital_status == "dead" else None, recorded_at=now, recorded_by=actor.user,
         ))
-    return followup_view(session, code, actor=actor, now=now, _patient=p)
+    return followup_view(session, code, actor=actor, now=now, _patient=p, _anchor_time=anchor)
 
 
 def serial_endotypes(session: Session, code: str, *, actor: Actor, now: datetime,
-                     _patient: Patient | None = None) -> dict[str, Any]:
+                     _patient: Patient | None = None, _anchor_time: datetime | None = None) -> dict[str, Any]:
     """Daily endotypes on the visit days from the serial samples, transitions between them, and reversal."""
     from immunoguide.trial.enrolment import lab_results_of
 
     p = _patient or get_patient(session, code, actor, "view", lock=False)
-    anchor = _anchor(session, p)
+    anchor = _anchor_time or _anchor(session, p)
     proto = protocol_of(p)
     assert proto.classification is not None
-    visit_days = [d for d, items in followup_days(proto).items() if "labs" in items]
+    visit_days = [d for d, items in _days_of(p.protocol).items() if "labs" in items]
     elapsed = int((now - anchor) // timedelta(days=1))
     days = [d for d in visit_days if d <= elapsed] or [0]
     rec = reclassify_daily(proto.classification, [r for r in lab_results_of(session, p) if r.sample_time is not None],
@@ -204,13 +212,12 @@ def serial_endotypes(session: Session, code: str, *, actor: Actor, now: datetime
 
 
 def followup_view(session: Session, code: str, *, actor: Actor, now: datetime,
-                  _patient: Patient | None = None) -> dict[str, Any]:
+                  _patient: Patient | None = None, _anchor_time: datetime | None = None) -> dict[str, Any]:
     """Every recorded follow-up day, the days still expected, and the serial endotypes."""
     p = _patient or get_patient(session, code, actor, "view", lock=False)
-    anchor = _anchor(session, p)
-    proto = protocol_of(p)
+    anchor = _anchor_time or _anchor(session, p)
     rows = session.execute(select(FollowUp).where(FollowUp.patient_id == p.id).order_by(FollowUp.day)).scalars().all()
-    days = followup_days(proto)
+    days = _days_of(p.protocol)
     recorded = {r.day for r in rows}
     elapsed = (now - anchor) / timedelta(days=1)
     return {
@@ -224,5 +231,5 @@ def followup_view(session: Session, code: str, *, actor: Actor, now: datetime,
             for r in rows
         ],
         "overdue_days": [d for d in days if d not in recorded and d + 1 <= elapsed],
-        "serial": serial_endotypes(session, code, actor=actor, now=now, _patient=p),
+        "serial": serial_endotypes(session, code, actor=actor, now=now, _patient=p, _anchor_time=anchor),
     }

@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from immunoguide.errors import InputError
@@ -81,9 +81,12 @@ def kit_regimen(session: Session, k: Kit, protocol: Protocol, *, arm: str | None
     return protocol.arm(arm).kits[k.route]
 
 
+_KITS_OF = select(Kit).where(Kit.patient_id == bindparam("patient_id")).order_by(Kit.route)
+
+
 def kits_of(session: Session, p: Patient) -> list[Kit]:
     """The patient's kits, by route."""
-    return list(session.execute(select(Kit).where(Kit.patient_id == p.id).order_by(Kit.route)).scalars())
+    return list(session.execute(_KITS_OF, {"patient_id": p.id}).scalars())
 
 
 def kit_dict(session: Session, k: Kit, protocol: Protocol, actor: Actor, p: Patient, *,

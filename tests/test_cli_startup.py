@@ -1,0 +1,94 @@
+"""The ``immunoguide`` command starts without the heavy libraries: each command imports what it uses when it runs.
+
+Every case runs in a fresh interpreter (``sys.modules`` of this test process already holds everything) and reports
+which of the heavy modules got imported. How long the start takes is measured in ``benchmarks/bench_user.py``,
+never here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import immunoguide
+
+#: Libraries that cost 0.1–1 s each to import and that no command needs just to start or to print its help.
+HEAVY = (
+    "pandas", "numpy", "pyarrow", "scipy", "matplotlib", "ibis", "duckdb", "sqlalchemy", "fastapi", "uvicorn",
+    "weasyprint", "statsmodels", "lifelines", "altair", "jinja2", "sqlglot",
+)
+
+_PROBE = """
+import json, sys
+argv, heavy = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+sys.argv = ["immunoguide", *argv]
+code = 0
+try:
+    import immunoguide.cli
+    if argv:
+        immunoguide.cli.main()
+except SystemExit as exc:
+    code = exc.code or 0
+sys.stdout.write("\\nLOADED " + json.dumps({"code": code, "heavy": [m for m in heavy if m in sys.modules]}) + "\\n")
+"""
+
+
+def _loaded(argv: list[str], stdin: str = "") -> dict:
+    src = str(Path(immunoguide.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(argv), json.dumps(HEAVY)],
+        input=stdin, capture_output=True, text=True, env=env, check=False, timeout=120,
+    )
+    line = next((x for x in reversed(p.stdout.splitlines()) if x.startswith("LOADED ")), None)
+    assert line is not None, p.stderr[-2000:]
+    return json.loads(line.removeprefix("LOADED "))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--help"],
+        ["cohort", "run", "--help"],
+        ["synth", "mimic4", "--help"],
+        ["design", "power", "--help"],
+        ["protocol", "show", "--help"],
+        ["trial", "--help"],
+        ["demo", "--help"],
+    ],
+    ids=lambda a: " ".join(a) or "import",
+)
+def test_importing_the_cli_and_printing_help_loads_no_heavy_library(argv: list[str]) -> None:
+    """``import immunoguide.cli`` and each ``--help`` leave pandas, scipy, ibis, DuckDB, SQLAlchemy … unimported."""
+    res = _loaded(argv)
+    assert res["code"] == 0
+    assert res["heavy"] == []
+
+
+def test_classifying_one_line_loads_no_dataframe_or_statistics_library() -> None:
+    """``classify`` of one JSON line needs the protocol and the rules only: no pandas, numpy, scipy or DuckDB."""
+    res = _loaded(["classify"], stdin='{"ferritin": 6000, "ferritin_unit": "ng/mL"}\n')
+    assert res["code"] == 0
+    assert res["heavy"] == []
+
+
+def test_scoring_one_line_loads_no_dataframe_or_statistics_library() -> None:
+    """``score sofa`` of one JSON line needs the criteria and the rules only: no pandas, numpy, scipy or DuckDB."""
+    res = _loaded(["score", "sofa"], stdin='{"platelets_10e3_per_ul": 90, "gcs": 14}\n')
+    assert res["code"] == 0
+    assert res["heavy"] == []
+
+
+def test_help_text_names_every_synthetic_endotype_prior() -> None:
+    """The ``synth mimic4 --endotype-prior`` help lists exactly the generator's priors (kept apart to start fast)."""
+    from immunoguide.cli._synth import ENDOTYPE_PRIOR_NAMES, LAYOUT_NAMES, MIMIC4_VERSION_NAMES
+    from immunoguide.cohort.synth import ENDOTYPE_PRIORS, LAYOUTS, MIMIC4_VERSIONS
+
+    assert ENDOTYPE_PRIOR_NAMES == tuple(ENDOTYPE_PRIORS)
+    assert (LAYOUT_NAMES, MIMIC4_VERSION_NAMES) == (tuple(LAYOUTS), tuple(MIMIC4_VERSIONS))
