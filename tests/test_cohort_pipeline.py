@@ -16,6 +16,10 @@ from immunoguide.cohort.pipeline import run_cohort
 runner = CliRunner()
 
 
+#: SQL statements a default run executes: timeline check, hourly SOFA, its evidence, Sepsis-3, infection source.
+STAGES = 5
+
+
 @pytest.fixture(scope="module")
 def cohort_out(mimic3_timeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cohort")
@@ -146,9 +150,9 @@ def test_sql_from_the_cache_gives_the_same_tables_as_compiling(
     monkeypatch.setenv("IMMUNOGUIDE_CACHE_DIR", str(tmp_path / "cache"))
     first = run_cohort(folder, tmp_path / "first")
     warm = run_cohort(folder, tmp_path / "warm")
-    assert cold.metadata["compiled_sql"]["from_cache"] == 0 and cold.metadata["compiled_sql"]["compiled"] == 4
-    assert first.metadata["compiled_sql"]["compiled"] == 4
-    assert warm.metadata["compiled_sql"] == {**warm.metadata["compiled_sql"], "from_cache": 4, "compiled": 0}
+    assert cold.metadata["compiled_sql"]["from_cache"] == 0 and cold.metadata["compiled_sql"]["compiled"] == STAGES
+    assert first.metadata["compiled_sql"]["compiled"] == STAGES
+    assert warm.metadata["compiled_sql"] == {**warm.metadata["compiled_sql"], "from_cache": STAGES, "compiled": 0}
     assert warm.metadata["timeline_check"] == cold.metadata["timeline_check"] and warm.metadata["timeline_check"]["rows_refused"]
     expected = _tables(tmp_path / "cold")
     for run in ("first", "warm"):
@@ -175,7 +179,7 @@ def test_other_policies_are_compiled_not_taken_from_the_cache(
     for f in (tmp_path / "cache" / "sql").glob("*.json"):
         f.write_text('{"digest": "x", "sql": "DROP TABLE everything"}')
     again = run_cohort(mimic3_timeline, tmp_path / "c", protocol=None)
-    assert again.metadata["compiled_sql"]["compiled"] == 4
+    assert again.metadata["compiled_sql"]["compiled"] == STAGES
     assert _tables(tmp_path / "c") == _tables(tmp_path / "a")
 
 
@@ -201,8 +205,8 @@ def test_a_run_with_cached_sql_does_not_import_ibis(mimic3_timeline: Path, tmp_p
                            capture_output=True, text=True, env=env, check=True, timeout=600)
         seen.append(json.loads(p.stdout.strip().splitlines()[-1]))
     (cold_sql, cold_mods), (warm_sql, warm_mods) = seen
-    assert cold_sql["compiled"] == 4 and "ibis" in cold_mods
-    assert warm_sql["from_cache"] == 4 and warm_mods == []
+    assert cold_sql["compiled"] == STAGES and "ibis" in cold_mods
+    assert warm_sql["from_cache"] == STAGES and warm_mods == []
 
 
 def test_reading_rows_by_concept_gives_the_rows_a_filtered_parquet_read_gives(
