@@ -103,6 +103,12 @@ def _register(con: duckdb.DuckDBPyConnection, data_dir: Path, extra: tuple[str, 
             con.execute(f"CREATE VIEW raw_{t} AS SELECT * FROM read_csv('{path}', header=true, sample_size=-1)")
 
 
+def _keep_rows(con: duckdb.DuckDBPyConnection, table: str, where: str) -> None:
+    """Read ``raw_<table>`` once into a table of the rows matching ``where``, and point the view at it."""
+    con.execute(f"CREATE TABLE kept_{table} AS SELECT * FROM raw_{table} WHERE {where}")
+    con.execute(f"CREATE OR REPLACE VIEW raw_{table} AS SELECT * FROM kept_{table}")
+
+
 def _in(ids: list[int]) -> str:
     return "(" + ", ".join(str(int(i)) for i in ids) + ")" if ids else "(NULL)"
 
@@ -134,7 +140,16 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     pre = int(it["attachment"]["pre_icu_h"])
     noon = int(it["attachment"]["date_only_hour"])
 
+    # Each large CSV is decompressed and parsed once: the rows of the items this adapter reads are kept in a table
+    # that the views of the same name then point at (every statement below reads it, not the file).
+    chart_ids = sorted({*it["chart"]["map_mmhg"], *it["chart"]["fio2"], *it["chart"]["weight_kg"], *it["gcs"]["eye"],
+                        *it["gcs"]["verbal"], *it["gcs"]["motor"], *it["ventilation"]["invasive_items"],
+                        *it["ventilation"]["device_items"]})  # fmt: skip
+    _keep_rows(con, "chartevents", f"itemid IN {_in(chart_ids)}")
     create_stays(con, it, pre)
+    drugs = [ids for ids in it["vasopressors"].values() if isinstance(ids, dict)] + list(it["other_vasoactives"].values())
+    _keep_rows(con, "inputevents_mv", f"itemid IN {_in(sorted({i for d in drugs for i in d.get('mv', [])}))}")
+    _keep_rows(con, "inputevents_cv", f"itemid IN {_in(sorted({i for d in drugs for k in ('cv', 'cv_per_kg', 'cv_per_min') for i in d.get(k, [])}))}")
     dq: list[str] = [
         "SELECT stay_id, 'patients' AS source, 'dob' AS item, 'age_shifted_over_89' AS issue, 1 AS n, "
         "'age > 89 shifted in MIMIC-III; recorded as 90' AS example FROM stays WHERE age_shifted"

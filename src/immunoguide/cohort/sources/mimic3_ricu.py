@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from immunoguide.cohort.sources.mimic3 import AdapterReport, _in, _register, create_stays, duckdb_connection, load_items
+from immunoguide.cohort.sources.mimic3 import (
+    AdapterReport,
+    _in,
+    _keep_rows,
+    _register,
+    create_stays,
+    duckdb_connection,
+    load_items,
+)
 from immunoguide.cohort.sources.ricu_profile import build_ricu_timeline, load_ricu_items
 
 __all__ = ["convert_mimic3_ricu"]
@@ -33,16 +41,18 @@ def convert_mimic3_ricu(data_dir: str | Path, out_dir: str | Path) -> AdapterRep
     m3, rules = ri["mimic3"], ri["rules"]
     con = duckdb_connection()
     _register(con, data_dir, extra=("procedureevents_mv",))
+    chart_ids = sorted({i for c in m3.values() if isinstance(c, dict) for i in c.get("chartevents", [])})
+    ett = ", ".join("'" + v.replace("'", "''") + "'" for v in m3["ett_gcs_values"])
+    # chartevents is decompressed and parsed once (the weight of create_stays and every concept below read it)
+    _keep_rows(con, "chartevents", f"itemid IN {_in(sorted({*chart_ids, *it['chart']['weight_kg']}))} OR value IN ({ett})")
     create_stays(con, it, int(it["attachment"]["pre_icu_h"]))
     con.execute(
         """CREATE TABLE diagnoses AS SELECT s.stay_id, d.icd9_code AS code, 9 AS version
            FROM raw_diagnoses_icd d JOIN stays s USING (hadm_id) WHERE d.icd9_code IS NOT NULL"""
     )
-    chart_ids = sorted({i for c in m3.values() if isinstance(c, dict) for i in c.get("chartevents", [])})
     con.execute(
         f"""CREATE TABLE rr_chart AS SELECT icustay_id AS stay_id, charttime AS time, itemid, valuenum, value AS value_text
-            FROM raw_chartevents WHERE icustay_id IS NOT NULL AND (itemid IN {_in(chart_ids)} OR value IN
-            (SELECT unnest({list(m3['ett_gcs_values'])!r})))"""
+            FROM raw_chartevents WHERE icustay_id IS NOT NULL AND (itemid IN {_in(chart_ids)} OR value IN ({ett}))"""
     )
     con.execute(
         "CREATE VIEW rr_lab AS SELECT hadm_id, charttime AS time, itemid, valuenum, value AS value_text, valueuom FROM raw_labevents"
