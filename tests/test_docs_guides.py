@@ -42,9 +42,17 @@ def test_every_example_of_the_guide_runs(guide: Path, tmp_path: Path, mimic3_dem
             p = subprocess.run(["bash", "-o", "pipefail", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
             assert p.returncode == 0, f"{guide.name}: `{code}` exited {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
         else:
+            # In-process, but without the test session's IMMUNOGUIDE_* settings (its trial key above all): a block
+            # must open what it uses itself, as a reader's script would; anything it sets is dropped afterwards.
+            saved = {k: v for k, v in os.environ.items() if k.startswith("IMMUNOGUIDE_")}
+            for k in saved:
+                del os.environ[k]
             cwd = os.getcwd()
             os.chdir(tmp_path)
             try:
                 exec(compile(code, f"{guide.name}:python", "exec"), {"__name__": "__guide__"})
             finally:
                 os.chdir(cwd)
+                for k in [k for k in os.environ if k.startswith("IMMUNOGUIDE_")]:
+                    del os.environ[k]
+                os.environ.update(saved)
