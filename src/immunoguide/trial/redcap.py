@@ -551,7 +551,7 @@ def _write_record(session: Session, rec: _Record, part: Part, actor: Actor, now:
 
     def attempt(line: int, instrument: str, instance: int | None, fn: Any) -> bool:
         try:
-            with session.begin_nested():
+            with audit.savepoint(session):
                 fn()
         except ImmunoguideError as exc:
             problems.append(_problem(line, rec.code, instrument, instance, [exc.message]))
@@ -679,7 +679,7 @@ def import_redcap(session: Session, records_csv: str | Path, dictionary_csv: str
         with audit.reasoned(session, f"{given}; {source}" if given else source):
             for rec in records.values():
                 try:
-                    with session.begin_nested():
+                    with audit.savepoint(session):
                         for k, v in _write_record(session, rec, part, actor, now, m.protocol, late).items():
                             counts[k] += v
                 except _RowsRefused as refused:
