@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,10 @@ def steps(guide: Path) -> list[tuple[str, str]]:
         if kind == "console":
             # One block is one shell session: `export` lines carry over to the block's later commands.
             cmds = [line[2:] for line in body.splitlines() if line.startswith("$ ")]
+            # `$ ! cmd` documents a refusal. `set -e` ignores a negated command, so make it fail the block when
+            # the command succeeds.
+            cmds = [f"if {c[2:]}; then echo {shlex.quote('expected a refusal: ' + c[2:])} >&2; exit 1; fi"
+                    if c.startswith("! ") else c for c in cmds]
             out.append(("console", "set -euo pipefail\n" + "\n".join(cmds)))
         else:
             out.append(("python", body))
