@@ -3,7 +3,9 @@
 The EHR is :class:`immunoguide.ehr_sandbox.EhrSandbox` served by uvicorn on a loopback port: it signs the JWTs,
 publishes its keys and answers the FHIR searches (a FHIR REST double limited to the interactions the service uses;
 its resources are validated with fhir.resources R4B). The service under test runs in a TestClient with the fixed
-clock ``NOW`` and trusts that EHR only.
+clock ``NOW`` — on a simulation store, since a real store accepts only the system clock — and trusts that EHR
+only. Non-EHR callers use immunoguide account tokens, checked by the account model of the trial store (also on a
+real store with the system clock: :func:`test_on_a_real_store_the_cds_path_checks_the_account_like_any_other`).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def _settings(ehr: EhrSandbox, **kw: Any) -> ServiceSettings:
     issuer = EhrIssuer(iss=ehr.base_url, name="sandbox", jwks_url=ehr.jwks_url, subjects=(ehr.cds_client_id,),
                        fhir_servers=(ehr.fhir_base,))
     kw.setdefault("jwks_min_refresh_s", 0)
-    return ServiceSettings(auto_upgrade=True, clock=lambda: NOW,
+    return ServiceSettings(auto_upgrade=True, simulation_store=True, clock=lambda: NOW,
                            ehr=EhrSettings(service_url=SERVICE_URL, issuers=(issuer,), **kw))
 
 
@@ -205,9 +207,39 @@ def test_immunoguide_bearer_token_still_works_for_non_ehr_clients(client: TestCl
 
 def test_a_jwt_is_refused_where_no_ehr_is_configured(ehr: EhrSandbox) -> None:
     """Without an EHR configuration a JWT is not an accepted credential."""
-    app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True, clock=lambda: NOW))
+    app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True, simulation_store=True, clock=lambda: NOW))
     with TestClient(app) as c:
         _refused(_call(c, ehr.sign_cds_jwt(AUD, now=NOW), _full()), "trusts no EHR issuer")
+
+
+def test_on_a_real_store_the_cds_path_checks_the_account_like_any_other(ehr: EhrSandbox) -> None:
+    """On a real store (system clock) a non-EHR caller's token is the trial store's: the login is audited, the
+    token works at the CDS service, and the token of an account promoted with a SQL UPDATE (no longer equal to its
+    audited image) or of a deactivated account is refused there (401)."""
+    from sqlalchemy import select, text
+
+    from immunoguide.trial.access import Actor
+    from immunoguide.trial.models import AuditRecord
+
+    issuer = EhrIssuer(iss=ehr.base_url, name="sandbox", jwks_url=ehr.jwks_url, subjects=(ehr.cds_client_id,),
+                       fhir_servers=(ehr.fhir_base,))
+    app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True, token_cache_s=0,
+                                                           ehr=EhrSettings(service_url=SERVICE_URL, issuers=(issuer,))))
+    with TestClient(app) as c:
+        st = c.app.state.service  # type: ignore[attr-defined]
+        tokens = {}
+        for name in ("script-a", "script-b"):
+            st.users.create_user(name, PASSWORD, "investigator", "ATH")
+            tokens[name] = c.post("/auth/token", json={"username": name, "password": PASSWORD}).json()["access_token"]
+        with st.store.session() as s:
+            assert s.execute(select(AuditRecord.actor).where(AuditRecord.action == "login")).scalars().all() == [
+                "script-a", "script-b"]
+        assert _call(c, tokens["script-a"], _full()).status_code == 200
+        with st.store.engine.begin() as conn:
+            conn.execute(text("UPDATE service_users SET role = 'dsmb' WHERE username = 'script-a'"))
+        assert _call(c, tokens["script-a"], _full()).status_code == 401
+        st.users.change_user("script-b", by=Actor("admin", "administrator"), active=False)
+        assert _call(c, tokens["script-b"], _full()).status_code == 401
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,10 @@ def steps(guide: Path) -> list[tuple[str, str]]:
         if kind == "console":
             # One block is one shell session: `export` lines carry over to the block's later commands.
             cmds = [line[2:] for line in body.splitlines() if line.startswith("$ ")]
+            # `$ ! cmd` documents a refusal. `set -e` ignores a negated command, so make it fail the block when
+            # the command succeeds.
+            cmds = [f"if {c[2:]}; then echo {shlex.quote('expected a refusal: ' + c[2:])} >&2; exit 1; fi"
+                    if c.startswith("! ") else c for c in cmds]
             out.append(("console", "set -euo pipefail\n" + "\n".join(cmds)))
         else:
             out.append(("python", body))
@@ -42,9 +47,17 @@ def test_every_example_of_the_guide_runs(guide: Path, tmp_path: Path, mimic3_dem
             p = subprocess.run(["bash", "-o", "pipefail", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
             assert p.returncode == 0, f"{guide.name}: `{code}` exited {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
         else:
+            # In-process, but without the test session's IMMUNOGUIDE_* settings (its trial key above all): a block
+            # must open what it uses itself, as a reader's script would; anything it sets is dropped afterwards.
+            saved = {k: v for k, v in os.environ.items() if k.startswith("IMMUNOGUIDE_")}
+            for k in saved:
+                del os.environ[k]
             cwd = os.getcwd()
             os.chdir(tmp_path)
             try:
                 exec(compile(code, f"{guide.name}:python", "exec"), {"__name__": "__guide__"})
             finally:
                 os.chdir(cwd)
+                for k in [k for k in os.environ if k.startswith("IMMUNOGUIDE_")]:
+                    del os.environ[k]
+                os.environ.update(saved)

@@ -5,12 +5,18 @@ Trial A is the report tests' seeded trial (screen failures, consent refusal, cla
 patients with daily SOFA, deaths, day-15 infection, day-28/90 vital status, serial labs, a withdrawal). Each site's
 REDCap files are exported from A, imported into a fresh store B the way a site would work — baseline part, then
 immunoguide randomises, then the follow-up part — and exported again: the records files are identical.
+
+A and B are simulation stores (their clinical times lie in 2025, on the tests' fixed clock). The follow-up part is
+imported 120 days after the trial started, so every follow-up day is a late entry: it needs a reason, which the
+audit trail keeps. On a real store the import runs as an authenticated account at the system time
+(:func:`test_on_a_real_store_the_import_is_the_accounts_at_the_system_time`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +25,16 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from immunoguide.errors import InputError, RecordsRejected
-from immunoguide.trial import TrialStore, generate_allocation_list, import_allocation_list, randomize
+from immunoguide.service.auth import UserStore
+from immunoguide.trial import TrialStore, generate_allocation_list, import_allocation_list, randomize, verify_audit
 from immunoguide.trial.access import Actor
 from immunoguide.trial.models import AuditRecord, FollowUp, LabResult, Patient
-from immunoguide.trial.redcap import DICTIONARY_COLUMNS, export_redcap, import_redcap, load_mapping
+from immunoguide.trial.redcap import DICTIONARY_COLUMNS, export_redcap, import_redcap, load_mapping, write_dictionary
 from report_trial_builder import ADMIN, LATE, RAND_H, SITES, STATISTICIAN, BuiltTrial, _t, build_trial
+from trial_helpers import hex_seed
+
+#: The data manager's reason for entering follow-up days late (they were transcribed from REDCap).
+LATE_REASON = "transcribed from the site's REDCap project"
 
 
 def coord(site: str) -> Actor:
@@ -80,11 +91,13 @@ def test_records_export_holds_every_patient_lab_and_followup_day(trial_a: BuiltT
 
 
 def _store(path: Path) -> TrialStore:
+    """Store B: a simulation store (A's times are in 2025) with the lists of both sites."""
     st = TrialStore(f"sqlite:///{path}")
-    st.upgrade()
+    st.initialise(simulation=True)
     for site in SITES:
         for stratum in ("MALS", "immunoparalysis"):
-            f = generate_allocation_list(site, stratum, 24, seed=f"b-{site}-{stratum}", out_dir=path.parent / "lists")
+            f = generate_allocation_list(site, stratum, 24, seed=hex_seed(f"b-{site}-{stratum}"),
+                                         out_dir=path.parent / "lists")
             with st.session() as s:
                 import_allocation_list(s, f.csv, actor=ADMIN, now=_t(0))
     return st
@@ -92,7 +105,8 @@ def _store(path: Path) -> TrialStore:
 
 def test_round_trip_through_redcap_keeps_every_record(trial_a: BuiltTrial, exported: dict[str, Path],
                                                       tmp_path: Path) -> None:
-    """A → REDCap files → B (baseline part; immunoguide randomises; follow-up part) → REDCap files: identical."""
+    """A → REDCap files → B (baseline part; immunoguide randomises; follow-up part, late with a reason) → REDCap
+    files: identical. Every entry names the REDCap file it came from; the late follow-up days carry the reason."""
     b = _store(tmp_path / "b.db")
     try:
         for site in SITES:
@@ -109,8 +123,17 @@ def test_round_trip_through_redcap_keeps_every_record(trial_a: BuiltTrial, expor
         for site in SITES:
             d = exported[site]
             with b.session() as s:
-                import_redcap(s, d / "redcap_records.csv", d / "redcap_dictionary.csv", actor=coord(site), now=LATE,
-                              part="followup")
+                res = import_redcap(s, d / "redcap_records.csv", d / "redcap_dictionary.csv", actor=coord(site),
+                                    now=LATE, part="followup", late_entry_reason=LATE_REASON)
+            assert res["source"]["file"] == "redcap_records.csv" and len(res["source"]["sha256"]) == 64
+        with b.session() as s:
+            reasons = {t: set(s.execute(select(AuditRecord.reason).where(AuditRecord.table_name == t,
+                                                                      AuditRecord.action == "insert")).scalars())
+                       for t in ("patients", "followups")}
+            assert all(r.startswith("imported from REDCap: redcap_records.csv (sha256 ") for r in reasons["patients"])
+            assert all(r.startswith("late entry (") and LATE_REASON in r and "imported from REDCap" in r
+                       for r in reasons["followups"])
+            assert verify_audit(s).ok
         for site in SITES:
             with b.session() as s:
                 export_redcap(s, tmp_path / "again" / site, actor=STATISTICIAN, now=LATE, site=site)
@@ -177,7 +200,44 @@ def test_a_row_the_trial_refuses_rolls_back_the_whole_import(exported: dict[str,
         with pytest.raises(RecordsRejected) as info, b.session() as s:
             import_redcap(s, d / "redcap_records.csv", d / "redcap_dictionary.csv", actor=coord("ATH"), now=LATE,
                           part="followup")
-        assert all("IG-E404" in r["errors"][0] for r in info.value.rows if r["instrument"] == "record")
+        refused = [r for r in info.value.rows if r["instrument"] == "followup"]
+        assert refused and all("IG-E404" in r["errors"][0] for r in refused)
+        with b.session() as s:
+            assert s.execute(select(func.count()).select_from(AuditRecord)).scalar_one() == before
+            assert s.execute(select(func.count()).select_from(FollowUp)).scalar_one() == 0
+    finally:
+        b.dispose()
+
+
+def test_late_follow_up_days_need_a_reason_and_every_late_row_is_reported(trial_a: BuiltTrial,
+                                                                          exported: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """REDCap's follow-up times are clinical times: imported 120 days later without --late-reason, every follow-up
+    row is refused with IG-E419 (with its line and instance, not only the first of each record) and nothing is
+    written; a reason too short to explain anything is refused the same way."""
+    d = exported["ATH"]
+    b = _store(tmp_path / "b.db")
+    try:
+        with b.session() as s:
+            import_redcap(s, d / "redcap_records.csv", d / "redcap_dictionary.csv", actor=coord("ATH"), now=_t(9),
+                          part="baseline")
+        for code, e in trial_a.patients.items():
+            if e.site == "ATH" and not e.data_removed:
+                with b.session() as s:
+                    randomize(s, code, actor=coord("ATH"), now=_t(RAND_H))
+        with b.session() as s:
+            before = s.execute(select(func.count()).select_from(AuditRecord)).scalar_one()
+        fu_lines = {i + 2 for i, r in enumerate(_rows(d / "redcap_records.csv"))
+                    if r["redcap_repeat_instrument"] == "followup"}
+        assert len(fu_lines) > 10
+        for reason in (None, "late"):
+            with pytest.raises(RecordsRejected) as info, b.session() as s:
+                import_redcap(s, d / "redcap_records.csv", d / "redcap_dictionary.csv", actor=coord("ATH"),
+                              now=LATE, part="followup", late_entry_reason=reason)
+            rows = info.value.rows
+            assert {r["row"] for r in rows} == fu_lines
+            assert all(r["instrument"] == "followup" and r["instance"] >= 1 for r in rows)
+            assert all("IG-E419" in r["errors"][0] and "late entry" in r["errors"][0] for r in rows)
         with b.session() as s:
             assert s.execute(select(func.count()).select_from(AuditRecord)).scalar_one() == before
             assert s.execute(select(func.count()).select_from(FollowUp)).scalar_one() == 0
@@ -226,3 +286,76 @@ def test_cli_import_reports_rows_on_stderr_and_exits_2(exported: dict[str, Path]
                                  str(d / "redcap_dictionary.csv"), "--part", "baseline"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["imported"]["screening"] >= 1
+
+
+def _records_now(path: Path, records: dict[str, str]) -> Path:
+    """A REDCap records CSV with one screened patient per ``code → site``, its onset 9 h, consent 3 h and an
+    immunoparalysis lab pair 2 h before now (REDCap's date-times: whole seconds, the project's time zone, UTC)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    ago = lambda h: (now - timedelta(hours=h)).strftime("%Y-%m-%d %H:%M:%S")  # noqa: E731
+    m = load_mapping()
+    columns = [m.record_id, "redcap_repeat_instrument", "redcap_repeat_instance"] + [
+        f.name for f in m.fields if f.name != m.record_id] + ["screening_complete", "laboratory_complete"]
+    rows: list[dict[str, str]] = []
+    for code, site in records.items():
+        rows.append({m.record_id: code, "site": site, "age_years": "71", "sex": "1", "infection_source": "1",
+                     "covid19": "0", "admission_source": "1", "sofa_total": "9", "sepsis3_onset": ago(9),
+                     "stage_iv_malignancy": "0", "dnr_order": "0", "anc_per_mm3": "6100", "consent_by": "1",
+                     "consent_signed": ago(3), "screening_complete": "2"})
+        for i, (analyte, value, unit, method) in enumerate((("1", "880", "ng/mL", ""),
+                                                            ("2", "3100", "AB/c", "QuantiBRITE")), start=1):
+            rows.append({m.record_id: code, "redcap_repeat_instrument": "laboratory", "redcap_repeat_instance": str(i),
+                         "lab_phase": "1", "lab_analyte": analyte, "lab_value": value, "lab_unit": unit,
+                         "lab_method": method, "lab_sample_time": ago(2), "laboratory_complete": "2"})
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns)
+        w.writeheader()
+        w.writerows({c: r.get(c, "") for c in columns} for r in rows)
+    return path
+
+
+def test_on_a_real_store_the_import_is_the_accounts_at_the_system_time(tmp_path: Path) -> None:
+    """On a real store `immunoguide redcap import` acts as the logged-in account: --role/--site and --now are
+    refused, no credential is not authenticated, a record of another site than the account's is refused (nothing
+    imported), and the imported entries are the account's, at the system time, naming the REDCap file."""
+    from immunoguide.cli import app
+
+    url = f"sqlite:///{tmp_path / 'real.db'}"
+    st = TrialStore(url)
+    assert st.initialise()["mode"] == "real"
+    users = UserStore(st)
+    users.create_user("rivera", "a-long-test-password", "site_coordinator", "ATH")
+    token, _ = users.login("rivera", "a-long-test-password", now=datetime.now(UTC))
+    dd = write_dictionary(tmp_path / "redcap_dictionary.csv")
+    both = _records_now(tmp_path / "both.csv", {"R001": "ATH", "R002": "MIL"})
+    ath = _records_now(tmp_path / "ath.csv", {"R001": "ATH"})
+
+    def run(*args: str, env: dict[str, str] | None = None, code: int = 0) -> Any:
+        r = CliRunner().invoke(app, ["redcap", "--db", url, *args[:-1], "import", args[-1], "--dictionary", str(dd),
+                                     "--part", "baseline"], env={"IMMUNOGUIDE_TOKEN": token} if env is None else env)
+        assert r.exit_code == code, r.output
+        return json.loads(r.stdout) if code == 0 else json.loads(r.stderr.strip().splitlines()[-1])["error"]
+
+    assert run("--role", "site_coordinator", "--site", "ATH", str(ath), code=4)["code"] == "IG-E408"
+    assert run("--now", datetime.now(UTC).isoformat(), str(ath), code=4)["code"] == "IG-E419"
+    assert run("--user", "rivera", "--role", "site_coordinator", "--site", "ATH", str(ath), env={},
+               code=4)["code"] == "IG-E408"
+    assert run(str(ath), env={}, code=4)["code"] == "IG-E418"
+    err = run(str(both), code=2)
+    assert err["code"] == "IG-E108"
+    assert [(r["record"], r["instrument"]) for r in err["rows"]] == [("R002", "screening")]
+    assert "IG-E408" in err["rows"][0]["errors"][0]
+    with st.session() as s:
+        assert s.execute(select(func.count()).select_from(Patient)).scalar_one() == 0
+    out = run(str(ath))
+    assert (out["imported_by"], out["role"], out["imported"]["screening"]) == ("rivera", "site_coordinator", 1)
+    with st.session() as s:
+        entries = s.execute(select(AuditRecord).where(AuditRecord.patient_id.is_not(None))).scalars().all()
+        assert entries and {(e.actor, e.role) for e in entries} == {("rivera", "site_coordinator")}
+        assert all(e.reason.startswith("imported from REDCap: ath.csv (sha256 ") for e in entries)
+        for e in entries:
+            at, sys_at = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (e.at, e.system_at))
+            assert abs((at - sys_at).total_seconds()) < 300
+        assert s.execute(select(Patient.stratum)).scalar_one() == "immunoparalysis"
+        assert verify_audit(s).ok
+    st.dispose()

@@ -41,27 +41,42 @@ HOOK = "/cds-services/immunoguide-patient-view"
 CLIENT_ID = "immunoguide-dashboard"
 
 
+#: fhirUser (Type/id at the sandbox EHR) → immunoguide account, as in the EHR configuration.
+LINKS = {"Practitioner/1": "inv-ath", "Practitioner/2": "inv-ath-2", "Practitioner/3": "inv-ath-3",
+         "Practitioner/4": "inv-ath-4"}
+
+
 def _seed(db: Path) -> None:
-    """A store with patient ATH-001 screened at site ATH and the investigator inv-ath."""
+    """A simulation store (the service runs on the fixed clock NOW) with patient ATH-001 screened at site ATH and
+    the investigators the EHR users are linked to (accounts created through the audited account model)."""
     st = TrialStore(f"sqlite:///{db}")
-    st.upgrade()
+    st.initialise(simulation=True)
     admin = Actor("admin", "administrator")
     for stratum in ("MALS", "immunoparalysis"):
-        f = trial.generate_allocation_list("ATH", stratum, 8, seed=f"smart-{stratum}", out_dir=db.parent / "lists")
+        f = trial.generate_allocation_list("ATH", stratum, 8, out_dir=db.parent / "lists")
         with st.session() as s:
             trial.import_allocation_list(s, f.csv, actor=admin, now=NOW - timedelta(days=2))
     with st.session() as s:
         trial.screen(s, "ATH-001", "ATH", screening_record(), actor=Actor("c", "site_coordinator", "ATH"),
                      now=NOW - timedelta(hours=20))
-    UserStore(st.engine).create_user("inv-ath", PASSWORD, "investigator", "ATH")
+    users = UserStore(st)
+    for name in LINKS.values():
+        users.create_user(name, PASSWORD, "investigator", "ATH")
     st.dispose()
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, EhrSandbox]]:
+def smart_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seeded store's file."""
+    db = tmp_path_factory.mktemp("smart") / "trial.db"
+    _seed(db)
+    return db
+
+
+@pytest.fixture(scope="module")
+def servers(smart_db: Path) -> Iterator[tuple[str, EhrSandbox]]:
     """immunoguide and the sandbox EHR, each on its own loopback port, trusting each other."""
-    d = tmp_path_factory.mktemp("smart")
-    _seed(d / "trial.db")
+    d = smart_db.parent
     app_sock, ehr_sock = free_port(), free_port()
     app_url, ehr_url = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (app_sock, ehr_sock))
     ehr = EhrSandbox(ehr_url, client_id=CLIENT_ID, redirect_uris=[app_url + "/dashboard/smart/callback"],
@@ -69,7 +84,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Ehr
     pf = patient_view_request("immunoparalysis")["prefetch"]
     ehr.add({**pf["patient"], "identifier": [{"system": STUDY_CODE_SYSTEM, "value": "ATH-001"}]})
     issuer = EhrIssuer(iss=ehr_url, name="Sandbox EHR", jwks_url=ehr.jwks_url, fhir_servers=(ehr.fhir_base,),
-                       smart_client_id=CLIENT_ID, users={"Practitioner/1": "inv-ath"})
+                       smart_client_id=CLIENT_ID, users=LINKS)
     settings = ServiceSettings(clock=lambda: NOW, ehr=EhrSettings(service_url=app_url, issuers=(issuer,)))
     app = create_app(f"sqlite:///{d / 'trial.db'}", settings=settings)
     with serve_in_thread(ehr.app, ehr_sock), serve_in_thread(app, app_sock):
@@ -178,3 +193,75 @@ def test_token_endpoint_refuses_a_wrong_code_verifier(servers: tuple[str, EhrSan
                                                   "redirect_uri": redirect, "client_id": CLIENT_ID,
                                                   "code_verifier": "wrong-verifier-" + "y" * 40})
     assert t.status_code == 400 and "PKCE" in t.json()["error_description"]
+
+
+def _launch(app_url: str, ehr: EhrSandbox, user: str) -> tuple[httpx.Response, str | None]:
+    """A SMART launch followed as a browser follows it, without one: the EHR's launch → the dashboard's launch → the
+    EHR's authorize (PKCE) → the callback. Returns the callback's answer and the dashboard cookie it set, if any."""
+    with httpx.Client(follow_redirects=True, timeout=15) as c:
+        r = c.get(f"{ehr.base_url}/ehr/launch", params={"app_url": f"{app_url}/dashboard/smart/launch",
+                                                         "patient": "pt-immunoparalysis", "user": user})
+        return r, c.cookies.get("ig_dashboard")
+
+
+def _logins(db: Path, username: str) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from immunoguide.trial.models import AuditRecord
+
+    st = TrialStore(f"sqlite:///{db}")
+    try:
+        with st.session() as s:
+            return [dict(e.payload or {}, actor=e.actor, role=e.role) for e in s.execute(
+                select(AuditRecord).where(AuditRecord.table_name == "service_users", AuditRecord.action == "login",
+                                          AuditRecord.row_id == username).order_by(AuditRecord.seq)).scalars()]
+    finally:
+        st.dispose()
+
+
+def test_the_smart_sign_in_is_an_audited_login_of_the_linked_account(servers: tuple[str, EhrSandbox],
+                                                                     smart_db: Path) -> None:
+    """The EHR user linked to inv-ath-2 is signed in as that account (its role and site): the dashboard token works
+    and the sign-in is a login entry of the audit trail naming the EHR and its fhirUser; the chain verifies."""
+    from immunoguide.trial import verify_audit
+
+    app_url, ehr = servers
+    r, token = _launch(app_url, ehr, "Practitioner/2")
+    assert r.status_code == 200 and "Signed in as inv-ath-2" in r.text and token
+    page = httpx.get(f"{app_url}/dashboard/patients/ATH-001", cookies={"ig_dashboard": token})
+    assert page.status_code == 200 and "inv-ath-2" in page.text
+    (login,) = _logins(smart_db, "inv-ath-2")
+    assert (login["channel"], login["actor"], login["role"]) == ("smart", "inv-ath-2", "investigator")
+    assert (login["iss"], login["fhir_user"]) == (ehr.base_url, f"{ehr.fhir_base}/Practitioner/2")
+    st = TrialStore(f"sqlite:///{smart_db}")
+    try:
+        with st.session() as s:
+            assert verify_audit(s).ok
+    finally:
+        st.dispose()
+
+
+def test_a_linked_account_changed_outside_immunoguide_or_deactivated_is_not_signed_in(
+        servers: tuple[str, EhrSandbox], smart_db: Path) -> None:
+    """The link in the EHR configuration gives no more than a password would: an account promoted with a SQL UPDATE
+    (not equal to its audited image) and an account the administrator deactivated are refused (401), with no
+    dashboard cookie and no login entry."""
+    from sqlalchemy import text
+
+    app_url, ehr = servers
+    st = TrialStore(f"sqlite:///{smart_db}")
+    try:
+        with st.engine.begin() as conn:
+            conn.execute(text("UPDATE service_users SET role = 'dsmb' WHERE username = 'inv-ath-3'"))
+        r, token = _launch(app_url, ehr, "Practitioner/3")
+        assert r.status_code == 401 and token is None, r.text
+        assert "inv-ath-3" in r.text
+        UserStore(st).change_user("inv-ath-4", by=Actor("admin", "administrator"), active=False,
+                                  reason="left the site")
+        r, token = _launch(app_url, ehr, "Practitioner/4")
+        assert r.status_code == 401 and token is None, r.text
+    finally:
+        with st.engine.begin() as conn:
+            conn.execute(text("UPDATE service_users SET role = 'investigator' WHERE username = 'inv-ath-3'"))
+        st.dispose()
+    assert _logins(smart_db, "inv-ath-3") == [] and _logins(smart_db, "inv-ath-4") == []

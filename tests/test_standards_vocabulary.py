@@ -76,7 +76,8 @@ def test_an_alias_naming_another_method_is_refused_on_load() -> None:
 def client():
     from immunoguide.service import ServiceSettings, create_app
 
-    app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True, clock=lambda: NOW))
+    # the fixed clock NOW needs a simulation store (a real store accepts only the system clock)
+    app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True, simulation_store=True, clock=lambda: NOW))
     with TestClient(app) as c:
         app.state.service.users.create_user("ehr", PASSWORD, "investigator", "ATH")
         tok = c.post("/auth/token", json={"username": "ehr", "password": PASSWORD}).json()["access_token"]

@@ -153,3 +153,36 @@ def test_audit_verify_command_exits_nonzero_after_tampering(store: TrialStore) -
     bad = runner.invoke(audit_app, ["verify", "--db", store.url])
     assert bad.exit_code == EXIT_INTEGRITY
     assert json.loads(bad.stdout)["first_broken"]["id"] == "IG-AUD-E008"
+
+
+@pytest.mark.parametrize("early_chain", [False, True])
+def test_a_rolled_back_savepoint_takes_its_audit_entries_with_it(store_url: str, early_chain: bool) -> None:
+    """audit.savepoint (the REDCap import's per-record and per-row savepoints): the entries of a block that raised
+    are dropped with its data — also when the block chained them early (head_seq) — while the entries queued before
+    and after it are committed; the trail verifies. A bare begin_nested, rolled back and then committed, leaves the
+    undone write's entry in the trail (the positive control: the verifier reports it)."""
+    from immunoguide.trial import audit, screen
+    from trial_helpers import screening_record
+
+    st = TrialStore(store_url)
+    try:
+        with st.session() as s:
+            screen(s, "S1", "ATH", screening_record(), actor=COORD, now=h(1))
+            with pytest.raises(RuntimeError), audit.savepoint(s):
+                screen(s, "S2", "ATH", screening_record(), actor=COORD, now=h(1))
+                if early_chain:
+                    audit.head_seq(s)
+                raise RuntimeError("refused")
+            screen(s, "S3", "ATH", screening_record(), actor=COORD, now=h(1))
+        with st.session() as s:
+            assert set(s.execute(select(Patient.code)).scalars()) == {"S1", "S3"}
+            assert {e.row_id for e in s.execute(select(AuditRecord).where(AuditRecord.table_name == "patients"))
+                    .scalars()} == {str(i) for i in s.execute(select(Patient.id)).scalars()}
+            assert verify_audit(s).ok
+        with st.session() as s:
+            with pytest.raises(RuntimeError), s.begin_nested():
+                screen(s, "S4", "ATH", screening_record(), actor=COORD, now=h(1))
+                raise RuntimeError("refused")
+        assert _issues(st)
+    finally:
+        st.dispose()

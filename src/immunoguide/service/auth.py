@@ -8,8 +8,9 @@
   administrator cannot mint one) and their expiry. A token is revoked at logout. Validated tokens are cached in
   memory for :attr:`UserStore.cache_s` seconds (revocation through this process clears the entry at once).
 * **Accounts are audited** (:mod:`immunoguide.trial.accounts`): creation, role/site/password/state changes,
-  deletions and logins are audit entries, and a login or token check is refused when the account row differs from
-  its last audited image (an account promoted in SQL cannot log in).
+  deletions and logins (password, command line, and the SMART launch's sign-in of a linked EHR user,
+  :meth:`UserStore.issue_token`) are audit entries, and a login, sign-in or token check is refused when the account
+  row differs from its last audited image (an account promoted in SQL cannot log in).
 * **Roles** are the trial roles (:data:`immunoguide.trial.access.ROLES`); a user is turned into a trial
   :class:`~immunoguide.trial.access.Actor` (user, role, site) that every trial function receives, so blinding and
   site restriction stay in ``trial/``.
@@ -312,20 +313,37 @@ class UserStore:
             accounts.record_login(s, principal.actor, now, expires_at=expires, channel=channel)
         return token, Principal(principal.actor, expires, principal.demo)
 
-    def issue_token(self, username: str, *, now: datetime) -> tuple[str, Principal]:
-        """A new token for an active user whose identity the caller has already established without a password
-        (a SMART launch by an EHR user linked to this account, :mod:`immunoguide.service.smart`); NotAuthenticated
-        for an unknown or inactive user."""
-        with self.engine.begin() as conn:
-            row = conn.execute(select(users_table).where(users_table.c.username == username)).mappings().first()
+    def issue_token(self, username: str, *, now: datetime, channel: str = "smart",
+                    detail: dict[str, Any] | None = None) -> tuple[str, Principal]:
+        """A new token for an account whose holder the caller has identified without a password (a SMART launch by
+        the EHR user linked to this account, :mod:`immunoguide.service.smart`).
+
+        The account goes through the same checks as a password login — it must exist, be active and equal its last
+        audited image (an account changed outside immunoguide gets no token) — and the sign-in is an audit entry
+        (action ``login``, ``channel``, plus ``detail``: e.g. the EHR's issuer and ``fhirUser``). Raises
+        NotAuthenticated otherwise (the same answer in every case).
+        """
+        from immunoguide.trial import accounts
+
+        refused = NotAuthenticated(expected="an active immunoguide account linked to the EHR user, matching its audit "
+                                            "trail", got=username, where="SMART launch",
+                                   todo="ask the administrator to create, reactivate or check the linked account "
+                                        "(`immunoguide audit verify`)")
+        with self.store.session() as s:
+            row = s.execute(select(users_table).where(users_table.c.username == username)).mappings().first()
             if row is None or not row["active"]:
-                raise NotAuthenticated(expected="an active immunoguide user linked to the EHR user", got=username,
-                                       where="SMART launch", todo="ask the administrator to create or link the account")
+                raise refused
+            try:
+                accounts.verified_account(s, username)
+            except NotAuthenticated:
+                raise refused from None
+            actor = Actor(row["username"], row["role"], row["site"])
             token = secrets.token_urlsafe(32)
             expires = now + self.token_ttl
-            conn.execute(insert(tokens_table).values(token_hmac=self._digest(token), username=username,
-                                                     created_at=now, expires_at=expires, revoked=False))
-        return token, Principal(Actor(row["username"], row["role"], row["site"]), expires, bool(row["demo"]))
+            s.execute(insert(tokens_table).values(token_hmac=self._digest(token), username=username,
+                                                  created_at=now, expires_at=expires, revoked=False))
+            accounts.record_login(s, actor, now, expires_at=expires, channel=channel, detail=detail)
+        return token, Principal(actor, expires, bool(row["demo"]))
 
     def authenticate(self, token: str | None, *, now: datetime) -> Principal:
         """The principal of a bearer token; NotAuthenticated when missing, unknown, revoked or expired, or when the

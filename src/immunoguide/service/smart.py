@@ -15,7 +15,9 @@ clinician clicks it, the EHR opens that URL with ``iss`` (its FHIR base) and ``l
    The token response's OpenID ``id_token`` is verified against the EHR's JWK Set (RS256/RS384/ES256/ES384,
    ``aud`` = client id, ``iss`` = the EHR, not expired) and its ``fhirUser`` is looked up in the EHR's
    :attr:`~immunoguide.service.cds_security.EhrIssuer.users`: a linked immunoguide user is signed in to the
-   dashboard (a new dashboard token, the same cookie as the login form). Without a link, a dashboard session the
+   dashboard (a new dashboard token, the same cookie as the login form) through the account model
+   (:meth:`~immunoguide.service.auth.UserStore.issue_token`: the account must be active and equal its audited
+   image, as at a password login, and the sign-in is an audit entry with the EHR's issuer and ``fhirUser``). Without a link, a dashboard session the
    browser already has is used; otherwise the login page says which EHR user has no account. The patient comes
    from ``appContext`` (the card's study code) or, failing that, from the launch's ``patient`` read on the EHR's
    FHIR server with the access token (its study-code identifier). The browser then opens
@@ -44,6 +46,7 @@ import httpx
 import jwt
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from immunoguide.errors import ImmunoguideError, InputError, NotAuthenticated, NotAuthorized, UpstreamError
 from immunoguide.service._context import service_state
@@ -283,7 +286,7 @@ async def callback(request: Request, code: str | None = None, state: str | None 
         try:
             if existing is None:
                 raise NotAuthenticated(expected="a dashboard login", got=None, where=CALLBACK_PATH, todo="log in")
-            st.users.authenticate(existing, now=now)
+            await run_in_threadpool(st.users.authenticate, existing, now=now)
         except NotAuthenticated:
             who = escape(fhir_user or "the EHR user")
             return _page("Log in to immunoguide",
@@ -292,9 +295,13 @@ async def callback(request: Request, code: str | None = None, state: str | None 
                          f"{escape(code_ or 'the site page')}</a>.</p>", 401)
         resp = _page("Opening immunoguide", f'<p><a href="{escape(target)}">Continue</a></p>', refresh=target)
     else:
+        # The linked account is checked as at a password login (active, equal to its audited image) and the
+        # sign-in is an audit entry naming the EHR and its user (UserStore.issue_token).
+        detail = {"iss": pending.issuer.iss, "ehr": pending.issuer.name, "fhir_user": fhir_user}
         try:
-            token, principal = st.users.issue_token(username, now=now)
-        except NotAuthenticated as exc:
+            token, principal = await run_in_threadpool(
+                lambda: st.users.issue_token(username, now=now, channel="smart", detail=detail))
+        except ImmunoguideError as exc:
             return _error(exc)
         resp = _page("Opening immunoguide", f'<p>Signed in as {escape(username)}. <a href="{escape(target)}">'
                                             "Continue</a></p>", refresh=target)

@@ -131,10 +131,18 @@ def delete_accounts(session: Session, actor: Actor, now: datetime, usernames: li
     return n
 
 
-def record_login(session: Session, actor: Actor, now: datetime, *, expires_at: datetime, channel: str) -> None:
-    """Record a successful login (ICH E6(R3) 4.2.2(a)(i): user access)."""
+def record_login(session: Session, actor: Actor, now: datetime, *, expires_at: datetime, channel: str,
+                 detail: Mapping[str, Any] | None = None) -> None:
+    """Record a successful login (ICH E6(R3) 4.2.2(a)(i): user access).
+
+    ``channel`` says how the user was identified (``service``/``cli``: password; ``smart``: an EHR's SMART launch);
+    ``detail`` adds what identified them there (e.g. the EHR's issuer and its ``fhirUser``).
+    """
+    payload: dict[str, Any] = {"channel": channel, "token_expires_at": _iso(expires_at)}
+    if detail:
+        payload.update({k: v for k, v in detail.items() if k not in payload})
     audit.append(session, actor, now, action="login", table=ACCOUNT_TABLE, row_id=actor.user, patient_id=None,
-                 payload={"channel": channel, "token_expires_at": _iso(expires_at)})
+                 payload=payload)
 
 
 def verified_account(session: Session, username: str) -> Mapping[str, Any]:

@@ -105,6 +105,7 @@ __all__ = [
     "require_intact",
     "reasoned",
     "row_image",
+    "savepoint",
     "set_reason",
     "update",
     "verify_audit",
@@ -252,6 +253,33 @@ def reasoned(session: Session, reason: str | None) -> Iterator[None]:
             session.info.pop(_REASON_KEY, None)
         else:
             session.info[_REASON_KEY] = prev
+
+
+@contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """A SAVEPOINT for audited writes: when the block raises, its data changes *and* its audit entries are undone.
+
+    Entries are queued per transaction and chained at commit (:func:`chain_pending`), so a bare
+    ``session.begin_nested()`` rolled back would leave the entries of the undone changes queued, and a later commit
+    would chain them. Here the queue (and the chain head, when the block chained entries early, e.g. through
+    :func:`head_seq`) is restored to what it was before the block; the exception propagates.
+    """
+    txn = session.get_transaction()
+    pending = session.info.get(_PENDING_KEY)
+    queued = list(pending[1]) if pending is not None and pending[0] is txn else []
+    head = session.info.get(_HEAD_KEY)
+    head_state = (head.seq, head.hash, head.mac, head.dirty) if head is not None and head.txn is txn else None
+    try:
+        with session.begin_nested():
+            yield
+    except BaseException:
+        session.info[_PENDING_KEY] = (txn, queued)
+        head = session.info.get(_HEAD_KEY)
+        if head_state is None:
+            session.info.pop(_HEAD_KEY, None)  # a lock taken inside the savepoint is released with it
+        elif head is not None and head.txn is txn:
+            head.seq, head.hash, head.mac, head.dirty = head_state
+        raise
 
 
 def _current_reason(session: Session) -> str | None:

@@ -90,6 +90,18 @@ class TrialKey:
                                 todo="use the file written by `immunoguide trial keygen`")
         return cls(raw)
 
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrialKey:
+        """The key of a key file written by :func:`write_key_file` (``immunoguide trial keygen``): its first line
+        that is neither blank nor a ``#`` comment. Raises TrialKeyError for an unreadable or malformed file."""
+        try:
+            content = Path(path).read_text()
+        except OSError as exc:
+            raise TrialKeyError(expected="a readable trial key file", got=str(path), where=ENV_KEY_FILE,
+                                todo=f"check the path ({exc.strerror})") from None
+        lines = [ln.strip() for ln in content.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        return cls.from_hex(lines[0] if lines else "")
+
     def to_hex(self) -> str:
         """The key as 64 hex digits (what a key file holds)."""
         return self.secret.hex()
@@ -125,13 +137,7 @@ def load_key(*, required: bool = False, environ: Any = None) -> TrialKey | None:
         return TrialKey.from_hex(text)
     path = env.get(ENV_KEY_FILE)
     if path:
-        try:
-            content = Path(path).read_text()
-        except OSError as exc:
-            raise TrialKeyError(expected="a readable trial key file", got=path, where=ENV_KEY_FILE,
-                                todo=f"check the path ({exc.strerror})") from None
-        lines = [ln.strip() for ln in content.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-        return TrialKey.from_hex(lines[0] if lines else "")
+        return TrialKey.from_file(path)
     if required:
         raise TrialKeyError(expected=f"the trial key in ${ENV_KEY_FILE} (a key file) or ${ENV_KEY}", got=None,
                             where="environment",

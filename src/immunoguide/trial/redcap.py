@@ -23,6 +23,17 @@ reported with its line, record, instrument, instance and reasons, and then **not
 ``followup`` (follow-up days and serial labs of patients already randomised in immunoguide) or ``all``. The ODM XML
 export format of REDCap is not read.
 
+**Who and when** (the trial store's rules, :mod:`immunoguide.trial.clock`): the import is an entry *in
+immunoguide* by the importing account at the time of the import (on a real store an authenticated account at the
+system time; its role and site decide what it may write, so a site coordinator imports only their site's records).
+REDCap's date-times are the clinical event times (onset, consent signature, samples, follow-up assessments) and
+pass the same plausibility checks as typed entries: nothing after the import, consent not before the trial's
+start, Sepsis-3 onset not more than 7 days before it, each follow-up inside its study day. The screening is dated
+at the import (REDCap has no screening time: it is when immunoguide evaluated eligibility). A follow-up day
+assessed more than the store's late-entry limit (24 h) before the import is a late entry: it needs
+``late_entry_reason`` (CLI ``--late-reason``), kept in the audit trail on that day's entries, and without it
+every such row is refused. Every entry of an import carries the reason ``imported from REDCap: <file> (sha256 …)``.
+
 Examples
 --------
 >>> m = load_mapping()
@@ -33,6 +44,7 @@ Examples
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import tomllib
 from collections import defaultdict
@@ -48,6 +60,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.orm import Session
 
 from immunoguide.errors import CriteriaError, ImmunoguideError, InputError, RecordsRejected
+from immunoguide.trial import audit
 from immunoguide.trial.access import Actor
 
 __all__ = ["DICTIONARY_COLUMNS", "RedcapField", "RedcapMapping", "export_redcap", "import_redcap", "load_mapping",
@@ -63,6 +76,8 @@ DICTIONARY_COLUMNS = (
 )
 _REPEAT = ("redcap_repeat_instrument", "redcap_repeat_instance")
 _DT_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: Shortest late-entry reason the trial accepts (:func:`immunoguide.trial.clock.check_late_entry`).
+_MIN_REASON = 5
 Part = Literal["baseline", "followup", "all"]
 
 
@@ -513,19 +528,41 @@ def _lab_record(group: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class _RowsRefused(Exception):
+    """Rows of one record the trial refused (the record's savepoint is rolled back)."""
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+
 def _write_record(session: Session, rec: _Record, part: Part, actor: Actor, now: datetime,
-                  protocol: str) -> dict[str, int]:
+                  protocol: str, late_entry_reason: str | None = None) -> dict[str, int]:
+    """Write one record through the trial's workflow. Each laboratory group and follow-up day is written in its own
+    savepoint, so that every row the trial refuses is reported (with its line and instance), not only the first;
+    raises _RowsRefused with them (the caller rolls the whole record back)."""
     from sqlalchemy import select
 
     from immunoguide.trial import enter_labs, record_consent, record_followup, screen
     from immunoguide.trial.models import Patient
 
     done: dict[str, int] = defaultdict(int)
+    problems: list[dict[str, Any]] = []
+
+    def attempt(line: int, instrument: str, instance: int | None, fn: Any) -> bool:
+        try:
+            with audit.savepoint(session):
+                fn()
+        except ImmunoguideError as exc:
+            problems.append(_problem(line, rec.code, instrument, instance, [exc.message]))
+            return False
+        return True
+
     exists = session.execute(select(Patient.id).where(Patient.code == rec.code)).first() is not None
     if part in ("baseline", "all"):
         if rec.site is None:
-            raise InputError(expected="the record's screening row", got=None, where=f"record {rec.code}",
-                             todo="export the screening instrument too")
+            raise _RowsRefused([_problem(rec.line, rec.code, "screening", None, [
+                "no screening row for this record: export the screening instrument too"])])
         record = dict(rec.screening)
         for k in ("sepsis3_onset_time", "hospital_admission_time"):
             if isinstance(record.get(k), datetime):
@@ -533,47 +570,67 @@ def _write_record(session: Session, rec: _Record, part: Part, actor: Actor, now:
         for k in ("sofa_total", "sofa_admission"):
             if record.get(k) is not None:
                 record[k] = int(record[k])
-        screen(session, rec.code, rec.site, record, actor=actor, now=now, protocol=protocol)
+        site = rec.site
+
+        def baseline() -> None:
+            screen(session, rec.code, site, record, actor=actor, now=now, protocol=protocol)
+            if rec.consent:
+                record_consent(session, rec.code, rec.consent["given_by"], rec.consent["signed_at"], actor=actor,
+                               now=now)
+
+        if not attempt(rec.line, "screening", None, baseline):
+            raise _RowsRefused(problems)  # nothing else of the record can be written without its screening
         done["screening"] += 1
         if rec.consent:
-            record_consent(session, rec.code, rec.consent["given_by"], rec.consent["signed_at"], actor=actor, now=now)
             done["consent"] += 1
     elif not exists:
-        raise InputError(expected=f"patient {rec.code} already screened in immunoguide", got=rec.code,
-                         where=f"record {rec.code}", todo="import the baseline part first")
+        raise _RowsRefused([_problem(rec.line, rec.code, "record", None, [
+            f"patient {rec.code} is not screened in immunoguide: import the baseline part first"])])
     phases = ("baseline", "followup") if part == "all" else (part,)
     for phase in phases:
-        groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-        by_day: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for _, _, v in sorted(rec.labs, key=lambda x: x[1]):
+        groups: dict[Any, list[tuple[int, int, dict[str, Any]]]] = defaultdict(list)
+        by_day: dict[int, list[tuple[int, int, dict[str, Any]]]] = defaultdict(list)
+        for lab in sorted(rec.labs, key=lambda x: x[1]):
+            v = lab[2]
             if v["phase"] != phase:
                 continue
             if phase == "followup" and v.get("day") is not None:
-                by_day[int(v["day"])].append(v)  # entered with that follow-up day
+                by_day[int(v["day"])].append(lab)  # entered with that follow-up day
             else:
-                groups[v["sample_time"]].append(v)
+                groups[v["sample_time"]].append(lab)
         for _, group in sorted(groups.items()):
-            enter_labs(session, rec.code, _lab_record(group), actor=actor, now=now)
-            done[f"labs_{phase}"] += len(group)
+            values = [v for _, _, v in group]
+            if attempt(group[0][0], "laboratory", group[0][1],
+                       lambda values=values: enter_labs(session, rec.code, _lab_record(values), actor=actor, now=now)):
+                done[f"labs_{phase}"] += len(group)
         if phase == "followup":
-            for _, _, v in sorted(rec.followups, key=lambda x: x[2]["day"]):
+            for line, instance, v in sorted(rec.followups, key=lambda x: x[2]["day"]):
                 day = int(v["day"])
-                labs = by_day.pop(day, [])
-                record_followup(session, rec.code, day, actor=actor, now=now, assessed_at=v.get("assessed_at"),
-                                sofa_total=None if v.get("sofa_total") is None else int(v["sofa_total"]),
-                                labs=_lab_record(labs) if labs else None,
-                                infection_assessment=v.get("infection_assessment"),
-                                vital_status=v.get("vital_status"), death_at=v.get("death_at"))
-                done["followup"] += 1
-                done["labs_followup"] += len(labs)
-            if by_day:
-                raise InputError(expected="a follow-up instance for each lab_day", got=sorted(by_day),
-                                 where=f"record {rec.code}", todo="add the follow-up day or clear lab_day")
+                labs = [lv for _, _, lv in by_day.pop(day, [])]
+
+                def followup(day: int = day, v: dict[str, Any] = v, labs: list[dict[str, Any]] = labs) -> None:
+                    record_followup(session, rec.code, day, actor=actor, now=now, assessed_at=v.get("assessed_at"),
+                                    sofa_total=None if v.get("sofa_total") is None else int(v["sofa_total"]),
+                                    labs=_lab_record(labs) if labs else None,
+                                    infection_assessment=v.get("infection_assessment"),
+                                    vital_status=v.get("vital_status"), death_at=v.get("death_at"),
+                                    late_entry_reason=late_entry_reason)
+
+                if attempt(line, "followup", instance, followup):
+                    done["followup"] += 1
+                    done["labs_followup"] += len(labs)
+            for day, labs_of_day in sorted(by_day.items()):
+                for line, instance, _ in labs_of_day:
+                    problems.append(_problem(line, rec.code, "laboratory", instance, [
+                        f"lab_day {day}: no follow-up instance for that day (add it, or clear lab_day)"]))
+    if problems:
+        raise _RowsRefused(problems)
     return done
 
 
 def import_redcap(session: Session, records_csv: str | Path, dictionary_csv: str | Path, *, actor: Actor,
-                  now: datetime, part: Part = "all", mapping: RedcapMapping | None = None) -> dict[str, Any]:
+                  now: datetime, part: Part = "all", mapping: RedcapMapping | None = None,
+                  late_entry_reason: str | None = None) -> dict[str, Any]:
     """Import a REDCap records CSV (raw export) into the trial store, all or nothing (see the module docstring).
 
     Parameters
@@ -582,8 +639,15 @@ def import_redcap(session: Session, records_csv: str | Path, dictionary_csv: str
         An open trial-store session; the caller's transaction commits everything or (on error) nothing.
     records_csv, dictionary_csv : path
         The project's records (CSV, raw) and data dictionary exports.
+    actor, now : Actor, datetime
+        Who imports, and when: every entry is recorded as entered by ``actor`` at ``now`` (on a real store, an
+        authenticated account at the system time). REDCap's date-times are the clinical event times.
     part : {"all", "baseline", "followup"}
         What to import: screening, consent and baseline labs; follow-up days and serial labs; or both.
+    late_entry_reason : str, optional
+        Why follow-up days are entered late (e.g. "transcribed from the site's REDCap project"): a day assessed more
+        than the store's late-entry limit (24 h) before ``now`` is refused without it, like any late entry; with it,
+        the reason is kept in the audit trail on that day's entries.
 
     Returns
     -------
@@ -604,14 +668,22 @@ def import_redcap(session: Session, records_csv: str | Path, dictionary_csv: str
     ignored = _check_dictionary(dictionary, m, str(dictionary_csv))
     records, problems = _parse(records_csv, m, dictionary)
     counts: dict[str, int] = defaultdict(int)
+    digest = hashlib.sha256(Path(records_csv).read_bytes()).hexdigest()
+    source = f"imported from REDCap: {Path(records_csv).name} (sha256 {digest[:16]})"
+    # Every entry of the import names its source; a reason given by the caller (--reason) is kept before it.
+    given = audit._current_reason(session)
+    late = late_entry_reason.strip() if isinstance(late_entry_reason, str) else None
+    if late is not None and len(late) >= _MIN_REASON:  # shorter reasons go through unchanged and are refused
+        late = f"{late} ({source})"
     if not problems:
-        for rec in records.values():
-            try:
-                with session.begin_nested():
-                    for k, v in _write_record(session, rec, part, actor, now, m.protocol).items():
-                        counts[k] += v
-            except ImmunoguideError as exc:
-                problems.append(_problem(rec.line, rec.code, "record", None, [exc.message]))
+        with audit.reasoned(session, f"{given}; {source}" if given else source):
+            for rec in records.values():
+                try:
+                    with audit.savepoint(session):
+                        for k, v in _write_record(session, rec, part, actor, now, m.protocol, late).items():
+                            counts[k] += v
+                except _RowsRefused as refused:
+                    problems.extend(refused.problems)
     if problems:
         problems.sort(key=lambda p: p["row"])
         raise RecordsRejected(rows=problems, expected="every REDCap row valid and accepted by the trial",
@@ -620,4 +692,5 @@ def import_redcap(session: Session, records_csv: str | Path, dictionary_csv: str
                               where=str(records_csv), todo="fix the rows in REDCap (see rows[]) and import again; "
                                                            "nothing was imported")
     return {"records": len(records), "imported": dict(counts), "part": part, "ignored_fields": ignored,
-            "imported_at": now.isoformat(), "imported_by": actor.user}
+            "imported_at": now.isoformat(), "imported_by": actor.user, "role": actor.role,
+            "source": {"file": Path(records_csv).name, "sha256": digest}}
