@@ -12,7 +12,11 @@ Tree::
     │   ├── UnitError               unknown or mismatched unit
     │   ├── ImplausibleValueError   outside the concept's plausibility range
     │   ├── MissingInputError       a required input is absent
-    │   └── ConflictingInputError   two inputs disagree (e.g. fio2_fraction and fio2_percent)
+    │   ├── ConflictingInputError   two inputs disagree (e.g. fio2_fraction and fio2_percent, unit vs UCUM code)
+    │   ├── DuplicateFieldError     a JSON object names the same field twice (IG-E105)
+    │   ├── WrongTypeError          a value of the wrong JSON type (a boolean where a number belongs) (IG-E106)
+    │   ├── InputTooLargeError      a body, number or nesting beyond the accepted size (IG-E107)
+    │   └── UnknownTermError        an adverse-event term that is not a CTCAE term (IG-E108)
     ├── CriteriaError               bad threshold/protocol data files (IG-E2xx)
     │   ├── BandOverlapError        two bands claim the same value
     │   ├── BandGapError            some value falls in no band
@@ -36,7 +40,8 @@ Tree::
     │   ├── NotAVisitDay              day is no protocol visit day (IG-E415)
     │   ├── StoreError                store not initialised/outdated/not empty (IG-E416)
     │   ├── UnknownRecord             no such record (IG-E417)
-    │   └── NotAuthenticated          no valid login/token (IG-E418; a NotAuthorized; REST 401)
+    │   ├── NotAuthenticated          no valid login/token (IG-E418; a NotAuthorized; REST 401)
+    │   │   └── LoginThrottled        too many failed logins: locked for a while (IG-E419; REST 429)
     └── StatisticsError             estimation or test cannot be computed (IG-E5xx)
         └── ConvergenceError        a model fit did not converge (IG-E501)
 
@@ -59,11 +64,14 @@ __all__ = [
     "ConvergenceError",
     "CriteriaError",
     "DuplicateConsent",
+    "DuplicateFieldError",
     "DuplicateRecord",
     "ImmunoguideError",
     "ImmunoguideWarning",
     "ImplausibleValueError",
     "InputError",
+    "InputTooLargeError",
+    "LoginThrottled",
     "MissingInputError",
     "NotAVisitDay",
     "NotAuthenticated",
@@ -81,7 +89,9 @@ __all__ = [
     "UnknownPatient",
     "UnknownProtocolSettingWarning",
     "UnknownRecord",
+    "UnknownTermError",
     "WrongStratum",
+    "WrongTypeError",
 ]
 
 DOCS_URL = "https://immunoguide.readthedocs.io/errors#"
@@ -165,6 +175,30 @@ class ConflictingInputError(InputError):
     """Two inputs that describe the same quantity disagree or were both given."""
 
     code = "IG-E104"
+
+
+class DuplicateFieldError(InputError):
+    """A JSON object names the same field twice (JSON parsers would silently keep the last value)."""
+
+    code = "IG-E105"
+
+
+class WrongTypeError(InputError):
+    """A value of the wrong type: a boolean sent for a number (``false`` is not 0), a number for a yes/no field."""
+
+    code = "IG-E106"
+
+
+class InputTooLargeError(InputError):
+    """A request body, a number or a nesting depth beyond what the platform accepts (never a clinical value)."""
+
+    code = "IG-E107"
+
+
+class UnknownTermError(InputError):
+    """An adverse-event term that is not a term of the coding dictionary (CTCAE v5.0); free text is refused."""
+
+    code = "IG-E108"
 
 
 class CriteriaError(ImmunoguideError):
@@ -309,6 +343,12 @@ class NotAuthenticated(NotAuthorized):
     """No valid credentials: missing, wrong or expired password or bearer token (REST answers 401)."""
 
     code = "IG-E418"
+
+
+class LoginThrottled(NotAuthenticated):
+    """Too many failed logins for the account or client: refused (even with the right password) for a while."""
+
+    code = "IG-E419"
 
 
 class StatisticsError(ImmunoguideError):

@@ -14,7 +14,7 @@ import typer
 from immunoguide.cli._common import EXIT_BAD_DATA_FILE, EXIT_USAGE, fail, run_jsonl
 from immunoguide.errors import CriteriaError, UnknownCriteriaError
 from immunoguide.protocols.model import ClassificationSpec
-from immunoguide.rules.endotype import classify_endotype, results_from_record
+from immunoguide.rules.endotype import classify_endotype, pending_from_record, results_from_record
 
 __all__ = ["classify", "classify_app", "load_classification", "record_handler"]
 
@@ -43,9 +43,15 @@ def record_handler(spec: ClassificationSpec, protocol_label: str) -> Callable[[d
 
     def handle(record: dict[str, Any], where: str) -> dict[str, Any]:
         results, anchor_time, at = results_from_record(record, spec, where=where)
+        pending = pending_from_record(record, spec, where=where)
         result = classify_endotype(spec, results, anchor_time=anchor_time, at=at, protocol_label=protocol_label)
         out: dict[str, Any] = {"id": record["id"]} if "id" in record else {}
         out.update(result.to_dict())
+        if pending:
+            out["pending"] = [p.to_dict() for p in pending]
+            out["warnings"] = [*out.get("warnings", []), *(
+                {"code": "result_pending", "text": f"{p.analyte} sampled at {p.sample_time.isoformat()}: result "
+                 "pending, not used", "rule": None, "concept": p.concept} for p in pending)]
         return out
 
     return handle

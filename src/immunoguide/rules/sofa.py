@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from immunoguide.criteria import Criteria, load_criteria
 from immunoguide.errors import ConflictingInputError, ImplausibleValueError, InputError
+from immunoguide.jsonsafe import refuse_json_type_mismatch
 from immunoguide.units import check_plausible, to_canonical
 
 __all__ = [
@@ -163,6 +164,13 @@ class SofaInputs(BaseModel):
     potassium_mmol_per_l: float | None = None
     ph: float | None = None
     bicarbonate_mmol_per_l: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_types(cls, data: Any) -> Any:
+        """A boolean is never a measurement (``false`` is not a platelet count of 0), a number never a yes/no."""
+        refuse_json_type_mismatch(cls, data, where="SOFA inputs")
+        return data
 
     @model_validator(mode="after")
     def _plausible(self) -> SofaInputs:
