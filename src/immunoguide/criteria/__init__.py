@@ -35,6 +35,7 @@ __all__ = [
     "Ladder",
     "PolicySpec",
     "available_criteria",
+    "check_ladder",
     "criteria_for",
     "load_criteria",
     "load_criteria_text",
@@ -257,6 +258,12 @@ def resolve_named_options(
             )
         out[name] = opt
     return out
+
+
+def check_ladder(name: str, ladder: Ladder, where: str) -> None:
+    """Raise :class:`BandOverlapError` / :class:`BandGapError` unless the ladder's bands partition its domain
+    exactly (used for every ladder of a criteria file, and by other cited data files such as CTCAE grades)."""
+    _validate_ladder(name, ladder, where)
 
 
 def _validate_ladder(name: str, ladder: Ladder, where: str) -> None:
