@@ -224,7 +224,7 @@ def build_trial(url: str, list_dir: Path, *, n_randomised: int = 32, seed: int =
                         e.last_alive_day = horizon
             # adverse events
             n_ae = rng.randint(0, 3)
-            terms = ["anemia", "hemorrhage", "thrombocytopenia", "hypokalemia", "pneumonia", "atrial fibrillation",
+            terms = ["anemia", "upper gastrointestinal hemorrhage", "thrombocytopenia", "hypokalemia", "pneumonia", "atrial fibrillation",
                      "acute kidney injury"]
             for _ in range(n_ae):
                 onset_day = rng.randint(1, 12)

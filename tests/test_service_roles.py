@@ -94,7 +94,7 @@ def _bodies(user: str, site: str | None, upload: dict[str, str]) -> dict[tuple[s
         ("POST", "/trial/patients/{code}/doses"): lambda _c: {"kit": "IV", "given_at": _iso(0)},
         ("POST", "/trial/patients/{code}/followup"): lambda _c: {"day": 2, "sofa_total": 7},
         ("POST", "/trial/patients/{code}/adverse-events"): lambda _c: {
-            "term": "Hemorrhage", "onset_at": _iso(3), "grade": 2, "serious": True, "relatedness": "possible",
+            "term": "Gastric hemorrhage", "onset_at": _iso(3), "grade": 2, "serious": True, "relatedness": "possible",
             "outcome": "recovering"},
         ("POST", "/trial/patients/{code}/adverse-events/{ae_id}/reports"): lambda _c: {
             "kind": "initial", "reported_at": _iso(1)},

@@ -340,7 +340,7 @@ def test_sae_clocks_run_24_hours_and_15_days_from_awareness(store: TrialStore, t
     make_lists(store, tmp_path, strata=("MALS",))
     randomised(store, "P1")
     with store.session() as s:
-        ae = record_adverse_event(s, "P1", term="Sepsis-associated ARDS", onset_at=h(18), grade=4, serious=True,
+        ae = record_adverse_event(s, "P1", term="Acute respiratory distress syndrome", onset_at=h(18), grade=4, serious=True,
                                   relatedness="unlikely", outcome="recovering", actor=COORD, now=h(20))
         mild = record_adverse_event(s, "P1", term="Nausea", onset_at=h(18), grade=1, serious=False,
                                     relatedness="possible", outcome="recovered", actor=COORD, now=h(21))
@@ -363,8 +363,8 @@ def test_grade_5_adverse_event_must_be_fatal(store: TrialStore, tmp_path: Path) 
 
 
 def test_safety_signals_are_computed_for_the_unblinded_reviewer_only(store: TrialStore, tmp_path: Path) -> None:
-    """Anemia on anakinra and bleeding with thrombocytopenia on interferon-γ are flagged against placebo, for the
-    DSMB only; site staff, statisticians and pharmacists are refused."""
+    """Anemia on anakinra and bleeding with thrombocytopenia on interferon-γ are counted per arm against the placebo
+    arm of the stratum under the DSMB rule, for the DSMB only; site staff, statisticians and pharmacists are refused."""
     make_lists(store, tmp_path)
     ana = _randomise_until(store, "MALS", "mals_anakinra", "M")
     ifn = _randomise_until(store, "immunoparalysis", "sii_ifng", "S")
@@ -379,15 +379,20 @@ def test_safety_signals_are_computed_for_the_unblinded_reviewer_only(store: Tria
         with store.session() as s, pytest.raises(NotAuthorized):
             safety_signals(s, actor=actor, now=h(40))
     with store.session() as s:
-        out = {sig["id"]: sig for sig in safety_signals(s, actor=DSMB, now=h(40))["signals"]}
+        res = safety_signals(s, actor=DSMB, now=h(40))
+    out = {sig["id"]: sig for sig in res["signals"]}
+    assert res["rule"]["method"] == "newcombe_rd_lower_bound" and res["rule"]["confidence"] == "unknown"
     anemia = out["anemia_on_anakinra"]
-    assert anemia["raised"] is True
     arm = next(a for a in anemia["arms"] if a["arm"] == "mals_anakinra")
-    assert arm["patients_with_event"] == 1 and arm["events"][0]["patient"] == ana
+    assert arm["patients_with_event"] == arm["counted"] == 1 and arm["events"][0]["patient"] == ana
+    assert arm["events"][0]["evidence"][0]["term"] == "Anemia"
     bleed = out["bleeding_on_ifng"]
     arm = next(a for a in bleed["arms"] if a["arm"] == "sii_ifng")
-    assert bleed["raised"] is True and arm["patients_with_event_and_context"] == 1
-    assert next(c for c in bleed["comparisons"] if c["arm"] == "sii_ifng")["comparator"] == "sii_placebo"
+    assert arm["patients_with_event_and_condition"] == arm["counted"] == 1
+    cmp = next(c for c in bleed["comparisons"] if c["arm"] == "sii_ifng")
+    assert cmp["comparator"] == "sii_placebo"
+    # one patient per arm cannot pass a 95 % interval: the DSMB rule, not "any positive difference", decides
+    assert cmp["drug_events"] == 1 and cmp["raised"] is (cmp["ci_low"] > 0) and bleed["raised"] is False
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ days its SOFA endpoints need (``[[endpoints]]`` of kind ``sofa_mean_decrease``: 
 
 * SOFA: entered as a total (0–24) or computed from the entered worst values with
   :func:`immunoguide.rules.sofa.score_sofa` (SOFA-1 by default), with its components and missing/imputed parts;
+* structured safety laboratory results (haemoglobin, platelets, neutrophils, lymphocytes, bilirubin, creatinine,
+  AST, ALT) graded by CTCAE v5.0 (:mod:`immunoguide.trial.safety_labs`), on any follow-up day;
 * laboratory results (ferritin, mHLA-DR) as in :func:`immunoguide.trial.enrolment.enter_labs`; the serial
   endotype of each day, its transitions and the reversal of the baseline endotype come from
   :func:`immunoguide.rules.endotype.reclassify_daily` (:func:`serial_endotypes`);
@@ -101,8 +103,12 @@ def record_followup(
     infection_assessment: str | None = None,
     vital_status: str | None = None,
     death_at: datetime | None = None,
+    safety_labs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Record one study day's follow-up (once per day).
+
+    ``safety_labs`` (any follow-up day) is one draw's safety laboratory record
+    (:func:`immunoguide.trial.safety_labs.record_safety_labs`; its ``sample_time`` defaults to ``assessed_at``).
 
     Raises NotRandomized, PatientWithdrawn, NotAVisitDay (day not in :func:`followup_days`, or an item not
     collected that day), DuplicateRecord (day already recorded), ConflictingInputError (SOFA total and inputs
@@ -123,9 +129,9 @@ def record_followup(
     not_future(assessed_at, now, "assessed_at")
     given = {"sofa": sofa_total is not None or sofa_inputs is not None, "labs": bool(labs),
              "infection_assessment": infection_assessment is not None, "vital_status": vital_status is not None}
-    if not any(given.values()):
-        raise InputError(expected=f"at least one item for day {day}: {list(allowed)}", got=None,
-                         where="follow-up", todo="enter the SOFA, labs, infection assessment or vital status")
+    if not any(given.values()) and not safety_labs:
+        raise InputError(expected=f"at least one item for day {day}: {list(allowed)} or safety_labs", got=None,
+                         where="follow-up", todo="enter the SOFA, labs, safety labs, infection assessment or vital status")
     for item, present in given.items():
         if present and item not in allowed:
             raise NotAVisitDay(expected=f"items collected on day {day}: {list(allowed)}", got=item,
@@ -167,6 +173,11 @@ def record_followup(
         from immunoguide.trial.enrolment import _lab_rows
 
         audit.insert_many(session, actor, now, _lab_rows(proto, labs, p, actor, now))
+    if safety_labs:
+        from immunoguide.trial.safety_labs import _rows as safety_rows
+
+        audit.insert_many(session, actor, now, safety_rows(p, safety_labs, actor, now, assessed_at,
+                                                           require_randomised(session, p, "safety labs")))
     audit.insert(session, actor, now, FollowUp(
         patient_id=p.id, day=day, assessed_at=assessed_at, sofa_total=sofa_total, sofa_source=source,
         sofa_detail=detail, infection_assessment=infection_assessment, vital_status=vital_status,

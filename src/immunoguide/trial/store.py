@@ -44,7 +44,7 @@ DEFAULT_URL = "sqlite:///immunoguide.db"
 #: Environment variable that overrides the default URL.
 ENV_URL = "IMMUNOGUIDE_DB_URL"
 #: The newest migration shipped (``trial/migrations/versions``).
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003_safety"
 
 
 def default_url() -> str:
