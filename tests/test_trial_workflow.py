@@ -301,9 +301,11 @@ def test_followup_days_sofa_and_serial_endotype_transitions(store: TrialStore, t
     d2 = next(d for d in v2["days"] if d["day"] == 2)
     assert d2["sofa_source"] == "computed" and d2["sofa_total"] == 6  # resp 3 (P/F 160, support) + coag 2 + cns 1
     serial = v2["serial"]
-    assert [(d["day"], d["endotype"]) for d in serial["days"]] == [(0, "MALS"), (2, "unclassified")]
+    # the classification sample (h 3, before randomisation at h 9) is study day -1: the baseline, the stratum MALS
+    assert [(d["day"], d["endotype"]) for d in serial["days"]] == [(-1, "MALS"), (0, "MALS"), (2, "unclassified")]
+    assert serial["baseline_day"] == -1 and serial["baseline_endotype"] == "MALS"
     assert serial["transitions"] == [{"from": "MALS", "to": "unclassified", "from_day": 0, "day": 2}]
-    assert serial["reversals"][0]["kind"] == "relative_fall" and serial["time_to_reversal_days"] == 2
+    assert serial["reversals"][0]["kind"] == "relative_fall" and serial["time_to_reversal_days"] == 3
     assert next(d for d in v15["days"] if d["day"] == 15)["infection_assessment"] == "resolution"
     assert next(d for d in v28["days"] if d["day"] == 28)["vital_status"] == "dead"
 

@@ -1158,6 +1158,8 @@ def reclassify_daily(
     anchor_time: datetime,
     days: int | Sequence[int],
     protocol_label: str,
+    baseline_endotype: str | None = None,
+    baseline_day: int | None = None,
 ) -> Reclassification:
     """Classify each study day from that day's samples; report transitions and reversal of the baseline endotype.
 
@@ -1173,6 +1175,12 @@ def reclassify_daily(
         ``n`` → days 0 … n−1; or explicit day numbers (e.g. the visit schedule ``(0, 2, 3, 4, 5, 7)``).
     protocol_label : str
         Protocol id and version recorded in the result.
+    baseline_endotype, baseline_day : str and int, optional
+        The baseline is fixed: the randomisation stratum (``baseline_endotype``) established on ``baseline_day``
+        (the day of the classification sample; may be negative, before the anchor; must be one of ``days``).
+        Transitions then start from the stratum (a patient randomised as immunoparalysis who is MALS on day 3 has
+        a transition on day 3) and reversal is evaluated for the stratum's reversal rules only. Without them the
+        baseline is the first day whose endotype is one of the protocol's endotype rules.
 
     Returns
     -------
@@ -1235,17 +1243,33 @@ def reclassify_daily(
         )
         daily.append(DailyEndotype(k, start, end, ev.endotype, ev.reasons, res))
 
+    rule_names = {r.name for r in spec.endotypes}
+    baseline: DailyEndotype | None
+    if baseline_endotype is not None:
+        if baseline_endotype not in rule_names:
+            raise InputError(expected=f"a baseline endotype among {sorted(rule_names)}", got=baseline_endotype,
+                             where="reclassify_daily", todo="pass the patient's randomisation stratum")
+        if baseline_day is None or baseline_day not in day_list:
+            raise InputError(expected=f"baseline_day among the days {day_list}", got=baseline_day,
+                             where="reclassify_daily", todo="include the classification sample's day in days")
+        found = next(d for d in daily if d.day == baseline_day)
+        baseline = replace(found, endotype=baseline_endotype)
+        warnings.append(Reason("baseline_is_stratum", f"baseline: the randomisation stratum {baseline_endotype} "
+                                                      f"(classification sample on day {baseline_day})"))
+    else:
+        baseline = next((d for d in daily if d.endotype in rule_names), None)
+
     transitions: list[Transition] = []
-    last: DailyEndotype | None = None
+    last: DailyEndotype | None = baseline if baseline_endotype is not None else None
     for d in daily:
         if d.endotype is None or d.endotype == INDETERMINATE:
+            continue
+        if baseline_endotype is not None and baseline is not None and d.day <= baseline.day:
             continue
         if last is not None and last.endotype is not None and d.endotype != last.endotype:
             transitions.append(Transition(last.endotype, d.endotype, last.day, d.day))
         last = d
 
-    rule_names = {r.name for r in spec.endotypes}
-    baseline = next((d for d in daily if d.endotype in rule_names), None)
     events: list[ReversalEvent] = []
     if baseline is not None:
         for rule in spec.reversals:

@@ -19,6 +19,7 @@ days its SOFA endpoints need (``[[endpoints]]`` of kind ``sofa_mean_decrease``: 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +36,7 @@ from immunoguide.trial._common import (
     aware,
     check_choice,
     get_patient,
+    latest_classification,
     not_future,
     protocol_of,
     require_active,
@@ -42,6 +44,7 @@ from immunoguide.trial._common import (
 )
 from immunoguide.trial.access import Actor
 from immunoguide.trial.models import FollowUp, Patient
+from immunoguide.units import concept
 
 __all__ = [
     "INFECTION_CATEGORIES",
@@ -170,9 +173,9 @@ def record_followup(
         raise DuplicateRecord(expected=f"day {day} not yet recorded", got=f"{p.code} day {day}", where="followups",
                               todo="each follow-up day is recorded once")
     if labs:
-        from immunoguide.trial.enrolment import _lab_rows
+        from immunoguide.trial.enrolment import store_lab_record
 
-        audit.insert_many(session, actor, now, _lab_rows(proto, labs, p, actor, now))
+        store_lab_record(session, proto, labs, p, actor, now)
     if safety_labs:
         from immunoguide.trial.safety_labs import _rows as safety_rows
 
@@ -188,21 +191,54 @@ def record_followup(
 
 def serial_endotypes(session: Session, code: str, *, actor: Actor, now: datetime,
                      _patient: Patient | None = None) -> dict[str, Any]:
-    """Daily endotypes on the visit days from the serial samples, transitions between them, and reversal."""
+    """Daily endotypes from the randomisation stratum on: every day with a sample (visit day or not) and every
+    visit day so far, transitions from the stratum, reversal of the stratum, every sample, and the alerts.
+
+    The baseline is the randomisation stratum, established on the day of the classification sample (before
+    randomisation: a negative study day); a patient randomised as immunoparalysis who is MALS on day 3 has a
+    transition (``stratum_switch`` alert) on day 3, and only the stratum's reversal rules are evaluated
+    (:func:`immunoguide.rules.endotype.reclassify_daily` with ``baseline_endotype``). A sample on a day that is not
+    a protocol visit day is classified and listed like any other (``visit_day`` false).
+    """
     from immunoguide.trial.enrolment import lab_results_of
+    from immunoguide.trial.monitoring import pending_orders, serial_alerts
 
     p = _patient or get_patient(session, code, actor, "view", lock=False)
     anchor = _anchor(session, p)
     proto = protocol_of(p)
     assert proto.classification is not None
-    visit_days = [d for d, items in followup_days(proto).items() if "labs" in items]
-    elapsed = int((now - anchor) // timedelta(days=1))
-    days = [d for d in visit_days if d <= elapsed] or [0]
-    rec = reclassify_daily(proto.classification, [r for r in lab_results_of(session, p) if r.sample_time is not None],
-                           anchor_time=anchor, days=days, protocol_label=proto.label)
+    visit_days = {d for d, items in followup_days(proto).items() if "labs" in items}
+    elapsed = math.floor((now - anchor) / timedelta(days=1))
+    results = [r for r in lab_results_of(session, p) if r.sample_time is not None]
+    sample_day = {id(r): math.floor((r.sample_time - anchor) / timedelta(days=1)) for r in results if r.sample_time}
+    cl = latest_classification(session, p)
+    base_times = [datetime.fromisoformat(i["sample_time"]) for i in ((cl.result or {}).get("inputs_used", [])
+                                                                        if cl is not None else []) if i.get("sample_time")]
+    baseline_day = (math.floor((max(base_times) - anchor) / timedelta(days=1)) if base_times
+                    else min([*sample_day.values(), 0]))
+    days = sorted({d for d in visit_days if d <= elapsed} | set(sample_day.values()) | {baseline_day})
+    stratum = p.stratum if p.stratum in proto.endotype_names else None
+    rec = reclassify_daily(proto.classification, results, anchor_time=anchor, days=days, protocol_label=proto.label,
+                           baseline_endotype=stratum, baseline_day=baseline_day if stratum else None)
     out = rec.to_dict()
+    for d in out["days"]:
+        d["visit_day"] = d["day"] in visit_days
+        d["baseline"] = d["day"] == baseline_day
     out["baseline_stratum"] = p.stratum
+    out["baseline_day"] = baseline_day if stratum else out["baseline_day"]
     out["day_zero"] = anchor.isoformat()
+    out["samples"] = [
+        {"concept": r.concept, "value": r.value.describe(), "unit": concept(r.concept).unit, "method": r.method,
+         "sample_time": r.sample_time.isoformat() if r.sample_time else None,
+         "result_time": r.result_time.isoformat() if r.result_time else None,
+         "turnaround_h": None if r.turnaround_h is None else round(r.turnaround_h, 2),
+         "study_day": sample_day[id(r)], "visit_day": sample_day[id(r)] in visit_days, "source": r.source}
+        for r in sorted(results, key=lambda r: (r.sample_time, r.concept))
+    ]
+    out["pending"] = [{"analyte": o.analyte, "concept": o.concept, "sample_time": o.sample_time.isoformat(),
+                       "source": o.source, "study_day": math.floor((o.sample_time - anchor) / timedelta(days=1))}
+                      for o in pending_orders(session, p)]
+    out["alerts"] = serial_alerts(p, out)
     return out
 
 
