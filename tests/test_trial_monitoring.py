@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest_pg import sqlite_template  # noqa: F401 - the migrated SQLite template fixture
+from conftest_pg import *  # noqa: F403 - fixtures pg_server, pg_url, sqlite_template, store_url
 from immunoguide.trial import TrialStore, enter_labs, record_consent, record_followup, screen
 from immunoguide.trial.followup import serial_endotypes
 from immunoguide.trial.monitoring import alerts_view, patient_alerts, turnaround_report
