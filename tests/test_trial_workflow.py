@@ -18,6 +18,7 @@ from immunoguide.errors import (
     NotAVisitDay,
     NotEligible,
     PatientWithdrawn,
+    UnknownPatient,
 )
 from immunoguide.trial import (
     TrialStore,
@@ -170,12 +171,16 @@ def test_refused_consent_is_a_screen_failure(store: TrialStore) -> None:
 
 
 def test_site_users_see_their_own_site_only(store: TrialStore) -> None:
-    """A Milan coordinator can neither read nor act on an Athens patient, and the Athens log hides Milan."""
+    """A Milan coordinator can neither read nor act on an Athens patient — told, as for a code that does not exist,
+    that there is no such patient — and the Athens log hides Milan."""
     enrol(store, "A1")
     enrol(store, "M1", site="MIL")
-    with store.session() as s, pytest.raises(NotAuthorized):
+    with store.session() as s, pytest.raises(UnknownPatient) as other_site:
         patient_view(s, "A1", actor=COORD_MIL)
-    with store.session() as s, pytest.raises(NotAuthorized):
+    with store.session() as s, pytest.raises(UnknownPatient) as no_such:
+        patient_view(s, "ZZ9", actor=COORD_MIL)
+    assert (other_site.value.expected, other_site.value.todo) == (no_such.value.expected, no_such.value.todo)
+    with store.session() as s, pytest.raises(UnknownPatient):
         record_consent(s, "A1", "patient", h(3), actor=COORD_MIL, now=h(3))
     with store.session() as s:
         assert [r["patient"] for r in screening_log(s, actor=COORD)] == ["A1"]
@@ -193,7 +198,7 @@ def test_biomarker_results_are_readable_by_the_site_and_blinded_roles_but_not_an
             res = {r.concept: r for r in lab_results_view(s, "P1", actor=actor)}
             assert res["ferritin_ng_per_ml"].value.lower == res["ferritin_ng_per_ml"].value.upper > 4420
             assert res["ferritin_ng_per_ml"].sample_time == h(3)
-    with store.session() as s, pytest.raises(NotAuthorized):
+    with store.session() as s, pytest.raises(UnknownPatient):
         lab_results_view(s, "P1", actor=COORD_MIL)
 
 
@@ -224,9 +229,11 @@ def test_emergency_unblinding_is_restricted_reasoned_and_audited(store: TrialSto
     then visible to that site's investigators only."""
     make_lists(store, tmp_path, strata=("MALS",))
     randomised(store, "P1")
-    for actor in (COORD, INVESTIGATOR_MIL, STATISTICIAN, ADMIN):
+    for actor in (COORD, STATISTICIAN, ADMIN):
         with store.session() as s, pytest.raises(NotAuthorized):
             unblind(s, "P1", "severe bleeding, need to know the drug", actor=actor, now=h(20))
+    with store.session() as s, pytest.raises(UnknownPatient):  # another site's investigator: no such patient there
+        unblind(s, "P1", "severe bleeding, need to know the drug", actor=INVESTIGATOR_MIL, now=h(20))
     with store.session() as s, pytest.raises(InputError):
         unblind(s, "P1", " ", actor=INVESTIGATOR, now=h(20))
     with store.session() as s:

@@ -48,11 +48,18 @@ class ServiceSettings:
     cds_protocols : tuple of str
         Protocols the CDS Hooks service evaluates (one card each).
     clock : callable
-        Returns the current time (timezone-aware); tests pass a fixed clock.
+        Returns the current time (timezone-aware); tests pass a fixed clock. When left at the default (wall time),
+        the store's own clock is used (:mod:`immunoguide.trial.clock`: a demo store runs on its simulated time).
     verify_allocation_lists : bool
         Run the allocation-list verification at start-up and refuse to start on an error-level finding.
     auto_upgrade : bool
         Create or upgrade the trial schema at start-up (else the store must already be at the head revision).
+    max_body_bytes : int
+        Largest request body accepted (413 ``IG-E107`` above it; checked before the body is read in full).
+    large_body_bytes : int, large_body_paths : tuple of str
+        A larger limit for the routes that upload files (allocation lists).
+    login_max_failures, login_window_s, login_lockout_s
+        Failed-login throttling (:mod:`immunoguide.service.throttle`).
     """
 
     token_ttl: timedelta = timedelta(hours=8)
@@ -61,6 +68,12 @@ class ServiceSettings:
     clock: Callable[[], datetime] = _utc_now
     verify_allocation_lists: bool = True
     auto_upgrade: bool = False
+    max_body_bytes: int = 1024 * 1024
+    large_body_bytes: int = 8 * 1024 * 1024
+    large_body_paths: tuple[str, ...] = ("/trial/allocation-lists", "/cds-services")
+    login_max_failures: int = 5
+    login_window_s: float = 900.0
+    login_lockout_s: float = 900.0
 
 
 @dataclass
@@ -71,9 +84,15 @@ class ServiceState:
     users: UserStore
     settings: ServiceSettings
     allocation_checks: list[dict[str, Any]] = field(default_factory=list)
+    #: The store's clock, read at start-up (None: wall time)
+    store_clock: Any = None
+    #: Failed-login throttle (:mod:`immunoguide.service.throttle`)
+    throttle: Any = None
 
     def now(self) -> datetime:
-        """The current time from the configured clock."""
+        """The current time: the configured clock, or — when that is the default wall clock — the store's clock."""
+        if self.settings.clock is _utc_now and self.store_clock is not None:
+            return self.store_clock.now(_utc_now())
         return self.settings.clock()
 
     def session(self) -> Iterator[Session]:

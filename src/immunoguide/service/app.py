@@ -4,7 +4,8 @@ The service is thin: ``/rules`` calls the pure rules, ``/trial`` the trial funct
 role and site, so that ``trial/`` authorises and blinds), ``/cds-services`` the CDS Hooks service, ``/auth`` the
 user store. Errors are mapped to HTTP only in :mod:`immunoguide.service.errors`.
 
-Start-up (the lifespan) opens the trial store, checks (or, with ``auto_upgrade``, creates) its schema — the
+Every request first passes :class:`~immunoguide.service.edge.BodyGuard` (body size limit: 413; strict JSON:
+duplicate keys, huge numbers, deep nesting refused with 422). Start-up (the lifespan) opens the trial store, checks (or, with ``auto_upgrade``, creates) its schema — the
 service's account tables are part of it (trial revision 0002) — and runs the allocation-list verification
 (:func:`immunoguide.trial.randomization.require_lists_verified`): an error-level finding (``IG-RAND-E…``) stops
 the start, warnings are logged and shown at ``GET /trial/allocation-lists/verify``. Last, the start-up heap is
@@ -99,6 +100,15 @@ def create_app(
             st.check_schema()
             users = UserStore(st.engine, secret=secret, token_ttl=cfg.token_ttl, cache_s=cfg.token_cache_s)
             state = ServiceState(store=st, users=users, settings=cfg)
+            from immunoguide.service.throttle import LoginThrottle
+            from immunoguide.trial.clock import read_store_clock
+
+            with st.session() as s:
+                clock = read_store_clock(s)
+            state.store_clock = clock if clock.mode != "wall" else None
+            state.throttle = LoginThrottle(cfg.login_max_failures, cfg.login_window_s, cfg.login_lockout_s)
+            if state.store_clock is not None:
+                log.warning("store clock: %s (simulated time %s)", clock.to_dict(), state.now().isoformat())
             if cfg.verify_allocation_lists:
                 from immunoguide.trial.randomization import require_lists_verified
 
@@ -123,6 +133,10 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    from immunoguide.service.edge import BodyGuard
+
+    app.add_middleware(BodyGuard, max_bytes=cfg.max_body_bytes, large_bytes=cfg.large_body_bytes,
+                       large_paths=cfg.large_body_paths)
 
     from immunoguide.service import cds_hooks, routes_auth, routes_rules, routes_trial
 

@@ -57,13 +57,16 @@ def protocol_of(patient: Patient) -> Protocol:
 def get_patient(session: Session, code: str, actor: Actor, permission: str, *, lock: bool = True) -> Patient:
     """The patient with study code ``code`` (row-locked for the transaction), after checking ``permission``.
 
-    Raises UnknownPatient (no such code) or NotAuthorized (role, or another site's patient).
+    Raises UnknownPatient (no such code — and, for a site role, a code of another site: the same answer, so a site
+    user cannot tell which study codes exist elsewhere) or NotAuthorized (the role lacks the permission).
     """
+    from immunoguide.trial.access import SITE_ROLES
+
     stmt = select(Patient).where(Patient.code == code)
     if lock:
         stmt = stmt.with_for_update()
     p = session.execute(stmt.execution_options(populate_existing=True)).scalar_one_or_none()
-    if p is None:
+    if p is None or (actor.role in SITE_ROLES and actor.site != p.site):
         raise UnknownPatient(expected="the study code of a screened patient", got=code, where="patients",
                              todo="check the code, or screen the patient first (`immunoguide trial screen`)")
     authorize(actor, permission, site=p.site)
