@@ -121,7 +121,10 @@ def _time(text: str | None, name: str) -> datetime:
 
 
 def _json_arg(value: str | None, name: str) -> Any:
-    """A JSON object given inline, as @file, or as '-' (stdin)."""
+    """A JSON object given inline, as @file, or as '-' (stdin), decoded strictly (duplicate keys, huge numbers and
+    deep nesting refused: :func:`immunoguide.jsonsafe.loads_strict`)."""
+    from immunoguide.jsonsafe import loads_strict
+
     if value is None:
         return None
     try:
@@ -131,10 +134,10 @@ def _json_arg(value: str | None, name: str) -> Any:
             raw = Path(value[1:]).read_text()
         else:
             raw = value
-        return json.loads(raw)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise InputError(expected=f"a JSON object for {name} (inline, @file or -)", got=value[:80], where=name,
-                         todo=f"fix the JSON ({exc})") from None
+                         todo=f"fix the file ({exc})") from None
+    return loads_strict(raw, where=name)
 
 
 def _run(ctx: typer.Context, fn: Callable[[Any, Any, datetime], Any], *, check: bool = True) -> None:
