@@ -104,6 +104,7 @@ def test_trial_cli_refuses_free_text_ae_terms_and_duplicate_lab_keys(db: str, tm
     err = run("trial", *base, "ae", "record", "P1", "--term", "foo bar", "--onset", h(30).isoformat(), "--grade", "2",
               "--serious", "no", "--relatedness", "possible", "--outcome", "recovered", code=2)
     assert err["error"]["code"] == "IG-E108"
-    dup = '{"ferritin": 100, "ferritin_unit": "ng/mL", "ferritin": 6100, "ferritin_sample_time": "%s"}' % h(3).isoformat()
+    t = h(3).isoformat()
+    dup = f'{{"ferritin": 100, "ferritin_unit": "ng/mL", "ferritin": 6100, "ferritin_sample_time": "{t}"}}'
     err = run("trial", *base, "classify-lab", "P1", "--labs", dup, code=2)
     assert err["error"]["code"] == "IG-E105"
