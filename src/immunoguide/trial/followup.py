@@ -238,7 +238,7 @@ def serial_endotypes(session: Session, code: str, *, actor: Actor, now: datetime
     out["pending"] = [{"analyte": o.analyte, "concept": o.concept, "sample_time": o.sample_time.isoformat(),
                        "source": o.source, "study_day": math.floor((o.sample_time - anchor) / timedelta(days=1))}
                       for o in pending_orders(session, p)]
-    out["alerts"] = serial_alerts(p, out)
+    out["alerts"] = serial_alerts(p, out, proto.endotype_names)
     return out
 
 

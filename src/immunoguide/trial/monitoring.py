@@ -224,12 +224,16 @@ def _alert(p: Patient, code: str, level: str, text: str, at: datetime | None, **
             "at": at.isoformat() if at else None, "details": details}
 
 
-def serial_alerts(p: Patient, serial: dict[str, Any]) -> list[dict[str, Any]]:
-    """Stratum-switch and reversal alerts from :func:`immunoguide.trial.followup.serial_endotypes`' result."""
+def serial_alerts(p: Patient, serial: dict[str, Any], strata: Sequence[str]) -> list[dict[str, Any]]:
+    """Stratum-switch and reversal alerts from :func:`immunoguide.trial.followup.serial_endotypes`' result.
+
+    A switch is a day classified into *another stratum* of the protocol (``strata``: MALS for an immunoparalysis
+    patient); a day that is neither (``unclassified``) is no switch (for immunoparalysis it is on the way to
+    reversal, which has its own rule)."""
     out = []
     stratum = p.stratum
     for t in serial.get("transitions", []):
-        if t["to"] != stratum and t["from"] == stratum:
+        if t["to"] != stratum and t["to"] in strata:
             day = next((d for d in serial["days"] if d["day"] == t["day"]), None)
             out.append(_alert(p, "stratum_switch", "warning",
                               f"{p.code}: samples of day {t['day']} classify {t['to']}, not the randomisation stratum "
@@ -300,7 +304,7 @@ def patient_alerts(session: Session, code: str, *, actor: Actor, now: datetime,
     if slot_of(session, p) is not None and p.stratum:
         from immunoguide.trial.followup import serial_endotypes
 
-        out += serial_alerts(p, serial_endotypes(session, code, actor=actor, now=now, _patient=p))
+        out += serial_endotypes(session, code, actor=actor, now=now, _patient=p)["alerts"]
     return sorted(out, key=lambda a: (_LEVEL[a["level"]], a["at"] or ""))
 
 
