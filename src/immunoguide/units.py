@@ -48,6 +48,7 @@ __all__ = [
     "concept",
     "concepts",
     "exact_number",
+    "finite_float",
     "from_canonical",
     "norepinephrine_base_ug_kg_min",
     "normalise_unit",
@@ -181,6 +182,26 @@ def exact_number(value: int | float | str | Decimal | Fraction, *, where: str | 
     return q
 
 
+def finite_float(q: Fraction | int | float, *, where: str | None = None) -> float:
+    """``float(q)``, or :class:`~immunoguide.errors.InputTooLargeError` when it overflows a double (a 400-digit
+    integer is no measurement).
+
+    >>> finite_float(Fraction(1, 4))
+    0.25
+    """
+    try:
+        v = float(q)
+    except OverflowError:
+        v = math.inf
+    if not math.isfinite(v):
+        from immunoguide.errors import InputTooLargeError
+
+        raise InputTooLargeError(expected="a number a double can hold (no measurement is that large)",
+                                 got=f"{str(q)[:20]}… ({len(str(q))} characters)", where=where,
+                                 todo="check the value and its unit")
+    return v
+
+
 @cache
 def plausible_time_range() -> tuple[datetime, datetime]:
     """``(earliest, latest)`` clinical date-time accepted (``[dates]`` of ``concepts.toml``), both UTC."""
@@ -289,7 +310,8 @@ def check_plausible(name: str, value: float, *, where: str | None = None, rel_to
     immunoguide.errors.ImplausibleValueError: [IG-E102] expected gcs (points) between 3 and 15; got 16; what to do: check the value and its unit; implausible values are never scored
     """
     c = concept(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)):
         raise ImplausibleValueError(
             expected=f"a finite number for {name} ({c.unit})",
             got=value,
@@ -351,9 +373,10 @@ def to_canonical(name: str, value: float, unit: str, *, where: str | None = None
             where=where,
             todo=f"convert to {c.unit} before sending, or send a supported unit",
         )
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)):
         return check_plausible(name, value, where=where)  # raises ImplausibleValueError with the usual message
-    converted = float(to_canonical_exact(name, value, u, where=where))
+    converted = finite_float(to_canonical_exact(name, value, u, where=where), where=where)
     return check_plausible(name, converted, where=where, rel_tol=0.0 if u == c.unit else CONVERSION_SLACK)
 
 

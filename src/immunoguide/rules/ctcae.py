@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from immunoguide.criteria import Band, Interval, Ladder, check_ladder, parse_interval
 from immunoguide.errors import CriteriaError, InputError, UnknownTermError, WrongTypeError
-from immunoguide.units import check_plausible, concept, to_canonical_exact
+from immunoguide.units import check_plausible, concept, finite_float, to_canonical_exact
 
 __all__ = [
     "LAB_ANALYTES",
@@ -307,7 +307,7 @@ def _limit(name: str, value: Any, conc: str, unit: str) -> Fraction | None:
         raise InputError(expected=f"a number for {name}", got=value, where=f"field {name}",
                          todo="send the laboratory's reference limit as a number, in the result's unit", field=name)
     q = to_canonical_exact(conc, value, unit, where=f"field {name}")
-    check_plausible(conc, float(q), where=f"field {name}")
+    check_plausible(conc, finite_float(q, where=f"field {name}"), where=f"field {name}")
     if q <= 0:
         raise InputError(expected=f"{name} above 0", got=value, where=f"field {name}", todo="check the limit",
                          field=name)
@@ -350,7 +350,7 @@ def grade_lab(analyte: str, value: Any, unit: str, *, lln: Any = None, uln: Any 
         raise InputError(expected=f"a number for {analyte}", got=value, where=f"field {analyte}",
                          todo="send the measured number (censored values are not graded)", field=analyte)
     q = to_canonical_exact(lab.concept, value, unit, where=f"field {analyte}")
-    v = check_plausible(lab.concept, float(q), where=f"field {analyte}")
+    v = check_plausible(lab.concept, finite_float(q, where=f"field {analyte}"), where=f"field {analyte}")
     lo, hi = _limit(f"{analyte}_lln", lln, lab.concept, unit), _limit(f"{analyte}_uln", uln, lab.concept, unit)
     if lo is not None and hi is not None and not lo < hi:
         raise InputError(expected=f"{analyte}_lln below {analyte}_uln", got=(lln, uln), where=f"field {analyte}_lln",

@@ -43,6 +43,7 @@ from immunoguide.units import (
     check_plausible,
     concept,
     exact_number,
+    finite_float,
     normalise_unit,
     to_canonical_exact,
 )
@@ -236,7 +237,7 @@ def parse_censored(raw: float | int | str, *, where: str | None = None) -> Censo
             expected="a number or a censored value text", got=raw, where=where, todo="send the numeric result"
         )
     if isinstance(raw, (int, float)):
-        if math.isnan(raw) or math.isinf(raw):
+        if isinstance(raw, float) and not math.isfinite(raw):
             raise InputError(
                 expected="a finite number",
                 got=raw,
@@ -244,7 +245,8 @@ def parse_censored(raw: float | int | str, *, where: str | None = None) -> Censo
                 todo="leave the field out (null) when the value is missing",
             )
         q = exact_number(raw, where=where)
-        return CensoredValue(float(raw), float(raw), True, True, str(raw), q, q)
+        v = finite_float(q, where=where)
+        return CensoredValue(v, v, True, True, str(raw)[:64], q, q)
     if not isinstance(raw, str):
         raise InputError(
             expected="a number or a censored value text",
@@ -271,10 +273,11 @@ def parse_censored(raw: float | int | str, *, where: str | None = None) -> Censo
             where=where,
             todo=todo,
         )
+    if len(rest) > 40:
+        raise InputError(expected="a number written with at most 40 characters", got=raw[:40] + "…", where=where,
+                         todo="send the result as the laboratory reports it")
     exact = Fraction(Decimal(rest.replace(",", "")))
-    number = float(exact)
-    if not math.isfinite(number):
-        raise InputError(expected="a finite number", got=raw, where=where, todo="check the value")
+    number = finite_float(exact, where=where)
     if comparator is None:
         return CensoredValue(number, number, True, True, raw, exact, exact)
     if comparator in (">", ">="):
@@ -298,7 +301,7 @@ def to_canonical_interval(name: str, value: CensoredValue, unit: str, *, where: 
             return None, None
         q = to_canonical_exact(name, exact if exact is not None else bound, unit, where=where)
         slack = 0.0 if normalise_unit(unit) == concept(name).unit else CONVERSION_SLACK
-        return check_plausible(name, float(q), where=where, rel_tol=slack), q
+        return check_plausible(name, finite_float(q, where=where), where=where, rel_tol=slack), q
 
     lower, lower_q = convert(value.lower, value.lower_exact)
     upper, upper_q = convert(value.upper, value.upper_exact)
