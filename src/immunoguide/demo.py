@@ -413,7 +413,7 @@ def _followup_labs(e: dict[str, Any], t: datetime, active: bool, rng: random.Ran
 
 
 #: Reference limits of the demo sites' laboratories (synthetic; each result carries its lab's LLN/ULN).
-_SITE_LAB = {
+_SITE_LAB: dict[str, dict[str, tuple[str, float | None, float | None]]] = {
     "ATH": {"hemoglobin": ("g/dL", 12.0, None), "platelets": ("10^9/L", 150, None),
             "neutrophils": ("10^9/L", 1.8, None), "lymphocytes": ("10^9/L", 1.0, None),
             "bilirubin": ("umol/L", None, 21), "creatinine": ("umol/L", None, 106),

@@ -769,7 +769,7 @@ def _safety(patients: list[_Patient], protocol: Protocol, unblinded: bool) -> di
                                      for r in p.safety_labs))
         return f"{n}\u00a0({100.0 * n / len(ps):.1f}%)" if ps else "0"
 
-    labs = []
+    labs: list[dict[str, Any]] = []
     for term in lab_terms:
         labs.append({"label": f"{term}, grade ≥ 1", "cells": {k: labs_with(ps, term, 1) for k, _, ps in cols}})
         labs.append({"label": f"{term}, grade ≥ 3", "cells": {k: labs_with(ps, term, 3) for k, _, ps in cols},

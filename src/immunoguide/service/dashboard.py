@@ -869,7 +869,7 @@ def _dsmb_page(ctx: _Ctx) -> HTMLResponse:
     def build(s: Any) -> dict[str, Any]:
         signals = trial.safety_signals(s, actor=actor, now=now)  # authorises: dsmb only
         consort = trial.consort(s, actor=actor)
-        patients = []
+        patients: list[dict[str, Any]] = []
         for e in trial.screening_log(s, actor=actor):
             pv = trial.patient_view(s, e["patient"], actor=actor)
             if pv["randomisation"] is None:
@@ -881,8 +881,9 @@ def _dsmb_page(ctx: _Ctx) -> HTMLResponse:
 
         worst: dict[str, dict[str, int]] = {}
         for p in patients:
-            arm = p["pv"]["randomisation"]["arm"]
-            for term, w in worst_grades(trial.safety_labs_view(s, p["pv"]["patient"], actor=actor)).items():
+            pview: dict[str, Any] = p["pv"]
+            arm = pview["randomisation"]["arm"]
+            for term, w in worst_grades(trial.safety_labs_view(s, pview["patient"], actor=actor)).items():
                 cell = worst.setdefault(term, {}).setdefault(arm, 0)
                 if w["grade"] >= 3:
                     worst[term][arm] = cell + 1
@@ -1163,9 +1164,9 @@ def _safety_lab_record(form: _Form) -> dict[str, Any]:
     """The safety-lab fields of a form as the record ``record_safety_labs`` expects."""
     rec: dict[str, Any] = {}
     for name in ("sample_time", "result_time", "source"):
-        v = form.get(f"safety_{name}")
-        if v is not None:
-            rec[name] = v
+        text = form.get(f"safety_{name}")
+        if text is not None:
+            rec[name] = text
     for analyte, _, _ in _SAFETY_ANALYTES:
         v = form.number(analyte)
         if v is None:
