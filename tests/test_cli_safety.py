@@ -91,6 +91,13 @@ def test_store_clock_is_shown_and_set_by_the_administrator(db: str) -> None:
     set_ = run("safety", *who(db, "admin", "administrator", None, 1), "clock", "--simulated-now", h(100).isoformat())
     assert set_["mode"] == "simulated" and set_["frozen"] is True
     assert run("safety", "--db", db, "clock")["store_now"] == h(100).isoformat()
+    # without --now the store commands act at the store's time, not the wall clock
+    alerts = run("safety", "--db", db, "--user", "rivera", "--role", "site_coordinator", "--site", "ATH", "alerts")
+    assert alerts["at"] == h(100).isoformat()
+    assert run("safety", *who(db, "rivera", "site_coordinator", "ATH", 7), "alerts")["at"] == h(7).isoformat()
+    from immunoguide.trial.clock import store_now
+
+    assert store_now(db, h(5000)) == h(100)
 
 
 def test_trial_cli_refuses_free_text_ae_terms_and_duplicate_lab_keys(db: str, tmp_path: Path) -> None:

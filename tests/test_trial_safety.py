@@ -85,6 +85,8 @@ def test_haemoglobin_is_entered_at_follow_up_as_a_graded_safety_lab(store: Trial
     assert rows["hemoglobin"]["meddra_code"] == "10002272"
     assert (rows["platelets"]["term"], rows["platelets"]["grade"]) == ("Platelet count decreased", 3)
     assert rows["bilirubin"]["grade"] == 2 and rows["bilirubin"]["value"] == pytest.approx(41 / 17.104)
+    # limits are kept canonical (mg/dL) and shown back in the unit the laboratory reported
+    assert rows["bilirubin"]["unit"] == "mg/dL" and rows["bilirubin"]["uln_as_reported"] == pytest.approx(21)
     assert rows["hemoglobin"]["study_day"] == 2  # sampled 80 h after onset, randomised at h(9): day 2
     assert rows["platelets"]["source"] == "central lab ATH"
 

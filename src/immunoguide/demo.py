@@ -18,8 +18,9 @@ order a real biomarker-guided trial runs them.
    laboratory's reference limits, adverse events coded to CTCAE v5.0 terms (anaemia more often on anakinra,
    bleeding on interferon-γ in patients with thrombocytopenia), serial biomarker samples (some on non-visit days;
    a few immunoparalysis patients turn MALS: stratum-switch alerts), withdrawals (one kind with removal of the
-   patient's data). The store's clock is set to the simulated time of the reports, so the dashboard shows the
-   data's study days.
+   patient's data). The candidates' stays are put on one trial calendar (recruitment over ``RECRUITMENT_DAYS``;
+   the synthetic population, like MIMIC, puts every stay in its own random year), and the store's clock is set to
+   the simulated time of the reports, so the dashboard shows the data's study days.
 5. **Analysis** — the SAP and the report (HTML + PDF), blinded and unblinded (DSMB), and the audit-trail check.
 
 The outcome model is a simulation for demonstration only; the data are synthetic and no result is clinical
@@ -121,6 +122,7 @@ def run_demo(
         sid for sid in sorted(s3)
         if s3[sid]["status"] == "onset" and s3[sid]["infection_source"] in ENROLLED_SOURCES
     ]
+    s3, markers = _trial_calendar(candidates, s3, markers)
 
     say("trial store: allocation lists, screening, consent, classification, randomisation", 3, n_steps)
     db = out / "demo.db"
@@ -141,7 +143,7 @@ def run_demo(
 
     enrolled = _enrol(store, candidates, stays_tbl, s3, screening, markers, rng)
     say("blinded dosing, 90 days of follow-up, adverse events, withdrawals", 4, n_steps)
-    _conduct(store, enrolled, rng)
+    _conduct(store, enrolled, rng, random.Random(f"{seed}-sae-reports"))
 
     say("statistical analysis plan and reports (blinded and DSMB)", 5, n_steps)
     from immunoguide.analysis.report import build_report
@@ -188,6 +190,34 @@ def run_demo(
     (out / "demo_summary.json").write_text(json.dumps(res.to_dict(), indent=2, default=str))
     store.dispose()
     return res
+
+
+#: Recruitment period of the demo trial (days): candidates are enrolled one after another over it.
+RECRUITMENT_DAYS = 540
+
+
+def _trial_calendar(candidates: list[int], s3: dict[int, dict[str, Any]],
+                    markers: dict[int, list[dict[str, Any]]]) -> tuple[dict[int, dict[str, Any]], dict[int, list[dict]]]:
+    """Put the candidates on one trial calendar.
+
+    The synthetic population (like MIMIC) shifts every stay to its own random year, so the stays' onsets spread
+    over a century; a trial recruits over months. Each candidate's stay is moved by whole days (its clock times and
+    every interval inside the stay unchanged) so that the onsets follow the candidates' order over
+    ``RECRUITMENT_DAYS`` from the earliest onset. Only the trial's copies move (Sepsis-3 onset, biomarker rows);
+    the population and cohort files keep their times."""
+    onsets = [_utc(s3[c]["onset_time"]) for c in candidates]
+    if not onsets:
+        return s3, markers
+    start = min(onsets)
+    step = RECRUITMENT_DAYS / max(1, len(candidates))
+    s3 = dict(s3)
+    markers = dict(markers)
+    for k, (sid, onset) in enumerate(zip(candidates, onsets, strict=True)):
+        target = start + timedelta(days=k * step)
+        shift = timedelta(days=round((target - onset).total_seconds() / 86400))
+        s3[sid] = {**s3[sid], "onset_time": onset + shift}
+        markers[sid] = [{**r, "time": _utc(r["time"]) + shift} for r in markers.get(sid, [])]
+    return s3, markers
 
 
 def _screening_record(st: dict[str, Any], sep: dict[str, Any], rng: random.Random) -> dict[str, Any]:
@@ -240,7 +270,9 @@ def _enrol(store: Any, candidates: list[int], stays_tbl: dict, s3: dict, screeni
 
     dsmb = Actor("dsmb_chair", "dsmb")
     enrolled: dict[str, dict] = {}
-    for sid in candidates:
+    # one candidate late in the run (the first of the last tenth whose labs include mHLA-DR) has its mHLA-DR pending
+    pending_from, pending_left = len(candidates) - max(1, len(candidates) // 10), True
+    for i, sid in enumerate(candidates):
         st, sep = stays_tbl[sid], s3[sid]
         site = SITES[sid % len(SITES)]
         coord = Actor(f"coord_{site.lower()}", "site_coordinator", site)
@@ -265,8 +297,9 @@ def _enrol(store: Any, candidates: list[int], stays_tbl: dict, s3: dict, screeni
             t_labs = max(datetime.fromisoformat(v) for k, v in labs.items() if k.endswith("_result_time"))
             t_labs = max(t_labs, onset + timedelta(hours=2)) + timedelta(minutes=10)
             e["t_labs"] = t_labs
-            if sid == candidates[-1] and "hla_dr" in labs:
-                # the last candidate's mHLA-DR stays pending (never resulted): a pending-assay alert at the end
+            if pending_left and i >= pending_from and "hla_dr" in labs:
+                # this candidate's mHLA-DR stays pending (never resulted): a pending-assay alert at the end
+                pending_left = False
                 pending = {k: v for k, v in labs.items() if k.startswith("ferritin")}
                 pending.update({"hla_dr_sample_time": labs["hla_dr_sample_time"], "hla_dr_source": labs["hla_dr_source"]})
                 enter_labs(s, code, pending, actor=coord, now=t_labs)
@@ -289,8 +322,9 @@ def _enrol(store: Any, candidates: list[int], stays_tbl: dict, s3: dict, screeni
     return enrolled
 
 
-def _conduct(store: Any, enrolled: dict[str, dict], rng: random.Random) -> None:
-    """Dosing, follow-up, AEs and withdrawals for every randomised patient (seeded simulation)."""
+def _conduct(store: Any, enrolled: dict[str, dict], rng: random.Random, sae_rng: random.Random) -> None:
+    """Dosing, follow-up, AEs (SAE reports drawn from ``sae_rng``) and withdrawals for every randomised patient
+    (seeded simulation)."""
     from immunoguide.trial import enter_labs, record_adverse_event, record_dose, record_followup, withdraw
 
     randomised = [(c, e) for c, e in enrolled.items() if "t_rand" in e]
@@ -375,18 +409,38 @@ def _conduct(store: Any, enrolled: dict[str, dict], rng: random.Random) -> None:
                 if (death_day and onset_day >= death_day) or (withdraw_day and onset_day > withdraw_day):
                     continue
                 serious = rng.random() < 0.4
-                record_adverse_event(
+                ae = record_adverse_event(
                     s, code, term=term, onset_at=day_t(onset_day, 4.0), grade=rng.choice([3, 4]) if serious else rng.choice([1, 2]),
                     serious=serious, relatedness=rng.choice(["not_related", "not_related", "unlikely", "possible"]),
                     outcome=rng.choice(["recovered", "recovering"]), actor=coord, now=late, aware_at=day_t(onset_day, 6.0),
                 )
+                if serious:
+                    _report_sae(s, code, ae, coord, late, sae_rng)
             if death_day is not None and death_day <= 28 and rng.random() < 0.5:
-                record_adverse_event(s, code, term="Sepsis", onset_at=day_t(death_day - 1, 1.0), grade=5, serious=True,
-                                     relatedness="not_related", outcome="fatal", actor=coord, now=late,
-                                     aware_at=day_t(death_day - 1, 4.0))
+                ae = record_adverse_event(s, code, term="Sepsis", onset_at=day_t(death_day - 1, 1.0), grade=5,
+                                          serious=True, relatedness="not_related", outcome="fatal", actor=coord,
+                                          now=late, aware_at=day_t(death_day - 1, 4.0))
+                _report_sae(s, code, ae, coord, late, sae_rng)
             if withdraw_day is not None:
                 withdraw(s, code, "consent withdrawn" if remove_data else "patient decided to stop the study drugs",
                          actor=coord, now=late, remove_data=remove_data)
+
+
+def _report_sae(s: Any, code: str, ae: dict[str, Any], coord: Any, now: datetime, rng: random.Random) -> None:
+    """The site's SAE reports: the initial report mostly within 24 h of awareness (some late), the full report
+    mostly within 15 days; a few stay unreported (overdue on the dashboard and in the DSMB view)."""
+    from immunoguide.trial import report_sae
+
+    aware_at = datetime.fromisoformat(ae["aware_at"])
+    u = rng.random()
+    if u < 0.04:
+        return
+    initial = aware_at + timedelta(hours=rng.uniform(30, 60) if u < 0.12 else rng.uniform(1, 20))
+    report_sae(s, code, ae["id"], "initial", initial, actor=coord, now=now)
+    if rng.random() < 0.05:
+        return
+    full = initial + timedelta(days=rng.uniform(3, 13) if rng.random() < 0.92 else rng.uniform(16, 25))
+    report_sae(s, code, ae["id"], "full", min(full, now), actor=coord, now=now)
 
 
 def _followup_labs(e: dict[str, Any], t: datetime, active: bool, rng: random.Random, *,

@@ -44,7 +44,8 @@ _Role = Annotated[str | None, typer.Option("--role", envvar="IMMUNOGUIDE_ROLE", 
 _Site = Annotated[str | None, typer.Option("--site", envvar="IMMUNOGUIDE_SITE", help="Your site (site roles).")]
 _Protocol = Annotated[str, typer.Option("--protocol", help="Protocol id (optionally @version).")]
 _Now = Annotated[str | None, typer.Option("--now", envvar="IMMUNOGUIDE_NOW",
-                                          help="Report time (ISO 8601 with offset; default: now).")]
+                                          help="Report time (ISO 8601 with offset; default: the store's "
+                                               "clock, i.e. now unless the store runs on a simulated time).")]
 _TraceRows = Annotated[int, typer.Option("--trace-rows", min=0,
                                          help="Patients of the traceability appendix printed in the PDF.")]
 _Policy = Annotated[list[str] | None, typer.Option(
@@ -75,7 +76,15 @@ def _run(*, blinded: bool, db: str | None, export: Path | None, out: Path, user:
             from immunoguide.trial.store import default_url
 
             source = db or default_url()
-        res = build_report(source, out, blinded=blinded, actor=actor, protocol=protocol, now=ctx.now(),
+        if now is None and export is None:  # the store's clock (a demo/replay store runs on its data's time line)
+            from datetime import UTC, datetime
+
+            from immunoguide.trial.clock import store_now
+
+            t = store_now(str(source), datetime.now(UTC))
+        else:
+            t = ctx.now()
+        res = build_report(source, out, blinded=blinded, actor=actor, protocol=protocol, now=t,
                            trace_rows_in_pdf=trace_rows, policies=policies, signal_rule=signal_rule)
     except ImmunoguideError as exc:
         sys.stderr.write(json.dumps({"error": exc.to_dict()}, default=str) + "\n")

@@ -2,7 +2,8 @@
 
 Commands (store commands take ``--db/--user/--role/--site/--now`` before the command, with the same environment
 variables as ``immunoguide trial``; output is one JSON document, errors one JSON line on stderr with the exit codes
-of ``immunoguide trial``: 2 bad input, 3 bad data file, 4 refused, 5 integrity):
+of ``immunoguide trial``: 2 bad input, 3 bad data file, 4 refused, 5 integrity; without ``--now`` the time is the
+store's clock, see ``clock``):
 
 ``terms [QUERY]``
     CTCAE v5.0 terms with their MedDRA LLT codes (flagged when not confirmed), SOC and grades; no store needed.
@@ -49,10 +50,27 @@ def _common(
     role: Annotated[str | None, typer.Option("--role", envvar="IMMUNOGUIDE_ROLE", help="Your trial role.")] = None,
     site: Annotated[str | None, typer.Option("--site", envvar="IMMUNOGUIDE_SITE", help="Your site (site roles).")] = None,
     now: Annotated[str | None, typer.Option("--now", envvar="IMMUNOGUIDE_NOW",
-                                            help="Act at this time (ISO 8601; default: now).")] = None,
+                                            help="Act at this time (ISO 8601; default: the store's clock, "
+                                                 "i.e. now unless the store runs on a simulated time).")] = None,
 ) -> None:
     """Safety monitoring over the trial store (term look-up and grading need no store)."""
     ctx.obj = _Ctx(db, user, role, site, now)
+
+
+def _run_on_store_clock(ctx: typer.Context, fn: Any) -> None:
+    """:func:`_run`, but without ``--now`` the time is the store's clock (a demo or replay store runs on its data's
+    simulated time line, so alerts and overdue checks are judged at that time, not at the wall clock)."""
+    c: _Ctx = ctx.obj
+    if c.now_text:
+        _run(ctx, fn)
+        return
+
+    def on_clock(s: Any, actor: Any, wall: datetime) -> Any:
+        from immunoguide.trial.clock import read_store_clock
+
+        return fn(s, actor, read_store_clock(s).now(wall))
+
+    _run(ctx, on_clock)
 
 
 @safety_app.command("terms")
@@ -116,7 +134,7 @@ def labs_cmd(
         out["results"] = safety_labs_view(s, code, actor=actor)
         return out
 
-    _run(ctx, fn)
+    _run_on_store_clock(ctx, fn)
 
 
 @safety_app.command("alerts")
@@ -138,7 +156,7 @@ def alerts_cmd(
                              todo="e.g. --level critical,warning")
         return alerts_view(s, actor=actor, now=now, levels=levels)
 
-    _run(ctx, fn)
+    _run_on_store_clock(ctx, fn)
 
 
 @safety_app.command("turnaround")
@@ -146,7 +164,7 @@ def turnaround_cmd(ctx: typer.Context) -> None:
     """Assay turnaround (sample → result) per site, laboratory and analyte against the protocol window."""
     from immunoguide.trial.monitoring import turnaround_report
 
-    _run(ctx, lambda s, a, now: turnaround_report(s, actor=a, now=now))
+    _run_on_store_clock(ctx, lambda s, a, now: turnaround_report(s, actor=a, now=now))
 
 
 @safety_app.command("signals")
@@ -158,7 +176,7 @@ def signals_cmd(
     """Safety signals on coded data per arm vs placebo under the DSMB's statistical rule (role dsmb)."""
     from immunoguide.trial import safety_signals
 
-    _run(ctx, lambda s, a, now: safety_signals(s, actor=a, now=now, rule_method=rule))
+    _run_on_store_clock(ctx, lambda s, a, now: safety_signals(s, actor=a, now=now, rule_method=rule))
 
 
 @safety_app.command("clock")

@@ -487,7 +487,8 @@ def _summary(session: Any, code: str, ctx: _Ctx) -> dict[str, Any]:
     proto = _protocol(pv["protocol"])
     rnd = pv["randomisation"]
     row: dict[str, Any] = {"pv": pv, "code": code, "tasks": [], "due_today": [], "missed": [], "late": 0,
-                           "study_day": None, "window": None, "history": [], "aes": 0, "open_sae": 0,
+                           "study_day": None, "followup_complete": False, "window": None, "history": [], "aes": 0,
+                           "open_sae": 0,
                            "last_eval": pv["screening_log"][-1] if pv["screening_log"] else None,
                            "can_randomise": False}
     active = pv["status"] not in ("withdrawn",) and not pv["data_removed"]
@@ -514,6 +515,7 @@ def _summary(session: Any, code: str, ctx: _Ctx) -> dict[str, Any]:
             days = trial.followup_days(proto)
             recorded = {d["day"] for d in fv["days"]}
             today = row["study_day"]
+            row["followup_complete"] = bool(days) and today > max(days)
             if today in days and today not in recorded:
                 row["tasks"].append(f"day {today}: {', '.join(i for i in days[today] if i != 'visit')}")
             for d in fv["overdue_days"]:
@@ -719,7 +721,9 @@ def recruitment_plot(table: list[dict[str, Any]], sites: list[str], *, salt: str
             ax.bar(x, vals, width=0.5, bottom=bottom, color=_SOFA_COLOURS[i % len(_SOFA_COLOURS)],
                    label=f"Randomised {site}")
             bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-        ax.set_xticks(x, months)
+        step = max(1, -(-len(months) // 8))  # at most ~8 month labels, so they never overlap
+        ax.set_xticks(x[::step], months[::step])
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_xlim(-0.75, max(len(months), 4) - 0.25)  # keep bars narrow while there are few months
         ax.set_ylim(0, max(r["screened"] for r in table) * 1.15 + 0.5)
         ax.yaxis.get_major_locator().set_params(integer=True)

@@ -1,6 +1,6 @@
 """The store's clock: wall time, or a simulated time for stores whose data live on another time line.
 
-A demo store holds synthetic data dated 2117–2200 (MIMIC-style shifted dates) and a replay store holds past data;
+A demo store holds synthetic data dated in the 22nd century (MIMIC-style shifted dates) and a replay store holds past data;
 read with the wall clock, such a store shows "study day −51634" and a "−1 507 572.8 h window". The store therefore
 records its clock (table ``store_clock``, one row; none = wall time):
 
@@ -11,7 +11,8 @@ records its clock (table ``store_clock``, one row; none = wall time):
     ``simulated_epoch`` (the demo freezes it at the time its reports were written).
 
 The service (dashboard, REST, CDS Hooks) reads the clock at start-up and uses it for ``now`` unless a clock is
-configured explicitly; ``immunoguide safety clock`` shows and sets it (administrator). Setting it is recorded in the
+configured explicitly, and so do ``immunoguide safety …`` and ``immunoguide report``/``report-dsmb`` without ``--now``
+(:func:`store_now`); ``immunoguide safety clock`` shows and sets it (administrator). Setting it is recorded in the
 audit trail (action ``set_clock``).
 
 Examples
@@ -40,7 +41,7 @@ from immunoguide.trial.access import Actor, authorize
 from immunoguide.trial.models import StoreClock
 from immunoguide.units import check_plausible_time
 
-__all__ = ["ClockSetting", "read_store_clock", "set_store_clock"]
+__all__ = ["ClockSetting", "read_store_clock", "set_store_clock", "store_now"]
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,20 @@ def set_store_clock(session: Session, *, simulated_now: datetime | None, frozen:
     audit.append(session, actor, wall_now, action="set_clock", table="store_clock", row_id="1", patient_id=None,
                  payload=setting.to_dict())
     return setting.to_dict()
+
+
+def store_now(url: str, wall_now: datetime) -> datetime:
+    """The time of the store at ``url`` at wall time ``wall_now`` (its clock; wall time when none is set or the
+    store predates the clock table — the schema check of the caller reports an old store)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from immunoguide.trial.store import TrialStore
+
+    st = TrialStore(url)
+    try:
+        with st.session() as s:
+            return read_store_clock(s).now(wall_now)
+    except SQLAlchemyError:
+        return wall_now
+    finally:
+        st.dispose()

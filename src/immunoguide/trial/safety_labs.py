@@ -35,7 +35,7 @@ from immunoguide.trial import audit
 from immunoguide.trial._common import aware, get_patient, not_future, require_active, slot_of
 from immunoguide.trial.access import Actor
 from immunoguide.trial.models import Patient, SafetyLabResult
-from immunoguide.units import check_plausible_time
+from immunoguide.units import check_plausible_time, concept, from_canonical
 
 __all__ = ["RECORD_FIELDS", "record_safety_labs", "safety_lab_dict", "safety_labs_view", "worst_grades"]
 
@@ -69,11 +69,24 @@ def _fields() -> set[str]:
     return out
 
 
+def _as_reported(concept_name: str, canonical: float | None, unit: str) -> float | None:
+    """A canonical limit in the unit the laboratory reported (for display; None when not convertible)."""
+    if canonical is None:
+        return None
+    try:
+        return from_canonical(concept_name, canonical, unit)
+    except Exception:  # noqa: BLE001 - display only: an unconvertible unit shows the canonical limit alone
+        return None
+
+
 def safety_lab_dict(r: SafetyLabResult) -> dict[str, Any]:
-    """A stored result as JSON (blind-safe: no arm)."""
+    """A stored result as JSON (blind-safe: no arm). ``value``, ``lln`` and ``uln`` are in the concept's canonical
+    ``unit``; ``lln_as_reported`` / ``uln_as_reported`` in the reported ``raw_unit``."""
     return {"id": r.id, "analyte": r.analyte, "term": r.ctcae_term, "meddra_code": r.meddra_code,
             "raw_value": r.raw_value, "raw_unit": r.raw_unit, "value": r.value, "concept": r.concept,
-            "lln": r.lln, "uln": r.uln, "sample_time": r.sample_time.isoformat(),
+            "unit": concept(r.concept).unit,
+            "lln": r.lln, "uln": r.uln, "lln_as_reported": _as_reported(r.concept, r.lln, r.raw_unit),
+            "uln_as_reported": _as_reported(r.concept, r.uln, r.raw_unit), "sample_time": r.sample_time.isoformat(),
             "result_time": r.result_time.isoformat() if r.result_time else None, "study_day": r.study_day,
             "source": r.source, "grade": r.grade, "grade_reason": r.grade_reason, "criteria": r.criteria,
             "entered_by": r.entered_by}
