@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from immunoguide.criteria import Criteria, load_criteria
 from immunoguide.errors import ConflictingInputError, ImplausibleValueError, InputError
 from immunoguide.jsonsafe import refuse_json_type_mismatch
-from immunoguide.units import check_plausible, to_canonical
+from immunoguide.units import CONVERSION_SLACK, check_plausible, to_canonical
 
 __all__ = [
     "COMPONENTS",
@@ -173,11 +173,15 @@ class SofaInputs(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _plausible(self) -> SofaInputs:
+    def _plausible(self, info: ValidationInfo) -> SofaInputs:
+        # a value converted from another unit (by from_record) was checked with the conversion's rounding slack:
+        # 800 mmHg sent as kPa may come back as 800.0000000000001 (CONVERSION_SLACK; never a clinical threshold)
+        converted = (info.context or {}).get("converted", set()) if info is not None else set()
         for name, conc in _FIELD_CONCEPT.items():
             v = getattr(self, name)
             if v is not None:
-                check_plausible(conc, v, where=f"field {name}")
+                check_plausible(conc, v, where=f"field {name}",
+                                rel_tol=CONVERSION_SLACK if name in converted else 0.0)
         for d in _DRUGS:
             dur = getattr(self, f"{d}_duration_min")
             if dur is not None and not 0 <= dur <= 60 * 24 * 365:
@@ -234,6 +238,7 @@ class SofaInputs(BaseModel):
                 todo="send one object per line",
             )
         data: dict[str, Any] = {}
+        converted: set[str] = set()
         for key, value in record.items():
             if value is None:
                 continue
@@ -257,6 +262,7 @@ class SofaInputs(BaseModel):
                 except InputError as exc:
                     exc.field = key
                     raise
+                converted.add(target)
             elif key in cls.model_fields:
                 data[key] = value
             else:
@@ -268,7 +274,7 @@ class SofaInputs(BaseModel):
                     field=key,
                 )
         try:
-            return cls.model_validate(data, strict=False)
+            return cls.model_validate(data, strict=False, context={"converted": converted})
         except InputError as exc:
             if exc.field is None and exc.where and "field " in exc.where:
                 exc.field = exc.where.split("field ", 1)[1]
