@@ -232,7 +232,7 @@ def search_terms(query: str = "", *, limit: int = 20) -> list[CtcaeTerm]:
     """Terms whose name, synonym, SOC or MedDRA code contains ``query`` (all when empty), closest first.
 
     >>> [t.term for t in search_terms("hemorrhage")][:2]
-    ['Intracranial hemorrhage', 'Lower gastrointestinal hemorrhage']
+    ['Gastric hemorrhage', 'Intracranial hemorrhage']
     """
     d = load_ctcae()
     q = _key(query)
