@@ -101,8 +101,8 @@ def test_store_clock_is_shown_and_set_by_the_administrator(db: str) -> None:
 
 
 def test_trial_cli_refuses_free_text_ae_terms_and_duplicate_lab_keys(db: str, tmp_path: Path) -> None:
-    """`trial ae record --term "foo bar"` is refused (IG-E108, exit 2); `trial classify-lab` with a duplicate key too
-    (IG-E105)."""
+    """`trial ae record --term "foo bar"` is refused (IG-E113, exit 2); `trial classify-lab` with a duplicate key too
+    (IG-E110)."""
     st = TrialStore(db)
     make_lists(st, tmp_path, strata=("MALS",))
     randomised(st, "P1")
@@ -110,8 +110,8 @@ def test_trial_cli_refuses_free_text_ae_terms_and_duplicate_lab_keys(db: str, tm
     base = who(db, "rivera", "site_coordinator", "ATH", 40)
     err = run("trial", *base, "ae", "record", "P1", "--term", "foo bar", "--onset", h(30).isoformat(), "--grade", "2",
               "--serious", "no", "--relatedness", "possible", "--outcome", "recovered", code=2)
-    assert err["error"]["code"] == "IG-E108"
+    assert err["error"]["code"] == "IG-E113"
     t = h(3).isoformat()
     dup = f'{{"ferritin": 100, "ferritin_unit": "ng/mL", "ferritin": 6100, "ferritin_sample_time": "{t}"}}'
     err = run("trial", *base, "classify-lab", "P1", "--labs", dup, code=2)
-    assert err["error"]["code"] == "IG-E105"
+    assert err["error"]["code"] == "IG-E110"

@@ -129,7 +129,7 @@ def test_anemia_and_platelet_codes_are_the_cited_ones() -> None:
 
 
 def test_synonym_codes_to_the_ctcae_term_and_free_text_is_refused_with_suggestions() -> None:
-    """'anaemia' codes to Anemia; 'foo bar' and 'hemorrhage' are refused (IG-E108), the latter naming site terms."""
+    """'anaemia' codes to Anemia; 'foo bar' and 'hemorrhage' are refused (IG-E113), the latter naming site terms."""
     assert lookup_term("ANAEMIA").term == "Anemia"
     assert lookup_term("thrombocytopenia").term == "Platelet count decreased"
     with pytest.raises(UnknownTermError):

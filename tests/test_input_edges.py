@@ -51,25 +51,25 @@ def test_stated_unit_on_a_canonical_field_is_refused_not_ignored() -> None:
 
 
 def test_duplicate_key_is_refused_instead_of_keeping_the_last_value() -> None:
-    """``{"ferritin": 100, …, "ferritin": 6100}`` is refused (IG-E105), never classified MALS from the last value."""
+    """``{"ferritin": 100, …, "ferritin": 6100}`` is refused (IG-E110), never classified MALS from the last value."""
     code, out = classify_lines(['{"ferritin": 100, "ferritin_unit": "ng/mL", "ferritin": 6100}'])
-    assert out[0]["error"]["code"] == DuplicateFieldError.code == "IG-E105"
+    assert out[0]["error"]["code"] == DuplicateFieldError.code == "IG-E110"
     assert out[0]["error"]["field"] == "ferritin"
 
 
 @pytest.mark.parametrize("text", ["9" * 400, "9" * 4301, "1" + "0" * 19])
 def test_huge_integers_are_refused_per_line_and_the_batch_continues(text: str) -> None:
-    """A 400-digit, a > 4300-digit and a 20-digit integer are refused with IG-E107; the next line is classified."""
+    """A 400-digit, a > 4300-digit and a 20-digit integer are refused with IG-E112; the next line is classified."""
     code, out = classify_lines([f'{{"ferritin": {text}, "ferritin_unit": "ng/mL"}}',
                                 '{"ferritin": 5000, "ferritin_unit": "ng/mL"}'])
-    assert out[0]["error"]["code"] == InputTooLargeError.code == "IG-E107"
+    assert out[0]["error"]["code"] == InputTooLargeError.code == "IG-E112"
     assert out[1]["endotype"] == "MALS"
 
 
 def test_arrays_nested_100000_deep_are_refused_without_a_traceback() -> None:
-    """A 100 000-deep array is refused for its line (IG-E107); the decoder never recurses."""
+    """A 100 000-deep array is refused for its line (IG-E112); the decoder never recurses."""
     code, out = classify_lines(["[" * 100_000 + "]" * 100_000, '{"ferritin": 5000, "ferritin_unit": "ng/mL"}'])
-    assert out[0]["error"]["code"] == "IG-E107"
+    assert out[0]["error"]["code"] == "IG-E112"
     assert out[1]["endotype"] == "MALS"
 
 
@@ -81,16 +81,16 @@ def test_non_finite_numbers_are_refused(literal: str) -> None:
 
 
 def test_boolean_ferritin_is_refused_as_a_wrong_type() -> None:
-    """``ferritin: true`` is not a result (IG-E106)."""
+    """``ferritin: true`` is not a result (IG-E111)."""
     code, out = classify_lines(['{"ferritin": true, "ferritin_unit": "ng/mL"}'])
-    assert out[0]["error"]["code"] == WrongTypeError.code == "IG-E106"
+    assert out[0]["error"]["code"] == WrongTypeError.code == "IG-E111"
 
 
 def test_boolean_platelets_are_not_scored_as_zero() -> None:
-    """``platelets_10e3_per_ul: false`` used to score coagulation 4; it is refused (IG-E106) on the CLI and in the rule."""
+    """``platelets_10e3_per_ul: false`` used to score coagulation 4; it is refused (IG-E111) on the CLI and in the rule."""
     res = runner.invoke(app, ["score", "sofa"], input='{"platelets_10e3_per_ul": false}\n{"platelets_10e3_per_ul": 45}\n')
     out = [json.loads(x) for x in res.stdout.splitlines()]
-    assert out[0]["error"]["code"] == "IG-E106"
+    assert out[0]["error"]["code"] == "IG-E111"
     assert out[1]["components"]["coagulation"] == 3
     with pytest.raises(WrongTypeError):
         SofaInputs.from_record({"platelets_10e3_per_ul": False})

@@ -48,9 +48,9 @@ def client(template: Path, tmp_path: Path) -> Any:
 
 @pytest.mark.parametrize("path", ["/auth/token", "/rules/sofa", "/dashboard/login"])
 def test_a_body_over_the_limit_is_refused_413_before_login(client: TestClient, path: str) -> None:
-    """A 2 MB body is refused with 413 IG-E107 on routes that need no login too (the limit is 1 MiB)."""
+    """A 2 MB body is refused with 413 IG-E112 on routes that need no login too (the limit is 1 MiB)."""
     r = client.post(path, content=b"{" + b" " * (2 * 1024 * 1024) + b"}", headers={"Content-Type": "application/json"})
-    assert r.status_code == 413 and r.json()["code"] == "IG-E107"
+    assert r.status_code == 413 and r.json()["code"] == "IG-E112"
 
 
 def test_a_streamed_body_without_length_is_cut_off_at_the_limit(client: TestClient) -> None:
@@ -60,7 +60,7 @@ def test_a_streamed_body_without_length_is_cut_off_at_the_limit(client: TestClie
             yield b" " * 65536
 
     r = client.post("/rules/sofa", content=chunks(), headers={"Content-Type": "application/json"})
-    assert r.status_code == 413 and r.json()["code"] == "IG-E107"
+    assert r.status_code == 413 and r.json()["code"] == "IG-E112"
 
 
 # -- strict JSON bodies -------------------------------------------------------------------------------------------
@@ -73,11 +73,11 @@ def _post_raw(client: TestClient, path: str, text: str, headers: dict[str, str])
 @pytest.mark.parametrize(
     ("body", "code"),
     [
-        ('{"record": {"ferritin": 100, "ferritin_unit": "ng/mL", "ferritin": 6100}}', "IG-E105"),
-        ('{"record": {"ferritin": ' + "9" * 400 + ', "ferritin_unit": "ng/mL"}}', "IG-E107"),
-        ('{"record": {"ferritin": ' + "9" * 5000 + ', "ferritin_unit": "ng/mL"}}', "IG-E107"),
-        ('{"record": ' + "[" * 100_000 + "]" * 100_000 + "}", "IG-E107"),
-        ('{"record": {"ferritin": true, "ferritin_unit": "ng/mL"}}', "IG-E106"),
+        ('{"record": {"ferritin": 100, "ferritin_unit": "ng/mL", "ferritin": 6100}}', "IG-E110"),
+        ('{"record": {"ferritin": ' + "9" * 400 + ', "ferritin_unit": "ng/mL"}}', "IG-E112"),
+        ('{"record": {"ferritin": ' + "9" * 5000 + ', "ferritin_unit": "ng/mL"}}', "IG-E112"),
+        ('{"record": ' + "[" * 100_000 + "]" * 100_000 + "}", "IG-E112"),
+        ('{"record": {"ferritin": true, "ferritin_unit": "ng/mL"}}', "IG-E111"),
         ('{"record": {"ferritin_ng_per_ml": 9000, "ferritin_unit": "pmol/L"}}', "IG-E104"),
         ('{"record": {"ferritin": 6000, "ferritin_unit": "ng/mL", "ferritin_sample_time": "0001-01-01T00:00:00Z"}}',
          "IG-E102"),
@@ -91,9 +91,9 @@ def test_rest_classify_refuses_each_silent_wrong_answer_with_its_code(client: Te
 
 
 def test_rest_sofa_refuses_boolean_platelets(client: TestClient) -> None:
-    """``platelets_10e3_per_ul: false`` is not scored (coagulation 4 before): 422 IG-E106."""
+    """``platelets_10e3_per_ul: false`` is not scored (coagulation 4 before): 422 IG-E111."""
     r = client.post("/rules/sofa", json={"inputs": {"platelets_10e3_per_ul": False}}, headers=login(client, "stat"))
-    assert (r.status_code, r.json()["code"]) == (422, "IG-E106")
+    assert (r.status_code, r.json()["code"]) == (422, "IG-E111")
 
 
 def test_near_cut_off_pmol_value_is_mals_over_rest(client: TestClient) -> None:
@@ -107,12 +107,12 @@ def test_near_cut_off_pmol_value_is_mals_over_rest(client: TestClient) -> None:
 
 
 def test_the_right_password_is_refused_after_too_many_wrong_ones(client: TestClient) -> None:
-    """After 5 wrong passwords the account is locked: the right one gets 429 IG-E419 with Retry-After."""
+    """After 5 wrong passwords the account is locked: the right one gets 429 IG-E421 with Retry-After."""
     for _ in range(5):
         r = client.post("/auth/token", json={"username": "coord-ath", "password": "wrong password!"})
         assert r.status_code == 401
     r = client.post("/auth/token", json={"username": "coord-ath", "password": PASSWORD})
-    assert (r.status_code, r.json()["code"]) == (429, "IG-E419")
+    assert (r.status_code, r.json()["code"]) == (429, "IG-E421")
     assert int(r.headers["Retry-After"]) > 0
     assert client.post("/auth/token", json={"username": "stat", "password": PASSWORD}).status_code == 200
 
@@ -122,7 +122,7 @@ def test_dashboard_login_is_throttled_too(client: TestClient) -> None:
     for _ in range(5):
         client.post("/dashboard/login", data={"username": "inv-ath", "password": "nope nope nope"})
     r = client.post("/dashboard/login", data={"username": "inv-ath", "password": PASSWORD}, follow_redirects=False)
-    assert r.status_code == 429 and "IG-E419" in r.text
+    assert r.status_code == 429 and "IG-E421" in r.text
 
 
 # -- another site's code ------------------------------------------------------------------------------------------
@@ -173,11 +173,11 @@ def test_self_contradictory_cds_observation_is_not_used(client: TestClient, chan
 
 
 def test_cds_body_with_duplicate_keys_is_refused(client: TestClient) -> None:
-    """A duplicate key anywhere in the hook call is 422 IG-E105 (not the last value)."""
+    """A duplicate key anywhere in the hook call is 422 IG-E110 (not the last value)."""
     body = json.dumps(patient_view_request("mals"))
     body = body.replace('"hook": "patient-view"', '"hook": "patient-view", "hook": "patient-view"', 1)
     r = _post_raw(client, HOOK, body, login(client, "stat"))
-    assert (r.status_code, r.json()["code"]) == (422, "IG-E105")
+    assert (r.status_code, r.json()["code"]) == (422, "IG-E110")
 
 
 def test_cds_card_lists_the_trial_alerts_of_a_trial_patient(template: Path, tmp_path: Path) -> None:

@@ -121,7 +121,7 @@ def test_bad_safety_lab_records_are_refused_naming_the_field(store: TrialStore, 
 
 def test_free_text_ae_term_is_refused_and_a_ctcae_term_is_coded_with_its_meddra_code(store: TrialStore,
                                                                                      tmp_path: Path) -> None:
-    """``--term "foo bar"`` used to be stored; it is refused (IG-E108). 'thrombocytopenia' codes to Platelet count
+    """``--term "foo bar"`` used to be stored; it is refused (IG-E113). 'thrombocytopenia' codes to Platelet count
     decreased (MedDRA 10035528) and keeps the verbatim term; a grade the term does not define is refused."""
     make_lists(store, tmp_path, strata=("MALS",))
     randomised(store, "P1")

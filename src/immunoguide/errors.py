@@ -13,10 +13,10 @@ Tree::
     │   ├── ImplausibleValueError   outside the concept's plausibility range
     │   ├── MissingInputError       a required input is absent
     │   ├── ConflictingInputError   two inputs disagree (e.g. fio2_fraction and fio2_percent, unit vs UCUM code)
-    │   ├── DuplicateFieldError     a JSON object names the same field twice (IG-E105)
-    │   ├── WrongTypeError          a value of the wrong JSON type (a boolean where a number belongs) (IG-E106)
-    │   ├── InputTooLargeError      a body, number or nesting beyond the accepted size (IG-E107)
-    │   └── UnknownTermError        an adverse-event term that is not a CTCAE term (IG-E108)
+    │   ├── DuplicateFieldError     a JSON object names the same field twice (IG-E110)
+    │   ├── WrongTypeError          a value of the wrong JSON type (a boolean where a number belongs) (IG-E111)
+    │   ├── InputTooLargeError      a body, number or nesting beyond the accepted size (IG-E112)
+    │   └── UnknownTermError        an adverse-event term that is not a CTCAE term (IG-E113)
     ├── CriteriaError               bad threshold/protocol data files (IG-E2xx)
     │   ├── BandOverlapError        two bands claim the same value
     │   ├── BandGapError            some value falls in no band
@@ -41,7 +41,7 @@ Tree::
     │   ├── StoreError                store not initialised/outdated/not empty (IG-E416)
     │   ├── UnknownRecord             no such record (IG-E417)
     │   ├── NotAuthenticated          no valid login/token (IG-E418; a NotAuthorized; REST 401)
-    │   │   └── LoginThrottled        too many failed logins: locked for a while (IG-E419; REST 429)
+    │   │   └── LoginThrottled        too many failed logins: locked for a while (IG-E421; REST 429)
     └── StatisticsError             estimation or test cannot be computed (IG-E5xx)
         └── ConvergenceError        a model fit did not converge (IG-E501)
 
@@ -180,25 +180,25 @@ class ConflictingInputError(InputError):
 class DuplicateFieldError(InputError):
     """A JSON object names the same field twice (JSON parsers would silently keep the last value)."""
 
-    code = "IG-E105"
+    code = "IG-E110"
 
 
 class WrongTypeError(InputError):
     """A value of the wrong type: a boolean sent for a number (``false`` is not 0), a number for a yes/no field."""
 
-    code = "IG-E106"
+    code = "IG-E111"
 
 
 class InputTooLargeError(InputError):
     """A request body, a number or a nesting depth beyond what the platform accepts (never a clinical value)."""
 
-    code = "IG-E107"
+    code = "IG-E112"
 
 
 class UnknownTermError(InputError):
     """An adverse-event term that is not a term of the coding dictionary (CTCAE v5.0); free text is refused."""
 
-    code = "IG-E108"
+    code = "IG-E113"
 
 
 class CriteriaError(ImmunoguideError):
@@ -348,7 +348,7 @@ class NotAuthenticated(NotAuthorized):
 class LoginThrottled(NotAuthenticated):
     """Too many failed logins for the account or client: refused (even with the right password) for a while."""
 
-    code = "IG-E419"
+    code = "IG-E421"
 
 
 class StatisticsError(ImmunoguideError):

@@ -8,9 +8,9 @@ of immunoguide therefore decodes with :func:`loads_strict` and checks the JSON t
 with :func:`refuse_json_type_mismatch`. Each refusal is an :class:`~immunoguide.errors.InputError` with its own
 stable code, naming the place, so a batch can report it for its line and go on:
 
-* ``IG-E105`` (:class:`~immunoguide.errors.DuplicateFieldError`) — a key given twice in one object;
-* ``IG-E106`` (:class:`~immunoguide.errors.WrongTypeError`) — a boolean for a number or a number for a yes/no;
-* ``IG-E107`` (:class:`~immunoguide.errors.InputTooLargeError`) — nesting deeper than :data:`MAX_DEPTH`, an integer
+* ``IG-E110`` (:class:`~immunoguide.errors.DuplicateFieldError`) — a key given twice in one object;
+* ``IG-E111`` (:class:`~immunoguide.errors.WrongTypeError`) — a boolean for a number or a number for a yes/no;
+* ``IG-E112`` (:class:`~immunoguide.errors.InputTooLargeError`) — nesting deeper than :data:`MAX_DEPTH`, an integer
   with more than :data:`MAX_INT_DIGITS` digits, a number with more than :data:`MAX_NUMBER_CHARS` characters, a
   text longer than the caller's limit;
 * ``IG-E100`` — not JSON, ``NaN``/``Infinity``, a number that overflows to infinity (``1e400``).
@@ -25,11 +25,11 @@ Examples
 >>> loads_strict('{"ferritin": 100, "ferritin": 6100}')
 Traceback (most recent call last):
 ...
-immunoguide.errors.DuplicateFieldError: [IG-E105] expected each field once per JSON object; got 'ferritin'; in JSON object at $; what to do: send the field once (a JSON parser would silently keep the last value)
+immunoguide.errors.DuplicateFieldError: [IG-E110] expected each field once per JSON object; got 'ferritin'; in JSON object at $; what to do: send the field once (a JSON parser would silently keep the last value)
 >>> loads_strict("[" * 100 + "]" * 100)
 Traceback (most recent call last):
 ...
-immunoguide.errors.InputTooLargeError: [IG-E107] expected JSON nested at most 32 levels deep; got 'deeper than 32 levels'; in JSON object; what to do: send a flat record (immunoguide records nest 2-3 levels)
+immunoguide.errors.InputTooLargeError: [IG-E112] expected JSON nested at most 32 levels deep; got 'deeper than 32 levels'; in JSON object; what to do: send a flat record (immunoguide records nest 2-3 levels)
 """
 
 from __future__ import annotations
@@ -155,12 +155,12 @@ def loads_strict(text: str | bytes, *, where: str = "JSON object", max_chars: in
     where : str
         Place for error messages (``"line 3"``, ``"request body"``).
     max_chars : int, optional
-        Refuse longer texts (``IG-E107``) before decoding.
+        Refuse longer texts (``IG-E112``) before decoding.
 
     Raises
     ------
     InputError
-        ``IG-E100`` not JSON / NaN / infinite; ``IG-E105`` duplicate key; ``IG-E107`` too large or too deep.
+        ``IG-E100`` not JSON / NaN / infinite; ``IG-E110`` duplicate key; ``IG-E112`` too large or too deep.
     """
     if isinstance(text, (bytes, bytearray)):
         try:
@@ -251,7 +251,7 @@ def refuse_json_type_mismatch(model: Any, data: Any, *, where: str = "record") -
     >>> refuse_json_type_mismatch(M, {"platelets_10e3_per_ul": False})
     Traceback (most recent call last):
     ...
-    immunoguide.errors.WrongTypeError: [IG-E106] expected a number for platelets_10e3_per_ul (JSON true/false is not a number); got False; in record, field platelets_10e3_per_ul; what to do: send the measured number, or leave the field out when it was not measured
+    immunoguide.errors.WrongTypeError: [IG-E111] expected a number for platelets_10e3_per_ul (JSON true/false is not a number); got False; in record, field platelets_10e3_per_ul; what to do: send the measured number, or leave the field out when it was not measured
     """
     if not isinstance(data, Mapping):
         return

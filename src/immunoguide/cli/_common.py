@@ -40,8 +40,8 @@ def run_jsonl(
 ) -> int:
     """Apply ``handle`` to each JSON line; bad lines get an error record and the rest are still processed.
 
-    Each line is decoded with :func:`immunoguide.jsonsafe.loads_strict`: a duplicate key (``IG-E105``), a
-    number or nesting beyond the limits (``IG-E107``), NaN/Infinity or broken JSON (``IG-E100``) rejects that
+    Each line is decoded with :func:`immunoguide.jsonsafe.loads_strict`: a duplicate key (``IG-E110``), a
+    number or nesting beyond the limits (``IG-E112``), NaN/Infinity or broken JSON (``IG-E100``) rejects that
     line only. Returns the exit code: 0 when every line was processed, 1 when at least one line was rejected.
     """
     rejected = 0

@@ -253,7 +253,7 @@ def lookup_term(text: Any, *, field_name: str = "term") -> CtcaeTerm:
     Raises
     ------
     UnknownTermError
-        Free text that is no CTCAE term or synonym (``IG-E108``); the message names the closest terms.
+        Free text that is no CTCAE term or synonym (``IG-E113``); the message names the closest terms.
     """
     if not isinstance(text, str) or not text.strip() or len(text) > 128:
         raise InputError(expected="an AE term (1-128 characters)", got=text, where=f"field {field_name}",

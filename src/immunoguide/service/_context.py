@@ -55,7 +55,7 @@ class ServiceSettings:
     auto_upgrade : bool
         Create or upgrade the trial schema at start-up (else the store must already be at the head revision).
     max_body_bytes : int
-        Largest request body accepted (413 ``IG-E107`` above it; checked before the body is read in full).
+        Largest request body accepted (413 ``IG-E112`` above it; checked before the body is read in full).
     large_body_bytes : int, large_body_paths : tuple of str
         A larger limit for the routes that upload files (allocation lists).
     login_max_failures, login_window_s, login_lockout_s

@@ -4,10 +4,10 @@
 that need no login):
 
 * a body larger than the limit (``ServiceSettings.max_body_bytes``; a larger one for the upload routes) is refused
-  with **413** (``IG-E107``) — from its ``Content-Length`` before anything is read, or as soon as the streamed body
+  with **413** (``IG-E112``) — from its ``Content-Length`` before anything is read, or as soon as the streamed body
   passes the limit (a 200 MB body is never read in full);
 * a JSON body (``application/json`` or ``+json``) is decoded with :func:`immunoguide.jsonsafe.loads_strict`: a
-  duplicate key (``IG-E105``), a number with more than 18 digits or nesting deeper than 32 levels (``IG-E107``)
+  duplicate key (``IG-E110``), a number with more than 18 digits or nesting deeper than 32 levels (``IG-E112``)
   are refused with **422** and the usual error body, so no route ever sees the last of two equal keys or crashes
   on a 4 301-digit integer (broken JSON and ``NaN``/``Infinity`` are left to the request models, which refuse them
   with the pydantic error list).

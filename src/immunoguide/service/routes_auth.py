@@ -21,7 +21,7 @@ router = APIRouter(prefix="/auth", tags=["auth"],
 
 @router.post("/token", summary="Log in", response_model=TokenResponse,
              responses={422: {"model": ErrorBody, "description": "Malformed request."},
-                        429: {"model": ErrorBody, "description": "Too many failed logins: locked (IG-E419)."}})
+                        429: {"model": ErrorBody, "description": "Too many failed logins: locked (IG-E421)."}})
 async def login(body: LoginRequest, st: StateDep, now: NowDep, request: Request) -> dict[str, Any]:
     """Exchange a user name and password for a bearer token (valid for the configured lifetime).
 

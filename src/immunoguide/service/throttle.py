@@ -4,7 +4,7 @@ Without it the right password still worked after 30 wrong ones (issue 15), so a 
 service's speed. :class:`LoginThrottle` counts failed logins per account and per client address in a sliding
 window; once an account reaches ``max_failures`` (a client ``4 × max_failures``, as several users may share a
 site's address) within ``window_s`` seconds, every login for it — **the right password included** — is refused
-with :class:`~immunoguide.errors.LoginThrottled` (``IG-E419``, HTTP 429 with ``Retry-After``) for ``lockout_s``
+with :class:`~immunoguide.errors.LoginThrottled` (``IG-E421``, HTTP 429 with ``Retry-After``) for ``lockout_s``
 seconds. A successful login clears the account's failures. Counts live in the process (one worker: exact; several
 workers: per worker, so the effective limit is multiplied by the worker count — stated in ``immunoguide serve``).
 The limits are platform choices (5 failures / 15 min / 15 min lock follow common guidance), settable in
@@ -18,7 +18,7 @@ Examples
 >>> t.check("rivera", "10.0.0.2")
 Traceback (most recent call last):
 ...
-immunoguide.errors.LoginThrottled: [IG-E419] expected fewer than 3 failed logins within 60 s; got 'account locked'; in login; what to do: wait 300 s and try again, or ask the administrator to reset the password
+immunoguide.errors.LoginThrottled: [IG-E421] expected fewer than 3 failed logins within 60 s; got 'account locked'; in login; what to do: wait 300 s and try again, or ask the administrator to reset the password
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Adverse events: CTCAE v5.0 coding, grade, seriousness, relatedness, outcome; SAE reporting clocks; safety signals.
 
 An AE is recorded with its term **coded to a CTCAE v5.0 term** (:func:`immunoguide.rules.ctcae.lookup_term`: the
-CTCAE term or a listed synonym, any case; free text is refused with ``IG-E108`` and the closest terms; the AE keeps
+CTCAE term or a listed synonym, any case; free text is refused with ``IG-E113`` and the closest terms; the AE keeps
 the verbatim term and ``adverse_event_codings`` holds the CTCAE term, its MedDRA LLT code — empty and flagged when
 not confirmed — and SOC), onset, CTCAE grade (1 mild … 5 death related to the AE; a grade the term does not define
 is refused), serious yes/no, relatedness to the study drug, outcome and the time the site became aware of it. A
@@ -226,7 +226,7 @@ def record_adverse_event(
     ``term`` is the CTCAE v5.0 term or a listed synonym (``immunoguide safety terms QUERY``); it is stored verbatim
     with its coding (CTCAE term, MedDRA LLT code, SOC).
 
-    Raises NotRandomized, PatientWithdrawn, UnknownTermError (free text, ``IG-E108``), InputError (grade not
+    Raises NotRandomized, PatientWithdrawn, UnknownTermError (free text, ``IG-E113``), InputError (grade not
     1–5 or not defined for the term, unknown relatedness or outcome, times in the future or awareness before
     onset), ConflictingInputError (grade 5 without a fatal outcome or the reverse).
     """
