@@ -49,7 +49,7 @@ def _settings(ehr: EhrSandbox, **kw: Any) -> ServiceSettings:
     issuer = EhrIssuer(iss=ehr.base_url, name="sandbox", jwks_url=ehr.jwks_url, subjects=(ehr.cds_client_id,),
                        fhir_servers=(ehr.fhir_base,))
     kw.setdefault("jwks_min_refresh_s", 0)
-    return ServiceSettings(auto_upgrade=True, clock=lambda: NOW,
+    return ServiceSettings(auto_upgrade=True, simulation_store=True, clock=lambda: NOW,  # a fixed clock: simulation
                            ehr=EhrSettings(service_url=SERVICE_URL, issuers=(issuer,), **kw))
 
 
@@ -205,7 +205,7 @@ def test_immunoguide_bearer_token_still_works_for_non_ehr_clients(client: TestCl
 
 def test_a_jwt_is_refused_where_no_ehr_is_configured(ehr: EhrSandbox) -> None:
     """Without an EHR configuration a JWT is not an accepted credential."""
-    app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True, clock=lambda: NOW))
+    app = create_app("sqlite://", settings=ServiceSettings(auto_upgrade=True, simulation_store=True, clock=lambda: NOW))
     with TestClient(app) as c:
         _refused(_call(c, ehr.sign_cds_jwt(AUD, now=NOW), _full()), "trusts no EHR issuer")
 

@@ -11,6 +11,7 @@ page. Screenshots go to ``test-artifacts/smart/``. Without ``/usr/bin/chromium``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -44,16 +45,17 @@ CLIENT_ID = "immunoguide-dashboard"
 def _seed(db: Path) -> None:
     """A store with patient ATH-001 screened at site ATH and the investigator inv-ath."""
     st = TrialStore(f"sqlite:///{db}")
-    st.upgrade()
+    st.initialise(simulation=True)  # the service runs on the fixed clock NOW
     admin = Actor("admin", "administrator")
     for stratum in ("MALS", "immunoparalysis"):
-        f = trial.generate_allocation_list("ATH", stratum, 8, seed=f"smart-{stratum}", out_dir=db.parent / "lists")
+        seed = hashlib.sha256(f"smart-{stratum}".encode()).hexdigest()  # a reproducible 256-bit test seed
+        f = trial.generate_allocation_list("ATH", stratum, 8, seed=seed, out_dir=db.parent / "lists")
         with st.session() as s:
             trial.import_allocation_list(s, f.csv, actor=admin, now=NOW - timedelta(days=2))
     with st.session() as s:
         trial.screen(s, "ATH-001", "ATH", screening_record(), actor=Actor("c", "site_coordinator", "ATH"),
                      now=NOW - timedelta(hours=20))
-    UserStore(st.engine).create_user("inv-ath", PASSWORD, "investigator", "ATH")
+    UserStore(st).create_user("inv-ath", PASSWORD, "investigator", "ATH")
     st.dispose()
 
 
