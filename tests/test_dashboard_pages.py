@@ -453,6 +453,31 @@ def test_naive_time_is_refused_naming_the_field(write_client: TestClient) -> Non
     assert "Patient ATH-001" in r.text
 
 
+def test_a_late_adverse_event_needs_the_forms_reason_which_the_audit_trail_keeps(write_client: TestClient) -> None:
+    """An AE the site became aware of 26 h ago is refused without a reason (422 IG-E419: a late entry; the form has
+    the reason field); with the reason it is recorded and the reason is on its audit entries."""
+    h = login(write_client, "coord-ath")
+    csrf = csrf_of(write_client.get("/dashboard/patients/ATH-001", headers=h).text)
+    ae = {"csrf": csrf, "term": "Rash", "onset_at": (NOW - timedelta(hours=27)).isoformat(),
+          "aware_at": (NOW - timedelta(hours=26)).isoformat(), "grade": "1", "serious": "no",
+          "relatedness": "possible", "outcome": "recovered"}
+    r = write_client.post("/dashboard/patients/ATH-001/adverse-events", data=ae, headers=h, follow_redirects=False)
+    assert r.status_code == 422 and "IG-E419" in r.text and "or a reason for the late entry" in r.text
+    assert 'name="late_entry_reason"' in r.text
+    r = write_client.post("/dashboard/patients/ATH-001/adverse-events",
+                          data={**ae, "late_entry_reason": "found in the nursing notes"}, headers=h,
+                          follow_redirects=False)
+    assert r.status_code == 303
+    from sqlalchemy import select
+
+    from immunoguide.trial.models import AuditRecord
+
+    with write_client.app.state.service.store.session() as s:  # type: ignore[attr-defined]
+        reasons = [r.reason for r in s.execute(select(AuditRecord).where(
+            AuditRecord.table_name == "adverse_events", AuditRecord.action == "insert")).scalars()]
+    assert any(x and x.endswith("found in the nursing notes") for x in reasons)
+
+
 def test_randomising_with_a_stratum_other_than_the_patients_is_refused(write_client: TestClient) -> None:
     """A stale confirmation (stratum changed) is refused 409 and the patient stays unrandomised."""
     h = login(write_client, "coord-ath")

@@ -14,7 +14,8 @@ network resources):
     read from the protocol's classification and reversal rules), serial endotypes from the randomisation stratum
     with every sample (visit day or not) and pending samples, safety laboratory results with their CTCAE v5.0
     grades, the 15-day regimen calendar (given / late / missed / pending), forms for consent, labs, safety labs,
-    doses, follow-up and adverse events (CTCAE terms offered as a list; free text is refused).
+    doses, follow-up and adverse events (CTCAE terms offered as a list; free text is refused); each entry form has
+    a field for the reason of a late entry (required more than 24 h after the event: :mod:`immunoguide.trial.clock`).
 ``/dashboard/trial``
     Recruitment by site and month (table and bar chart), screening log, CONSORT counts, assay turnaround per site
     and laboratory against the window, alerts — as the role may see them.
@@ -23,8 +24,9 @@ network resources):
     on coded data with the DSMB's statistical rule (risk difference with its interval, posterior probability),
     alerts, worst safety-lab grades by arm.
 
-``now`` is the service clock, which is the **store's clock** when the service runs on the default clock (a demo
-store runs on its simulated time, so study days and windows are those of its data).
+``now`` is the service clock, which is the **store's clock** when the service runs on the default clock: the system
+clock on a real store; a simulation store's simulated clock (the demo's, so study days and windows are those of its
+data).
 
 Authentication: ``POST /dashboard/login`` checks the password with the service's
 :class:`~immunoguide.service.auth.UserStore` and puts the **same bearer token** the REST API issues into the cookie
@@ -1127,8 +1129,9 @@ async def dose(code: str, request: Request) -> Response:
     def do(ctx: _Ctx, form: _Form) -> str:
         kit, given_at, number = form.text("kit"), form.required_time("given_at"), form.integer("number")
         note = form.get("note")
+        late = form.get("late_entry_reason")
         ctx.tx(lambda s: trial.record_dose(s, code, kit, given_at, actor=ctx.actor, now=ctx.now, number=number,
-                                           note=note))
+                                           note=note, late_entry_reason=late))
         return _patient_url(code, "dose")
 
     return await _action(request, do, _on_patient_error(code))
@@ -1156,7 +1159,7 @@ async def followup(code: str, request: Request) -> Response:
             "assessed_at": form.time("assessed_at"), "sofa_total": form.integer("sofa_total"),
             "sofa_inputs": inputs or None, "labs": labs_rec or None,
             "infection_assessment": form.get("infection_assessment"), "vital_status": form.get("vital_status"),
-            "death_at": form.time("death_at"),
+            "death_at": form.time("death_at"), "late_entry_reason": form.get("late_entry_reason"),
         }
         ctx.tx(lambda s: trial.record_followup(s, code, day, actor=ctx.actor, now=ctx.now, **kwargs))
         return _patient_url(code, "followup")
@@ -1188,8 +1191,8 @@ def _safety_lab_record(form: _Form) -> dict[str, Any]:
 async def safety_labs(code: str, request: Request) -> Response:
     """Record one draw's safety laboratory results (graded by CTCAE v5.0)."""
     def do(ctx: _Ctx, form: _Form) -> str:
-        rec = _safety_lab_record(form)
-        ctx.tx(lambda s: trial.record_safety_labs(s, code, rec, actor=ctx.actor, now=ctx.now))
+        rec, late = _safety_lab_record(form), form.get("late_entry_reason")
+        ctx.tx(lambda s: trial.record_safety_labs(s, code, rec, actor=ctx.actor, now=ctx.now, late_entry_reason=late))
         return _patient_url(code, "safetylabs") + "#safety-labs"
 
     return await _action(request, do, _on_patient_error(code))
@@ -1199,8 +1202,9 @@ async def safety_labs(code: str, request: Request) -> Response:
 async def sae_report(code: str, ae_id: int, request: Request) -> Response:
     """Record the initial (24 h) or full (15 days) report of a serious adverse event."""
     def do(ctx: _Ctx, form: _Form) -> str:
-        kind, reported_at = form.text("kind"), form.required_time("reported_at")
-        ctx.tx(lambda s: trial.report_sae(s, code, ae_id, kind, reported_at, actor=ctx.actor, now=ctx.now))
+        kind, reported_at, late = form.text("kind"), form.required_time("reported_at"), form.get("late_entry_reason")
+        ctx.tx(lambda s: trial.report_sae(s, code, ae_id, kind, reported_at, actor=ctx.actor, now=ctx.now,
+                                          late_entry_reason=late))
         return _patient_url(code, "sae") + "#adverse-events"
 
     return await _action(request, do, _on_patient_error(code))
@@ -1218,6 +1222,7 @@ async def adverse_event(code: str, request: Request) -> Response:
             "term": form.text("term"), "onset_at": form.required_time("onset_at"),
             "grade": form.required_integer("grade"), "serious": serious, "relatedness": form.text("relatedness"),
             "outcome": form.text("outcome"), "aware_at": form.time("aware_at"),
+            "late_entry_reason": form.get("late_entry_reason"),
         }
         ctx.tx(lambda s: trial.record_adverse_event(s, code, actor=ctx.actor, now=ctx.now, **kwargs))
         return _patient_url(code, "ae") + "#adverse-events"
