@@ -9,6 +9,7 @@ immunoguide randomises, then the follow-up part — and exported again: the reco
 
 from __future__ import annotations
 
+import hashlib
 import csv
 import json
 from pathlib import Path
@@ -81,10 +82,11 @@ def test_records_export_holds_every_patient_lab_and_followup_day(trial_a: BuiltT
 
 def _store(path: Path) -> TrialStore:
     st = TrialStore(f"sqlite:///{path}")
-    st.upgrade()
+    st.initialise(simulation=True)  # the imports run on the test's clock
     for site in SITES:
         for stratum in ("MALS", "immunoparalysis"):
-            f = generate_allocation_list(site, stratum, 24, seed=f"b-{site}-{stratum}", out_dir=path.parent / "lists")
+            seed = hashlib.sha256(f"b-{site}-{stratum}".encode()).hexdigest()  # a reproducible 256-bit test seed
+            f = generate_allocation_list(site, stratum, 24, seed=seed, out_dir=path.parent / "lists")
             with st.session() as s:
                 import_allocation_list(s, f.csv, actor=ADMIN, now=_t(0))
     return st
@@ -110,7 +112,7 @@ def test_round_trip_through_redcap_keeps_every_record(trial_a: BuiltTrial, expor
             d = exported[site]
             with b.session() as s:
                 import_redcap(s, d / "redcap_records.csv", d / "redcap_dictionary.csv", actor=coord(site), now=LATE,
-                              part="followup")
+                              part="followup", late_entry_reason="transferred from the site's REDCap project")
         for site in SITES:
             with b.session() as s:
                 export_redcap(s, tmp_path / "again" / site, actor=STATISTICIAN, now=LATE, site=site)

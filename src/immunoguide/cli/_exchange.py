@@ -63,9 +63,13 @@ def redcap_import_cmd(
                                                      "followup (days and serial labs of randomised patients).")] = "all",
     mapping: Annotated[Path | None, typer.Option("--mapping", help="REDCap mapping TOML (default: ImmunoSep).")] = None,
     timezone: Annotated[str | None, typer.Option("--timezone", help="Time zone of the REDCap project.")] = None,
+    late_reason: Annotated[str | None, typer.Option("--late-reason", help="Why follow-up days are entered late (more "
+                                                                          "than the store's limit after they were "
+                                                                          "assessed); kept in the audit trail.")] = None,
 ) -> None:
     """Import REDCap records in one transaction: every bad row is reported and then nothing is imported."""
     from immunoguide.trial.redcap import import_redcap, load_mapping
 
     _run(ctx, lambda s, a, now: import_redcap(s, records, dictionary, actor=a, now=now, part=part,  # type: ignore[arg-type]
-                                              mapping=load_mapping(mapping, timezone=timezone)))
+                                              mapping=load_mapping(mapping, timezone=timezone),
+                                              late_entry_reason=late_reason))

@@ -514,7 +514,7 @@ def _lab_record(group: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _write_record(session: Session, rec: _Record, part: Part, actor: Actor, now: datetime,
-                  protocol: str) -> dict[str, int]:
+                  protocol: str, late_entry_reason: str | None = None) -> dict[str, int]:
     from sqlalchemy import select
 
     from immunoguide.trial import enter_labs, record_consent, record_followup, screen
@@ -563,7 +563,8 @@ def _write_record(session: Session, rec: _Record, part: Part, actor: Actor, now:
                                 sofa_total=None if v.get("sofa_total") is None else int(v["sofa_total"]),
                                 labs=_lab_record(labs) if labs else None,
                                 infection_assessment=v.get("infection_assessment"),
-                                vital_status=v.get("vital_status"), death_at=v.get("death_at"))
+                                vital_status=v.get("vital_status"), death_at=v.get("death_at"),
+                                late_entry_reason=late_entry_reason)
                 done["followup"] += 1
                 done["labs_followup"] += len(labs)
             if by_day:
@@ -573,7 +574,8 @@ def _write_record(session: Session, rec: _Record, part: Part, actor: Actor, now:
 
 
 def import_redcap(session: Session, records_csv: str | Path, dictionary_csv: str | Path, *, actor: Actor,
-                  now: datetime, part: Part = "all", mapping: RedcapMapping | None = None) -> dict[str, Any]:
+                  now: datetime, part: Part = "all", mapping: RedcapMapping | None = None,
+                  late_entry_reason: str | None = None) -> dict[str, Any]:
     """Import a REDCap records CSV (raw export) into the trial store, all or nothing (see the module docstring).
 
     Parameters
@@ -584,6 +586,9 @@ def import_redcap(session: Session, records_csv: str | Path, dictionary_csv: str
         The project's records (CSV, raw) and data dictionary exports.
     part : {"all", "baseline", "followup"}
         What to import: screening, consent and baseline labs; follow-up days and serial labs; or both.
+    late_entry_reason : str, optional
+        Why follow-up days are entered late (required for a day assessed more than the store's late-entry limit
+        before ``now``, as for any late entry; kept in the audit trail: :mod:`immunoguide.trial.clock`).
 
     Returns
     -------
@@ -608,7 +613,8 @@ def import_redcap(session: Session, records_csv: str | Path, dictionary_csv: str
         for rec in records.values():
             try:
                 with session.begin_nested():
-                    for k, v in _write_record(session, rec, part, actor, now, m.protocol).items():
+                    for k, v in _write_record(session, rec, part, actor, now, m.protocol,
+                                              late_entry_reason).items():
                         counts[k] += v
             except ImmunoguideError as exc:
                 problems.append(_problem(rec.line, rec.code, "record", None, [exc.message]))
