@@ -9,8 +9,8 @@ immunoguide randomises, then the follow-up part — and exported again: the reco
 
 from __future__ import annotations
 
-import hashlib
 import csv
+import hashlib
 import json
 from pathlib import Path
 from typing import Any

@@ -26,7 +26,7 @@ from immunoguide.trial import (
     verify_audit,
     withdraw,
 )
-from immunoguide.trial.models import AdverseEvent, AdverseEventCoding, SafetyLabResult
+from immunoguide.trial.models import AdverseEventCoding, SafetyLabResult
 from immunoguide.trial.store import HEAD_REVISION
 from trial_helpers import COORD, DSMB, STATISTICIAN, h, make_lists, randomised
 
