@@ -1271,7 +1271,9 @@ def _settings(protocol: Protocol, sap: Sap, data: _Data,
     al = data.tables["allocation_lists"]
     for _, r in al.iterrows():
         meta = _json_col(r.get("meta")) or {}
-        lists.append({"name": r["name"], "block_sizes": ", ".join(str(b) for b in meta.get("block_sizes", [])),
+        # a sealed list keeps its block sizes on the master list only (concealment): say so instead of a blank
+        blocks = ", ".join(str(b) for b in meta.get("block_sizes", [])) or "concealed (master list)"
+        lists.append({"name": r["name"], "block_sizes": blocks,
                       "block_sizes_source": meta.get("block_sizes_source", ""),
                       "stratification": ", ".join((meta.get("stratification") or {}).get("factors", [])),
                       "source": (meta.get("stratification") or {}).get("source", "")})
