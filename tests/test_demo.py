@@ -73,10 +73,9 @@ def test_demo_store_has_graded_safety_labs_a_stratum_switch_and_runs_on_its_cloc
 
     from immunoguide.trial import Actor, TrialStore
     from immunoguide.trial.clock import read_store_clock
+    from immunoguide.trial.keys import load_key
     from immunoguide.trial.models import AdverseEvent, AdverseEventCoding, SafetyLabResult
     from immunoguide.trial.monitoring import alerts_view
-
-    from immunoguide.trial.keys import load_key
 
     key = load_key(environ={"IMMUNOGUIDE_TRIAL_KEY_FILE": str(demo_dir / "trial.key")})  # the demo store's own key
     st = TrialStore(f"sqlite:///{demo_dir / 'demo.db'}", key=key)
