@@ -93,6 +93,9 @@ def _record(stratum_rng: random.Random, **over: Any) -> dict[str, Any]:
         "sepsis3_onset_time": T0.isoformat(), "covid19": False, "stage_iv_malignancy": False, "dnr_order": False,
         "anc_per_mm3": 6200, "unwilling_to_become_pregnant": True, "bsi_skin_commensal_or_catheter_related": False,
     }
+    age = rec["age_years"]  # severity and comorbidity at screening, derived (no extra draws from the seeded stream)
+    rec.update({"apache_ii_points": 12 + age % 20, "charlson_index_points": age // 15,
+                "mechanical_ventilation": age % 3 != 0})
     rec.update(over)
     return rec
 
@@ -109,7 +112,7 @@ def _labs(stratum: str, t: datetime, *, ferritin: float | None = None, hla: floa
 
 
 #: Follow-up of the built trial is entered at the end (LATE): late entries, with this reason in the audit trail.
-LATE_REASON = "test trial: follow-up entered at the end of the study"
+LATE_REASON = "test trial: follow-up and adverse events entered at the end of the study"
 
 
 def build_trial(url: str, list_dir: Path, *, n_randomised: int = 32, seed: int = 20251208) -> BuiltTrial:
@@ -194,6 +197,8 @@ def build_trial(url: str, list_dir: Path, *, n_randomised: int = 32, seed: int =
         infection = (rng.choice(["resolution", "resolution", "intermediate", "failure"]) if active
                      else rng.choice(["resolution", "failure", "superinfection", "intermediate"]))
         with store.session() as s:
+            # SAP day d is entered on follow-up day d - 1 (day 0 = the randomisation day = SAP day 1, the baseline;
+            # report policy study_day_numbering = randomisation_day_is_sap_day_1); Entered keeps SAP days
             for day in range(1, 16):
                 if death_day is not None and day > death_day:
                     break
@@ -205,18 +210,21 @@ def build_trial(url: str, list_dir: Path, *, n_randomised: int = 32, seed: int =
                     if death_day is not None:
                         sofa = min(24, sofa + day // 2)
                     item["sofa_total"] = sofa
-                if day == 7:
-                    item["labs"] = lab7
-                if day == 15 and (death_day is None or death_day > 15):
-                    item["infection_assessment"] = infection
+                if day == 8:
+                    item["labs"] = lab7  # follow-up day 7, a protocol visit day
                 if not item:
                     continue
-                record_followup(s, code, day, actor=coord, now=LATE, assessed_at=day_time(day),
+                record_followup(s, code, day - 1, actor=coord, now=LATE, assessed_at=day_time(day - 1),
                                 late_entry_reason=LATE_REASON, **item)
                 if "sofa_total" in item:
                     e.sofa[day] = item["sofa_total"]
-                e.last_alive_day = day
-                e.infection_d15 = item.get("infection_assessment", e.infection_d15)
+                e.last_alive_day = day - 1
+            alive_15 = (death_day is None or death_day > 15) and withdraw_at is None
+            if alive_15:
+                record_followup(s, code, 15, actor=coord, now=LATE, assessed_at=day_time(15),
+                                late_entry_reason=LATE_REASON, infection_assessment=infection)
+                e.infection_d15 = infection
+                e.last_alive_day = 15
             if withdraw_at is None:
                 for horizon in (28, 90):
                     if i == 13 and horizon == 90:
@@ -226,12 +234,12 @@ def build_trial(url: str, list_dir: Path, *, n_randomised: int = 32, seed: int =
                     dead = death_day is not None and death_day <= horizon
                     record_followup(s, code, horizon, actor=coord, now=LATE, assessed_at=day_time(horizon),
                                     late_entry_reason=LATE_REASON, vital_status="dead" if dead else "alive",
-                                    death_at=day_time(death_day, 5.0) if dead else None)
+                                    death_at=day_time(death_day - 1, 5.0) if dead else None)
                     if not dead:
                         e.last_alive_day = horizon
             # adverse events
             n_ae = rng.randint(0, 3)
-            terms = ["anemia", "hemorrhage", "thrombocytopenia", "hypokalemia", "pneumonia", "atrial fibrillation",
+            terms = ["anemia", "upper gastrointestinal hemorrhage", "thrombocytopenia", "hypokalemia", "pneumonia", "atrial fibrillation",
                      "acute kidney injury"]
             for _ in range(n_ae):
                 onset_day = rng.randint(1, 12)
@@ -245,11 +253,11 @@ def build_trial(url: str, list_dir: Path, *, n_randomised: int = 32, seed: int =
                     if serious else rng.choice([1, 2]), serious=serious,
                     relatedness=rng.choice(["not_related", "not_related", "unlikely", "possible", "probable"]),
                     outcome=rng.choice(["recovered", "recovering"]), actor=coord, now=LATE,
-                    aware_at=day_time(onset_day, 6.0))
+                    aware_at=day_time(onset_day, 6.0), late_entry_reason=LATE_REASON)
             if death_day is not None and death_day <= 28 and withdraw_at is None and rng.random() < 0.5:
-                record_adverse_event(s, code, term="septic shock", onset_at=day_time(death_day, 1.0), grade=5,
+                record_adverse_event(s, code, term="septic shock", onset_at=day_time(death_day - 1, 1.0), grade=5,
                                      serious=True, relatedness="not_related", outcome="fatal", actor=coord, now=LATE,
-                                     aware_at=day_time(death_day, 4.0))
+                                     aware_at=day_time(death_day - 1, 4.0), late_entry_reason=LATE_REASON)
             if withdraw_at is not None:
                 remove = i == 4
                 withdraw(s, code, "consent withdrawn by the patient" if remove else "patient decided to stop",

@@ -237,15 +237,28 @@ def test_unblinded_roles_see_the_allocated_arms(rendered: dict[str, dict[str, tu
     ("pharm-ath", "/dashboard/dsmb"),
     ("stat", "/dashboard/dsmb"),
     ("admin", "/dashboard/dsmb"),
-    ("coord-ath", "/dashboard/patients/MIL-001"),
-    ("coord-mil", "/dashboard/patients/ATH-001"),
-    ("pharm-ath", "/dashboard/patients/MIL-001/randomised"),
-    ("coord-ath", "/dashboard/patients/MIL-002/randomize"),
 ])
 def test_forbidden_pages_give_403(client: TestClient, user: str, url: str) -> None:
-    """Pages of another role or another site answer 403 with the authorisation error (IG-E408)."""
+    """Pages of another role answer 403 with the authorisation error (IG-E408)."""
     r = client.get(url, headers=login(client, user), follow_redirects=False)
     assert r.status_code == 403 and "IG-E408" in r.text
+
+
+@pytest.mark.parametrize(("user", "url", "unknown"), [
+    ("coord-ath", "/dashboard/patients/MIL-001", "/dashboard/patients/MIL-999"),
+    ("coord-mil", "/dashboard/patients/ATH-001", "/dashboard/patients/ATH-999"),
+    ("pharm-ath", "/dashboard/patients/MIL-001/randomised", "/dashboard/patients/MIL-999/randomised"),
+    ("coord-ath", "/dashboard/patients/MIL-002/randomize", "/dashboard/patients/MIL-999/randomize"),
+])
+def test_another_sites_patient_looks_exactly_like_no_such_patient(client: TestClient, user: str, url: str,
+                                                                  unknown: str) -> None:
+    """A site user asking for another site's patient gets the answer of a code that does not exist (404 IG-E406),
+    so study codes of other sites cannot be probed."""
+    h = login(client, user)
+    r, r0 = client.get(url, headers=h, follow_redirects=False), client.get(unknown, headers=h, follow_redirects=False)
+    assert r.status_code == r0.status_code == 404 and "IG-E406" in r.text
+    code, code0 = url.split("/")[3], unknown.split("/")[3]
+    assert r.text.replace(code, "X") == r0.text.replace(code0, "X")
 
 
 @pytest.mark.parametrize(("user", "path", "data"), [
@@ -258,11 +271,14 @@ def test_forbidden_pages_give_403(client: TestClient, user: str, url: str) -> No
 ])
 def test_forbidden_actions_give_403_and_store_nothing(write_client: TestClient, user: str, path: str,
                                                       data: dict[str, str]) -> None:
-    """A form POST by a role (or site) without the permission is refused 403 and the store is unchanged."""
+    """A form POST by a role without the permission is refused 403 (another site's patient: 404, as if unknown) and
+    the store is unchanged."""
     h = login(write_client, user)
     csrf = csrf_of(write_client.get("/dashboard/site", headers=h).text)
     r = write_client.post(path, data={**data, "csrf": csrf}, headers=h, follow_redirects=False)
-    assert r.status_code == 403 and "IG-E408" in r.text
+    other_site = user == "coord-mil" and "/ATH-" in path
+    status, code = (404, "IG-E406") if other_site else (403, "IG-E408")
+    assert r.status_code == status and code in r.text
     st_h = login(write_client, "stat")
     log = write_client.get("/trial/patients", headers={"Authorization": "Bearer " + st_h["Cookie"].split("=", 1)[1]})
     assert sorted(p["patient"] for p in log.json()) == sorted(PATIENTS)
@@ -435,6 +451,31 @@ def test_naive_time_is_refused_naming_the_field(write_client: TestClient) -> Non
                                 "assessed_at": "2025-03-03T09:00"}, headers=h)
     assert r.status_code == 422 and "assessed_at" in r.text and 'data-testid="error"' in r.text
     assert "Patient ATH-001" in r.text
+
+
+def test_a_late_adverse_event_needs_the_forms_reason_which_the_audit_trail_keeps(write_client: TestClient) -> None:
+    """An AE the site became aware of 26 h ago is refused without a reason (422 IG-E419: a late entry; the form has
+    the reason field); with the reason it is recorded and the reason is on its audit entries."""
+    h = login(write_client, "coord-ath")
+    csrf = csrf_of(write_client.get("/dashboard/patients/ATH-001", headers=h).text)
+    ae = {"csrf": csrf, "term": "Rash", "onset_at": (NOW - timedelta(hours=27)).isoformat(),
+          "aware_at": (NOW - timedelta(hours=26)).isoformat(), "grade": "1", "serious": "no",
+          "relatedness": "possible", "outcome": "recovered"}
+    r = write_client.post("/dashboard/patients/ATH-001/adverse-events", data=ae, headers=h, follow_redirects=False)
+    assert r.status_code == 422 and "IG-E419" in r.text and "or a reason for the late entry" in r.text
+    assert 'name="late_entry_reason"' in r.text
+    r = write_client.post("/dashboard/patients/ATH-001/adverse-events",
+                          data={**ae, "late_entry_reason": "found in the nursing notes"}, headers=h,
+                          follow_redirects=False)
+    assert r.status_code == 303
+    from sqlalchemy import select
+
+    from immunoguide.trial.models import AuditRecord
+
+    with write_client.app.state.service.store.session() as s:  # type: ignore[attr-defined]
+        reasons = [r.reason for r in s.execute(select(AuditRecord).where(
+            AuditRecord.table_name == "adverse_events", AuditRecord.action == "insert")).scalars()]
+    assert any(x and x.endswith("found in the nursing notes") for x in reasons)
 
 
 def test_randomising_with_a_stratum_other_than_the_patients_is_refused(write_client: TestClient) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -12,6 +13,14 @@ from typer.testing import CliRunner
 from immunoguide.cli import app
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fixed_generation_stamp() -> Any:
+    """Reports stamp their generation time; SOURCE_DATE_EPOCH fixes it so that re-runs are byte-identical."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOURCE_DATE_EPOCH", "1767225600")
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +64,38 @@ def test_same_seed_gives_the_same_report(demo_dir: Path, tmp_path: Path) -> None
     assert res.exit_code == 0, res.output
     for p, content in before.items():
         assert (demo_dir / p).read_bytes() == content, p
+
+
+def test_demo_store_has_graded_safety_labs_a_stratum_switch_and_runs_on_its_clock(demo_dir: Path) -> None:
+    """The demo enters structured safety labs (CTCAE-graded), shows a stratum-switch alert, codes AEs to CTCAE terms
+    and sets the store's clock to its simulated time (the dashboard's study days are the data's)."""
+    from sqlalchemy import func, select
+
+    from immunoguide.trial import Actor, TrialStore
+    from immunoguide.trial.clock import read_store_clock
+    from immunoguide.trial.keys import load_key
+    from immunoguide.trial.models import AdverseEvent, AdverseEventCoding, SafetyLabResult
+    from immunoguide.trial.monitoring import alerts_view
+
+    key = load_key(environ={"IMMUNOGUIDE_TRIAL_KEY_FILE": str(demo_dir / "trial.key")})  # the demo store's own key
+    st = TrialStore(f"sqlite:///{demo_dir / 'demo.db'}", key=key)
+    try:
+        with st.session() as s:
+            graded = s.execute(select(func.count()).select_from(SafetyLabResult)
+                               .where(SafetyLabResult.grade.is_not(None))).scalar_one()
+            n_ae = s.execute(select(func.count()).select_from(AdverseEvent)).scalar_one()
+            n_coded = s.execute(select(func.count()).select_from(AdverseEventCoding)).scalar_one()
+            clock = read_store_clock(s)
+            alerts = alerts_view(s, actor=Actor("stat", "statistician"), now=clock.now(clock.simulated_epoch))
+    finally:
+        st.dispose()
+    assert graded > 0 and n_ae == n_coded > 0
+    assert clock.mode == "simulated" and clock.frozen and clock.simulated_epoch.year > 2100
+    assert any(a["code"] == "stratum_switch" for a in alerts["alerts"])
+
+
+def test_dsmb_report_states_the_signal_rule_and_the_alerts(demo_dir: Path) -> None:
+    """The DSMB report prints the DSMB statistical rule with the comparisons and the stratum-switch alert."""
+    html = (demo_dir / "report_dsmb" / "report_dsmb.html").read_text()
+    assert "DSMB statistical rule" in html and "Newcombe interval" in html and "P(drug &gt; placebo)" in html
+    assert "stratum switch" in html and "Safety laboratory results (CTCAE v5.0 grade, patients)" in html

@@ -22,7 +22,7 @@ from immunoguide.analysis import DailySofaRecord, sofa_response, two_proportions
 from immunoguide.analysis.report import REPORT_POLICIES, ReportResult, build_report
 from immunoguide.analysis.sap import load_sap
 from immunoguide.cli._report import report, report_dsmb
-from immunoguide.errors import InputError, NotAuthorized
+from immunoguide.errors import InputError, NotAuthorized, PolicyError
 from immunoguide.protocols import describe_regimen, load_protocol
 from immunoguide.trial import Actor, export_trial
 from immunoguide.trial.adverse_events import load_safety_rules
@@ -131,7 +131,7 @@ def test_blinded_report_names_no_arm_drug_or_per_arm_safety_signal(reports: tupl
     forbidden += list(PROTOCOL.regimens) + [describe_regimen(r) for r in PROTOCOL.regimens.values()]
     for sig in load_safety_rules().signals:
         forbidden += [sig.id, sig.text]
-    forbidden += ["Automatic safety signals", "Precision", "Log-rank"]
+    forbidden += ["Safety signals (DSMB only)", "DSMB statistical rule", "Precision", "Log-rank"]
     for s in forbidden:
         assert _esc(s) not in text and s not in text, s
         assert s not in figs, s
@@ -147,9 +147,9 @@ def test_blinded_report_names_no_arm_drug_or_per_arm_safety_signal(reports: tupl
 
 
 def test_unblinded_report_compares_groups_with_safety_signals(reports: tuple[ReportResult, ReportResult]) -> None:
-    """The DSMB report names both groups, the arms and the trial's automatic safety signals."""
+    """The DSMB report names both groups, the arms, the trial's safety signals and the DSMB's statistical rule."""
     text = _visible_html(reports[1].html_path.read_text())
-    assert "UNBLINDED" in text and "Automatic safety signals" in text
+    assert "UNBLINDED" in text and "Safety signals (DSMB only)" in text and "DSMB statistical rule" in text
     for sig in load_safety_rules().signals:
         assert _esc(sig.text) in text
     for a in PROTOCOL.arms:
@@ -283,3 +283,81 @@ def test_cli_report_commands_write_or_refuse_by_role(trial: BuiltTrial, tmp_path
     assert ok.exit_code == 0, ok.stderr
     doc = json.loads(ok.stdout)
     assert Path(doc["pdf"]).is_file() and doc["blinded"] is True and doc["summary"]["randomised"] == len(trial.patients)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 15: SAP day mapping, report policies, CONSORT boxes, Table 1, the generated stamp
+
+
+def test_sap_day_1_is_the_randomisation_day_and_the_old_mapping_is_a_named_option(
+    trial: BuiltTrial, reports: tuple[ReportResult, ReportResult], tmp_path: Path
+) -> None:
+    """By default the SAP baseline (day 1) is follow-up day 0 (the randomisation day); the former mapping is the
+    option followup_day_is_sap_day and gives other baselines; both are named in the summary and section 8.6."""
+    assert reports[0].summary["report_policies"]["study_day_numbering"] == "randomisation_day_is_sap_day_1"
+    old = build_report(trial.store, tmp_path / "old", blinded=True, actor=STATISTICIAN, now=LATE,
+                       policies={"study_day_numbering": "followup_day_is_sap_day"})
+    assert old.summary["report_policies"]["study_day_numbering"] == "followup_day_is_sap_day"
+    assert old.summary["primary"] != reports[0].summary["primary"]
+    assert "(chosen)" in old.html_path.read_text() and "(chosen)" not in reports[0].html_path.read_text()
+    with pytest.raises(PolicyError):
+        build_report(trial.store, tmp_path / "bad", blinded=True, actor=STATISTICIAN, now=LATE,
+                     policies={"study_day_numbering": "whatever"})
+
+
+def test_report_policies_are_settable_from_the_cli(trial: BuiltTrial, tmp_path: Path) -> None:
+    """`immunoguide report --policy study_day_numbering=followup_day_is_sap_day` is used; an unknown one exits 2."""
+    app = typer.Typer()
+    app.command("report")(report)
+    app.command("report-dsmb")(report_dsmb)
+    common = ["--db", trial.store.url, "--user", "stat", "--role", "statistician", "--now", LATE.isoformat()]
+    ok = CliRunner().invoke(app, ["report", *common, "--out", str(tmp_path / "b"), "--policy",
+                                  "study_day_numbering=followup_day_is_sap_day"])
+    assert ok.exit_code == 0, ok.stderr
+    assert json.loads(ok.stdout)["summary"]["report_policies"]["study_day_numbering"] == "followup_day_is_sap_day"
+    bad = CliRunner().invoke(app, ["report", *common, "--out", str(tmp_path / "c"), "--policy", "nope=1"])
+    assert bad.exit_code == 2 and json.loads(bad.stderr.strip().splitlines()[-1])["error"]["code"] == "IG-E300"
+
+
+def test_consort_counts_each_screen_failure_once_with_full_labels_and_follow_up_boxes(
+    reports: tuple[ReportResult, ReportResult]
+) -> None:
+    """Screen-failure reasons add up to the screen failures (a refused consent is E2, not also I3); labels are not
+    cut; the flow has received / did not receive the intervention, lost to follow-up and discontinued boxes."""
+    s = reports[0].summary
+    once = s["screen_failure_reasons_one_per_patient"]
+    assert sum(once.values()) == s["screen_failures"] and "I3" not in once
+    for res in reports:
+        svg = res.figures["consort"].read_text()
+        for box in ("Received allocated intervention", "Did not receive it", "Lost to follow-up",
+                    "Discontinued intervention"):
+            assert box in svg, box
+        assert "…" not in svg
+    flow = s["consort_follow_up"]
+    assert sum(r["n"] for r in flow) == s["analysed"] and all(r["received"] == r["n"] for r in flow)
+    assert sum(r["lost"] for r in flow) >= 1  # the builder's patient without a day-90 visit
+
+
+def test_table_1_has_site_apache_charlson_and_ventilation_from_screening(reports: tuple[ReportResult, ReportResult]) -> None:
+    """Site, APACHE II, Charlson and mechanical ventilation come from the screening record (not 'not collected'), so
+    the SAP subgroups APACHE II >= 25 and CCI >= 5 have patients in the DSMB forest plot."""
+    text = _visible_html(reports[0].html_path.read_text())
+    for label in ("Site", "APACHE II, median [IQR]", "Charlson comorbidity index, median [IQR]",
+                  "Mechanical ventilation at screening"):
+        assert label in text, label
+    table1 = text.split("<h2>2. ")[1].split("</table>")[0]
+    assert "not collected" not in table1
+    dsmb = reports[1].html_path.read_text()
+    forest = dsmb.split("<h2>4. ")[1].split("<h2>5. ")[0]
+    assert "APACHE II ≥ 25" in forest and "Charlson index ≥ 5" in forest
+    assert '<td colspan="4" class="muted">not collected</td>' not in forest
+
+
+def test_generated_stamp_is_the_wall_clock_not_the_data_time(trial: BuiltTrial, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page stamp is when the report was generated (or SOURCE_DATE_EPOCH); the data cut-off is shown apart."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01T00:00:00Z
+    res = build_report(trial.store, tmp_path / "r", blinded=True, actor=STATISTICIAN, now=LATE)
+    html = res.html_path.read_text()
+    assert 'content: "generated 2026-01-01T00:00:00+00:00"' in html
+    assert f"<td>Data as of</td><td>{LATE.isoformat(timespec='seconds')}" in html

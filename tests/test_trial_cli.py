@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from conftest_pg import *  # noqa: F403 - fixtures pg_server, pg_url, sqlite_template, store_url
 from immunoguide.cli._trial import EXIT_INTEGRITY, audit_app, trial_app
+from immunoguide.trial.store import HEAD_REVISION
 from trial_helpers import h, labs, screening_record
 
 
@@ -120,6 +121,6 @@ def test_trial_and_audit_apps_work_registered_under_the_main_command(store_url: 
     root.add_typer(audit_app, name="audit")
     runner = CliRunner()
     res = runner.invoke(root, ["trial", "--db", store_url, "init"])
-    assert res.exit_code == 0 and json.loads(res.stdout)["schema_revision"] == "0003", res.output
+    assert res.exit_code == 0 and json.loads(res.stdout)["schema_revision"] == HEAD_REVISION, res.output
     res = runner.invoke(root, ["audit", "verify", "--db", store_url])
     assert res.exit_code == 0 and json.loads(res.stdout)["ok"] is True, res.output

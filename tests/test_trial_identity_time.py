@@ -254,3 +254,121 @@ def test_on_a_simulation_store_flags_still_work_for_the_demo(store_url: str, tmp
     res = CliRunner().invoke(trial_app, ["--db", store_url, "--user", "rivera", "--role", "site_coordinator", "--site",
                                          "ATH", "--now", h(9).isoformat(), "randomize", "P1"])
     assert res.exit_code == 0, res.output
+
+
+# -- the store clock (issue 15) under the integrity rules (issue 14) -------------------------------------------------
+
+
+def _safety(url: str, *args: str, token: str | None = None, env: dict[str, str] | None = None, code: int = 0) -> Any:
+    import typer
+
+    from immunoguide.cli._safety import safety_app
+
+    root = typer.Typer()
+    root.add_typer(safety_app, name="safety")
+    full_env = {"IMMUNOGUIDE_TOKEN": token} if token else {}
+    full_env.update(env or {})
+    res = CliRunner().invoke(root, ["safety", "--db", url, *args], env=full_env)
+    assert res.exit_code == code, res.output
+    return json.loads(res.stdout) if code == 0 else json.loads(res.stderr.strip().splitlines()[-1])["error"]
+
+
+def test_a_real_stores_clock_is_the_system_clock_and_cannot_be_moved(real: dict[str, Any]) -> None:
+    """On a real store `safety clock` shows the system clock; the administrator may not set a simulated time
+    (IG-E419), nor can anyone act under a flag role there (IG-E408); a store_clock row written in SQL (a database
+    administrator) changes nothing: the safety commands, the report clock and the service still run on the system
+    clock."""
+    from sqlalchemy import text
+
+    from immunoguide.trial.clock import read_store_clock, store_now
+
+    url, tokens = real["url"], real["tokens"]
+    shown = _safety(url, "clock")
+    assert shown["mode"] == "wall" and "real store" in shown["note"]
+    assert abs((datetime.fromisoformat(shown["store_now"]) - _now()).total_seconds()) < 60
+    err = _safety(url, "clock", "--simulated-now", "2150-01-01T00:00:00+00:00", token=tokens["admin"], code=4)
+    assert err["code"] == "IG-E419"
+    assert _safety(url, "--user", "x", "--role", "administrator", "clock", "--simulated-now",
+                   "2150-01-01T00:00:00+00:00", code=4)["code"] == "IG-E408"
+    assert _safety(url, "--now", "2150-01-01T00:00:00+00:00", "alerts", token=tokens["rivera"], code=4)["code"] == "IG-E419"
+    st: TrialStore = real["store"]
+    with st.engine.begin() as conn:  # behind the software's back
+        conn.execute(text("INSERT INTO store_clock (id, mode, simulated_epoch, wall_epoch, frozen, note, set_at, set_by) "
+                          "VALUES (1, 'simulated', :t, :t, :f, 'forged', :t, 'dba')"),
+                     {"t": datetime(2150, 1, 1, tzinfo=UTC), "f": True})
+    with st.session() as s:
+        assert read_store_clock(s).mode == "wall"
+    assert abs((store_now(url, _now()) - _now()).total_seconds()) < 60
+    alerts = _safety(url, "alerts", token=tokens["rivera"])
+    assert abs((datetime.fromisoformat(alerts["at"]) - _now()).total_seconds()) < 60
+
+
+def test_a_simulation_store_acts_at_its_simulated_clock_and_setting_it_is_audited(store_url: str,
+                                                                                 tmp_path: Path) -> None:
+    """On a simulation store the administrator sets the simulated clock (an audit entry with the clock before and
+    after); then every command without --now — trial and safety alike — acts at the simulated time."""
+    st = TrialStore(store_url)
+    try:
+        make_lists(st, tmp_path, strata=("MALS",))
+        randomised(st, "P1")
+        sim = ["--user", "admin", "--role", "administrator", "--now", h(40).isoformat()]
+        out = _safety(store_url, *sim, "clock", "--simulated-now", h(50).isoformat(), "--note", "replay")
+        assert out["mode"] == "simulated" and out["simulated_epoch"] == h(50).isoformat()
+        labs = json.dumps({"sample_time": h(49).isoformat(), "platelets": 60, "platelets_unit": "10^9/L"})
+        coord = ["--user", "rivera", "--role", "site_coordinator", "--site", "ATH"]
+        assert _safety(store_url, *coord, "labs", "P1", "--labs", labs)["recorded"]["results"][0]["grade"] == 2
+        res = CliRunner().invoke(trial_app, ["--db", store_url, *coord, "show", "P1"])
+        assert res.exit_code == 0, res.output
+        with st.session() as s:
+            rows = s.execute(select(AuditRecord).order_by(AuditRecord.seq)).scalars().all()
+            assert verify_audit(s).ok
+        clock_entry = next(r for r in rows if r.action == "set_clock")
+        assert clock_entry.payload["before"]["mode"] == "wall" and clock_entry.payload["after"]["note"] == "replay"
+        lab_entries = [r for r in rows if r.table_name == "safety_lab_results"]
+        assert lab_entries and all(r.at == h(50) for r in lab_entries)
+    finally:
+        st.dispose()
+
+
+def test_adverse_events_and_safety_labs_follow_the_trials_time_rules(store_url: str, tmp_path: Path) -> None:
+    """AE onset before the trial is refused; an AE recorded 3 days after the site knew, an SAE report entered 3 days
+    after it was sent and a safety lab entered 3 days after its result all need a reason (kept in the audit trail);
+    a safety-lab sample before the trial is refused."""
+    from immunoguide.trial import record_adverse_event, record_safety_labs, report_sae
+
+    st = TrialStore(store_url)
+    try:
+        make_lists(st, tmp_path, strata=("MALS",))
+        randomised(st, "P1")
+        ae = {"term": "Anemia", "grade": 3, "serious": True, "relatedness": "possible", "outcome": "recovering"}
+        with st.session() as s, pytest.raises(ImplausibleTime, match="before the trial"):
+            record_adverse_event(s, "P1", onset_at=datetime(1990, 1, 1, tzinfo=UTC), actor=COORD, now=h(40), **ae)
+        with st.session() as s, pytest.raises(ImplausibleTime, match="late entry"):
+            record_adverse_event(s, "P1", onset_at=h(20), aware_at=h(21), actor=COORD, now=h(21 + 72), **ae)
+        with st.session() as s:
+            rec = record_adverse_event(s, "P1", onset_at=h(20), aware_at=h(21), actor=COORD, now=h(21 + 72),
+                                       late_entry_reason="reported by the ward after the weekend", **ae)
+        with st.session() as s, pytest.raises(ImplausibleTime, match="late entry"):
+            report_sae(s, "P1", rec["id"], "initial", h(22), actor=COORD, now=h(22 + 72))
+        with st.session() as s:
+            report_sae(s, "P1", rec["id"], "initial", h(22), actor=COORD, now=h(22 + 72),
+                       late_entry_reason="fax confirmation found later")
+        labs = {"sample_time": h(30).isoformat(), "result_time": h(31).isoformat(), "platelets": 60,
+                "platelets_unit": "10^9/L"}
+        with st.session() as s, pytest.raises(ImplausibleTime, match="late entry"):
+            record_safety_labs(s, "P1", labs, actor=COORD, now=h(31 + 72))
+        with st.session() as s, pytest.raises(ImplausibleTime, match="before the trial"):
+            record_safety_labs(s, "P1", {**labs, "sample_time": "1990-01-01T00:00:00+00:00",
+                                         "result_time": "1990-01-01T02:00:00+00:00"}, actor=COORD, now=h(32))
+        with st.session() as s:
+            record_safety_labs(s, "P1", labs, actor=COORD, now=h(31 + 72), late_entry_reason="lab interface down")
+        with st.session() as s:
+            rows = s.execute(select(AuditRecord).where(AuditRecord.table_name.in_(
+                ("adverse_events", "adverse_event_codings", "safety_lab_results")))).scalars().all()
+            assert verify_audit(s).ok
+        reasons = {(r.table_name, r.action): r.reason for r in rows}
+        assert reasons[("adverse_event_codings", "insert")].endswith("after the weekend")
+        assert reasons[("adverse_events", "update")].endswith("fax confirmation found later")
+        assert reasons[("safety_lab_results", "insert")].endswith("lab interface down")
+    finally:
+        st.dispose()

@@ -1,4 +1,5 @@
-"""Upgrading a revision-0002 store (tests/golden/trial_store_0002.sql, written by the code before issue 14) to 0003:
+"""Upgrading a revision-0002 store (tests/golden/trial_store_0002.sql, written by the code before issue 14) to the head
+(0003 trial integrity, then 0004 safety):
 every row is kept, `trial init` seals its plaintext lists with the trial key (arms kept, plaintext and its audit
 payloads gone), adopts its accounts into the audit trail, and the store verifies and goes on randomising — on
 SQLite and PostgreSQL."""
@@ -16,6 +17,7 @@ from sqlalchemy import MetaData, create_engine, insert, text
 from conftest_pg import *  # noqa: F403 - fixtures pg_server, pg_url, sqlite_template, store_url
 from immunoguide.service.auth import UserStore
 from immunoguide.trial import TrialStore, patient_view, verify_allocation_lists, verify_audit
+from immunoguide.trial.store import HEAD_REVISION
 from trial_helpers import DSMB, randomised
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "trial_store_0002.sql"
@@ -78,7 +80,7 @@ def _counts(url: str) -> dict[str, int]:
 
 
 def test_a_revision_0002_store_upgrades_keeps_its_data_and_is_sealed(old_store: str, tmp_path: Path) -> None:
-    """`trial init` on the 0002 store: schema 0003, every 0002 row kept (the trail only grows), both lists sealed
+    """`trial init` on the 0002 store: schema at the head, every 0002 row kept (the trail only grows), both lists sealed
     with each patient's arm unchanged, no plaintext arm/block/checksum/seed hash left in the tables or the audit
     payloads, accounts adopted and able to log in, audit and lists verify, and the next patient is randomised."""
     eng = create_engine(old_store)
@@ -91,7 +93,7 @@ def test_a_revision_0002_store_upgrades_keeps_its_data_and_is_sealed(old_store: 
     st = TrialStore(old_store)
     try:
         summary = st.initialise(simulation=True, now=datetime(2025, 3, 5, tzinfo=UTC))
-        assert (summary["schema_revision"], summary["sealed_lists"]) == ("0003", 2)
+        assert (summary["schema_revision"], summary["sealed_lists"]) == (HEAD_REVISION, 2)
         assert summary["adopted_accounts"] == ["coord-0002", "stat-0002"]
         after = _counts(old_store)
         assert {t: n for t, n in after.items() if t != "audit_log"} == {t: n for t, n in before.items() if t != "audit_log"}

@@ -121,7 +121,7 @@ def test_a_store_whose_service_made_its_own_account_tables_upgrades_keeping_the_
                 role="site_coordinator", site="ATH", demo=False, active=True,
                 created_at=datetime(2026, 11, 23, 12, tzinfo=UTC)))
         st.upgrade()
-        assert st.schema_revision() == HEAD_REVISION == "0003"
+        assert st.schema_revision() == HEAD_REVISION == "0004"
         assert st.initialise()["adopted_accounts"] == ["coordinator-ath"]  # recorded in the audit trail
         token, principal = UserStore(st).login("coordinator-ath", "a long enough password", now=datetime.now(UTC))
         assert principal.actor.site == "ATH" and token

@@ -18,6 +18,7 @@ from immunoguide.errors import (
     NotAVisitDay,
     NotEligible,
     PatientWithdrawn,
+    UnknownPatient,
 )
 from immunoguide.trial import (
     TrialStore,
@@ -170,12 +171,16 @@ def test_refused_consent_is_a_screen_failure(store: TrialStore) -> None:
 
 
 def test_site_users_see_their_own_site_only(store: TrialStore) -> None:
-    """A Milan coordinator can neither read nor act on an Athens patient, and the Athens log hides Milan."""
+    """A Milan coordinator can neither read nor act on an Athens patient — told, as for a code that does not exist,
+    that there is no such patient — and the Athens log hides Milan."""
     enrol(store, "A1")
     enrol(store, "M1", site="MIL")
-    with store.session() as s, pytest.raises(NotAuthorized):
+    with store.session() as s, pytest.raises(UnknownPatient) as other_site:
         patient_view(s, "A1", actor=COORD_MIL)
-    with store.session() as s, pytest.raises(NotAuthorized):
+    with store.session() as s, pytest.raises(UnknownPatient) as no_such:
+        patient_view(s, "ZZ9", actor=COORD_MIL)
+    assert (other_site.value.expected, other_site.value.todo) == (no_such.value.expected, no_such.value.todo)
+    with store.session() as s, pytest.raises(UnknownPatient):
         record_consent(s, "A1", "patient", h(3), actor=COORD_MIL, now=h(3))
     with store.session() as s:
         assert [r["patient"] for r in screening_log(s, actor=COORD)] == ["A1"]
@@ -193,7 +198,7 @@ def test_biomarker_results_are_readable_by_the_site_and_blinded_roles_but_not_an
             res = {r.concept: r for r in lab_results_view(s, "P1", actor=actor)}
             assert res["ferritin_ng_per_ml"].value.lower == res["ferritin_ng_per_ml"].value.upper > 4420
             assert res["ferritin_ng_per_ml"].sample_time == h(3)
-    with store.session() as s, pytest.raises(NotAuthorized):
+    with store.session() as s, pytest.raises(UnknownPatient):
         lab_results_view(s, "P1", actor=COORD_MIL)
 
 
@@ -224,9 +229,11 @@ def test_emergency_unblinding_is_restricted_reasoned_and_audited(store: TrialSto
     then visible to that site's investigators only."""
     make_lists(store, tmp_path, strata=("MALS",))
     randomised(store, "P1")
-    for actor in (COORD, INVESTIGATOR_MIL, STATISTICIAN, ADMIN):
+    for actor in (COORD, STATISTICIAN, ADMIN):
         with store.session() as s, pytest.raises(NotAuthorized):
             unblind(s, "P1", "severe bleeding, need to know the drug", actor=actor, now=h(20))
+    with store.session() as s, pytest.raises(UnknownPatient):  # another site's investigator: no such patient there
+        unblind(s, "P1", "severe bleeding, need to know the drug", actor=INVESTIGATOR_MIL, now=h(20))
     with store.session() as s, pytest.raises(InputError):
         unblind(s, "P1", " ", actor=INVESTIGATOR, now=h(20))
     with store.session() as s:
@@ -301,9 +308,11 @@ def test_followup_days_sofa_and_serial_endotype_transitions(store: TrialStore, t
     d2 = next(d for d in v2["days"] if d["day"] == 2)
     assert d2["sofa_source"] == "computed" and d2["sofa_total"] == 6  # resp 3 (P/F 160, support) + coag 2 + cns 1
     serial = v2["serial"]
-    assert [(d["day"], d["endotype"]) for d in serial["days"]] == [(0, "MALS"), (2, "unclassified")]
+    # the classification sample (h 3, before randomisation at h 9) is study day -1: the baseline, the stratum MALS
+    assert [(d["day"], d["endotype"]) for d in serial["days"]] == [(-1, "MALS"), (0, "MALS"), (2, "unclassified")]
+    assert serial["baseline_day"] == -1 and serial["baseline_endotype"] == "MALS"
     assert serial["transitions"] == [{"from": "MALS", "to": "unclassified", "from_day": 0, "day": 2}]
-    assert serial["reversals"][0]["kind"] == "relative_fall" and serial["time_to_reversal_days"] == 2
+    assert serial["reversals"][0]["kind"] == "relative_fall" and serial["time_to_reversal_days"] == 3
     assert next(d for d in v15["days"] if d["day"] == 15)["infection_assessment"] == "resolution"
     assert next(d for d in v28["days"] if d["day"] == 28)["vital_status"] == "dead"
 
@@ -340,7 +349,7 @@ def test_sae_clocks_run_24_hours_and_15_days_from_awareness(store: TrialStore, t
     make_lists(store, tmp_path, strata=("MALS",))
     randomised(store, "P1")
     with store.session() as s:
-        ae = record_adverse_event(s, "P1", term="Sepsis-associated ARDS", onset_at=h(18), grade=4, serious=True,
+        ae = record_adverse_event(s, "P1", term="Acute respiratory distress syndrome", onset_at=h(18), grade=4, serious=True,
                                   relatedness="unlikely", outcome="recovering", actor=COORD, now=h(20))
         mild = record_adverse_event(s, "P1", term="Nausea", onset_at=h(18), grade=1, serious=False,
                                     relatedness="possible", outcome="recovered", actor=COORD, now=h(21))
@@ -363,8 +372,8 @@ def test_grade_5_adverse_event_must_be_fatal(store: TrialStore, tmp_path: Path) 
 
 
 def test_safety_signals_are_computed_for_the_unblinded_reviewer_only(store: TrialStore, tmp_path: Path) -> None:
-    """Anemia on anakinra and bleeding with thrombocytopenia on interferon-γ are flagged against placebo, for the
-    DSMB only; site staff, statisticians and pharmacists are refused."""
+    """Anemia on anakinra and bleeding with thrombocytopenia on interferon-γ are counted per arm against the placebo
+    arm of the stratum under the DSMB rule, for the DSMB only; site staff, statisticians and pharmacists are refused."""
     make_lists(store, tmp_path)
     ana = _randomise_until(store, "MALS", "mals_anakinra", "M")
     _randomise_until(store, "MALS", "mals_placebo", "N")
@@ -381,15 +390,20 @@ def test_safety_signals_are_computed_for_the_unblinded_reviewer_only(store: Tria
         with store.session() as s, pytest.raises(NotAuthorized):
             safety_signals(s, actor=actor, now=h(40))
     with store.session() as s:
-        out = {sig["id"]: sig for sig in safety_signals(s, actor=DSMB, now=h(40))["signals"]}
+        res = safety_signals(s, actor=DSMB, now=h(40))
+    out = {sig["id"]: sig for sig in res["signals"]}
+    assert res["rule"]["method"] == "newcombe_rd_lower_bound" and res["rule"]["confidence"] == "unknown"
     anemia = out["anemia_on_anakinra"]
-    assert anemia["raised"] is True
     arm = next(a for a in anemia["arms"] if a["arm"] == "mals_anakinra")
-    assert arm["patients_with_event"] == 1 and arm["events"][0]["patient"] == ana
+    assert arm["patients_with_event"] == arm["counted"] == 1 and arm["events"][0]["patient"] == ana
+    assert arm["events"][0]["evidence"][0]["term"] == "Anemia"
     bleed = out["bleeding_on_ifng"]
     arm = next(a for a in bleed["arms"] if a["arm"] == "sii_ifng")
-    assert bleed["raised"] is True and arm["patients_with_event_and_context"] == 1
-    assert next(c for c in bleed["comparisons"] if c["arm"] == "sii_ifng")["comparator"] == "sii_placebo"
+    assert arm["patients_with_event_and_condition"] == arm["counted"] == 1
+    cmp = next(c for c in bleed["comparisons"] if c["arm"] == "sii_ifng")
+    assert cmp["comparator"] == "sii_placebo"
+    # one patient per arm cannot pass a 95 % interval: the DSMB rule, not "any positive difference", decides
+    assert cmp["drug_events"] == 1 and cmp["raised"] is (cmp["ci_low"] > 0) and bleed["raised"] is False
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The "clinical decisions" page: every policy and every unknown, with its default and citation.
 
-Generated from the criteria files (SOFA-1, SOFA-2, Sepsis-3) and the protocol files, so it cannot drift from what
-the code reads. ``docs/clinical-decisions.md`` is this function's output; a test regenerates it and compares.
+Generated from the criteria files (SOFA-1, SOFA-2, Sepsis-3), the protocol files, the safety and monitoring
+settings, the CTCAE v5.0 file and the report's choices, so it cannot drift from what the code reads. ``docs/clinical-decisions.md`` is this function's output; a test regenerates it and compares.
 
 A criteria file that records how its cut-offs were verified gets a "Verification of the cut-offs" section: per
 component and per ladder, the status and the sources compared, and :data:`NOT_VERIFIED_FLAG` on every ladder not
@@ -129,4 +129,43 @@ def clinical_decisions_markdown() -> str:
             for rule in unknown:
                 out.append(f"* {rule.id}: {_cell(rule.text)}")
         out.append("")
+    out += _safety_and_report_sections()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _safety_and_report_sections() -> list[str]:
+    """Safety monitoring (SAE clocks, the DSMB's statistical rule, signals, assay turnaround) and the report's
+    choices (``immunoguide report --policy NAME=OPTION``)."""
+    from immunoguide.analysis.report import REPORT_POLICIES
+    from immunoguide.rules.ctcae import load_ctcae
+    from immunoguide.trial.adverse_events import load_safety_rules
+    from immunoguide.trial.monitoring import load_monitoring
+
+    rules = load_safety_rules()
+    sae, rule, mon = rules.sae_reporting, rules.signal_rule, load_monitoring().turnaround
+    ct = load_ctcae()
+    unconfirmed = sorted(t.term for t in ct.terms if not t.meddra_code)
+    out = [f"## Safety monitoring (`safety.toml` {rules.version}, `{ct.label}`)", "",
+           "| setting | default | confidence | source / note |", "|---|---|---|---|",
+           f"| SAE reports | initial {sae.initial_report_h:g} h, full {sae.full_report_days:g} days from "
+           f"{sae.clock_start} | {sae.confidence} | {_cell(sae.citation)} |",
+           f"| DSMB statistical rule | `{rule.method}` (level {rule.confidence_level:g}, margin {rule.margin:g}; "
+           f"Bayes prior Beta({rule.prior_alpha}, {rule.prior_beta}), threshold {rule.posterior_threshold:g}); "
+           "options `newcombe_rd_lower_bound`, `bayes_beta_binomial` (`--signal-rule`) | "
+           f"{rule.confidence} | {_cell(rule.set_by)} |",
+           f"| expected assay turnaround | p{100 * mon.expected_quantile:g} of at least {mon.min_history} results "
+           f"of the same site, laboratory and analyte; warning {mon.warn_hours_before_close:g} h before the "
+           f"window closes when unknown | {mon.confidence} | {_cell(mon.note)} |"]
+    for sig in rules.signals:
+        cond = f"; condition: {sig.condition_text or ', '.join(sig.condition_terms)}" if sig.has_condition else ""
+        out.append(f"| signal `{sig.id}` | {_cell(sig.text)}{_cell(cond)} | {sig.confidence} | "
+                   f"{_cell(sig.citation)} {_cell(sig.note)} |")
+    out += ["", f"CTCAE v5.0 terms whose MedDRA LLT code could not be confirmed (left empty, flagged): "
+                f"{', '.join(unconfirmed) if unconfirmed else 'none'}.", ""]
+    out += ["## Report choices (`immunoguide report --policy NAME=OPTION`)", "",
+            "| policy | default | options |", "|---|---|---|"]
+    for pol in REPORT_POLICIES:
+        opts = "; ".join(f"`{k}`: {v}" for k, v in (pol.options or {pol.option: pol.text}).items())
+        out.append(f"| `{pol.name}` | `{pol.option}` | {_cell(opts)} |")
+    out.append("")
+    return out

@@ -12,12 +12,16 @@ Tree::
     │   ├── UnitError               unknown or mismatched unit
     │   ├── ImplausibleValueError   outside the concept's plausibility range
     │   ├── MissingInputError       a required input is absent
-    │   ├── ConflictingInputError   two inputs disagree (e.g. fio2_fraction and fio2_percent)
+    │   ├── ConflictingInputError   two inputs disagree (e.g. fio2_fraction and fio2_percent, unit vs UCUM code)
     │   ├── MissingTableError       a table of a source database is not where the adapter looked (IG-E105)
     │   ├── MissingColumnError      a source table lacks a column the adapter reads (IG-E106)
     │   ├── UnreadableSourceError   a source file or database cannot be read as its layout says (IG-E107)
     │   ├── RecordsRejected         rows of an import refused, each with its reasons (IG-E108; nothing imported)
-    │   └── WeakSeed                an allocation-list seed without 128 bits of entropy (IG-E109)
+    │   ├── WeakSeed                an allocation-list seed without 128 bits of entropy (IG-E109)
+    │   ├── DuplicateFieldError     a JSON object names the same field twice (IG-E110)
+    │   ├── WrongTypeError          a value of the wrong JSON type (a boolean where a number belongs) (IG-E111)
+    │   ├── InputTooLargeError      a body, number or nesting beyond the accepted size (IG-E112)
+    │   └── UnknownTermError        an adverse-event term that is not a CTCAE term (IG-E113)
     ├── CriteriaError               bad threshold/protocol data files (IG-E2xx)
     │   ├── BandOverlapError        two bands claim the same value
     │   ├── BandGapError            some value falls in no band
@@ -42,6 +46,7 @@ Tree::
     │   ├── StoreError                store not initialised/outdated/not empty (IG-E416)
     │   ├── UnknownRecord             no such record (IG-E417)
     │   ├── NotAuthenticated          no valid login/token (IG-E418; a NotAuthorized; REST 401)
+    │   │   └── LoginThrottled        too many failed logins: locked for a while (IG-E421; REST 429)
     │   ├── ImplausibleTime           a time refused against the system clock or the trial's dates (IG-E419)
     │   └── TrialKeyError             the trial key is missing, malformed or not the store's (IG-E420)
     ├── StatisticsError             estimation or test cannot be computed (IG-E5xx)
@@ -68,6 +73,7 @@ __all__ = [
     "ConvergenceError",
     "CriteriaError",
     "DuplicateConsent",
+    "DuplicateFieldError",
     "DuplicateRecord",
     "ExchangeError",
     "ImmunoguideError",
@@ -75,6 +81,8 @@ __all__ = [
     "ImplausibleTime",
     "ImplausibleValueError",
     "InputError",
+    "InputTooLargeError",
+    "LoginThrottled",
     "MissingColumnError",
     "MissingInputError",
     "MissingTableError",
@@ -96,10 +104,12 @@ __all__ = [
     "UnknownPatient",
     "UnknownProtocolSettingWarning",
     "UnknownRecord",
+    "UnknownTermError",
     "UnreadableSourceError",
     "UpstreamError",
     "WeakSeed",
     "WrongStratum",
+    "WrongTypeError",
 ]
 
 DOCS_URL = "https://immunoguide.readthedocs.io/errors#"
@@ -224,6 +234,30 @@ class WeakSeed(InputError):
     who knows the generator rebuild the list)."""
 
     code = "IG-E109"
+
+
+class DuplicateFieldError(InputError):
+    """A JSON object names the same field twice (JSON parsers would silently keep the last value)."""
+
+    code = "IG-E110"
+
+
+class WrongTypeError(InputError):
+    """A value of the wrong type: a boolean sent for a number (``false`` is not 0), a number for a yes/no field."""
+
+    code = "IG-E111"
+
+
+class InputTooLargeError(InputError):
+    """A request body, a number or a nesting depth beyond what the platform accepts (never a clinical value)."""
+
+    code = "IG-E112"
+
+
+class UnknownTermError(InputError):
+    """An adverse-event term that is not a term of the coding dictionary (CTCAE v5.0); free text is refused."""
+
+    code = "IG-E113"
 
 
 class CriteriaError(ImmunoguideError):
@@ -382,6 +416,12 @@ class TrialKeyError(TrialError):
     """The trial key (kept outside the database) is missing, malformed, or not the key the store was created with."""
 
     code = "IG-E420"
+
+
+class LoginThrottled(NotAuthenticated):
+    """Too many failed logins for the account or client: refused (even with the right password) for a while."""
+
+    code = "IG-E421"
 
 
 class StatisticsError(ImmunoguideError):

@@ -30,7 +30,7 @@ Examples
 >>> _fmt_p(0.0015), _fmt_p(0.00001), _fmt_p(None)
 ('0.002', '< 0.001', '–')
 >>> [p.name for p in REPORT_POLICIES][:2]
-['study_day_numbering', 'not_evaluable_sofa_response']
+['study_day_numbering', 'screen_failure_reason']
 """
 
 from __future__ import annotations
@@ -70,11 +70,11 @@ from immunoguide.analysis.estimators import (
     woolf_odds_ratio,
 )
 from immunoguide.analysis.sap import Sap, load_sap
-from immunoguide.errors import ImmunoguideError, InputError, NotAuthorized
+from immunoguide.errors import ImmunoguideError, InputError, NotAuthorized, PolicyError
 from immunoguide.protocols import Protocol, describe_regimen, load_protocol
 from immunoguide.trial.access import Actor, authorize, sees_arms
 
-__all__ = ["REPORT_POLICIES", "GROUPS", "ReportPolicy", "ReportResult", "build_report"]
+__all__ = ["REPORT_POLICIES", "GROUPS", "ReportPolicy", "ReportResult", "build_report", "resolve_report_policies"]
 
 #: Treatment groups of the unblinded report: protocol arm role → group key and label.
 GROUPS: Mapping[str, tuple[str, str]] = {"active": ("precision", "Precision immunotherapy"),
@@ -89,19 +89,51 @@ _COLORS = {"precision": "#1f5fa8", "placebo": "#c0504d", "all": "#2b6e4f", "MALS
 
 @dataclass(frozen=True)
 class ReportPolicy:
-    """A choice the report makes that neither the protocol nor the SAP fixes (listed in every report)."""
+    """A choice the report makes that neither the protocol nor the SAP fixes (listed in every report).
+
+    ``options`` maps every option the report implements to what it means; ``option`` is the default. Choose another
+    with ``build_report(policies={name: option})`` or ``immunoguide report --policy name=option``.
+    """
 
     name: str
     option: str
     text: str
+    options: Mapping[str, str] = field(default_factory=dict)
 
+    def choose(self, option: str) -> ReportPolicy:
+        """This policy with ``option`` (PolicyError for an option the report does not implement)."""
+        opts = dict(self.options) or {self.option: self.text}
+        if option not in opts:
+            raise PolicyError(expected=f"an option of report policy {self.name}: {sorted(opts)}", got=option,
+                              where="--policy", todo=f"use one of {', '.join(sorted(opts))}")
+        return ReportPolicy(self.name, option, opts[option], self.options)
+
+
+_DAY_1 = ("The SAP's day 1 (the baseline SOFA; spec §5.1, SAP p. 66) is the day of randomisation and first dose: "
+          "the store's follow-up day 0 (the 24 h from randomisation) is SAP day 1, follow-up day d is SAP day d + 1, "
+          "and a death at t days after randomisation falls on SAP day floor(t) + 1. Reasoning: the SAP's baseline "
+          "precedes the treatment effect, the protocol schedule has a day 0 (screening/classification sample) before "
+          "day 1, and the endpoint definitions number day 1 as the day of randomisation / first dose. The sources do "
+          "not print the mapping itself, so it is a named choice (confidence: likely).")
+_FOLLOWUP_DAY = ("The store's follow-up day d is SAP day d: the SAP baseline is follow-up day 1 (24-48 h after "
+                 "randomisation, after several doses); a death at t days falls on day max(1, floor(t)). Kept for "
+                 "comparison with reports made before the mapping was settled.")
 
 #: Every choice the report itself makes; each is printed in the report's settings section.
 REPORT_POLICIES: tuple[ReportPolicy, ...] = (
-    ReportPolicy("study_day_numbering", "followup_day_is_sap_day",
-                 "A follow-up row of study day d (day 0 = the 24 h from randomisation) is SAP study day d: the "
-                 "day-1 SOFA is the SAP baseline. The day of death is the whole number of days from randomisation "
-                 "to the recorded death time (a death on day 0 is counted on day 1)."),
+    ReportPolicy("study_day_numbering", "randomisation_day_is_sap_day_1", _DAY_1,
+                 {"randomisation_day_is_sap_day_1": _DAY_1, "followup_day_is_sap_day": _FOLLOWUP_DAY}),
+    ReportPolicy("screen_failure_reason", "one_per_patient_exclusion_first",
+                 "CONSORT counts each screen failure once, under its first blocking exclusion (protocol order) or, "
+                 "without one, its first blocking inclusion: a refused consent (E2) is not counted again as missing "
+                 "consent (I3). How many patients had more than one reason is shown.",
+                 {"one_per_patient_exclusion_first":
+                  "CONSORT counts each screen failure once, under its first blocking exclusion (protocol order) or, "
+                  "without one, its first blocking inclusion: a refused consent (E2) is not counted again as missing "
+                  "consent (I3). How many patients had more than one reason is shown.",
+                  "every_blocking_criterion":
+                  "CONSORT lists every blocking criterion of every screen failure: a patient with several reasons "
+                  "is counted under each (the counts do not add up to the screen failures)."}),
     ReportPolicy("not_evaluable_sofa_response", "non_responder",
                  "Analysed patients whose SOFA-response endpoint is not evaluable (no day-1 SOFA, or conflicting "
                  "rows) count as non-responders, so the denominator is the whole analysed set as in JAMA Table 2; "
@@ -119,10 +151,10 @@ REPORT_POLICIES: tuple[ReportPolicy, ...] = (
                  "A laboratory result reported as a bound (e.g. '> 100000') is not used for reversal."),
     ReportPolicy("km_censoring", "last_known_alive_day",
                  "Kaplan-Meier: time from randomisation to death (days); patients alive are censored on the last "
-                 "study day they were known alive, and everyone at day 90."),
+                 "follow-up day they were known alive (days from randomisation), and everyone at day 90."),
     ReportPolicy("sofa_trajectory", "measured_only",
                  "Mean SOFA trajectories use measured values only (no LOCF, no death score); 95 % CI of the mean "
-                 "from the t distribution."),
+                 "from the t distribution; x axis in SAP days (study_day_numbering)."),
     ReportPolicy("ae_relatedness", "possible_probable_definite",
                  "An adverse event is 'related' when its relatedness is possible, probable or definite."),
     ReportPolicy("safety_population", "analysed",
@@ -131,7 +163,29 @@ REPORT_POLICIES: tuple[ReportPolicy, ...] = (
     ReportPolicy("blinded_groups", "pooled",
                  "The blinded report pools the arms (a blinded export holds no arm to code as A/B); results are "
                  "shown overall and by immune stratum."),
+    ReportPolicy("lost_to_follow_up", "no_day_90_status_after_day_90",
+                 "CONSORT: a randomised, analysed patient is lost to follow-up when the report time is past day 90 "
+                 "and no day-90 vital status (and no death) is recorded; withdrawals are counted separately."),
+    ReportPolicy("discontinued_intervention", "last_dose_before_course_end",
+                 "CONSORT: a patient received the allocated intervention when at least one dose is recorded; the "
+                 "intervention was discontinued when the last recorded dose was more than one dosing interval "
+                 "(48 h) before the end of the 15-day course, split by death, withdrawal or other reason."),
 )
+
+
+def resolve_report_policies(overrides: Mapping[str, str] | None = None) -> dict[str, ReportPolicy]:
+    """Every report policy with the option used: the default, or ``overrides[name]``.
+
+    >>> resolve_report_policies({"study_day_numbering": "followup_day_is_sap_day"})["study_day_numbering"].option
+    'followup_day_is_sap_day'
+    """
+    out = {p.name: p for p in REPORT_POLICIES}
+    for name, option in (overrides or {}).items():
+        if name not in out:
+            raise PolicyError(expected=f"a report policy of {sorted(out)}", got=name, where="--policy",
+                              todo="check the policy name (immunoguide report --help)")
+        out[name] = out[name].choose(option)
+    return out
 
 
 @dataclass(frozen=True)
@@ -181,9 +235,12 @@ def _fmt_np(n: int, d: int) -> str:
 # ------------------------------------------------------------------------------------------------------------------
 _TABLES = ("patients", "allocation_lists", "allocation_slots", "followups", "adverse_events", "withdrawals",
            "lab_results")
+#: Tables read when present (exports written before they existed lack them; the report says so).
+_OPTIONAL_TABLES = ("eligibility_evaluations", "dose_administrations", "adverse_event_codings", "safety_lab_results")
 _TIME_COLS = {"screened_at", "sepsis3_onset", "first_dose_at", "allocated_at", "assessed_at", "death_at",
               "recorded_at", "onset_at", "aware_at", "initial_report_at", "followup_report_at", "withdrawn_at",
-              "sample_time", "receipt_time", "result_time", "entered_at", "imported_at"}
+              "sample_time", "receipt_time", "result_time", "entered_at", "imported_at", "given_at", "evaluated_at",
+              "coded_at"}
 
 
 @dataclass
@@ -193,6 +250,9 @@ class _Data:
     manifest: dict[str, Any]
     source: str
     signals: dict[str, Any] | None = None
+    missing_tables: list[str] = field(default_factory=list)
+    alerts: dict[str, Any] | None = None
+    turnaround: dict[str, Any] | None = None
 
 
 def _read_table(d: Path, name: str) -> pd.DataFrame:
@@ -217,19 +277,33 @@ def _load_export_dir(d: Path) -> _Data:
                          got=str(d), where="report input", todo="export the trial with `immunoguide trial export`")
     manifest = json.loads(dd.read_text())["manifest"]
     tables = {t: _read_table(d, t) for t in _TABLES}
-    return _Data(tables, json.loads((d / "consort.json").read_text()), manifest, f"export {d}")
+    missing = []
+    for t in _OPTIONAL_TABLES:
+        if (d / f"{t}.parquet").exists() or (d / f"{t}.csv").exists():
+            tables[t] = _read_table(d, t)
+        else:
+            tables[t] = pd.DataFrame()
+            missing.append(t)
+    data = _Data(tables, json.loads((d / "consort.json").read_text()), manifest, f"export {d}")
+    data.missing_tables = missing
+    return data
 
 
-def _load_store(store: Any, actor: Actor, now: datetime, *, unblinded: bool) -> _Data:
+def _load_store(store: Any, actor: Actor, now: datetime, *, unblinded: bool, signal_rule: str | None = None) -> _Data:
     from immunoguide.trial import export_trial, safety_signals
+    from immunoguide.trial.monitoring import alerts_view, turnaround_report
 
     with tempfile.TemporaryDirectory(prefix="immunoguide-report-") as tmp:
         with store.session() as s:
             export_trial(s, tmp, actor=actor, now=now, formats=("parquet",))
-            signals = safety_signals(s, actor=actor, now=now) if unblinded else None
+            signals = safety_signals(s, actor=actor, now=now, rule_method=signal_rule) if unblinded else None
+            alerts = alerts_view(s, actor=actor, now=now)
+            turnaround = turnaround_report(s, actor=actor, now=now)
         data = _load_export_dir(Path(tmp))
     data.source = f"trial store {store.safe_url}"
     data.signals = signals
+    data.alerts = alerts
+    data.turnaround = turnaround
     return data
 
 
@@ -279,6 +353,9 @@ class _Patient:
     died_on_day: int | None = None
     death_days: float | None = None
     last_alive_day: int | None = None
+    #: SAP day = follow-up day + sap_offset (report policy study_day_numbering)
+    sap_offset: int = 0
+    last_alive_followup_day: int | None = None
     baseline_sofa: int | None = None
     primary: SofaResponseResult | None = None
     primary_reason: str | None = None
@@ -289,6 +366,7 @@ class _Patient:
     reversal: Any = None
     mean_sofa: Any = None
     aes: list[dict[str, Any]] = field(default_factory=list)
+    safety_labs: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -297,7 +375,8 @@ def _days_between(t: datetime, t0: datetime) -> float:
     return (pd.Timestamp(t) - pd.Timestamp(t0)).total_seconds() / 86400.0
 
 
-def _derive(data: _Data, protocol: Protocol, sap: Sap, *, unblinded: bool) -> tuple[list[_Patient], list[str]]:
+def _derive(data: _Data, protocol: Protocol, sap: Sap, *, unblinded: bool,
+            policies: Mapping[str, ReportPolicy] | None = None) -> tuple[list[_Patient], list[str]]:
     t = data.tables
     pts = t["patients"]
     slots = t["allocation_slots"]
@@ -310,6 +389,14 @@ def _derive(data: _Data, protocol: Protocol, sap: Sap, *, unblinded: bool) -> tu
     fu = t["followups"]
     aes = t["adverse_events"]
     labs = t["lab_results"]
+    pol = policies or resolve_report_policies()
+    offset = 1 if pol["study_day_numbering"].option == "randomisation_day_is_sap_day_1" else 0
+    codings = t.get("adverse_event_codings", pd.DataFrame())
+    coded = {int(r["ae_id"]): r for r in codings.to_dict("records")} if not codings.empty else {}
+    slr = t.get("safety_lab_results", pd.DataFrame())
+    if data.missing_tables:
+        warnings.append(f"the export has no {', '.join(data.missing_tables)} (written before they existed): the "
+                        "related tables and CONSORT boxes say 'not in this export'")
     out: list[_Patient] = []
     by_code = pts.set_index("code")
     for _, s in slots.sort_values("patient_code").iterrows():
@@ -321,23 +408,26 @@ def _derive(data: _Data, protocol: Protocol, sap: Sap, *, unblinded: bool) -> tu
         group = GROUPS[protocol.arm(arm).role][0] if arm else None
         rec = _json_col(p["screening_record"]) or {}
         pt = _Patient(code, p["site"], p["stratum"], s["allocated_at"], arm, group, rec,
-                      fu[fu["patient_code"] == code].sort_values("day").to_dict("records"))
-        # death and last contact
+                      fu[fu["patient_code"] == code].sort_values("day").to_dict("records"), sap_offset=offset)
+        # death and last contact (SAP days: report policy study_day_numbering)
         deaths = [r for r in pt.rows if r.get("vital_status") == "dead" and _none(r.get("death_at")) is not None]
         if deaths:
             pt.death_days = _days_between(deaths[0]["death_at"], pt.randomised_at)
-            pt.died_on_day = max(1, int(math.floor(pt.death_days)))
+            whole = int(math.floor(pt.death_days))
+            pt.died_on_day = whole + 1 if offset else max(1, whole)
             pt.sources["death"] = f"followups/{int(deaths[0]['id'])}"
         alive = [r for r in pt.rows if r.get("vital_status") != "dead"]
         if alive:
             last = max(alive, key=lambda r: int(r["day"]))
-            pt.last_alive_day = int(last["day"])
+            pt.last_alive_followup_day = int(last["day"])
+            pt.last_alive_day = int(last["day"]) + offset
             pt.sources["last_alive"] = f"followups/{int(last['id'])}"
-        # SOFA endpoints
-        sofa_rows = [r for r in pt.rows if _none(r.get("sofa_total")) is not None and int(r["day"]) >= 1]
-        recs = [DailySofaRecord(code, int(r["day"]), int(r["sofa_total"]), pt.died_on_day, row_id=f"followups/{int(r['id'])}")
+        # SOFA endpoints (SAP day = follow-up day + offset; day 1 is the SAP baseline)
+        sofa_rows = [r for r in pt.rows if _none(r.get("sofa_total")) is not None and int(r["day"]) + offset >= 1]
+        recs = [DailySofaRecord(code, int(r["day"]) + offset, int(r["sofa_total"]), pt.died_on_day,
+                                row_id=f"followups/{int(r['id'])}")
                 for r in sofa_rows]
-        base = [r for r in sofa_rows if int(r["day"]) == 1]
+        base = [r for r in sofa_rows if int(r["day"]) + offset == 1]
         pt.baseline_sofa = int(base[0]["sofa_total"]) if base else None
         for key in ("d2_9", "d2_15"):
             res, reason = None, None
@@ -375,6 +465,12 @@ def _derive(data: _Data, protocol: Protocol, sap: Sap, *, unblinded: bool) -> tu
         # reversal
         pt.reversal = _reversal(pt, labs[labs["patient_code"] == code], sap)
         pt.aes = aes[aes["patient_code"] == code].to_dict("records")
+        for a in pt.aes:
+            c = coded.get(int(a["id"]))
+            a["ctcae_term"] = c["ctcae_term"] if c else None
+            a["meddra_code"] = _none(c["meddra_code"]) if c else None
+            a["display_term"] = c["ctcae_term"] if c else f"{a['term']} (uncoded)"
+        pt.safety_labs = slr[slr["patient_code"] == code].to_dict("records") if not slr.empty else []
         out.append(pt)
     return out, warnings
 
@@ -570,10 +666,13 @@ def _table1(patients: list[_Patient], protocol: Protocol, unblinded: bool) -> li
         if any(miss.values()):
             rows.append({"label": "not recorded", "cells": {k: str(v) for k, v in miss.items()}, "indent": True})
 
+    sites = sorted({p.site for p in patients})
+    cat("Site", lambda p: p.site, [(s, s) for s in sites])
     cont("Age, years, mean ± SD", lambda p: p.record.get("age_years"))
     cat("Sex", lambda p: p.record.get("sex"), [("female", "female"), ("male", "male")])
     cont("SOFA at screening, median [IQR]", lambda p: p.record.get("sofa_total"), "median")
-    cont("SOFA on study day 1 (SAP baseline), median [IQR]", lambda p: p.baseline_sofa, "median")
+    offset = patients[0].sap_offset if patients else 1
+    cont(f"SOFA on SAP day 1 (baseline: follow-up day {1 - offset}), median [IQR]", lambda p: p.baseline_sofa, "median")
     cat("Immune stratum (endotype)", lambda p: p.stratum, [("MALS", "MALS (ferritin > 4420 ng/mL)"),
                                                           ("immunoparalysis", "SII (immunoparalysis)")])
     sources = protocol.vocabularies.infection_sources
@@ -581,7 +680,7 @@ def _table1(patients: list[_Patient], protocol: Protocol, unblinded: bool) -> li
     cat("Infection source", lambda p: p.record.get("infection_source"),
         [(s, f"{s}: {sources.get(s, s)}") for s in seen])
     cat("COVID-19", lambda p: p.record.get("covid19"), [(True, "yes"), (False, "no")])
-    for key, label in (("mechanical_ventilation", "Mechanical ventilation"), ("apache_ii", "APACHE II"),
+    for key, label in (("mechanical_ventilation", "Mechanical ventilation at screening"), ("apache_ii", "APACHE II"),
                        ("charlson_index", "Charlson comorbidity index")):
         vals = [_lookup(p.record, key) for p in patients]
         if all(v is None for v in vals):
@@ -593,11 +692,18 @@ def _table1(patients: list[_Patient], protocol: Protocol, unblinded: bool) -> li
     return rows
 
 
+#: SAP subgroup column → the screening-record field that holds it (PatientRecord, units in the names).
+_RECORD_FIELD = {"apache_ii": "apache_ii_points", "charlson_index": "charlson_index_points"}
+
+
 def _lookup(record: Mapping[str, Any], key: str) -> Any:
-    """A baseline fact from the screening record: top-level field, protocol flag or lab value (None if absent)."""
+    """A baseline fact from the screening record: top-level field (or its unit-named field), protocol flag or lab
+    value (None if absent)."""
+    keys = (key, _RECORD_FIELD[key]) if key in _RECORD_FIELD else (key,)
     for where in (record, record.get("flags") or {}, record.get("labs") or {}):
-        if key in where and where[key] is not None:
-            return where[key]
+        for k in keys:
+            if k in where and where[k] is not None:
+                return where[k]
     return None
 
 
@@ -645,15 +751,32 @@ def _safety(patients: list[_Patient], protocol: Protocol, unblinded: bool) -> di
         ("Patients with a fatal AE (grade 5)", lambda ps: pts_with(ps, lambda a: int(a["grade"]) == 5)),
     ]
     overview = [{"label": lab, "cells": {k: fn(ps) for k, _, ps in cols}} for lab, fn in lines]
-    # SAEs by term (patients with the term)
-    terms = sorted({str(a["term"]) for p in patients for a in p.aes if a["serious"]})
-    by_term = [{"label": term, "cells": {k: pts_with(ps, lambda a, term=term: a["serious"] and a["term"] == term)
+    # SAEs by CTCAE term (patients with the term); uncoded (legacy free-text) AEs are listed as such
+    def term_of(a: Mapping[str, Any]) -> str:
+        return str(a.get("display_term") or a["term"])
+
+    terms = sorted({term_of(a) for p in patients for a in p.aes if a["serious"]})
+    by_term = [{"label": term, "cells": {k: pts_with(ps, lambda a, term=term: a["serious"] and term_of(a) == term)
                                          for k, _, ps in cols}} for term in terms]
-    all_terms = sorted({str(a["term"]) for p in patients for a in p.aes})
-    any_term = [{"label": term, "cells": {k: pts_with(ps, lambda a, term=term: a["term"] == term) for k, _, ps in cols}}
+    all_terms = sorted({term_of(a) for p in patients for a in p.aes})
+    any_term = [{"label": term, "cells": {k: pts_with(ps, lambda a, term=term: term_of(a) == term) for k, _, ps in cols}}
                 for term in all_terms]
+    # structured safety labs: patients with a CTCAE grade >= 1 and >= 3 per term
+    lab_terms = sorted({str(r["ctcae_term"]) for p in patients for r in p.safety_labs})
+
+    def labs_with(ps: list[_Patient], term: str, g: int) -> str:
+        n = sum(1 for p in ps if any(r["ctcae_term"] == term and _none(r["grade"]) is not None and int(r["grade"]) >= g
+                                     for r in p.safety_labs))
+        return f"{n}\u00a0({100.0 * n / len(ps):.1f}%)" if ps else "0"
+
+    labs: list[dict[str, Any]] = []
+    for term in lab_terms:
+        labs.append({"label": f"{term}, grade ≥ 1", "cells": {k: labs_with(ps, term, 1) for k, _, ps in cols}})
+        labs.append({"label": f"{term}, grade ≥ 3", "cells": {k: labs_with(ps, term, 3) for k, _, ps in cols},
+                     "indent": True})
+    measured = {k: str(sum(1 for p in ps if p.safety_labs)) for k, _, ps in cols}
     return {"columns": [(k, lab) for k, lab, _ in cols], "overview": overview, "sae_terms": by_term,
-            "ae_terms": any_term}
+            "ae_terms": any_term, "lab_rows": labs, "lab_measured": measured}
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -729,16 +852,99 @@ def _arm_short(protocol: Protocol, code: str) -> str:
     return f"{stratum} {' + '.join(drugs) if drugs else 'placebo'}".strip()
 
 
+def _primary_reasons(data: _Data, protocol: Protocol, policy: ReportPolicy) -> tuple[dict[str, int], int] | None:
+    """Screen failures counted once per patient (policy ``screen_failure_reason``): criterion → patients, and how
+    many patients had more than one blocking criterion. None when the export holds no screening log."""
+    ev = data.tables.get("eligibility_evaluations")
+    if ev is None or ev.empty or policy.option != "one_per_patient_exclusion_first":
+        return None
+    pts = data.tables["patients"]
+    failed = set(pts.loc[pts["status"] == "screen_failed", "code"])
+    order = [c.id for c in protocol.exclusion] + [c.id for c in protocol.inclusion]
+    counts: Counter[str] = Counter()
+    several = 0
+    last = ev.sort_values("id").groupby("patient_code").tail(1)
+    seen = set()
+    for _, r in last.iterrows():
+        code = r["patient_code"]
+        if code not in failed:
+            continue
+        seen.add(code)
+        blocking = _json_col(r["blocking"]) or []
+        if len(blocking) > 1:
+            several += 1
+        chosen = next((c for c in order if c in blocking), blocking[0] if blocking else "(reason removed)")
+        counts[chosen] += 1
+    counts["(reason removed)"] += len(failed - seen)
+    return {k: v for k, v in counts.items() if v}, several
+
+
+def _flow(data: _Data, patients: list[_Patient], protocol: Protocol, now: datetime) -> dict[str, dict[str, Any]]:
+    """Per analysed patient: received the allocated intervention (a dose recorded), discontinued it (last dose more
+    than 48 h before the end of the 15-day course: died / withdrew / other), lost to follow-up (past day 90 without
+    a day-90 vital status or a death). Keyed by patient code."""
+    doses = data.tables.get("dose_administrations")
+    wds = data.tables["withdrawals"]
+    withdrawn = set(wds["patient_code"]) if not wds.empty else set()
+    days = max([r.duration_days for r in protocol.regimens.values() if r.duration_days] or [15])
+    out: dict[str, dict[str, Any]] = {}
+    for p in patients:
+        given = [] if doses is None or doses.empty else sorted(doses.loc[doses["patient_code"] == p.code, "given_at"])
+        rec: dict[str, Any] = {"received": bool(given), "discontinued": None, "lost": False}
+        if given:
+            first, lastd = given[0], given[-1]
+            end = pd.Timestamp(first) + pd.Timedelta(days=days)
+            if pd.Timestamp(lastd) < end - pd.Timedelta(hours=48) and pd.Timestamp(now) > end:
+                died = p.death_days is not None and pd.Timestamp(p.randomised_at) + pd.Timedelta(days=p.death_days) <= end
+                rec["discontinued"] = "died" if died else "withdrew" if p.code in withdrawn else "other"
+        horizon = pd.Timestamp(p.randomised_at) + pd.Timedelta(days=90)
+        day90 = [r for r in p.rows if int(r["day"]) >= 90 and _none(r.get("vital_status")) is not None]
+        if pd.Timestamp(now) > horizon and p.death_days is None and not day90 and p.code not in withdrawn:
+            rec["lost"] = True
+        out[p.code] = rec
+    return out
+
+
+def _wrap(text: str, width: int, indent: str = "   ") -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=width, subsequent_indent=indent) or [text]
+
+
 def _consort_figure(c: Mapping[str, Any], protocol: Protocol, unblinded: bool, fig_dir: Path,
-                    figures: dict[str, Path]) -> None:
-    reasons = c.get("screen_failure_reasons", {})
+                    figures: dict[str, Path], *, primary: tuple[dict[str, int], int] | None = None,
+                    flow: Mapping[str, Mapping[str, Any]] | None = None,
+                    patients: list[_Patient] | None = None) -> None:
+    reasons = primary[0] if primary is not None else c.get("screen_failure_reasons", {})
     excl_lines = [f"Excluded (screen failures): n = {c['screen_failures']}"]
-    excl_lines += [f"• {_criterion_label(protocol, k)}: {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])]
+    for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+        excl_lines += _wrap(f"• {_criterion_label(protocol, k, width=None)}: {v}", 62)
+    if primary is not None:
+        excl_lines += _wrap(f"(one reason per patient, exclusions first; {primary[1]} had more than one)", 62, "")
+    else:
+        excl_lines += _wrap("(a patient may be counted under several criteria)", 62, "")
     excl_lines.append(f"Screening not complete: n = {c.get('pending', 0)}")
     if c.get("withdrawn_before_randomisation"):
         excl_lines.append(f"Withdrew before randomisation: n = {c['withdrawn_before_randomisation']}")
     ex_h = 1.72 * len(excl_lines) + 3.0
     fig = _figure(7.4, 8.6)
+    flow = flow or {}
+    members: dict[str, list[_Patient]] = {}
+    for p in patients or []:
+        key = (p.group or "") if unblinded else p.stratum
+        members.setdefault(key, []).append(p)
+
+    def flow_lines(key: str) -> tuple[list[str], list[str]]:
+        ps = members.get(key, [])
+        recs = [flow.get(p.code, {}) for p in ps]
+        got = sum(1 for r in recs if r.get("received"))
+        disc = Counter(r.get("discontinued") for r in recs if r.get("discontinued"))
+        lost = sum(1 for r in recs if r.get("lost"))
+        intervention = [f"Received allocated intervention: n = {got}", f"Did not receive it: n = {len(ps) - got}"]
+        follow = [f"Lost to follow-up: n = {lost}",
+                  f"Discontinued intervention: n = {sum(disc.values())}",
+                  f"(died {disc.get('died', 0)}, withdrew {disc.get('withdrew', 0)}, other {disc.get('other', 0)})"]
+        return intervention, follow
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 100)
@@ -765,7 +971,7 @@ def _consort_figure(c: Mapping[str, Any], protocol: Protocol, unblinded: bool, f
             alloc = [f"Allocated to {lab.lower()}", f"n = {sum(arms.values())}"]
             for a, n in sorted(arms.items()):
                 alloc.append(f"{_arm_short(protocol, a)}: n = {n}")
-            groups.append((alloc, wd, wdr, an))
+            groups.append((alloc, wd, wdr, an, g))
     else:
         groups = []
         for stratum in ("MALS", "immunoparalysis"):
@@ -773,23 +979,36 @@ def _consort_figure(c: Mapping[str, Any], protocol: Protocol, unblinded: bool, f
                      "(arms pooled: blinded)"]
             groups.append((alloc, c.get("withdrawn_by_stratum", {}).get(stratum, 0),
                            c.get("withdrawn_with_data_removal_by_stratum", {}).get(stratum, 0),
-                           c.get("analysed_by_stratum", {}).get(stratum, 0)))
+                           c.get("analysed_by_stratum", {}).get(stratum, 0), stratum))
     xs = (26, 74)
-    gy = ry - 15
+    gy = ry - 17
     _line(ax, [26, 26], [ry - 3, ry - 7])
     _line(ax, [xs[0], xs[1]], [ry - 7, ry - 7])
-    for x, (alloc, wd, wdr, an) in zip(xs, groups, strict=True):
-        _arrow(ax, x, ry - 7, x, gy + 6)
-        _box(ax, x, gy, 46, 12, "\n".join(alloc), size=7.8)
-        _arrow(ax, x, gy - 6, x, gy - 12)
-        _box(ax, x, gy - 17, 46, 10, f"Withdrew consent\nn = {wd}\nwith removal of all data: {wdr}\ndata kept (analysed): {wd - wdr}",
-             fc="#fbf7ef", ec="#8a6d3b", size=7.8)
-        _arrow(ax, x, gy - 22, x, gy - 28)
-        _box(ax, x, gy - 32, 46, 8, f"Analysed\nn = {an}\n(excluded: data removal, {wdr})", fc="#eef5ee", ec="#2b6e4f",
-             size=7.8)
-    ax.text(50, gy - 32 - 6, "Analysis population: " + c.get("analysis_population", ""), ha="center", va="top",
-            fontsize=7.2, color="#555555", style="italic")
-    ymin = gy - 32 - 10
+    for x, (alloc, wd, wdr, an, key) in zip(xs, groups, strict=True):
+        intervention, follow = flow_lines(key)
+        if not flow:
+            intervention = ["Intervention received: not in this export"]
+            follow = ["Lost to follow-up / discontinued:", "not in this export"]
+        lines = alloc + intervention
+        h1 = 1.72 * len(lines) + 2.2
+        _arrow(ax, x, ry - 7, x, gy + h1 / 2)
+        _box(ax, x, gy, 46, h1, "\n".join(lines), size=7.4)
+        fy = gy - h1 / 2 - 5 - 6
+        _arrow(ax, x, gy - h1 / 2, x, fy + 6)
+        _box(ax, x, fy, 46, 12, "Follow-up\n" + "\n".join(follow), fc="#f7f7fb", ec="#55557a", size=7.4)
+        wy = fy - 6 - 5 - 5
+        _arrow(ax, x, fy - 6, x, wy + 5)
+        _box(ax, x, wy, 46, 10, f"Withdrew consent\nn = {wd}\nwith removal of all data: {wdr}\ndata kept (analysed): {wd - wdr}",
+             fc="#fbf7ef", ec="#8a6d3b", size=7.4)
+        ay = wy - 5 - 5 - 4
+        _arrow(ax, x, wy - 5, x, ay + 4)
+        _box(ax, x, ay, 46, 8, f"Analysed\nn = {an}\n(excluded: data removal, {wdr})", fc="#eef5ee", ec="#2b6e4f",
+             size=7.4)
+    bottom = ay - 4
+    for line_no, text in enumerate(_wrap("Analysis population: " + c.get("analysis_population", ""), 110, "")):
+        ax.text(50, bottom - 2 - 2.2 * line_no, text, ha="center", va="top", fontsize=7.0, color="#555555",
+                style="italic")
+    ymin = bottom - 8
     ax.set_ylim(ymin, 100)
     fig.set_size_inches(7.4, 8.6 * (100 - ymin) / 100)
     _save(fig, fig_dir, "consort", figures)
@@ -943,7 +1162,7 @@ def _km(patients: list[_Patient]) -> tuple[list[float], list[int]]:
             t.append(max(p.death_days, 0.0))
             e.append(1)
         else:
-            last = p.last_alive_day if p.last_alive_day is not None else 0
+            last = p.last_alive_followup_day if p.last_alive_followup_day is not None else 0
             t.append(float(min(max(last, 0), 90)))
             e.append(0)
     return t, e
@@ -999,7 +1218,7 @@ def _sofa_traj(groups: list[tuple[str, str, list[_Patient]]], fig_dir: Path, fig
         xs, ms, los, his = [], [], [], []
         for day in range(1, 16):
             v = [float(r["sofa_total"]) for p in ps for r in p.rows
-                 if int(r["day"]) == day and _none(r.get("sofa_total")) is not None]
+                 if int(r["day"]) + p.sap_offset == day and _none(r.get("sofa_total")) is not None]
             if not v:
                 continue
             m = float(np.mean(v))
@@ -1019,7 +1238,7 @@ def _sofa_traj(groups: list[tuple[str, str, list[_Patient]]], fig_dir: Path, fig
                     elinewidth=0.7, capsize=1.5, alpha=0.8)
     ax.set_xticks(range(1, 16))
     ax.set_xlim(0.5, 15.5)
-    ax.set_xlabel("Study day (measured SOFA only; 95 % CI of the mean)", fontsize=8)
+    ax.set_xlabel("SAP study day (day 1 = baseline; measured SOFA only; 95 % CI of the mean)", fontsize=8)
     ax.set_ylabel("Mean SOFA (points)", fontsize=8)
     ax.tick_params(labelsize=7.5)
     ax.grid(alpha=0.25, lw=0.5)
@@ -1033,7 +1252,8 @@ def _sofa_traj(groups: list[tuple[str, str, list[_Patient]]], fig_dir: Path, fig
 # ------------------------------------------------------------------------------------------------------------------
 # settings, traceability
 # ------------------------------------------------------------------------------------------------------------------
-def _settings(protocol: Protocol, sap: Sap, data: _Data) -> dict[str, Any]:
+def _settings(protocol: Protocol, sap: Sap, data: _Data,
+              report_policies: Mapping[str, ReportPolicy] | None = None) -> dict[str, Any]:
     used = protocol.resolve_settings()
     settings = []
     for name, s in protocol.settings.items():
@@ -1051,12 +1271,19 @@ def _settings(protocol: Protocol, sap: Sap, data: _Data) -> dict[str, Any]:
     al = data.tables["allocation_lists"]
     for _, r in al.iterrows():
         meta = _json_col(r.get("meta")) or {}
-        lists.append({"name": r["name"], "block_sizes": ", ".join(str(b) for b in meta.get("block_sizes", [])),
+        # a sealed list keeps its block sizes on the master list only (concealment): say so instead of a blank
+        blocks = ", ".join(str(b) for b in meta.get("block_sizes", [])) or "concealed (master list)"
+        lists.append({"name": r["name"], "block_sizes": blocks,
                       "block_sizes_source": meta.get("block_sizes_source", ""),
                       "stratification": ", ".join((meta.get("stratification") or {}).get("factors", [])),
                       "source": (meta.get("stratification") or {}).get("source", "")})
     return {"protocol_settings": settings, "sap_policies": policies, "sap_choices": choices,
-            "uncertain_endpoints": endpoints, "report_policies": [p.__dict__ for p in REPORT_POLICIES],
+            "uncertain_endpoints": endpoints,
+            "report_policies": [{"name": p.name, "option": p.option, "text": p.text,
+                                 "options": ", ".join(p.options) if p.options else p.option,
+                                 "overridden": p.option != d.option}
+                                for p, d in zip((report_policies or resolve_report_policies()).values(),
+                                                REPORT_POLICIES, strict=True)],
             "allocation_lists": lists, "unknown": [s["name"] for s in settings if s["confidence"] == "unknown"]}
 
 
@@ -1154,6 +1381,9 @@ def build_report(
     now: datetime | None = None,
     sap: Sap | None = None,
     trace_rows_in_pdf: int = 40,
+    policies: Mapping[str, str] | None = None,
+    signal_rule: str | None = None,
+    generated_at: datetime | None = None,
 ) -> ReportResult:
     """Write the statistical report (HTML and PDF, figures, traceability CSV, summary JSON) to ``out_dir``.
 
@@ -1171,9 +1401,17 @@ def build_report(
     protocol : str or Protocol
         Protocol id (``"immunosep-2025"``, optionally ``@version``).
     now : datetime, optional
-        Time of the report (timezone-aware; default the current UTC time).
+        The data cut-off: the time the trial is read at (timezone-aware; default the current UTC time). A demo or
+        replay store passes its own clock's time here.
     trace_rows_in_pdf : int
         Patients of the traceability appendix printed in the PDF (the HTML has all of them).
+    policies : mapping, optional
+        Report policy overrides, name → option (:data:`REPORT_POLICIES`, e.g. ``study_day_numbering``).
+    signal_rule : str, optional
+        Override the DSMB rule's method for the signals (``newcombe_rd_lower_bound`` or ``bayes_beta_binomial``).
+    generated_at : datetime, optional
+        When the report is generated (the stamp on every page): default the wall clock, or ``SOURCE_DATE_EPOCH``
+        (reproducible builds) when that environment variable is set. Never the data's (possibly simulated) time.
 
     Returns
     -------
@@ -1191,10 +1429,12 @@ def build_report(
     if now.tzinfo is None:
         raise InputError(expected="a timezone-aware report time", got=now.isoformat(), where="build_report",
                          todo="give now with a UTC offset")
+    generated = generated_at or _generation_time()
+    pol = resolve_report_policies(policies)
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     sap = sap or load_sap()
     unblinded = not blinded
-    data = _open(store_or_export, actor, now, unblinded=unblinded)
+    data = _open(store_or_export, actor, now, unblinded=unblinded, signal_rule=signal_rule)
     if unblinded and data.manifest.get("blinded", True):
         raise InputError(expected="an unblinded export (written by a dsmb user) for the DSMB report",
                          got="a blinded export (no arms)", where=data.source,
@@ -1205,10 +1445,11 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     fig_dir = out / "figures"
     figures: dict[str, Path] = {}
-    patients, warnings = _derive(data, proto, sap, unblinded=unblinded)
+    patients, warnings = _derive(data, proto, sap, unblinded=unblinded, policies=pol)
     c = data.consort
-
-    _consort_figure(c, proto, unblinded, fig_dir, figures)
+    primary_reasons = _primary_reasons(data, proto, pol["screen_failure_reason"])
+    flow = _flow(data, patients, proto, now) if "dose_administrations" not in data.missing_tables else {}
+    _consort_figure(c, proto, unblinded, fig_dir, figures, primary=primary_reasons, flow=flow, patients=patients)
     cols = _columns(patients, unblinded)
     groups = ([(k, _GROUP_LABEL[k], ps) for k, _, ps in cols if k != "all"] if unblinded
               else [("all", "All analysed", patients)])
@@ -1229,12 +1470,23 @@ def build_report(
 
     endpoints = _endpoint_table(patients, sap, unblinded)
     summary = _summary(c, patients, endpoints, proto, sap, unblinded)
+    summary["report_policies"] = {n: p.option for n, p in pol.items()}
+    if primary_reasons is not None:
+        summary["screen_failure_reasons_one_per_patient"] = dict(sorted(primary_reasons[0].items()))
+        summary["screen_failures_with_several_reasons"] = primary_reasons[1]
+    summary["consort_follow_up"] = _flow_totals(flow, patients, unblinded) if flow else None
     ctx: dict[str, Any] = {
-        "blinded": blinded, "generated_at": now.isoformat(timespec="seconds"), "actor": actor.describe(),
+        "blinded": blinded, "generated_at": generated.astimezone(UTC).isoformat(timespec="seconds"),
+        "data_as_of": now.isoformat(timespec="seconds"), "actor": actor.describe(),
         "source": data.source, "protocol": proto, "protocol_label": proto.label, "sap": sap,
         "columns": [(k, lab) for k, lab, _ in cols], "consort": c,
         "consort_reasons": [(_criterion_label(proto, k, width=None), v)
-                            for k, v in sorted(c.get("screen_failure_reasons", {}).items())],
+                            for k, v in sorted((primary_reasons[0] if primary_reasons else
+                                                c.get("screen_failure_reasons", {})).items())],
+        "consort_reasons_once": primary_reasons is not None,
+        "consort_several": primary_reasons[1] if primary_reasons else None,
+        "flow_totals": _flow_totals(flow, patients, unblinded),
+        "alerts": data.alerts, "turnaround": data.turnaround,
         "table1": _table1(patients, proto, unblinded), "endpoints": endpoints,
         "table1_columns": [(k, lab) for k, lab, _ in _table1_columns(patients, unblinded)],
         "strata": _stratum_table(patients, sap, unblinded), "infection": _infection(patients, sap, unblinded),
@@ -1243,7 +1495,7 @@ def build_report(
                                                                                    for k, v in km_stats.items()},
         "km_labels": {k: lab for k, lab, _ in groups}, "logrank": logrank_res, "trajectory": traj,
         "safety": _safety(patients, proto, unblinded), "signals": data.signals if unblinded else None,
-        "settings": _settings(proto, sap, data), "trace": _trace_rows(patients, unblinded),
+        "settings": _settings(proto, sap, data, pol), "trace": _trace_rows(patients, unblinded),
         "trace_pdf_rows": trace_rows_in_pdf, "warnings": warnings + [f"{p.code}: {n}" for p in patients for n in p.notes],
         "summary": summary, "figures": {k: _data_uri(v) for k, v in figures.items() if not k.endswith("_png")},
         "arm_labels": {a.code: a.label for a in proto.arms} if unblinded else {},
@@ -1263,17 +1515,48 @@ def build_report(
     return ReportResult(html_path, pdf_path, blinded, dict(figures), summary, pages, trace_csv)
 
 
-def _open(src: Any, actor: Actor, now: datetime, *, unblinded: bool) -> _Data:
+def _generation_time() -> datetime:
+    """The wall-clock time of generation, or ``SOURCE_DATE_EPOCH`` (reproducible builds) when set."""
+    import os
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            return datetime.fromtimestamp(int(epoch), UTC)
+        except ValueError:
+            raise InputError(expected="SOURCE_DATE_EPOCH as whole seconds since 1970", got=epoch,
+                             where="environment", todo="unset it or give an integer") from None
+    return datetime.now(UTC)
+
+
+def _flow_totals(flow: Mapping[str, Mapping[str, Any]], patients: list[_Patient], unblinded: bool) -> list[dict[str, Any]]:
+    """Rows of the CONSORT follow-up table (groups, or strata when blinded)."""
+    keys = [g for g, _ in GROUPS.values()] if unblinded else ["MALS", "immunoparalysis"]
+    rows = []
+    for key in keys:
+        ps = [p for p in patients if ((p.group or "") if unblinded else p.stratum) == key]
+        recs = [flow.get(p.code, {}) for p in ps]
+        disc = Counter(r.get("discontinued") for r in recs if r.get("discontinued"))
+        rows.append({"label": _GROUP_LABEL.get(key, _STRATUM_LABEL.get(key, key)), "n": len(ps),
+                     "received": sum(1 for r in recs if r.get("received")),
+                     "not_received": sum(1 for r in recs if not r.get("received")),
+                     "discontinued": sum(disc.values()), "died": disc.get("died", 0),
+                     "withdrew": disc.get("withdrew", 0), "other": disc.get("other", 0),
+                     "lost": sum(1 for r in recs if r.get("lost"))})
+    return rows
+
+
+def _open(src: Any, actor: Actor, now: datetime, *, unblinded: bool, signal_rule: str | None = None) -> _Data:
     from immunoguide.trial.store import TrialStore
 
     if isinstance(src, TrialStore):
         src.check_schema()
-        return _load_store(src, actor, now, unblinded=unblinded)
+        return _load_store(src, actor, now, unblinded=unblinded, signal_rule=signal_rule)
     if isinstance(src, str) and "://" in src:
         st = TrialStore(src)
         try:
             st.check_schema()
-            return _load_store(st, actor, now, unblinded=unblinded)
+            return _load_store(st, actor, now, unblinded=unblinded, signal_rule=signal_rule)
         finally:
             st.dispose()
     if isinstance(src, (str, Path)) and Path(src).is_dir():

@@ -19,6 +19,7 @@ from immunoguide.cli._docs import docs_app
 from immunoguide.cli._exchange import redcap_app
 from immunoguide.cli._protocol import protocol_app
 from immunoguide.cli._report import report, report_dsmb
+from immunoguide.cli._safety import safety_app
 from immunoguide.cli._score import score_app
 from immunoguide.cli._serve import serve, users_app
 from immunoguide.cli._stats import stats_app
@@ -68,6 +69,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(trial_app, name="trial")
 app.add_typer(audit_app, name="audit")
 app.add_typer(redcap_app, name="redcap")
+app.add_typer(safety_app, name="safety")
 
 
 def main() -> None:

@@ -41,13 +41,19 @@ def load_classification(protocol_id: str) -> tuple[ClassificationSpec, str]:
 
 def record_handler(spec: ClassificationSpec, protocol_label: str) -> Callable[[dict[str, Any], str], dict[str, Any]]:
     """A :func:`~immunoguide.cli._common.run_jsonl` handler: one flat record in, one classification out."""
-    from immunoguide.rules.endotype import classify_endotype, results_from_record
+    from immunoguide.rules.endotype import classify_endotype, pending_from_record, results_from_record
 
     def handle(record: dict[str, Any], where: str) -> dict[str, Any]:
         results, anchor_time, at = results_from_record(record, spec, where=where)
+        pending = pending_from_record(record, spec, where=where)
         result = classify_endotype(spec, results, anchor_time=anchor_time, at=at, protocol_label=protocol_label)
         out: dict[str, Any] = {"id": record["id"]} if "id" in record else {}
         out.update(result.to_dict())
+        if pending:
+            out["pending"] = [p.to_dict() for p in pending]
+            out["warnings"] = [*out.get("warnings", []), *(
+                {"code": "result_pending", "text": f"{p.analyte} sampled at {p.sample_time.isoformat()}: result "
+                 "pending, not used", "rule": None, "concept": p.concept} for p in pending)]
         return out
 
     return handle

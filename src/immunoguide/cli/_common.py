@@ -40,7 +40,9 @@ def run_jsonl(
 ) -> int:
     """Apply ``handle`` to each JSON line; bad lines get an error record and the rest are still processed.
 
-    Returns the exit code: 0 when every line was processed, 1 when at least one line was rejected.
+    Each line is decoded with :func:`immunoguide.jsonsafe.loads_strict`: a duplicate key (``IG-E110``), a
+    number or nesting beyond the limits (``IG-E112``), NaN/Infinity or broken JSON (``IG-E100``) rejects that
+    line only. Returns the exit code: 0 when every line was processed, 1 when at least one line was rejected.
     """
     rejected = 0
     for lineno, line in enumerate(stream, start=1):
@@ -48,17 +50,14 @@ def run_jsonl(
             continue
         where = f"line {lineno}"
         try:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
+            from immunoguide.jsonsafe import loads_strict
+
+            record = loads_strict(line, where=where)
+            if not isinstance(record, dict):
                 from immunoguide.errors import InputError
 
-                raise InputError(
-                    expected="one JSON object per line",
-                    got=line.strip()[:80],
-                    where=where,
-                    todo=f"fix the JSON ({exc.msg} at column {exc.colno})",
-                ) from None
+                raise InputError(expected="one JSON object per line", got=type(record).__name__, where=where,
+                                 todo="send one {...} object per line")
             result = {"line": lineno, **handle(record, where)}
         except ImmunoguideError as exc:
             rejected += 1

@@ -9,8 +9,10 @@ site come from that account:
 
 ``--role`` and ``--site`` are refused there (the role is the account's), and so is ``--now``: times come from the
 system clock. On a **simulation** store (the demo's, ``trial init --simulation``) an account may be used the same
-way, or ``--user/--role/--site`` name the acting role without a password, and ``--now`` sets the simulated clock;
-the audit trail records the system time beside it either way.
+way, or ``--user/--role/--site`` name the acting role without a password, and ``--now`` gives the time of the
+command; without it the time is the store's simulated clock (:func:`immunoguide.trial.clock.read_store_clock`, set
+with ``immunoguide safety clock``), else the system clock. The audit trail records the system time beside it
+either way.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from immunoguide.errors import ImplausibleTime, InputError, NotAuthenticated, NotAuthorized
 
-__all__ = ["ENV_PASSWORD", "ENV_TOKEN", "account_actor", "identify", "parse_time", "store_mode"]
+__all__ = ["ENV_PASSWORD", "ENV_TOKEN", "account_actor", "identify", "parse_time", "store_mode", "store_mode_and_now"]
 
 ENV_TOKEN = "IMMUNOGUIDE_TOKEN"
 ENV_PASSWORD = "IMMUNOGUIDE_PASSWORD"
@@ -45,11 +47,19 @@ def parse_time(text: str | None, name: str) -> datetime:
 
 def store_mode(store: Any) -> str:
     """``"real"`` or ``"simulation"`` (the configuration is checked against the trial key when there is one)."""
+    return store_mode_and_now(store)[0]
+
+
+def store_mode_and_now(store: Any) -> tuple[str, datetime]:
+    """The store's mode and its time now: the system clock on a real store, the simulated clock (if set) on a
+    simulation store."""
     from immunoguide.trial import clock
 
     with store.session() as s:
         cfg = clock.store_config(s)
-    return cfg.mode if cfg is not None else "real"
+        mode = cfg.mode if cfg is not None else "real"
+        now = clock.read_store_clock(s).now(datetime.now(UTC)) if mode == "simulation" else datetime.now(UTC)
+    return mode, now
 
 
 def account_actor(store: Any, user: str | None) -> Any:
@@ -79,12 +89,12 @@ def identify(store: Any, *, user: str | None, role: str | None, site: str | None
     """The acting user and the event time of a command (see the module docstring)."""
     from immunoguide.trial.access import Actor
 
-    mode = store_mode(store)
+    mode, store_time = store_mode_and_now(store)
     if now_text and mode != "simulation":
         raise ImplausibleTime(expected="no --now on a real store (times come from the system clock)", got=now_text,
                               where="--now / IMMUNOGUIDE_NOW",
                               todo="omit --now; it works only on a store created with `trial init --simulation`")
-    now = parse_time(now_text, "--now") if now_text else datetime.now(UTC)
+    now = parse_time(now_text, "--now") if now_text else store_time
     account = None
     if os.environ.get(ENV_TOKEN) or os.environ.get(ENV_PASSWORD) is not None or mode == "real":
         if role or site:

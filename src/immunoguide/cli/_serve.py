@@ -96,7 +96,9 @@ def serve(
     db: Annotated[str | None, _DB_OPTION] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Create and allow the demo accounts (loopback only).")] = False,
     init: Annotated[bool, typer.Option("--init", help="Create or upgrade the trial schema first.")] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="uvicorn worker processes.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64,
+                                         help="uvicorn worker processes (failed-login throttling counts per "
+                                              "worker).")] = 1,
     secret_env: Annotated[str, typer.Option("--secret-env", help="Environment variable holding the token key.")]
     = "IMMUNOGUIDE_SECRET",
 ) -> None:

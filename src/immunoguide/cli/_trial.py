@@ -113,7 +113,10 @@ def _time(text: str | None, name: str) -> datetime:
 
 
 def _json_arg(value: str | None, name: str) -> Any:
-    """A JSON object given inline, as @file, or as '-' (stdin)."""
+    """A JSON object given inline, as @file, or as '-' (stdin), decoded strictly (duplicate keys, huge numbers and
+    deep nesting refused: :func:`immunoguide.jsonsafe.loads_strict`)."""
+    from immunoguide.jsonsafe import loads_strict
+
     if value is None:
         return None
     try:
@@ -123,10 +126,10 @@ def _json_arg(value: str | None, name: str) -> Any:
             raw = Path(value[1:]).read_text()
         else:
             raw = value
-        return json.loads(raw)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise InputError(expected=f"a JSON object for {name} (inline, @file or -)", got=value[:80], where=name,
-                         todo=f"fix the JSON ({exc})") from None
+                         todo=f"fix the file ({exc})") from None
+    return loads_strict(raw, where=name)
 
 
 def _run(ctx: typer.Context, fn: Callable[[Any, Any, datetime], Any], *, check: bool = True) -> None:
@@ -347,6 +350,8 @@ def ae_record_cmd(
     relatedness: Annotated[str, typer.Option("--relatedness")],
     outcome: Annotated[str, typer.Option("--outcome")],
     aware_at: Annotated[str | None, typer.Option("--aware-at")] = None,
+    late_reason: Annotated[str | None, typer.Option("--late-reason", help="Why the AE is entered late (more than "
+                                                                          "the store's limit after --aware-at).")] = None,
 ) -> None:
     """Record an adverse event (a serious one starts the 24 h and 15-day reporting clocks)."""
     from immunoguide.trial import record_adverse_event
@@ -355,7 +360,7 @@ def ae_record_cmd(
         return record_adverse_event(
             s, code, term=term, onset_at=_time(onset, "--onset"), grade=grade, serious=_parse_bool(serious, "--serious"),
             relatedness=relatedness, outcome=outcome, actor=actor, now=now,
-            aware_at=_time(aware_at, "--aware-at") if aware_at else None,
+            aware_at=_time(aware_at, "--aware-at") if aware_at else None, late_entry_reason=late_reason,
         )
 
     _run(ctx, fn)
@@ -368,11 +373,13 @@ def ae_report_cmd(
     ae_id: Annotated[int, typer.Option("--ae")],
     kind: Annotated[str, typer.Option("--kind", help="initial or full.")],
     reported_at: Annotated[str, typer.Option("--reported-at")],
+    late_reason: Annotated[str | None, typer.Option("--late-reason", help="Why the report is entered late.")] = None,
 ) -> None:
     """Record the initial or full report of an SAE."""
     from immunoguide.trial import report_sae
 
-    _run(ctx, lambda s, a, now: report_sae(s, code, ae_id, kind, _time(reported_at, "--reported-at"), actor=a, now=now))
+    _run(ctx, lambda s, a, now: report_sae(s, code, ae_id, kind, _time(reported_at, "--reported-at"), actor=a, now=now,
+                                           late_entry_reason=late_reason))
 
 
 @ae_app.command("list")

@@ -370,7 +370,7 @@ def _inputs_agreement(con: Any, timeline: Path, ref: RicuReference, stays: pd.Da
     g = hi[hi.gcs_any.notna()].assign(ours=lambda d: np.where(d.gcs_sed.notna() & d.gcs_unsed.isna(), 15.0, d.gcs_unsed))
     out["gcs"] = _match(r[["stay_id", "k", "gcs"]].dropna(), g[["stay_id", "k", "ours"]], "gcs", los)
     vent = pd.read_parquet(timeline / "ventilation.parquet").merge(stays[["stay_id", "intime"]], on="stay_id")
-    rows = set()
+    rows: set[tuple[int, int]] = set()
     for v in vent.itertuples(index=False):
         grid = Grid("icu_admission_hours", v.intime.to_pydatetime())
         a, b = grid.index(grid.row_end(v.start.to_pydatetime())), grid.index(grid.row_end(v.stop.to_pydatetime()))

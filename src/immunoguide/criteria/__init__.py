@@ -44,6 +44,7 @@ __all__ = [
     "PolicySpec",
     "Verification",
     "available_criteria",
+    "check_ladder",
     "criteria_for",
     "load_criteria",
     "load_criteria_text",
@@ -311,6 +312,12 @@ def resolve_named_options(
             )
         out[name] = opt
     return out
+
+
+def check_ladder(name: str, ladder: Ladder, where: str) -> None:
+    """Raise :class:`BandOverlapError` / :class:`BandGapError` unless the ladder's bands partition its domain
+    exactly (used for every ladder of a criteria file, and by other cited data files such as CTCAE grades)."""
+    _validate_ladder(name, ladder, where)
 
 
 def _validate_ladder(name: str, ladder: Ladder, where: str) -> None:

@@ -46,10 +46,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from immunoguide.errors import InputError
+from immunoguide.jsonsafe import refuse_json_type_mismatch
 from immunoguide.protocols import Protocol, SettingWarning, compare
 from immunoguide.protocols._schema import Condition, EligibilityCriterion
 from immunoguide.protocols.model import Citation
-from immunoguide.units import check_plausible, concept, concepts
+from immunoguide.units import check_plausible, check_plausible_time, concept, concepts
 
 __all__ = [
     "TIME_POINT_FIELDS",
@@ -82,6 +83,8 @@ _NUMERIC_CONCEPT: Mapping[str, str] = MappingProxyType(
         "anc_per_mm3": "anc_per_mm3",
         "weight_kg": "weight_kg",
         "creatinine_clearance_ml_per_min": "creatinine_clearance_ml_per_min",
+        "apache_ii_points": "apache_ii_points",
+        "charlson_index_points": "charlson_index_points",
     }
 )
 
@@ -133,11 +136,26 @@ class PatientRecord(BaseModel):
     anc_per_mm3: float | None = None
     weight_kg: float | None = None
     creatinine_clearance_ml_per_min: float | None = None
+    #: Severity and comorbidity at screening (Table 1; SAP subgroups APACHE II >= 25, CCI >= 5; spec §5.2, §6.3)
+    apache_ii_points: int | None = None
+    charlson_index_points: int | None = None
+    mechanical_ventilation: bool | None = None
     labs: dict[str, float] = Field(default_factory=dict)
     flags: dict[str, bool] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _json_types(cls, data: Any) -> Any:
+        """A boolean is never a number (``true`` is not an age of 1), a number never a yes/no."""
+        refuse_json_type_mismatch(cls, data, where="patient record")
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> PatientRecord:
+        for name in type(self).model_fields:
+            t = getattr(self, name)
+            if isinstance(t, datetime):
+                check_plausible_time(t, field=name)
         for name, conc in _NUMERIC_CONCEPT.items():
             v = getattr(self, name)
             if v is not None:

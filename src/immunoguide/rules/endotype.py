@@ -63,7 +63,7 @@ from datetime import date, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from immunoguide.errors import InputError, MissingInputError
+from immunoguide.errors import ConflictingInputError, InputError, MissingInputError, WrongTypeError
 from immunoguide.protocols.model import (
     BiomarkerCriterion,
     Citation,
@@ -72,7 +72,7 @@ from immunoguide.protocols.model import (
     ReversalRule,
 )
 from immunoguide.rules.measurements import CensoredValue, check_interval_plausible, decide, measure
-from immunoguide.units import check_plausible, concept
+from immunoguide.units import check_plausible, check_plausible_time, concept, normalise_unit
 
 __all__ = [
     "INDETERMINATE",
@@ -87,7 +87,9 @@ __all__ = [
     "Reclassification",
     "ReversalEvent",
     "Transition",
+    "PendingSample",
     "classify_endotype",
+    "pending_from_record",
     "reclassify_daily",
     "results_from_record",
 ]
@@ -125,6 +127,9 @@ REASON_CODES: Mapping[str, str] = MappingProxyType(
         "unused_result": "a result's concept is not used by the protocol's classification",
         "unknown_citation": "a rule the result depends on is tagged unknown in its source",
         "daily_timing": "daily re-classification uses each day's samples; window and age limits are not applied",
+        "result_pending": "a sample was drawn and its result is not reported yet (not used; watched against the window)",
+        "stratum_switch": "a serial sample classifies into another stratum than the randomisation stratum",
+        "baseline_is_stratum": "serial endotypes start from the randomisation stratum (the classification sample)",
     }
 )
 
@@ -1163,6 +1168,8 @@ def reclassify_daily(
     anchor_time: datetime,
     days: int | Sequence[int],
     protocol_label: str,
+    baseline_endotype: str | None = None,
+    baseline_day: int | None = None,
 ) -> Reclassification:
     """Classify each study day from that day's samples; report transitions and reversal of the baseline endotype.
 
@@ -1178,6 +1185,12 @@ def reclassify_daily(
         ``n`` → days 0 … n−1; or explicit day numbers (e.g. the visit schedule ``(0, 2, 3, 4, 5, 7)``).
     protocol_label : str
         Protocol id and version recorded in the result.
+    baseline_endotype, baseline_day : str and int, optional
+        The baseline is fixed: the randomisation stratum (``baseline_endotype``) established on ``baseline_day``
+        (the day of the classification sample; may be negative, before the anchor; must be one of ``days``).
+        Transitions then start from the stratum (a patient randomised as immunoparalysis who is MALS on day 3 has
+        a transition on day 3) and reversal is evaluated for the stratum's reversal rules only. Without them the
+        baseline is the first day whose endotype is one of the protocol's endotype rules.
 
     Returns
     -------
@@ -1241,17 +1254,33 @@ def reclassify_daily(
         )
         daily.append(DailyEndotype(k, start, end, ev.endotype, ev.reasons, res))
 
+    rule_names = {r.name for r in spec.endotypes}
+    baseline: DailyEndotype | None
+    if baseline_endotype is not None:
+        if baseline_endotype not in rule_names:
+            raise InputError(expected=f"a baseline endotype among {sorted(rule_names)}", got=baseline_endotype,
+                             where="reclassify_daily", todo="pass the patient's randomisation stratum")
+        if baseline_day is None or baseline_day not in day_list:
+            raise InputError(expected=f"baseline_day among the days {day_list}", got=baseline_day,
+                             where="reclassify_daily", todo="include the classification sample's day in days")
+        found = next(d for d in daily if d.day == baseline_day)
+        baseline = replace(found, endotype=baseline_endotype)
+        warnings.append(Reason("baseline_is_stratum", f"baseline: the randomisation stratum {baseline_endotype} "
+                                                      f"(classification sample on day {baseline_day})"))
+    else:
+        baseline = next((d for d in daily if d.endotype in rule_names), None)
+
     transitions: list[Transition] = []
-    last: DailyEndotype | None = None
+    last: DailyEndotype | None = baseline if baseline_endotype is not None else None
     for d in daily:
         if d.endotype is None or d.endotype == INDETERMINATE:
+            continue
+        if baseline_endotype is not None and baseline is not None and d.day <= baseline.day:
             continue
         if last is not None and last.endotype is not None and d.endotype != last.endotype:
             transitions.append(Transition(last.endotype, d.endotype, last.day, d.day))
         last = d
 
-    rule_names = {r.name for r in spec.endotypes}
-    baseline = next((d for d in daily if d.endotype in rule_names), None)
     events: list[ReversalEvent] = []
     if baseline is not None:
         for rule in spec.reversals:
@@ -1350,7 +1379,7 @@ def _parse_time(value: Any, field_name: str, where: str) -> datetime | None:
             field=field_name,
         )
     try:
-        return datetime.fromisoformat(value)
+        t = datetime.fromisoformat(value)
     except ValueError:
         raise InputError(
             expected=f"an ISO 8601 date-time for {field_name}",
@@ -1359,6 +1388,62 @@ def _parse_time(value: Any, field_name: str, where: str) -> datetime | None:
             todo="send e.g. '2025-03-01T08:30:00+01:00'",
             field=field_name,
         ) from None
+    return check_plausible_time(t, field=field_name, where=f"{where}, field {field_name}")
+
+
+@dataclass(frozen=True)
+class PendingSample:
+    """A sample drawn whose result has not been reported yet (a sample time without a value)."""
+
+    analyte: str
+    concept: str
+    sample_time: datetime
+    source: str | None = None
+    method: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dictionary."""
+        return {"analyte": self.analyte, "concept": self.concept, "sample_time": _iso(self.sample_time),
+                "source": self.source, "method": self.method}
+
+
+def _analytes(spec: ClassificationSpec) -> dict[str, str]:
+    analytes: dict[str, str] = {}
+    crits = [c for r in spec.endotypes for c in r.all_of] + [c for rv in spec.reversals for c in rv.all_of]
+    for c in crits:
+        analytes.setdefault(c.analyte, c.concept)
+    return analytes
+
+
+def pending_from_record(
+    record: Mapping[str, Any], spec: ClassificationSpec, *, where: str = "record"
+) -> tuple[PendingSample, ...]:
+    """The samples a flat record announces without a result: ``<analyte>_sample_time`` given, value absent.
+
+    A pending sample is never classified; it is reported (warning ``result_pending``) and, in the trial store,
+    recorded as an open order so that the assay's turnaround can be watched against the protocol window.
+
+    >>> from immunoguide.protocols import load_protocol
+    >>> spec = load_protocol("immunosep-2025").classification
+    >>> [p.analyte for p in pending_from_record({"hla_dr_sample_time": "2025-03-01T08:00:00+00:00"}, spec)]
+    ['hla_dr']
+    """
+    out: list[PendingSample] = []
+    for a, conc in _analytes(spec).items():
+        if record.get(a) is not None or record.get(conc) is not None:
+            continue
+        t = _parse_time(record.get(f"{a}_sample_time"), f"{a}_sample_time", where)
+        if t is None:
+            continue
+        src, method = record.get(f"{a}_source"), record.get(f"{a}_method")
+        if record.get(f"{a}_result_time") is not None:
+            raise MissingInputError(
+                expected=f"a value for {a} together with {a}_result_time", got=None, where=f"{where}, field {a}",
+                todo="a reported result carries its value; leave result_time out while the result is pending",
+                field=a,
+            )
+        out.append(PendingSample(a, conc, t, None if src is None else str(src), method if isinstance(method, str) else None))
+    return tuple(out)
 
 
 def results_from_record(
@@ -1398,10 +1483,7 @@ def results_from_record(
         raise InputError(
             expected="a JSON object", got=type(record).__name__, where=where, todo="send one object per line"
         )
-    analytes: dict[str, str] = {}
-    crits = [c for r in spec.endotypes for c in r.all_of] + [c for rv in spec.reversals for c in rv.all_of]
-    for c in crits:
-        analytes.setdefault(c.analyte, c.concept)
+    analytes = _analytes(spec)
     known = {"id", "anchor_time", "at"}
     for a, conc in analytes.items():
         known |= {a, f"{a}_unit", conc, f"{a}_method", f"{a}_source"}
@@ -1449,6 +1531,21 @@ def results_from_record(
             value, fname = raw, a
         else:
             unit, value, fname = concept(conc).unit, by_concept, conc
+            stated = record.get(f"{a}_unit")
+            if stated is not None and (not isinstance(stated, str) or normalise_unit(stated) != concept(conc).unit):
+                raise ConflictingInputError(
+                    expected=f"{conc} in {concept(conc).unit} (the unit is in the field name)",
+                    got=f"{a}_unit = {stated!r}",
+                    where=f"{where}, field {a}_unit",
+                    todo=f"send the value as {a} with {a}_unit = {stated!r}, or drop {a}_unit",
+                    field=f"{a}_unit",
+                )
+        if isinstance(value, bool):
+            raise WrongTypeError(
+                expected=f"a number or a censored value text for {fname}", got=value,
+                where=f"{where}, field {fname}", todo="send the reported result (true/false is not a result)",
+                field=fname,
+            )
         method = record.get(f"{a}_method")
         if method is not None and not isinstance(method, str):
             raise InputError(

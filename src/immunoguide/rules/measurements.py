@@ -20,17 +20,33 @@ True
 True
 >>> measure("ferritin_ng_per_ml", 9931.74, "pmol/L").value   # 1 ng/mL = 2.247 pmol/L
 4420.0
+>>> decide(measure("ferritin_ng_per_ml", 9931.75, "pmol/L"), ">", 4420)   # 4420.0045 ng/mL: exact, not rounded
+True
+
+Every value keeps, next to its float bounds, the exact rational each bound stands for (the stated decimal times
+the unit's exact factor, :func:`immunoguide.units.to_canonical_exact`); :func:`decide` compares those, so a unit
+conversion can never move a value across a threshold.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from typing import Literal
 
 from immunoguide.errors import ImplausibleValueError, InputError
-from immunoguide.units import concept, to_canonical
+from immunoguide.units import (
+    CONVERSION_SLACK,
+    check_plausible,
+    concept,
+    exact_number,
+    finite_float,
+    normalise_unit,
+    to_canonical_exact,
+)
 
 __all__ = [
     "CensoredValue",
@@ -88,6 +104,9 @@ class CensoredValue:
         Whether the bound itself is a possible value (``">=2000"`` includes 2000, ``">2000"`` does not).
     text : str
         The value as the source wrote it (kept for provenance; ``"GREATER THAN 2000"``).
+    lower_exact, upper_exact : Fraction or None
+        The exact rational each bound stands for, when known (set by :func:`parse_censored` and the unit
+        conversion); :func:`decide` compares these instead of the rounded floats. Not part of equality.
     """
 
     lower: float | None
@@ -95,6 +114,8 @@ class CensoredValue:
     lower_inclusive: bool
     upper_inclusive: bool
     text: str
+    lower_exact: Fraction | None = field(default=None, compare=False, repr=False)
+    upper_exact: Fraction | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for b in (self.lower, self.upper):
@@ -161,15 +182,20 @@ class CensoredValue:
         '>2000'
         """
         if self.is_exact:
-            return f"{self.lower:g}"
+            return _num(self.lower)
         if self.upper is None:
-            return f"{'>=' if self.lower_inclusive else '>'}{self.lower:g}"
+            return f"{'>=' if self.lower_inclusive else '>'}{_num(self.lower)}"
         if self.lower is None:
-            return f"{'<=' if self.upper_inclusive else '<'}{self.upper:g}"
+            return f"{'<=' if self.upper_inclusive else '<'}{_num(self.upper)}"
         return (
-            f"{'[' if self.lower_inclusive else '('}{self.lower:g}, "
-            f"{self.upper:g}{']' if self.upper_inclusive else ')'}"
+            f"{'[' if self.lower_inclusive else '('}{_num(self.lower)}, "
+            f"{_num(self.upper)}{']' if self.upper_inclusive else ')'}"
         )
+
+
+def _num(x: float | None) -> str:
+    """A bound for display with up to 12 significant digits (4420.00445038, not a rounded 4420)."""
+    return f"{x:.12g}"
 
 
 def parse_censored(raw: float | int | str, *, where: str | None = None) -> CensoredValue:
@@ -211,14 +237,16 @@ def parse_censored(raw: float | int | str, *, where: str | None = None) -> Censo
             expected="a number or a censored value text", got=raw, where=where, todo="send the numeric result"
         )
     if isinstance(raw, (int, float)):
-        if math.isnan(raw) or math.isinf(raw):
+        if isinstance(raw, float) and not math.isfinite(raw):
             raise InputError(
                 expected="a finite number",
                 got=raw,
                 where=where,
                 todo="leave the field out (null) when the value is missing",
             )
-        return CensoredValue.exact(float(raw), text=str(raw))
+        q = exact_number(raw, where=where)
+        v = finite_float(q, where=where)
+        return CensoredValue(v, v, True, True, str(raw)[:64], q, q)
     if not isinstance(raw, str):
         raise InputError(
             expected="a number or a censored value text",
@@ -245,12 +273,16 @@ def parse_censored(raw: float | int | str, *, where: str | None = None) -> Censo
             where=where,
             todo=todo,
         )
-    number = float(rest.replace(",", ""))
+    if len(rest) > 40:
+        raise InputError(expected="a number written with at most 40 characters", got=raw[:40] + "…", where=where,
+                         todo="send the result as the laboratory reports it")
+    exact = Fraction(Decimal(rest.replace(",", "")))
+    number = finite_float(exact, where=where)
     if comparator is None:
-        return CensoredValue.exact(number, text=raw)
+        return CensoredValue(number, number, True, True, raw, exact, exact)
     if comparator in (">", ">="):
-        return CensoredValue(number, None, comparator == ">=", False, raw)
-    return CensoredValue(None, number, False, comparator == "<=", raw)
+        return CensoredValue(number, None, comparator == ">=", False, raw, exact, None)
+    return CensoredValue(None, number, False, comparator == "<=", raw, None, exact)
 
 
 def to_canonical_interval(name: str, value: CensoredValue, unit: str, *, where: str | None = None) -> CensoredValue:
@@ -264,9 +296,16 @@ def to_canonical_interval(name: str, value: CensoredValue, unit: str, *, where: 
     >>> to_canonical_interval("ferritin_ng_per_ml", parse_censored(">4494"), "pmol/L").describe()
     '>2000'
     """
-    lower = None if value.lower is None else to_canonical(name, value.lower, unit, where=where)
-    upper = None if value.upper is None else to_canonical(name, value.upper, unit, where=where)
-    out = CensoredValue(lower, upper, value.lower_inclusive, value.upper_inclusive, value.text)
+    def convert(bound: float | None, exact: Fraction | None) -> tuple[float | None, Fraction | None]:
+        if bound is None:
+            return None, None
+        q = to_canonical_exact(name, exact if exact is not None else bound, unit, where=where)
+        slack = 0.0 if normalise_unit(unit) == concept(name).unit else CONVERSION_SLACK
+        return check_plausible(name, finite_float(q, where=where), where=where, rel_tol=slack), q
+
+    lower, lower_q = convert(value.lower, value.lower_exact)
+    upper, upper_q = convert(value.upper, value.upper_exact)
+    out = CensoredValue(lower, upper, value.lower_inclusive, value.upper_inclusive, value.text, lower_q, upper_q)
     check_interval_plausible(name, out, where=where)
     return out
 
@@ -348,7 +387,9 @@ def decide(value: CensoredValue, comparator: str, threshold: float) -> bool | No
     >>> decide(parse_censored(">4420"), ">", 4420), decide(parse_censored(">=4420"), ">", 4420)
     (True, None)
     """
-    lo, hi, lo_in, hi_in = value.lower, value.upper, value.lower_inclusive, value.upper_inclusive
+    lo: float | Fraction | None = value.lower_exact if value.lower_exact is not None else value.lower
+    hi: float | Fraction | None = value.upper_exact if value.upper_exact is not None else value.upper
+    lo_in, hi_in = value.lower_inclusive, value.upper_inclusive
     t = float(threshold)
     if comparator == ">":
         if lo is not None and (lo > t or (lo == t and not lo_in)):

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from immunoguide.criteria import Criteria, load_criteria
 from immunoguide.errors import ConflictingInputError, ImplausibleValueError, InputError
-from immunoguide.units import check_plausible, to_canonical
+from immunoguide.jsonsafe import refuse_json_type_mismatch
+from immunoguide.units import CONVERSION_SLACK, check_plausible, to_canonical
 
 __all__ = [
     "COMPONENTS",
@@ -169,12 +170,23 @@ class SofaInputs(BaseModel):
     ph: float | None = None
     bicarbonate_mmol_per_l: float | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _json_types(cls, data: Any) -> Any:
+        """A boolean is never a measurement (``false`` is not a platelet count of 0), a number never a yes/no."""
+        refuse_json_type_mismatch(cls, data, where="SOFA inputs")
+        return data
+
     @model_validator(mode="after")
-    def _plausible(self) -> SofaInputs:
+    def _plausible(self, info: ValidationInfo) -> SofaInputs:
+        # a value converted from another unit (by from_record) was checked with the conversion's rounding slack:
+        # 800 mmHg sent as kPa may come back as 800.0000000000001 (CONVERSION_SLACK; never a clinical threshold)
+        converted = (info.context or {}).get("converted", set()) if info is not None else set()
         for name, conc in _FIELD_CONCEPT.items():
             v = getattr(self, name)
             if v is not None:
-                check_plausible(conc, v, where=f"field {name}")
+                check_plausible(conc, v, where=f"field {name}",
+                                rel_tol=CONVERSION_SLACK if name in converted else 0.0)
         for d in _DRUGS:
             dur = getattr(self, f"{d}_duration_min")
             if dur is not None and not 0 <= dur <= 60 * 24 * 365:
@@ -231,6 +243,7 @@ class SofaInputs(BaseModel):
                 todo="send one object per line",
             )
         data: dict[str, Any] = {}
+        converted: set[str] = set()
         for key, value in record.items():
             if value is None:
                 continue
@@ -254,6 +267,7 @@ class SofaInputs(BaseModel):
                 except InputError as exc:
                     exc.field = key
                     raise
+                converted.add(target)
             elif key in cls.model_fields:
                 data[key] = value
             else:
@@ -265,7 +279,7 @@ class SofaInputs(BaseModel):
                     field=key,
                 )
         try:
-            return cls.model_validate(data, strict=False)
+            return cls.model_validate(data, strict=False, context={"converted": converted})
         except InputError as exc:
             if exc.field is None and exc.where and "field " in exc.where:
                 exc.field = exc.where.split("field ", 1)[1]

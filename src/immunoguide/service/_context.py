@@ -51,7 +51,9 @@ class ServiceSettings:
     cds_protocols : tuple of str
         Protocols the CDS Hooks service evaluates (one card each).
     clock : callable
-        Returns the current time (timezone-aware); tests pass a fixed clock.
+        Returns the current time (timezone-aware); tests pass a fixed clock. When left at the default (wall time),
+        the store's own clock is used (:func:`immunoguide.trial.clock.read_store_clock`: the system clock on a real
+        store, the simulated clock of a simulation store such as the demo's).
     verify_allocation_lists : bool
         Run the allocation-list verification at start-up and report its findings (log, ``allocation_checks``,
         ``GET /trial/allocation-lists/verify``); the service starts whatever they are.
@@ -64,6 +66,12 @@ class ServiceSettings:
     ehr : EhrSettings or None
         The EHRs trusted to call the CDS service with signed JWTs, query their FHIR servers and launch the
         dashboard as a SMART app (:mod:`immunoguide.service.cds_security`); None: immunoguide tokens only.
+    max_body_bytes : int
+        Largest request body accepted (413 ``IG-E112`` above it; checked before the body is read in full).
+    large_body_bytes : int, large_body_paths : tuple of str
+        A larger limit for the routes that upload files (allocation lists).
+    login_max_failures, login_window_s, login_lockout_s
+        Failed-login throttling (:mod:`immunoguide.service.throttle`).
     """
 
     token_ttl: timedelta = timedelta(hours=8)
@@ -74,6 +82,12 @@ class ServiceSettings:
     auto_upgrade: bool = False
     simulation_store: bool = False
     ehr: EhrSettings | None = None
+    max_body_bytes: int = 1024 * 1024
+    large_body_bytes: int = 8 * 1024 * 1024
+    large_body_paths: tuple[str, ...] = ("/trial/allocation-lists", "/cds-services")
+    login_max_failures: int = 5
+    login_window_s: float = 900.0
+    login_lockout_s: float = 900.0
 
 
 @dataclass
@@ -84,9 +98,15 @@ class ServiceState:
     users: UserStore
     settings: ServiceSettings
     allocation_checks: list[dict[str, Any]] = field(default_factory=list)
+    #: The store's clock, read at start-up (None: wall time)
+    store_clock: Any = None
+    #: Failed-login throttle (:mod:`immunoguide.service.throttle`)
+    throttle: Any = None
 
     def now(self) -> datetime:
-        """The current time from the configured clock."""
+        """The current time: the configured clock, or — when that is the default wall clock — the store's clock."""
+        if self.settings.clock is _utc_now and self.store_clock is not None:
+            return self.store_clock.now(_utc_now())
         return self.settings.clock()
 
     def session(self) -> Iterator[Session]:

@@ -4,11 +4,14 @@ The service is thin: ``/rules`` calls the pure rules, ``/trial`` the trial funct
 role and site, so that ``trial/`` authorises and blinds), ``/cds-services`` the CDS Hooks service, ``/auth`` the
 user store. Errors are mapped to HTTP only in :mod:`immunoguide.service.errors`.
 
-Start-up (the lifespan) opens the trial store (with the trial key of the environment, or of the ``store`` given),
-checks (or, with ``auto_upgrade``, creates and initialises) its schema — the account tables are part of it — and
-runs the allocation-list verification (:func:`immunoguide.trial.randomization.verify_allocation_lists`): every
-finding is logged and shown at ``GET /trial/allocation-lists/verify``, and the service starts whatever they are (a
-list that fails its checks refuses its own randomisations; everything else goes on). Last, the start-up heap is
+Every request first passes :class:`~immunoguide.service.edge.BodyGuard` (body size limit: 413; strict JSON:
+duplicate keys, huge numbers, deep nesting refused with 422). Start-up (the lifespan) opens the trial store (with the
+trial key of the environment, or of the ``store`` given), checks (or, with ``auto_upgrade``, creates and
+initialises) its schema — the account tables are part of it —, reads the store's clock (the system clock on a real
+store; a simulation store's simulated clock, :mod:`immunoguide.trial.clock`) and runs the allocation-list
+verification (:func:`immunoguide.trial.randomization.verify_allocation_lists`): every finding is logged and shown at
+``GET /trial/allocation-lists/verify``, and the service starts whatever they are (a list that fails its checks
+refuses its own randomisations; everything else goes on). Last, the start-up heap is
 frozen out of the garbage collector (:func:`_freeze_startup_heap`) so that full collections do not pause requests.
 
 Examples
@@ -101,6 +104,15 @@ def create_app(
             st.check_schema()
             users = UserStore(st, secret=secret, token_ttl=cfg.token_ttl, cache_s=cfg.token_cache_s)
             state = ServiceState(store=st, users=users, settings=cfg)
+            from immunoguide.service.throttle import LoginThrottle
+            from immunoguide.trial.clock import read_store_clock
+
+            with st.session() as s:
+                clock = read_store_clock(s)
+            state.store_clock = clock if clock.mode != "wall" else None
+            state.throttle = LoginThrottle(cfg.login_max_failures, cfg.login_window_s, cfg.login_lockout_s)
+            if state.store_clock is not None:
+                log.warning("store clock: %s (simulated time %s)", clock.to_dict(), state.now().isoformat())
             if cfg.verify_allocation_lists:
                 # Reported, never blocking: a list that fails its checks refuses its own randomisations
                 # (trial.randomize checks the list it draws from); every other list and function goes on.
@@ -127,6 +139,10 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    from immunoguide.service.edge import BodyGuard
+
+    app.add_middleware(BodyGuard, max_bytes=cfg.max_body_bytes, large_bytes=cfg.large_body_bytes,
+                       large_paths=cfg.large_body_paths)
 
     from immunoguide.service import cds_hooks, routes_auth, routes_rules, routes_trial, smart
 

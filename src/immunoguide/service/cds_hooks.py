@@ -38,7 +38,16 @@ Eligibility is evaluated at the call time without consent and without a planned 
 criterion is met, *not eligible* when one blocks, and otherwise names the criteria that still need data.
 
 A malformed prefetch (not FHIR R4B, a resource that fails validation, a resource of another patient) is refused
-with 422 and an ``IG-E1xx`` error naming the place (``prefetch.observations.entry[3]…``).
+with 422 and an ``IG-E1xx`` error naming the place (``prefetch.observations.entry[3]…``). An Observation is **not
+used** (listed on the card with the reason and error code) when its UCUM code and its unit text name different
+units (``IG-E104``), when it has no subject (``IG-E103``: whose value is it?), when it carries both a value and a
+``dataAbsentReason`` (``IG-E104``; FHIR invariant obs-6), or when its time is outside the plausible date range
+(``IG-E102``, e.g. year 0001).
+
+**Trial alerts.** When the Patient carries an identifier of :data:`STUDY_CODE_SYSTEM` (the trial's study code) and
+the calling immunoguide user may see that patient in the trial store, one more card lists the patient's alerts
+(stratum switch, reversal, pending assay against the window; :mod:`immunoguide.trial.monitoring`) — never an arm.
+An EHR calling with a signed JWT has no trial account (no role, no site), so it gets no trial card.
 """
 
 from __future__ import annotations
@@ -76,12 +85,13 @@ from immunoguide.service.cds_cards import dashboard_link, order_suggestions
 from immunoguide.service.cds_security import CdsCallerDep
 from immunoguide.service.fhir_client import fetch_missing_prefetch
 from immunoguide.service.schemas import CdsRequest, CdsResponse, CdsServices, ErrorBody
-from immunoguide.units import concepts, normalise_unit, to_canonical
+from immunoguide.units import check_plausible_time, concepts, normalise_unit, to_canonical
 
 __all__ = [
     "FLAG_SYSTEM",
     "SEPSIS3_ONSET_EXTENSION",
     "SERVICE_ID",
+    "STUDY_CODE_SYSTEM",
     "discovery",
     "patient_view_cards",
     "router",
@@ -92,6 +102,8 @@ SERVICE_ID = "immunoguide-patient-view"
 SEPSIS3_ONSET_EXTENSION = "https://immunoguide.example/fhir/StructureDefinition/sepsis3-onset"
 #: Code system of yes/no screening facts sent as Observation.valueBoolean (code = PatientRecord field or protocol flag).
 FLAG_SYSTEM = "https://immunoguide.example/fhir/CodeSystem/eligibility-flag"
+#: Identifier system of the trial's study code on Patient.identifier (links the EHR patient to the trial store).
+STUDY_CODE_SYSTEM = "https://immunoguide.example/fhir/NamingSystem/study-code"
 
 _SEPSIS_SNOMED = ("91302008", "76571007", "10001005")
 _SEPSIS_ICD10 = ("A40", "A41", "R652")
@@ -256,12 +268,16 @@ def _codings(cc: Any) -> list[Any]:
 
 
 def _aware(v: Any) -> tuple[datetime | None, str | None]:
-    """(UTC datetime, problem) of a FHIR dateTime/instant value."""
+    """(UTC datetime, problem) of a FHIR dateTime/instant value (implausible dates, e.g. year 0001, refused)."""
     if v is None:
         return None, "no time"
     if isinstance(v, datetime):
         if v.tzinfo is None:
             return None, "time without a UTC offset"
+        try:
+            check_plausible_time(v, field="time")
+        except InputError as exc:
+            return None, f"implausible time {v.isoformat()} ({exc.code}: {exc.expected})"
         return v.astimezone(UTC), None
     if isinstance(v, date):
         return None, "date without a time of day"
@@ -365,33 +381,45 @@ class _Reader:
                 return self.method_aliases[key], None
         return None, f"unknown assay method {[c.code for c in _codings(o.method)] or o.method.text!r}"
 
-    def _unit(self, q: Any, spec: Mapping[str, Any]) -> str | None:
+    def _one_unit(self, u: str, c: Any, dimless: str | None, concept_name: str) -> str | None:
+        if dimless and u in self.codes["observation"]["dimensionless_codes"]:
+            return normalise_unit(dimless)
+        if (concept_name, u) in self.method_ucum:  # UCUM code declared by an assay method ({AB}/{cell})
+            return normalise_unit(self.method_ucum[(concept_name, u)])
+        nu = normalise_unit(self.codes["ucum"].get(u, u))
+        return nu if nu in c.units else None
+
+    def _unit(self, q: Any, spec: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """(accepted unit, problem): the UCUM code and the unit text must agree when both are given."""
         c = concepts()[spec["concept"]]
-        cands = [u for u in ((q.code if q.system in (None, self.sys["ucum"]) else None), q.unit) if u]
+        code = q.code if q.system in (None, self.sys["ucum"]) else None
         dimless = spec.get("dimensionless_unit")
-        if not cands:
-            return normalise_unit(dimless) if dimless else None
-        for u in cands:
-            if dimless and u in self.codes["observation"]["dimensionless_codes"]:
-                return normalise_unit(dimless)
-            if (spec["concept"], u) in self.method_ucum:  # UCUM code declared by an assay method ({AB}/{cell})
-                return normalise_unit(self.method_ucum[(spec["concept"], u)])
-            nu = normalise_unit(self.codes["ucum"].get(u, u))
-            if nu in c.units:
-                return nu
-        return None
+        if not code and not q.unit:
+            return (normalise_unit(dimless), None) if dimless else (None, "no unit")
+        by_code = self._one_unit(code, c, dimless, spec["concept"]) if code else None
+        by_text = self._one_unit(q.unit, c, dimless, spec["concept"]) if q.unit else None
+        if by_code is not None and by_text is not None and c.exact.get(by_code) != c.exact.get(by_text):
+            return None, (f"IG-E104: UCUM code {code!r} and unit text {q.unit!r} name different units "
+                          f"({by_code} vs {by_text}); which one is right cannot be told")
+        unit = by_code or by_text
+        if unit is None:
+            return None, f"unit {q.unit or code!r} not accepted for {spec['concept']} ({sorted(c.units)})"
+        return unit, None
 
     def _raw_value(self, o: Any, spec: Mapping[str, Any]) -> tuple[float | str | None, str | None, str | None]:
         """(raw value or censored text, unit, problem)."""
-        name = spec["concept"]
         q = o.valueQuantity
+        has_value = any(getattr(o, f"value{k}", None) is not None for k in ("Quantity", "Integer", "String", "Boolean",
+                                                                              "CodeableConcept"))
+        if has_value and o.dataAbsentReason is not None:
+            return None, None, ("IG-E104: both a value and a dataAbsentReason (FHIR obs-6 allows a dataAbsentReason "
+                                "only without a value)")
         if q is not None:
             if q.value is None:
                 return None, None, "valueQuantity without a value"
-            unit = self._unit(q, spec)
+            unit, uproblem = self._unit(q, spec)
             if unit is None:
-                return None, None, (f"unit {q.unit or q.code!r} not accepted for {name} "
-                                    f"({sorted(concepts()[name].units)})")
+                return None, None, uproblem
             if q.comparator is not None:
                 if q.comparator not in self.codes["observation"]["comparators"]:
                     return None, None, f"comparator {q.comparator!r}"
@@ -413,6 +441,9 @@ class _Reader:
     def observation(self, o: Any, where: str, facts: _Facts, biomarker_concepts: set[str]) -> None:
         src = _label(o)
         _subject_ok(o, facts.patient_id, where)
+        if getattr(getattr(o, "subject", None), "reference", None) is None:
+            facts.notes.append(_Note(src, "IG-E103: no subject (whose observation is it?): not used"))
+            return
         found = self._spec(o.code)
         if found is None:
             codes = "; ".join(f"{c.system}|{c.code}" for c in _codings(o.code)) or "no code"
@@ -934,14 +965,43 @@ def patient_view_cards(req: CdsRequest, *, now: datetime, protocols: Sequence[st
                          todo="check the prefetched values") from None
 
 
+def study_code_of(req: CdsRequest) -> str | None:
+    """The trial study code on ``prefetch.patient`` (identifier of :data:`STUDY_CODE_SYSTEM`), if any."""
+    patient = (req.prefetch or {}).get("patient")
+    if not isinstance(patient, Mapping):
+        return None
+    for ident in patient.get("identifier") or []:
+        if isinstance(ident, Mapping) and ident.get("system") == STUDY_CODE_SYSTEM and isinstance(ident.get("value"), str):
+            return ident["value"][:64]
+    return None
+
+
+def trial_alert_card(code: str, alerts: Sequence[Mapping[str, Any]], hook_instance: str) -> dict[str, Any]:
+    """A card with the trial's alerts for the patient (most severe first; no arm)."""
+    levels = [a["level"] for a in alerts]
+    indicator = "critical" if "critical" in levels else "warning" if "warning" in levels else "info"
+    head = {a["code"] for a in alerts if a["level"] != "info"}
+    summary = (f"Trial {code}: " + ", ".join(sorted(x.replace("_", " ") for x in head)) if head
+               else f"Trial {code}: {len(alerts)} informational alert(s)")
+    lines = [f"**Trial alerts for {code}** (immunoguide trial store):", ""]
+    lines += [f"- **{a['level']}** — {_md(a['text'])}" for a in alerts]
+    return {"uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"immunoguide:{hook_instance}:trial:{code}")),
+            "summary": summary[:139] + ("…" if len(summary) > 139 else ""), "detail": "\n".join(lines),
+            "indicator": indicator, "source": {"label": "immunoguide trial monitoring"},
+            "extension": {"study_code": code, "alerts": [dict(a) for a in alerts]}}
+
+
 @router.post(f"/{SERVICE_ID}", summary="patient-view: immune endotype and eligibility cards",
              response_model=CdsResponse, response_model_exclude_none=True, responses=_ERRORS)
 async def cds_patient_view(body: CdsRequest, st: StateDep, caller: CdsCallerDep, now: NowDep) -> dict[str, Any]:
     """Cards for the patient in view: endotype with its evidence and eligibility with the screening window, or an
-    indeterminate card that says what to measure next (with order suggestions).
+    indeterminate card that says what to measure next (with order suggestions); plus the trial's alerts for a patient
+    in the trial store (Patient.identifier of the study-code system) whom the calling user may see.
 
     Callers: an EHR with a signed JWT (CDS Hooks 2.0) or an immunoguide user's bearer token. Prefetch keys the call
-    lacks are queried from ``fhirServer`` when the calling EHR is configured for it."""
+    lacks are queried from ``fhirServer`` when the calling EHR is configured for it. Trial alerts go only to an
+    immunoguide user (their trial role and site decide what they may see); an EHR caller has no trial account and
+    gets none."""
     ehr = st.settings.ehr
     got = await fetch_missing_prefetch(body.prefetch, discovery()["services"][0]["prefetch"], context=body.context,
                                        fhir_server=body.fhirServer, fhir_authorization=body.fhirAuthorization,
@@ -954,5 +1014,18 @@ async def cds_patient_view(body: CdsRequest, st: StateDep, caller: CdsCallerDep,
         for card in out["cards"]:
             card["detail"] += f"\n\nQueried from the EHR's FHIR server: {', '.join(got.fetched)}."
             card["extension"]["fetched_from_fhir_server"] = got.fetched
+    code = study_code_of(body)
+    if code is not None and caller.user is not None:
+        from immunoguide.errors import TrialError
+        from immunoguide.trial.monitoring import patient_alerts
+
+        actor = caller.user.actor
+        try:
+            with st.store.session() as s:
+                alerts = patient_alerts(s, code, actor=actor, now=now)
+        except TrialError:  # unknown patient or not the user's: no card, nothing revealed
+            alerts = []
+        if alerts:
+            out["cards"].append(trial_alert_card(code, alerts, body.hookInstance))
     return out
 

@@ -4,17 +4,29 @@ Pages (``/dashboard/…``, Jinja2 templates in ``service/templates``, CSS in ``s
 network resources):
 
 ``/dashboard/site``
-    The site's patients: day of study, endotype and its history, eligibility, doses due today, missed doses,
-    visit tasks, adverse events; screening form; randomise action with a confirmation page whose result shows
-    the randomisation number and the **kit numbers only**.
+    The site's patients: day of study, endotype and its history, alerts, eligibility, doses due today, missed
+    doses, visit tasks, adverse events; screening form (with APACHE II, Charlson and mechanical ventilation);
+    randomise action with a confirmation page whose result shows the randomisation number and the **kit numbers
+    only**.
 ``/dashboard/patients/{code}``
-    One patient: SOFA trajectory by component (inline SVG), biomarker timeline with the protocol's cut-offs drawn
-    (ferritin, mHLA-DR; thresholds read from the protocol's classification and reversal rules), the 15-day regimen
-    calendar (given / late / missed / pending), forms for consent, labs, doses, follow-up and adverse events.
+    One patient: alerts (stratum switch, reversal, pending assay against the window), SOFA trajectory by
+    component (inline SVG), biomarker timeline with the protocol's cut-offs drawn (ferritin, mHLA-DR; thresholds
+    read from the protocol's classification and reversal rules), serial endotypes from the randomisation stratum
+    with every sample (visit day or not) and pending samples, safety laboratory results with their CTCAE v5.0
+    grades, the 15-day regimen calendar (given / late / missed / pending), forms for consent, labs, safety labs,
+    doses, follow-up and adverse events (CTCAE terms offered as a list; free text is refused); each entry form has
+    a field for the reason of a late entry (required more than 24 h after the event: :mod:`immunoguide.trial.clock`).
 ``/dashboard/trial``
-    Recruitment by site and month (table and bar chart), screening log, CONSORT counts — as the role may see them.
+    Recruitment by site and month (table and bar chart), screening log, CONSORT counts, assay turnaround per site
+    and laboratory against the window, alerts — as the role may see them.
 ``/dashboard/dsmb``
-    The unblinded DSMB view (role ``dsmb`` only): CONSORT by arm, arms of the randomised patients, safety signals.
+    The unblinded DSMB view (role ``dsmb`` only): CONSORT by arm, arms of the randomised patients, safety signals
+    on coded data with the DSMB's statistical rule (risk difference with its interval, posterior probability),
+    alerts, worst safety-lab grades by arm.
+
+``now`` is the service clock, which is the **store's clock** when the service runs on the default clock: the system
+clock on a real store; a simulation store's simulated clock (the demo's, so study days and windows are those of its
+data).
 
 Authentication: ``POST /dashboard/login`` checks the password with the service's
 :class:`~immunoguide.service.auth.UserStore` and puts the **same bearer token** the REST API issues into the cookie
@@ -99,8 +111,20 @@ _SOFA_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("urine_output_ml_per_day", "Urine output", "mL/day"),
 )
 _SOFA_BOOL_FIELDS = (("respiratory_support", "Respiratory support (IMV/NIV)"),)
+#: Safety laboratory analytes of the form: (field prefix, label, units offered).
+_SAFETY_ANALYTES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("hemoglobin", "Haemoglobin", ("g/dL", "g/L")),
+    ("platelets", "Platelets", ("10^9/L", "10^3/uL", "/uL")),
+    ("neutrophils", "Neutrophils", ("10^9/L", "/mm3")),
+    ("lymphocytes", "Lymphocytes", ("10^9/L", "/mm3")),
+    ("bilirubin", "Bilirubin", ("umol/L", "mg/dL")),
+    ("creatinine", "Creatinine", ("umol/L", "mg/dL")),
+    ("ast", "AST", ("U/L", "ukat/L")),
+    ("alt", "ALT", ("U/L", "ukat/L")),
+)
 _SCREEN_FLAGS = (
     ("covid19", "COVID-19"),
+    ("mechanical_ventilation", "Mechanical ventilation"),
     ("stage_iv_malignancy", "Stage IV malignancy"),
     ("dnr_order", "Do-not-resuscitate order"),
     ("bsi_skin_commensal_or_catheter_related", "Bacteremia: skin commensal or catheter-related"),
@@ -114,6 +138,7 @@ _OK_MESSAGES = {
     "followup": "Follow-up day recorded.",
     "ae": "Adverse event recorded.",
     "sae": "SAE report recorded.",
+    "safetylabs": "Safety laboratory results recorded and graded (CTCAE v5.0).",
     "loggedout": "You are logged out.",
 }
 _DOSE_STATUS_TEXT = {"on_time": "given", "early": "given early", "late": "given late", "missed": "missed",
@@ -442,15 +467,18 @@ def _window(proto: Protocol, onset: datetime | None, now: datetime) -> dict[str,
 
 
 def _endotype_history(pv: Mapping[str, Any], fv: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """Baseline classification, then the serial endotype of every visit day that has one."""
+    """Baseline classification (the randomisation stratum), then the serial endotype of every day with samples
+    (visit day or not) after the baseline."""
     out: list[dict[str, Any]] = []
     cl = pv.get("classification")
     if cl is not None:
-        out.append({"when": "baseline", "at": cl["classified_at"], "endotype": cl["endotype"]})
+        out.append({"when": "baseline", "at": cl["classified_at"], "endotype": cl["endotype"], "visit_day": None})
     if fv is not None:
+        base = fv["serial"].get("baseline_day")
         for d in fv["serial"]["days"]:
-            if d["endotype"] is not None:
-                out.append({"when": f"day {d['day']}", "at": d["start"], "endotype": d["endotype"]})
+            if d["endotype"] is not None and (base is None or d["day"] > base):
+                out.append({"when": f"day {d['day']}", "at": d["start"], "endotype": d["endotype"],
+                            "visit_day": d.get("visit_day")})
     return out
 
 
@@ -461,7 +489,8 @@ def _summary(session: Any, code: str, ctx: _Ctx) -> dict[str, Any]:
     proto = _protocol(pv["protocol"])
     rnd = pv["randomisation"]
     row: dict[str, Any] = {"pv": pv, "code": code, "tasks": [], "due_today": [], "missed": [], "late": 0,
-                           "study_day": None, "window": None, "history": [], "aes": 0, "open_sae": 0,
+                           "study_day": None, "followup_complete": False, "window": None, "history": [], "aes": 0,
+                           "open_sae": 0,
                            "last_eval": pv["screening_log"][-1] if pv["screening_log"] else None,
                            "can_randomise": False}
     active = pv["status"] not in ("withdrawn",) and not pv["data_removed"]
@@ -488,6 +517,7 @@ def _summary(session: Any, code: str, ctx: _Ctx) -> dict[str, Any]:
             days = trial.followup_days(proto)
             recorded = {d["day"] for d in fv["days"]}
             today = row["study_day"]
+            row["followup_complete"] = bool(days) and today > max(days)
             if today in days and today not in recorded:
                 row["tasks"].append(f"day {today}: {', '.join(i for i in days[today] if i != 'visit')}")
             for d in fv["overdue_days"]:
@@ -502,6 +532,9 @@ def _summary(session: Any, code: str, ctx: _Ctx) -> dict[str, Any]:
             row["can_randomise"] = ctx.can("randomize")
             row["tasks"].append("randomise")
     row["history"] = _endotype_history(pv, fv)
+    from immunoguide.trial.monitoring import patient_alerts
+
+    row["alerts"] = [] if pv["data_removed"] else patient_alerts(session, code, actor=actor, now=now)
     return row
 
 
@@ -690,7 +723,9 @@ def recruitment_plot(table: list[dict[str, Any]], sites: list[str], *, salt: str
             ax.bar(x, vals, width=0.5, bottom=bottom, color=_SOFA_COLOURS[i % len(_SOFA_COLOURS)],
                    label=f"Randomised {site}")
             bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-        ax.set_xticks(x, months)
+        step = max(1, -(-len(months) // 8))  # at most ~8 month labels, so they never overlap
+        ax.set_xticks(x[::step], months[::step])
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_xlim(-0.75, max(len(months), 4) - 0.25)  # keep bars narrow while there are few months
         ax.set_ylim(0, max(r["screened"] for r in table) * 1.15 + 0.5)
         ax.yaxis.get_major_locator().set_params(integer=True)
@@ -728,7 +763,8 @@ def _patient_page(ctx: _Ctx, code: str, *, error: ImmunoguideError | None = None
     def build(s: Any) -> dict[str, Any]:
         pv = trial.patient_view(s, code, actor=actor)
         out: dict[str, Any] = {"pv": pv, "labs": _lab_results(s, code, actor), "kits": None, "dv": None,
-                               "fv": None, "aes": trial.adverse_events_view(s, code, actor=actor, now=now)}
+                               "fv": None, "aes": trial.adverse_events_view(s, code, actor=actor, now=now),
+                               "safety_labs": trial.safety_labs_view(s, code, actor=actor)}
         if pv["randomisation"] is not None:
             out["kits"] = trial.kits_view(s, code, actor=actor)
             out["dv"] = trial.dosing_view(s, code, actor=actor, now=now)
@@ -754,7 +790,9 @@ def _patient_page(ctx: _Ctx, code: str, *, error: ImmunoguideError | None = None
 
     followup_days = trial.followup_days(proto)
     recorded = {d["day"] for d in fv["days"]} if fv else set()
+    from immunoguide.rules.ctcae import load_ctcae
     from immunoguide.trial.adverse_events import CTCAE_GRADES, OUTCOMES, RELATEDNESS
+    from immunoguide.trial.safety_labs import worst_grades
 
     return _html("patient.html", status=status, **ctx.base(
         page="patient", code=code, pv=pv, rnd=rnd, summary=data["summary"], kits=data["kits"], dv=data["dv"],
@@ -769,6 +807,8 @@ def _patient_page(ctx: _Ctx, code: str, *, error: ImmunoguideError | None = None
         followup_days=[d for d in followup_days if d not in recorded], followup_items=followup_days,
         infection_categories=INFECTION_CATEGORIES, vital_status=VITAL_STATUS, sofa_fields=_SOFA_FIELDS,
         sofa_bool_fields=_SOFA_BOOL_FIELDS, grades=CTCAE_GRADES, relatedness=RELATEDNESS, outcomes=OUTCOMES,
+        safety_labs=data["safety_labs"], worst=worst_grades(data["safety_labs"]),
+        ctcae_terms=sorted(t.term for t in load_ctcae().terms), safety_analytes=_SAFETY_ANALYTES,
         can={p: ctx.can(p) for p in ("consent", "enter_labs", "randomize", "dose", "followup", "adverse_event")},
         active=pv["status"] != "withdrawn",
     ))
@@ -811,8 +851,11 @@ def _trial_page(ctx: _Ctx) -> HTMLResponse:
                 r = trial.patient_view(s, e["patient"], actor=actor)["randomisation"]
                 if r is not None and r["randomised_at"]:
                     randomised_at[e["patient"]] = r["randomised_at"]
+        from immunoguide.trial.monitoring import alerts_view, turnaround_report
+
         return {"log": log, "randomised_at": randomised_at, "consort": trial.consort(s, actor=actor),
-                "overdue": trial.overdue_sae_reports(s, actor=actor, now=now)}
+                "overdue": trial.overdue_sae_reports(s, actor=actor, now=now),
+                "turnaround": turnaround_report(s, actor=actor, now=now), "alerts": alerts_view(s, actor=actor, now=now)}
 
     data = ctx.tx(build)
     table, sites = _recruitment(data["log"], data["randomised_at"])
@@ -820,6 +863,7 @@ def _trial_page(ctx: _Ctx) -> HTMLResponse:
     criteria = {c.id: c.text for c in (*proto.inclusion, *proto.exclusion)}
     return _html("trial.html", **ctx.base(
         page="trial", log=data["log"], consort=data["consort"], overdue=data["overdue"], recruitment=table,
+        turnaround=data["turnaround"], alerts=data["alerts"],
         sites=sites, recruitment_svg=recruitment_plot(table, sites), criteria=criteria,
         randomised_at=data["randomised_at"],
     ))
@@ -831,15 +875,27 @@ def _dsmb_page(ctx: _Ctx) -> HTMLResponse:
     def build(s: Any) -> dict[str, Any]:
         signals = trial.safety_signals(s, actor=actor, now=now)  # authorises: dsmb only
         consort = trial.consort(s, actor=actor)
-        patients = []
+        patients: list[dict[str, Any]] = []
         for e in trial.screening_log(s, actor=actor):
             pv = trial.patient_view(s, e["patient"], actor=actor)
             if pv["randomisation"] is None:
                 continue
             aes = trial.adverse_events_view(s, e["patient"], actor=actor, now=now)
             patients.append({"pv": pv, "aes": aes, "serious": sum(1 for a in aes if a["serious"])})
+        from immunoguide.trial.monitoring import alerts_view
+        from immunoguide.trial.safety_labs import worst_grades
+
+        worst: dict[str, dict[str, int]] = {}
+        for p in patients:
+            pview: dict[str, Any] = p["pv"]
+            arm = pview["randomisation"]["arm"]
+            for term, w in worst_grades(trial.safety_labs_view(s, pview["patient"], actor=actor)).items():
+                cell = worst.setdefault(term, {}).setdefault(arm, 0)
+                if w["grade"] >= 3:
+                    worst[term][arm] = cell + 1
         return {"signals": signals, "consort": consort, "patients": patients,
-                "overdue": trial.overdue_sae_reports(s, actor=actor, now=now)}
+                "overdue": trial.overdue_sae_reports(s, actor=actor, now=now),
+                "alerts": alerts_view(s, actor=actor, now=now), "lab_grade3": worst}
 
     data = ctx.tx(build)
     return _html("dsmb.html", **ctx.base(page="dsmb", **data))
@@ -878,7 +934,9 @@ async def login(request: Request) -> Response:
         form = await _read_form(request)
         username = (form.get("username") or "")[:64]
         password = form.get("password") or ""
-        token, p = await run_in_threadpool(lambda: st.users.login(username, password, now=now))
+        from immunoguide.service.routes_auth import throttled_login
+
+        token, p = await throttled_login(st, username, password, now, request.client.host if request.client else None)
     except ImmunoguideError as exc:
         return _html("login.html", status=status_for(exc), user=None, csrf="", is_dsmb=False, page="login",
                      error=error_body(exc), ok=None, username=username)
@@ -973,7 +1031,7 @@ async def screen(request: Request) -> Response:
             v = form.number(name)
             if v is not None:
                 record[name] = v
-        for name in ("sofa_total", "sofa_admission"):
+        for name in ("sofa_total", "sofa_admission", "apache_ii_points", "charlson_index_points"):
             v = form.integer(name)
             if v is not None:
                 record[name] = v
@@ -1071,8 +1129,9 @@ async def dose(code: str, request: Request) -> Response:
     def do(ctx: _Ctx, form: _Form) -> str:
         kit, given_at, number = form.text("kit"), form.required_time("given_at"), form.integer("number")
         note = form.get("note")
+        late = form.get("late_entry_reason")
         ctx.tx(lambda s: trial.record_dose(s, code, kit, given_at, actor=ctx.actor, now=ctx.now, number=number,
-                                           note=note))
+                                           note=note, late_entry_reason=late))
         return _patient_url(code, "dose")
 
     return await _action(request, do, _on_patient_error(code))
@@ -1100,10 +1159,41 @@ async def followup(code: str, request: Request) -> Response:
             "assessed_at": form.time("assessed_at"), "sofa_total": form.integer("sofa_total"),
             "sofa_inputs": inputs or None, "labs": labs_rec or None,
             "infection_assessment": form.get("infection_assessment"), "vital_status": form.get("vital_status"),
-            "death_at": form.time("death_at"),
+            "death_at": form.time("death_at"), "late_entry_reason": form.get("late_entry_reason"),
         }
         ctx.tx(lambda s: trial.record_followup(s, code, day, actor=ctx.actor, now=ctx.now, **kwargs))
         return _patient_url(code, "followup")
+
+    return await _action(request, do, _on_patient_error(code))
+
+
+def _safety_lab_record(form: _Form) -> dict[str, Any]:
+    """The safety-lab fields of a form as the record ``record_safety_labs`` expects."""
+    rec: dict[str, Any] = {}
+    for name in ("sample_time", "result_time", "source"):
+        text = form.get(f"safety_{name}")
+        if text is not None:
+            rec[name] = text
+    for analyte, _, _ in _SAFETY_ANALYTES:
+        v = form.number(analyte)
+        if v is None:
+            continue
+        rec[analyte] = v
+        rec[f"{analyte}_unit"] = form.get(f"{analyte}_unit")
+        for lim in ("lln", "uln"):
+            x = form.number(f"{analyte}_{lim}")
+            if x is not None:
+                rec[f"{analyte}_{lim}"] = x
+    return rec
+
+
+@router.post("/patients/{code}/safety-labs", response_class=HTMLResponse)
+async def safety_labs(code: str, request: Request) -> Response:
+    """Record one draw's safety laboratory results (graded by CTCAE v5.0)."""
+    def do(ctx: _Ctx, form: _Form) -> str:
+        rec, late = _safety_lab_record(form), form.get("late_entry_reason")
+        ctx.tx(lambda s: trial.record_safety_labs(s, code, rec, actor=ctx.actor, now=ctx.now, late_entry_reason=late))
+        return _patient_url(code, "safetylabs") + "#safety-labs"
 
     return await _action(request, do, _on_patient_error(code))
 
@@ -1112,8 +1202,9 @@ async def followup(code: str, request: Request) -> Response:
 async def sae_report(code: str, ae_id: int, request: Request) -> Response:
     """Record the initial (24 h) or full (15 days) report of a serious adverse event."""
     def do(ctx: _Ctx, form: _Form) -> str:
-        kind, reported_at = form.text("kind"), form.required_time("reported_at")
-        ctx.tx(lambda s: trial.report_sae(s, code, ae_id, kind, reported_at, actor=ctx.actor, now=ctx.now))
+        kind, reported_at, late = form.text("kind"), form.required_time("reported_at"), form.get("late_entry_reason")
+        ctx.tx(lambda s: trial.report_sae(s, code, ae_id, kind, reported_at, actor=ctx.actor, now=ctx.now,
+                                          late_entry_reason=late))
         return _patient_url(code, "sae") + "#adverse-events"
 
     return await _action(request, do, _on_patient_error(code))
@@ -1131,6 +1222,7 @@ async def adverse_event(code: str, request: Request) -> Response:
             "term": form.text("term"), "onset_at": form.required_time("onset_at"),
             "grade": form.required_integer("grade"), "serious": serious, "relatedness": form.text("relatedness"),
             "outcome": form.text("outcome"), "aware_at": form.time("aware_at"),
+            "late_entry_reason": form.get("late_entry_reason"),
         }
         ctx.tx(lambda s: trial.record_adverse_event(s, code, actor=ctx.actor, now=ctx.now, **kwargs))
         return _patient_url(code, "ae") + "#adverse-events"

@@ -15,6 +15,7 @@ code ``IG-E100`` too (the request itself is wrong); a missing or invalid token `
 Status codes (first matching class wins; :data:`STATUS_BY_ERROR`):
 
 ========================================================================= ======
+LoginThrottled (too many failed logins; ``Retry-After`` header)          429
 NotAuthenticated                                                          401
 NotAuthorized (role, or another site's patient)                           403
 UnknownPatient, UnknownRecord                                             404
@@ -63,6 +64,7 @@ from immunoguide.errors import (
     ImmunoguideError,
     ImplausibleTime,
     InputError,
+    LoginThrottled,
     NotAuthenticated,
     NotAuthorized,
     NotAVisitDay,
@@ -88,6 +90,7 @@ log = logging.getLogger("immunoguide.service")
 
 #: Error class → HTTP status, most specific first (the first ``isinstance`` match wins).
 STATUS_BY_ERROR: tuple[tuple[type[ImmunoguideError], int], ...] = (
+    (LoginThrottled, 429),
     (NotAuthenticated, 401),
     (NotAuthorized, 403),
     (UnknownPatient, 404),
@@ -214,6 +217,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if status >= 500:
             log.error("server-side data error: %s", exc.message)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 429:
+            headers = {"Retry-After": str(getattr(exc, "retry_after_s", 60))}
         return _json(status, error_body(exc), headers)
 
     @app.exception_handler(RequestValidationError)

@@ -170,6 +170,7 @@ def record_adverse_event(code: Code, body: AdverseEventRequest, st: StateDep, ac
     return _tx(
         st, trial.record_adverse_event, code, term=body.term, onset_at=body.onset_at, grade=body.grade, serious=body.serious,
         relatedness=body.relatedness, outcome=body.outcome, actor=actor, now=now, aware_at=body.aware_at,
+        late_entry_reason=body.late_entry_reason,
     )
 
 
@@ -179,7 +180,8 @@ def report_sae(
     actor: ActorDep, now: NowDep,
 ) -> Json:
     """Record the initial (24 h) or full (15 days) report of a serious AE."""
-    return _tx(st, trial.report_sae, code, ae_id, body.kind, body.reported_at, actor=actor, now=now)
+    return _tx(st, trial.report_sae, code, ae_id, body.kind, body.reported_at, actor=actor, now=now,
+               late_entry_reason=body.late_entry_reason)
 
 
 @router.post("/patients/{code}/withdraw", summary="Withdraw")

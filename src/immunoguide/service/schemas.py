@@ -251,6 +251,9 @@ class AdverseEventRequest(_Body):
     relatedness: str = Field(max_length=32)
     outcome: str = Field(max_length=32)
     aware_at: datetime | None = None
+    late_entry_reason: str | None = Field(default=None, max_length=500,
+                                          description="Why the AE is entered late (required beyond the store's "
+                                                      "late-entry limit after aware_at; kept in the audit trail).")
 
 
 class SaeReportRequest(_Body):
@@ -258,6 +261,9 @@ class SaeReportRequest(_Body):
 
     kind: Literal["initial", "full"]
     reported_at: datetime
+    late_entry_reason: str | None = Field(default=None, max_length=500,
+                                          description="Why the report is entered late (required beyond the store's "
+                                                      "late-entry limit after reported_at; kept in the audit trail).")
 
 
 class WithdrawRequest(_Body):

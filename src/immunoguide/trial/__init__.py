@@ -18,8 +18,9 @@ step; each takes the acting :class:`Actor` and an explicit timezone-aware ``now`
 6. :func:`record_dose`, :func:`dosing_view` — schedule from the protocol; late/missed doses flagged.
 7. :func:`record_followup`, :func:`followup_view`, :func:`serial_endotypes` — visit days, SOFA, serial
    endotype with transitions, day-15 infection, day-28/90 vital status.
-8. :func:`record_adverse_event`, :func:`report_sae`, :func:`safety_signals` — CTCAE grade, SAE clocks (24 h,
-   15 days), signals for the unblinded safety reviewer.
+8. :func:`record_adverse_event`, :func:`report_sae`, :func:`safety_signals` — CTCAE v5.0 coding and grade, SAE
+   clocks (24 h, 15 days), signals under the DSMB rule for the unblinded safety reviewer;
+   :func:`record_safety_labs`, :func:`safety_labs_view` — structured safety labs graded by CTCAE v5.0.
 9. :func:`withdraw` — with or without data removal (tombstone, CONSORT counts kept; :func:`consort`).
 
 Integrity: every write goes through :mod:`immunoguide.trial.audit` (append-only hash chain MAC'd with the trial key
@@ -53,6 +54,7 @@ from immunoguide.trial.randomization import (
     startup_checks,
     verify_allocation_lists,
 )
+from immunoguide.trial.safety_labs import record_safety_labs, safety_labs_view
 from immunoguide.trial.store import TrialStore, default_url
 from immunoguide.trial.withdrawal import withdraw
 
@@ -81,10 +83,12 @@ __all__ = [
     "record_consent",
     "record_dose",
     "record_followup",
+    "record_safety_labs",
     "report_sae",
     "require_intact",
     "require_lists_verified",
     "restore_store",
+    "safety_labs_view",
     "safety_signals",
     "screen",
     "screening_log",

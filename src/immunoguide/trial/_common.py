@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from immunoguide.errors import InputError, NotRandomized, PatientWithdrawn, UnknownPatient
 from immunoguide.protocols import Protocol, load_protocol
-from immunoguide.trial.access import Actor, authorize
+from immunoguide.trial.access import SITE_ROLES, Actor, authorize
 from immunoguide.trial.models import AllocationSlot, Classification, Consent, Patient
 
 DEFAULT_PROTOCOL = "immunosep-2025"
@@ -69,11 +69,12 @@ _SLOT_OF_PATIENT = select(AllocationSlot).where(AllocationSlot.patient_id == bin
 def get_patient(session: Session, code: str, actor: Actor, permission: str, *, lock: bool = True) -> Patient:
     """The patient with study code ``code`` (row-locked for the transaction), after checking ``permission``.
 
-    Raises UnknownPatient (no such code) or NotAuthorized (role, or another site's patient).
+    Raises UnknownPatient (no such code — and, for a site role, a code of another site: the same answer, so a site
+    user cannot tell which study codes exist elsewhere) or NotAuthorized (the role lacks the permission).
     """
     stmt = _PATIENT_BY_CODE_LOCKED if lock else _PATIENT_BY_CODE
     p = session.execute(stmt, {"code": code}).scalar_one_or_none()
-    if p is None:
+    if p is None or (actor.role in SITE_ROLES and actor.site != p.site):
         raise UnknownPatient(expected="the study code of a screened patient", got=code, where="patients",
                              todo="check the code, or screen the patient first (`immunoguide trial screen`)")
     authorize(actor, permission, site=p.site)

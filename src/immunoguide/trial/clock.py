@@ -21,21 +21,51 @@ the entry needs a reason, which the audit trail records. Dates must lie in the t
 
 The configuration row (``store_config``) carries a MAC under the trial key; a process holding the key refuses a
 configuration that does not verify (someone switched a real store to simulation, or changed its key id).
+
+The store's clock
+-----------------
+What "now" is when nobody says (the dashboard, REST and CDS Hooks, ``immunoguide trial``/``safety``/``report``
+without ``--now``), :func:`read_store_clock`:
+
+* a **real** store's clock is the system clock, always: a ``store_clock`` row there is ignored (nobody can move a
+  real store's time, not even an administrator, and a row written in SQL changes nothing: the mode is MAC'd);
+* a **simulation** store keeps a *simulated clock* (table ``store_clock``, one row; none = the system clock). A demo
+  store holds synthetic data dated in the 22nd century (MIMIC-style shifted dates) and a replay store holds past
+  data; read with the system clock such a store shows "study day −51634" and a "−1 507 572.8 h window". Its clock
+  is ``simulated_epoch + (wall now − wall_epoch)`` (the data's time line, running) or, ``frozen``, always
+  ``simulated_epoch`` (the demo freezes it at the time its reports were written).
+
+``immunoguide safety clock`` shows the clock and sets it (:func:`set_store_clock`: administrator, simulation stores
+only, recorded in the audit trail as action ``set_clock`` with the clock before and after).
+
+Examples
+--------
+>>> from datetime import UTC, datetime, timedelta
+>>> c = ClockSetting("simulated", datetime(2150, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC), False)
+>>> c.now(datetime(2026, 1, 2, tzinfo=UTC)).isoformat()
+'2150-01-02T00:00:00+00:00'
+>>> ClockSetting("wall", None, None, False).now(datetime(2026, 1, 2, tzinfo=UTC)).year
+2026
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from immunoguide.errors import AuditChainBroken, ImplausibleTime, TrialKeyError
+from immunoguide.errors import AuditChainBroken, ImplausibleTime, InputError, TrialKeyError
 from immunoguide.trial.keys import TrialKey
-from immunoguide.trial.models import AllocationList, StoreConfig
+from immunoguide.trial.models import AllocationList, StoreClock, StoreConfig
+
+if TYPE_CHECKING:
+    from immunoguide.trial.access import Actor
 
 __all__ = [
+    "ClockSetting",
     "DEFAULT_CLOCK_TOLERANCE_S",
     "DEFAULT_LATE_ENTRY_AFTER_H",
     "KEY_INFO",
@@ -48,9 +78,12 @@ __all__ = [
     "config_mac",
     "forget_config",
     "is_simulation",
+    "read_store_clock",
     "require_key",
     "session_key",
+    "set_store_clock",
     "store_config",
+    "store_now",
     "system_now",
     "trial_start",
 ]
@@ -219,3 +252,112 @@ def check_late_entry(session: Session, event_time: datetime, now: datetime, fiel
             got=f"{event_time.isoformat()} recorded {late_h:.1f} h later", where=f"field {field}",
             todo="give the reason for the late entry (CLI --late-reason; it is kept in the audit trail)", field=field)
     return f"late entry ({late_h:.1f} h after {field}): {reason.strip()}"
+
+
+# -- the store's clock ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClockSetting:
+    """A store's clock (see the module docstring): ``wall`` (the system clock) or ``simulated``."""
+
+    mode: str
+    simulated_epoch: datetime | None
+    wall_epoch: datetime | None
+    frozen: bool
+    note: str = ""
+
+    def now(self, wall_now: datetime) -> datetime:
+        """The store's time at wall time ``wall_now``."""
+        if self.mode != "simulated" or self.simulated_epoch is None:
+            return wall_now
+        if self.frozen or self.wall_epoch is None:
+            return self.simulated_epoch
+        return self.simulated_epoch + (wall_now - self.wall_epoch)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dictionary."""
+        return {"mode": self.mode, "simulated_epoch": self.simulated_epoch.isoformat() if self.simulated_epoch else None,
+                "wall_epoch": self.wall_epoch.isoformat() if self.wall_epoch else None, "frozen": self.frozen,
+                "note": self.note}
+
+
+WALL = ClockSetting("wall", None, None, False, "the system clock (no simulated clock set)")
+REAL = ClockSetting("wall", None, None, False, "the system clock (a real store: its time cannot be set)")
+
+
+def _read_clock_row(session: Session) -> ClockSetting:
+    row = session.execute(select(StoreClock).where(StoreClock.id == 1)).scalar_one_or_none()
+    if row is None:
+        return WALL
+    return ClockSetting(row.mode, row.simulated_epoch, row.wall_epoch, row.frozen, row.note)
+
+
+def read_store_clock(session: Session) -> ClockSetting:
+    """The store's clock: the system clock on a real store (any ``store_clock`` row ignored), the simulated clock of
+    a simulation store (``wall`` when none is set)."""
+    if not is_simulation(session):
+        return REAL
+    return _read_clock_row(session)
+
+
+def set_store_clock(session: Session, *, simulated_now: datetime | None, frozen: bool, actor: Actor,
+                    wall_now: datetime, note: str = "") -> dict[str, Any]:
+    """Set a simulation store's clock (administrator): ``simulated_now`` None → the system clock; else simulated,
+    standing at ``simulated_now`` at wall time ``wall_now`` (``frozen``: stays there).
+
+    Recorded in the audit trail (action ``set_clock``, the clock before and after; event time ``wall_now``). Raises
+    NotAuthorized (not an administrator) and ImplausibleTime (a real store: its clock is the system clock).
+    """
+    from immunoguide.trial import audit
+    from immunoguide.trial._common import aware
+    from immunoguide.trial.access import authorize
+    from immunoguide.units import check_plausible_time
+
+    authorize(actor, "restore")  # store administration: the administrator's permission
+    aware(wall_now, "wall_now")
+    if simulated_now is not None:
+        aware(simulated_now, "simulated_now")
+        check_plausible_time(simulated_now, field="simulated_now")
+    if not isinstance(frozen, bool):
+        raise InputError(expected="frozen true or false", got=frozen, where="field frozen", todo="say yes or no",
+                         field="frozen")
+    if not is_simulation(session):
+        raise ImplausibleTime(expected="a simulation store (a real store's clock is the system clock)",
+                              got=simulated_now.isoformat() if simulated_now else "the system clock",
+                              where="store clock (real store)",
+                              todo="a simulated time is for demo, training and replay stores (`trial init "
+                                   "--simulation`); a real store needs nothing set")
+    before = _read_clock_row(session)
+    row = session.execute(select(StoreClock).where(StoreClock.id == 1)).scalar_one_or_none()
+    values = {"mode": "wall" if simulated_now is None else "simulated", "simulated_epoch": simulated_now,
+              "wall_epoch": None if simulated_now is None else wall_now, "frozen": bool(frozen and simulated_now),
+              "note": note, "set_at": wall_now, "set_by": actor.user}
+    if row is None:
+        session.add(StoreClock(id=1, **values))
+    else:
+        for k, v in values.items():
+            setattr(row, k, v)
+    session.flush()
+    setting = _read_clock_row(session)
+    audit.append(session, actor, wall_now, action="set_clock", table="store_clock", row_id="1", patient_id=None,
+                 payload={"before": before.to_dict(), "after": setting.to_dict()})
+    return setting.to_dict()
+
+
+def store_now(url: str, wall_now: datetime) -> datetime:
+    """The time of the store at ``url`` at wall time ``wall_now``: its simulated clock on a simulation store, else
+    ``wall_now`` (a real store, no clock set, or a store that predates the clock table — the schema check of the
+    caller reports an old store)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from immunoguide.trial.store import TrialStore
+
+    st = TrialStore(url)
+    try:
+        with st.session() as s:
+            return read_store_clock(s).now(wall_now)
+    except SQLAlchemyError:
+        return wall_now
+    finally:
+        st.dispose()

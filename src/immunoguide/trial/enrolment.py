@@ -30,11 +30,11 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from immunoguide.errors import DuplicateConsent, DuplicateRecord, InputError, NotEligible
+from immunoguide.errors import DuplicateConsent, DuplicateRecord, ImmunoguideError, InputError, NotEligible
 from immunoguide.protocols import Protocol, load_protocol
 from immunoguide.rules.eligibility import EligibilityResult, PatientRecord, evaluate_eligibility
 from immunoguide.rules.endotype import BiomarkerResult, classify_endotype, results_from_record
-from immunoguide.rules.measurements import CensoredValue
+from immunoguide.rules.measurements import CensoredValue, measure
 from immunoguide.trial import audit, clock
 from immunoguide.trial._common import (
     DEFAULT_PROTOCOL,
@@ -281,16 +281,45 @@ def record_consent(
     return view
 
 
-def _lab_rows(proto: Protocol, record: Mapping[str, Any], p: Patient, actor: Actor, now: datetime) -> list[LabResult]:
+def store_lab_record(session: Session, proto: Protocol, record: Mapping[str, Any], p: Patient, actor: Actor,
+                     now: datetime) -> tuple[list[LabResult], list[Any]]:
+    """Store a laboratory record's results and its pending samples (``<analyte>_sample_time`` without a value:
+    an open order, :mod:`immunoguide.trial.monitoring`), resolving the orders the results answer.
+
+    Returns (results stored, orders opened). Refuses a record with neither a result nor a pending sample.
+    """
+    from immunoguide.rules.endotype import pending_from_record
+    from immunoguide.trial.monitoring import order_rows, resolve_orders
+
     spec = proto.classification
     assert spec is not None
+    pending = pending_from_record(record, spec, where="lab record") if isinstance(record, Mapping) else ()
+    for x in pending:
+        aware(x.sample_time, f"{x.analyte}_sample_time")
+        not_future(x.sample_time, now, f"{x.analyte}_sample_time")
+    rows = _lab_rows(proto, record, p, actor, now, allow_none=bool(pending))
+    audit.insert_many(session, actor, now, rows)
+    resolve_orders(session, actor, now, p, rows)
+    orders = order_rows(p, pending, actor, now)
+    audit.insert_many(session, actor, now, orders)
+    return rows, orders
+
+
+def _lab_rows(proto: Protocol, record: Mapping[str, Any], p: Patient, actor: Actor, now: datetime, *,
+              allow_none: bool = False) -> list[LabResult]:
+    spec = proto.classification
+    assert spec is not None
+    if not isinstance(record, Mapping):
+        raise InputError(expected="a JSON object of laboratory results", got=type(record).__name__,
+                         where="lab record", todo="send one JSON object")
     for k in ("anchor_time", "at", "id"):
         if k in record:
             raise InputError(expected="laboratory result fields only", got=k, where=f"lab record, field {k}",
                              todo="the anchor is the patient's Sepsis-3 onset and the time is now", field=k)
     results, _, _ = results_from_record(record, spec, where="lab record")
-    if not results:
-        raise InputError(expected="at least one laboratory result", got=dict(record), where="lab record",
+    if not results and not allow_none:
+        raise InputError(expected="at least one laboratory result (or a sample time of a pending result)",
+                         got=dict(record), where="lab record",
                          todo="send e.g. ferritin, ferritin_unit, ferritin_sample_time")
     analytes: dict[str, str] = {}
     for rule in list(spec.endotypes) + list(spec.reversals):
@@ -318,13 +347,24 @@ def _lab_rows(proto: Protocol, record: Mapping[str, Any], p: Patient, actor: Act
     return rows
 
 
+def _stored_value(r: LabResult) -> CensoredValue:
+    """The stored interval, with the exact rationals of its bounds re-derived from the value and unit as reported
+    (so a comparison with a cut-off is exact, :mod:`immunoguide.units`), when they give the same interval."""
+    stored = CensoredValue(r.value_lower, r.value_upper, r.lower_inclusive, r.upper_inclusive, r.raw_value)
+    try:
+        again = measure(r.concept, r.raw_value, r.raw_unit)
+    except ImmunoguideError:
+        return stored
+    return again if again.same_interval(stored) else stored
+
+
 def lab_results_of(session: Session, p: Patient) -> list[BiomarkerResult]:
     """The patient's stored results as :class:`~immunoguide.rules.endotype.BiomarkerResult` (canonical units)."""
     rows = session.execute(select(LabResult).where(LabResult.patient_id == p.id).order_by(LabResult.id)).scalars()
     return [
         BiomarkerResult(
-            r.concept, CensoredValue(r.value_lower, r.value_upper, r.lower_inclusive, r.upper_inclusive, r.raw_value),
-            r.method, r.sample_time, r.receipt_time, r.result_time, r.source or f"lab_results/{r.id}",
+            r.concept, _stored_value(r), r.method, r.sample_time, r.receipt_time, r.result_time,
+            r.source or f"lab_results/{r.id}",
         )
         for r in rows
     ]
@@ -355,12 +395,15 @@ def enter_labs(
     if not isinstance(record, Mapping):
         raise InputError(expected="a JSON object of laboratory results", got=type(record).__name__,
                          where="lab record", todo="send one JSON object")
-    rows = _lab_rows(proto, record, p, actor, now)
-    audit.insert_many(session, actor, now, rows)
+    rows, orders = store_lab_record(session, proto, record, p, actor, now)
+    pending = [{"analyte": o.analyte, "sample_time": o.sample_time.isoformat(), "source": o.source} for o in orders]
+    if not rows:
+        return {"patient": p.code, "stored": 0, "stage": "pending", "pending": pending, "classification": None,
+                "todo": "enter the results when they arrive; `immunoguide safety alerts` watches the window"}
     if slot_of(session, p) is not None:
         from immunoguide.trial.followup import serial_endotypes
 
-        return {"patient": p.code, "stored": len(rows), "stage": "serial", "classification": None,
+        return {"patient": p.code, "stored": len(rows), "stage": "serial", "classification": None, "pending": pending,
                 "serial": serial_endotypes(session, code, actor=actor, now=now, _patient=p)}
     res = classify_endotype(proto.classification, lab_results_of(session, p), anchor_time=p.sepsis3_onset, at=now,
                             protocol_label=proto.label)
@@ -374,6 +417,7 @@ def enter_labs(
     result, evidence = evaluate(session, p, actor, now, "classification", classification=classification)
     view = _screening_view(p, result, "classification", evidence)
     view["stored"] = len(rows)
+    view["pending"] = pending
     view["classification"] = res.to_dict()
     view["stratum"] = stratum
     return view

@@ -7,6 +7,8 @@ days its SOFA endpoints need (``[[endpoints]]`` of kind ``sofa_mean_decrease``: 
 
 * SOFA: entered as a total (0–24) or computed from the entered worst values with
   :func:`immunoguide.rules.sofa.score_sofa` (SOFA-1 by default), with its components and missing/imputed parts;
+* structured safety laboratory results (haemoglobin, platelets, neutrophils, lymphocytes, bilirubin, creatinine,
+  AST, ALT) graded by CTCAE v5.0 (:mod:`immunoguide.trial.safety_labs`), on any follow-up day;
 * laboratory results (ferritin, mHLA-DR) as in :func:`immunoguide.trial.enrolment.enter_labs`; the serial
   endotype of each day, its transitions and the reversal of the baseline endotype come from
   :func:`immunoguide.rules.endotype.reclassify_daily` (:func:`serial_endotypes`);
@@ -17,6 +19,7 @@ days its SOFA endpoints need (``[[endpoints]]`` of kind ``sofa_mean_decrease``: 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -34,6 +37,7 @@ from immunoguide.trial._common import (
     aware,
     check_choice,
     get_patient,
+    latest_classification,
     not_future,
     protocol_of,
     protocol_of_label,
@@ -42,6 +46,7 @@ from immunoguide.trial._common import (
 )
 from immunoguide.trial.access import Actor
 from immunoguide.trial.models import FollowUp, Patient
+from immunoguide.units import concept
 
 __all__ = [
     "INFECTION_CATEGORIES",
@@ -110,12 +115,17 @@ def record_followup(
     vital_status: str | None = None,
     death_at: datetime | None = None,
     late_entry_reason: str | None = None,
+    safety_labs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Record one study day's follow-up (once per day).
 
     ``assessed_at`` must lie in the study day (SOFA, labs; vital status and infection outcome: not before it) and,
     more than the store's late-entry limit before ``now``, needs ``late_entry_reason`` (kept in the audit trail;
     :mod:`immunoguide.trial.clock`).
+
+    ``safety_labs`` (any follow-up day) is one draw's safety laboratory record
+    (:func:`immunoguide.trial.safety_labs.record_safety_labs`; its ``sample_time`` defaults to ``assessed_at``); its
+    times are checked like the day's (not before the trial; a late result needs ``late_entry_reason``).
 
     Raises NotRandomized, PatientWithdrawn, NotAVisitDay (day not in :func:`followup_days`, or an item not
     collected that day), DuplicateRecord (day already recorded), ConflictingInputError (SOFA total and inputs
@@ -136,9 +146,9 @@ def record_followup(
     not_future(assessed_at, now, "assessed_at")
     given = {"sofa": sofa_total is not None or sofa_inputs is not None, "labs": bool(labs),
              "infection_assessment": infection_assessment is not None, "vital_status": vital_status is not None}
-    if not any(given.values()):
-        raise InputError(expected=f"at least one item for day {day}: {list(allowed)}", got=None,
-                         where="follow-up", todo="enter the SOFA, labs, infection assessment or vital status")
+    if not any(given.values()) and not safety_labs:
+        raise InputError(expected=f"at least one item for day {day}: {list(allowed)} or safety_labs", got=None,
+                         where="follow-up", todo="enter the SOFA, labs, safety labs, infection assessment or vital status")
     for item, present in given.items():
         if present and item not in allowed:
             raise NotAVisitDay(expected=f"items collected on day {day}: {list(allowed)}", got=item,
@@ -178,11 +188,20 @@ def record_followup(
                               todo="each follow-up day is recorded once")
     clock.check_study_day(anchor, day, assessed_at, within_day=given["sofa"] or given["labs"])
     late = clock.check_late_entry(session, assessed_at, now, "assessed_at", late_entry_reason)
+    safety_rows: list[Any] = []
+    if safety_labs:
+        from immunoguide.trial.safety_labs import _rows as safety_rows_of
+        from immunoguide.trial.safety_labs import check_safety_lab_times
+
+        safety_rows = safety_rows_of(p, safety_labs, actor, now, assessed_at, require_randomised(session, p, "safety labs"))
+        late = check_safety_lab_times(session, safety_rows, now, late_entry_reason) or late
     with audit.reasoned(session, late):
         if labs:
-            from immunoguide.trial.enrolment import _lab_rows
+            from immunoguide.trial.enrolment import store_lab_record
 
-            audit.insert_many(session, actor, now, _lab_rows(proto, labs, p, actor, now))
+            store_lab_record(session, proto, labs, p, actor, now)
+        if safety_rows:
+            audit.insert_many(session, actor, now, safety_rows)
         audit.insert(session, actor, now, FollowUp(
             patient_id=p.id, day=day, assessed_at=assessed_at, sofa_total=sofa_total, sofa_source=source,
             sofa_detail=detail, infection_assessment=infection_assessment, vital_status=vital_status,
@@ -193,21 +212,54 @@ def record_followup(
 
 def serial_endotypes(session: Session, code: str, *, actor: Actor, now: datetime,
                      _patient: Patient | None = None, _anchor_time: datetime | None = None) -> dict[str, Any]:
-    """Daily endotypes on the visit days from the serial samples, transitions between them, and reversal."""
+    """Daily endotypes from the randomisation stratum on: every day with a sample (visit day or not) and every
+    visit day so far, transitions from the stratum, reversal of the stratum, every sample, and the alerts.
+
+    The baseline is the randomisation stratum, established on the day of the classification sample (before
+    randomisation: a negative study day); a patient randomised as immunoparalysis who is MALS on day 3 has a
+    transition (``stratum_switch`` alert) on day 3, and only the stratum's reversal rules are evaluated
+    (:func:`immunoguide.rules.endotype.reclassify_daily` with ``baseline_endotype``). A sample on a day that is not
+    a protocol visit day is classified and listed like any other (``visit_day`` false).
+    """
     from immunoguide.trial.enrolment import lab_results_of
+    from immunoguide.trial.monitoring import pending_orders, serial_alerts
 
     p = _patient or get_patient(session, code, actor, "view", lock=False)
     anchor = _anchor_time or _anchor(session, p)
     proto = protocol_of(p)
     assert proto.classification is not None
-    visit_days = [d for d, items in _days_of(p.protocol).items() if "labs" in items]
-    elapsed = int((now - anchor) // timedelta(days=1))
-    days = [d for d in visit_days if d <= elapsed] or [0]
-    rec = reclassify_daily(proto.classification, [r for r in lab_results_of(session, p) if r.sample_time is not None],
-                           anchor_time=anchor, days=days, protocol_label=proto.label)
+    visit_days = {d for d, items in _days_of(p.protocol).items() if "labs" in items}
+    elapsed = math.floor((now - anchor) / timedelta(days=1))
+    results = [r for r in lab_results_of(session, p) if r.sample_time is not None]
+    sample_day = {id(r): math.floor((r.sample_time - anchor) / timedelta(days=1)) for r in results if r.sample_time}
+    cl = latest_classification(session, p)
+    base_times = [datetime.fromisoformat(i["sample_time"]) for i in ((cl.result or {}).get("inputs_used", [])
+                                                                        if cl is not None else []) if i.get("sample_time")]
+    baseline_day = (math.floor((max(base_times) - anchor) / timedelta(days=1)) if base_times
+                    else min([*sample_day.values(), 0]))
+    days = sorted({d for d in visit_days if d <= elapsed} | set(sample_day.values()) | {baseline_day})
+    stratum = p.stratum if p.stratum in proto.endotype_names else None
+    rec = reclassify_daily(proto.classification, results, anchor_time=anchor, days=days, protocol_label=proto.label,
+                           baseline_endotype=stratum, baseline_day=baseline_day if stratum else None)
     out = rec.to_dict()
+    for d in out["days"]:
+        d["visit_day"] = d["day"] in visit_days
+        d["baseline"] = d["day"] == baseline_day
     out["baseline_stratum"] = p.stratum
+    out["baseline_day"] = baseline_day if stratum else out["baseline_day"]
     out["day_zero"] = anchor.isoformat()
+    out["samples"] = [
+        {"concept": r.concept, "value": r.value.describe(), "unit": concept(r.concept).unit, "method": r.method,
+         "sample_time": r.sample_time.isoformat() if r.sample_time else None,
+         "result_time": r.result_time.isoformat() if r.result_time else None,
+         "turnaround_h": None if r.turnaround_h is None else round(r.turnaround_h, 2),
+         "study_day": sample_day[id(r)], "visit_day": sample_day[id(r)] in visit_days, "source": r.source}
+        for r in sorted(results, key=lambda r: (r.sample_time, r.concept))
+    ]
+    out["pending"] = [{"analyte": o.analyte, "concept": o.concept, "sample_time": o.sample_time.isoformat(),
+                       "source": o.source, "study_day": math.floor((o.sample_time - anchor) / timedelta(days=1))}
+                      for o in pending_orders(session, p)]
+    out["alerts"] = serial_alerts(p, out, proto.endotype_names)
     return out
 
 

@@ -21,8 +21,12 @@ Tables (one line each; the data dictionary of :mod:`immunoguide.trial.export` re
 ``adverse_events``         AEs with CTCAE grade, seriousness, relatedness, outcome and SAE report times
 ``unblindings``            emergency unblinding of one patient: who, when, why
 ``withdrawals``            withdrawal, with or without removal of the patient's data
+``safety_lab_results``     safety laboratory results (haemoglobin, platelets, …) with the lab's LLN/ULN and CTCAE grade
+``adverse_event_codings``  the CTCAE v5.0 term and MedDRA code each adverse event is coded to (verbatim term in the AE)
+``lab_orders``             biomarker samples drawn whose result is pending (turnaround against the protocol window)
 ``audit_log``              append-only, hash-chained and keyed (MAC) record of every write; ``audit_head`` is its tip
 ``store_config``           one row: real or simulation store, the trial key's id, clock tolerance, trial start (MAC'd)
+``store_clock``            a simulation store's simulated clock (ignored on a real store, whose clock is the system's)
 ``service_users``          accounts (role, site, salted scrypt hash); every change is in the audit trail
 ``service_tokens``         HMAC digests of login tokens with their expiry (not audited: short-lived credentials)
 
@@ -58,6 +62,7 @@ from immunoguide.errors import InputError
 
 __all__ = [
     "AdverseEvent",
+    "AdverseEventCoding",
     "AllocationList",
     "AllocationSlot",
     "AuditHead",
@@ -69,10 +74,13 @@ __all__ = [
     "EligibilityEvaluation",
     "FollowUp",
     "Kit",
+    "LabOrder",
     "LabResult",
     "Patient",
+    "SafetyLabResult",
     "ServiceToken",
     "ServiceUser",
+    "StoreClock",
     "StoreConfig",
     "Unblinding",
     "UTCDateTime",
@@ -314,6 +322,81 @@ class AdverseEvent(Base):
     recorded_by: Mapped[str] = mapped_column(String(64))
 
 
+class AdverseEventCoding(Base):
+    """The CTCAE v5.0 term and MedDRA LLT code an adverse event is coded to (one per AE; the AE keeps the verbatim
+    term as typed). AEs recorded before coding existed have none ("uncoded")."""
+
+    __tablename__ = "adverse_event_codings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ae_id: Mapped[int] = mapped_column(ForeignKey("adverse_events.id"), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    ctcae_term: Mapped[str] = mapped_column(String(128))
+    meddra_code: Mapped[str | None] = mapped_column(String(16))
+    soc: Mapped[str] = mapped_column(String(128))
+    criteria: Mapped[str] = mapped_column(String(64))
+    coded_at: Mapped[datetime]
+    coded_by: Mapped[str] = mapped_column(String(64))
+
+
+class SafetyLabResult(Base):
+    """A safety laboratory result: value as reported, canonical value, the lab's limits and the CTCAE grade."""
+
+    __tablename__ = "safety_lab_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    analyte: Mapped[str] = mapped_column(String(32))
+    concept: Mapped[str] = mapped_column(String(64))
+    raw_value: Mapped[str] = mapped_column(String(64))
+    raw_unit: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float] = mapped_column(Float)
+    lln: Mapped[float | None] = mapped_column(Float)
+    uln: Mapped[float | None] = mapped_column(Float)
+    sample_time: Mapped[datetime]
+    result_time: Mapped[datetime | None]
+    study_day: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str | None] = mapped_column(String(128))
+    ctcae_term: Mapped[str] = mapped_column(String(128))
+    meddra_code: Mapped[str | None] = mapped_column(String(16))
+    grade: Mapped[int | None] = mapped_column(Integer)
+    grade_reason: Mapped[str] = mapped_column(Text)
+    criteria: Mapped[str] = mapped_column(String(64))
+    entered_at: Mapped[datetime]
+    entered_by: Mapped[str] = mapped_column(String(64))
+
+
+class LabOrder(Base):
+    """A biomarker sample drawn for the protocol's classification; ``pending`` until its result is entered."""
+
+    __tablename__ = "lab_orders"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    analyte: Mapped[str] = mapped_column(String(32))
+    concept: Mapped[str] = mapped_column(String(64))
+    sample_time: Mapped[datetime]
+    source: Mapped[str | None] = mapped_column(String(128))
+    method: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("lab_results.id"))
+    ordered_at: Mapped[datetime]
+    ordered_by: Mapped[str] = mapped_column(String(64))
+    resolved_at: Mapped[datetime | None]
+
+
+class StoreClock(Base):
+    """The store's clock (one row, ``id`` = 1; absent = wall time). A simulated clock maps wall time to the data's
+    time line: ``simulated_epoch + (wall now − wall_epoch)``, or stands at ``simulated_epoch`` when ``frozen``."""
+
+    __tablename__ = "store_clock"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    mode: Mapped[str] = mapped_column(String(16))
+    simulated_epoch: Mapped[datetime | None]
+    wall_epoch: Mapped[datetime | None]
+    frozen: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str] = mapped_column(Text)
+    set_at: Mapped[datetime]
+    set_by: Mapped[str] = mapped_column(String(64))
+
+
 class Unblinding(Base):
     """An emergency unblinding of one patient: who (user, role), when and why."""
 
@@ -407,6 +490,9 @@ AUDITED_TABLES: tuple[type[Base], ...] = (
     AdverseEvent,
     Unblinding,
     Withdrawal,
+    AdverseEventCoding,
+    SafetyLabResult,
+    LabOrder,
 )
 
 

@@ -48,7 +48,7 @@ DEFAULT_URL = "sqlite:///immunoguide.db"
 #: Environment variable that overrides the default URL.
 ENV_URL = "IMMUNOGUIDE_DB_URL"
 #: The newest migration shipped (``trial/migrations/versions``).
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 def default_url() -> str:

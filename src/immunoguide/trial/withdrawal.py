@@ -30,18 +30,22 @@ from immunoguide.trial._common import aware, consent_of, get_patient, slot_of
 from immunoguide.trial.access import Actor
 from immunoguide.trial.models import (
     AdverseEvent,
+    AdverseEventCoding,
     Classification,
     DoseAdministration,
     EligibilityEvaluation,
     FollowUp,
+    LabOrder,
     LabResult,
+    SafetyLabResult,
     Withdrawal,
 )
 
 __all__ = ["CLINICAL_TABLES", "withdraw"]
 
 #: Tables whose rows of the patient are deleted on withdrawal with data removal.
-CLINICAL_TABLES = (EligibilityEvaluation, LabResult, Classification, DoseAdministration, FollowUp, AdverseEvent)
+CLINICAL_TABLES = (EligibilityEvaluation, LabOrder, LabResult, Classification, DoseAdministration, FollowUp,
+                   SafetyLabResult, AdverseEventCoding, AdverseEvent)
 
 
 def withdraw(
@@ -77,6 +81,7 @@ def withdraw(
             rows = list(session.execute(select(model).where(model.patient_id == p.id)).scalars())
             for row in rows:
                 audit.delete(session, actor, now, row, redact_before=True)
+            session.flush()  # table by table, in CLINICAL_TABLES order: a coding goes before its AE, an order before its result
             removed[model.__tablename__] = len(rows)
         audit.update(session, actor, now, p, redact_before=True, status="withdrawn", data_removed=True,
                      screening_record=None, sepsis3_onset=None, covid19=None, first_dose_at=None)

@@ -110,7 +110,8 @@ def attach_to_stays(con: duckdb.DuckDBPyConnection, select_sql: str, key_col: st
     """``CREATE TABLE name``: the rows of ``select_sql`` (with ``hadm_id`` and ``key_col``) and their ``stay_id`` — the
     first ICU stay of the admission ending at or after ``key_col``, else the admission's last stay (ricu
     ``upgrade_id``); rows without an admission id or of an admission without an ICU stay are dropped, as in ricu."""
-    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'ricu_hstay'").fetchone()[0]:
+    if not (con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'ricu_hstay'").fetchone()
+            or (0,))[0]:
         con.execute(
             """CREATE TABLE ricu_hstay AS SELECT stay_id, hadm_id, intime, date_trunc('minute', outtime) AS out_min,
                       row_number() OVER (PARTITION BY hadm_id ORDER BY intime, stay_id) AS seq FROM stays"""
