@@ -113,7 +113,7 @@ def stage(name: str, stays: int, work: Path) -> dict:
     out: dict = {}
     t = time.perf_counter()
     if name == "synth":
-        from immunoguide.cohort.synth import generate_mimic4
+        from immunoguide.synth import generate_mimic4
 
         out["events"] = int(generate_mimic4(raw, stays=stays, seed=20261123).events)
     elif name == "adapter":

@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 def _one(stays: int, out: Path, chunk_stays: int) -> dict[str, float]:
-    from immunoguide.cohort.synth import generate_mimic4
+    from immunoguide.synth import generate_mimic4
 
     t0 = time.perf_counter()
     summary = generate_mimic4(out, stays=stays, seed=2024, chunk_stays=chunk_stays)

@@ -88,7 +88,7 @@ def test_scoring_one_line_loads_no_dataframe_or_statistics_library() -> None:
 def test_help_text_names_every_synthetic_endotype_prior() -> None:
     """The ``synth mimic4 --endotype-prior`` help lists exactly the generator's priors (kept apart to start fast)."""
     from immunoguide.cli._synth import ENDOTYPE_PRIOR_NAMES, LAYOUT_NAMES, MIMIC4_VERSION_NAMES
-    from immunoguide.cohort.synth import ENDOTYPE_PRIORS, LAYOUTS, MIMIC4_VERSIONS
+    from immunoguide.synth import ENDOTYPE_PRIORS, LAYOUTS, MIMIC4_VERSIONS
 
     assert ENDOTYPE_PRIOR_NAMES == tuple(ENDOTYPE_PRIORS)
     assert (LAYOUT_NAMES, MIMIC4_VERSION_NAMES) == (tuple(LAYOUTS), tuple(MIMIC4_VERSIONS))

@@ -139,7 +139,7 @@ def mimic4_timeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """200 generated MIMIC-IV stays converted to the timeline schema; the adapter keeps the generator's vasopressin
     infusions as ``vasopressin`` segments (rate NULL: presence is what SOFA-2 reads; vasopressin is dosed in units)."""
     from immunoguide.cohort.sources.mimic4 import convert_mimic4
-    from immunoguide.cohort.synth import generate_mimic4
+    from immunoguide.synth import generate_mimic4
 
     raw = tmp_path_factory.mktemp("mimic4_sofa2_raw")
     generate_mimic4(raw, stays=200, seed=7)

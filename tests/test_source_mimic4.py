@@ -14,11 +14,11 @@ from immunoguide.cohort.engine import TimelineTables, hourly_sofa_expr
 from immunoguide.cohort.schema import SCHEMAS
 from immunoguide.cohort.sources.mimic3 import load_items
 from immunoguide.cohort.sources.mimic4 import convert_mimic4
-from immunoguide.cohort.synth import generate_mimic4
 from immunoguide.cohort.timelines import iter_timelines
 from immunoguide.errors import InputError
 from immunoguide.rules.hourly import hourly_sofa
 from immunoguide.rules.sofa import COMPONENTS
+from immunoguide.synth import generate_mimic4
 
 
 @pytest.fixture(scope="module")

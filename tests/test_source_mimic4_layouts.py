@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from immunoguide.cli import app
 from immunoguide.cli._synth import synth_app
 from immunoguide.cohort.sources.mimic4 import convert_mimic4
-from immunoguide.cohort.synth import generate_mimic4
 from immunoguide.errors import MissingColumnError, MissingTableError, UnreadableSourceError
+from immunoguide.synth import generate_mimic4
 
 runner = CliRunner()
 SEED, STAYS = 13, 40

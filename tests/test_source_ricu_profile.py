@@ -63,7 +63,7 @@ def test_carevue_rates_are_kept_as_charted_within_ricu_bounds(mimic3_demo_dir: P
 @pytest.fixture(scope="module")
 def mimic4_ricu(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from immunoguide.cohort.sources.mimic4_ricu import convert_mimic4_ricu
-    from immunoguide.cohort.synth import generate_mimic4
+    from immunoguide.synth import generate_mimic4
 
     raw = tmp_path_factory.mktemp("mimic4_raw")
     generate_mimic4(raw, stays=40, seed=11, layout="physionet-csv")

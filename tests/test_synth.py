@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from immunoguide.cli._synth import synth_app
-from immunoguide.cohort.synth import (
+from immunoguide.errors import InputError
+from immunoguide.synth import (
     BAD_ROW_KINDS,
     ENDOTYPE_PRIORS,
     FERRITIN_ITEMID,
@@ -24,7 +25,6 @@ from immunoguide.cohort.synth import (
     TABLE_DIRS,
     generate_mimic4,
 )
-from immunoguide.errors import InputError
 
 # MIMIC-IV v2.2 column names per table, written out independently of the generator (issue 4 brief; MIMIC-IV docs).
 MIMIC4_COLUMNS = {

@@ -93,7 +93,7 @@ def run_demo(
 
     from immunoguide.cohort.pipeline import run_cohort
     from immunoguide.cohort.sources.mimic4 import convert_mimic4
-    from immunoguide.cohort.synth import generate_mimic4
+    from immunoguide.synth import generate_mimic4
     from immunoguide.trial import (
         Actor,
         TrialStore,

@@ -13,7 +13,7 @@ from immunoguide.errors import ImmunoguideError, InputError
 
 __all__ = ["synth_app"]
 
-#: The names of :data:`immunoguide.cohort.synth.ENDOTYPE_PRIORS`, for the help text (the generator, numpy and
+#: The names of :data:`immunoguide.synth.ENDOTYPE_PRIORS`, for the help text (the generator, numpy and
 #: pyarrow are imported when the command runs; a test keeps the two equal).
 ENDOTYPE_PRIOR_NAMES = ("immunosep", "provide")
 #: The generator's layouts and MIMIC-IV column sets (:mod:`immunoguide.cohort.sources.mimic4_tables`), likewise.
@@ -74,7 +74,7 @@ def mimic4(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from immunoguide.cohort.synth import ENDOTYPE_PRIORS, generate_mimic4
+    from immunoguide.synth import ENDOTYPE_PRIORS, generate_mimic4
 
     console = Console(stderr=True, quiet=quiet)
     if endotype_prior not in ENDOTYPE_PRIORS:
