@@ -31,10 +31,31 @@ from typing import Any
 import duckdb
 
 from immunoguide.cohort.schema import SCHEMAS, sort_columns, write_table
+from immunoguide.cohort.sources._mimic_sql import (
+    FIO2_LAB_OK,
+    GCS_IMPUTED_DQ,
+    GCS_SEDATED_OBS,
+    GCS_TOTAL_OBS,
+    _in,
+    _plausible,
+    _strs,
+    antibiotic_filter_sql,
+    chart_map_fio2_sql,
+    cultures_sql,
+    gcs_raw_sql,
+    gcs_total_sql,
+    lab_checked_dq_sql,
+    numeric_lab_sql,
+    observations_sql,
+    vent_episodes_sql,
+    weight_ctes_sql,
+)
 from immunoguide.errors import InputError
-from immunoguide.units import concepts
 
 __all__ = ["AdapterReport", "convert_mimic3", "load_items"]
+
+#: Ventilation levels of ``vent_pts`` (4 invasive … 1 oxygen) as the timeline's kinds.
+_VENT_KIND_CASE = "CASE any_value(lvl) WHEN 4 THEN 'invasive' WHEN 3 THEN 'noninvasive' WHEN 2 THEN 'hfnc' ELSE 'oxygen' END"
 
 _TYPE_MAP = {"integer": "BIGINT", "numeric": "DOUBLE", "character": "VARCHAR", "POSIXct": "TIMESTAMP"}
 _NEEDED = (
@@ -109,19 +130,6 @@ def _keep_rows(con: duckdb.DuckDBPyConnection, table: str, where: str) -> None:
     con.execute(f"CREATE OR REPLACE VIEW raw_{table} AS SELECT * FROM kept_{table}")
 
 
-def _in(ids: list[int]) -> str:
-    return "(" + ", ".join(str(int(i)) for i in ids) + ")" if ids else "(NULL)"
-
-
-def _strs(xs: list[str]) -> str:
-    return "(" + ", ".join("'" + x.replace("'", "''") + "'" for x in xs) + ")"
-
-
-def _plausible(concept: str, col: str = "value") -> str:
-    c = concepts()[concept]
-    return f"({col} BETWEEN {c.min!r} AND {c.max!r})"
-
-
 def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     """Convert a MIMIC-III CSV folder into the timeline schema (Parquet files in ``out_dir``).
 
@@ -165,54 +173,21 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
           AND (c.error IS NULL OR c.error = 0)
         """
     )
-    # Rounded to 3 decimals: CareVue stores FiO2 as float32 (0.21 arrives as 0.20999999).
-    fio2 = """CASE WHEN valuenum > 0.2 AND valuenum <= 1 THEN round(valuenum, 3)
-                    WHEN valuenum >= 20 AND valuenum <= 100 THEN round(valuenum / 100.0, 3) END"""
-    obs: list[str] = [
-        f"""SELECT stay_id, time, 'map_mmhg' AS concept, valuenum AS value, value_text, 'mmHg' AS unit, NULL AS method,
-                   'chartevents:' || itemid AS source
-            FROM chart_num WHERE itemid IN {_in(it['chart']['map_mmhg'])} AND {_plausible('map_mmhg', 'valuenum')}""",
-        f"""SELECT stay_id, time, 'fio2_fraction', {fio2}, value_text, 'fraction', NULL, 'chartevents:' || itemid
-            FROM chart_num WHERE itemid IN {_in(it['chart']['fio2'])} AND ({fio2}) IS NOT NULL""",
-    ]
-    dq += [
-        f"""SELECT stay_id, 'chartevents', CAST(itemid AS VARCHAR), CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
-                   ELSE 'implausible_value' END, count(*), min(coalesce(CAST(valuenum AS VARCHAR), value_text))
-            FROM chart_num WHERE itemid IN {_in(it['chart']['map_mmhg'])} AND NOT coalesce({_plausible('map_mmhg', 'valuenum')}, false)
-            GROUP BY ALL""",
-        f"""SELECT stay_id, 'chartevents', CAST(itemid AS VARCHAR), CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
-                   WHEN valuenum > 1 AND valuenum < 20 THEN 'fio2_looks_like_o2_flow' ELSE 'implausible_value' END,
-                   count(*), min(coalesce(CAST(valuenum AS VARCHAR), value_text))
-            FROM chart_num WHERE itemid IN {_in(it['chart']['fio2'])} AND ({fio2}) IS NULL GROUP BY ALL""",
-    ]
+    obs, chart_dq = chart_map_fio2_sql(it["chart"]["map_mmhg"], it["chart"]["fio2"])
+    dq += chart_dq
 
     # ---- GCS ---------------------------------------------------------------------------------------------------
     g = it["gcs"]
     cf = int(g["carry_forward_h"])
     con.execute(
-        f"""
-        CREATE TABLE gcs_raw AS
-        SELECT icustay_id AS stay_id, charttime AS time,
-               max(CASE WHEN itemid IN {_in(g['eye'])} THEN valuenum END) AS eye,
-               max(CASE WHEN itemid IN {_in(g['verbal'])} THEN valuenum END) AS verbal,
-               max(CASE WHEN itemid IN {_in(g['motor'])} THEN valuenum END) AS motor,
-               bool_or(itemid IN {_in(g['verbal'])} AND value IN {_strs(g['verbal_unassessable'])}) AS ett
-        FROM raw_chartevents
-        WHERE itemid IN {_in(g['eye'] + g['verbal'] + g['motor'])} AND icustay_id IS NOT NULL
-          AND (error IS NULL OR error = 0)
-        GROUP BY 1, 2
-        """
-    )
+        gcs_raw_sql(
+            g["eye"], g["verbal"], g["motor"], g["verbal_unassessable"], source="raw_chartevents", stay="icustay_id",
+            time="charttime", where=" AND icustay_id IS NOT NULL AND (error IS NULL OR error = 0)",
+        )
+    )  # fmt: skip
     con.execute(gcs_total_sql(cf))
-    obs += [
-        """SELECT stay_id, time, 'gcs', total, NULL, 'points', NULL, 'chartevents:gcs_components' FROM gcs
-           WHERE total BETWEEN 3 AND 15""",
-        """SELECT stay_id, time, 'gcs_sedated', 1.0, 'verbal ETT', 'flag', NULL, 'chartevents:gcs_verbal' FROM gcs WHERE ett""",
-    ]
-    dq.append(
-        """SELECT stay_id, 'chartevents', 'gcs', 'gcs_component_missing_imputed_normal', count(*), min(CAST(time AS VARCHAR))
-           FROM gcs WHERE imputed GROUP BY ALL"""
-    )
+    obs += [GCS_TOTAL_OBS, GCS_SEDATED_OBS]
+    dq.append(GCS_IMPUTED_DQ)
 
     # ---- labs (attached by subject and time window) -------------------------------------------------------------
     lab = it["lab"]
@@ -239,15 +214,10 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     )
     obs.append(
         f"""SELECT stay_id, time, 'fio2_fraction', valuenum / 100.0, value_text, valueuom, NULL, 'labevents:' || itemid
-            FROM lab_raw WHERE itemid IN {_in(lab['fio2_lab'])} AND valuenum BETWEEN 21 AND 100"""
+            FROM lab_raw WHERE itemid IN {_in(lab['fio2_lab'])} AND {FIO2_LAB_OK}"""
     )
-    for ids, ok_expr in ((lab["pao2_mmhg"], _plausible("pao2_mmhg", "valuenum")), (lab["fio2_lab"], "valuenum BETWEEN 21 AND 100")):
-        dq.append(
-            f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
-                       CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field' ELSE 'implausible_value' END, count(*),
-                       min(coalesce(CAST(valuenum AS VARCHAR), value_text))
-                FROM lab_raw WHERE itemid IN {_in(ids)} AND NOT coalesce({ok_expr}, false) GROUP BY ALL"""
-        )
+    dq.append(lab_checked_dq_sql(lab["pao2_mmhg"], _plausible("pao2_mmhg", "valuenum")))
+    dq.append(lab_checked_dq_sql(lab["fio2_lab"], FIO2_LAB_OK))
     # Ferritin keeps its text (censored values such as 'GREATER THAN 2000' have no valuenum)
     obs.append(
         f"""SELECT stay_id, time, 'ferritin_ng_per_ml', valuenum, value_text, coalesce(valueuom, 'ng/mL'), NULL,
@@ -283,11 +253,8 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
            FROM uo_net WHERE net < 0 GROUP BY ALL"""
     )
 
-    con.execute("CREATE TABLE observations_all AS " + " UNION ALL ".join(obs))
-    con.execute(
-        "CREATE TABLE observations AS SELECT stay_id, time, concept, value, value_text, unit, method, source "
-        "FROM observations_all WHERE stay_id IS NOT NULL"
-    )
+    for sql in observations_sql(obs):
+        con.execute(sql)
 
     # ---- infusions -----------------------------------------------------------------------------------------------
     vp = it["vasopressors"]
@@ -378,45 +345,25 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     con.execute(
         f"""
         CREATE TABLE ventilation AS
-        WITH o AS (
-          SELECT *, CASE WHEN lag(time) OVER w IS NULL OR time - lag(time) OVER w > INTERVAL {eg} HOUR THEN 1 ELSE 0 END AS brk
-          FROM vent_pts WINDOW w AS (PARTITION BY stay_id, lvl ORDER BY time)
-        ), e AS (SELECT *, sum(brk) OVER (PARTITION BY stay_id, lvl ORDER BY time) AS ep FROM o)
-        SELECT stay_id, min(time) AS start, max(time) AS stop,
-               CASE any_value(lvl) WHEN 4 THEN 'invasive' WHEN 3 THEN 'noninvasive' WHEN 2 THEN 'hfnc' ELSE 'oxygen' END AS kind
-        FROM e GROUP BY stay_id, lvl, ep HAVING count(*) > 1 ORDER BY 1, 2
+        {vent_episodes_sql(eg, _VENT_KIND_CASE)} ORDER BY 1, 2
         """
     )
 
     # ---- antibiotics -----------------------------------------------------------------------------------------------
     ab = it["antibiotics"]
-    like = " OR ".join(f"lower(p.drug) LIKE '%{n}%'" for n in ab["names"])
-    nolike = " AND ".join(f"lower(p.drug) NOT LIKE '%{n}%'" for n in ab["excluded_drug_words"])
     con.execute(
         f"""
         CREATE TABLE antibiotics AS
         SELECT w.stay_id, p.startdate + INTERVAL {noon} HOUR AS time, p.drug AS name, p.route, true AS time_is_date_only
         FROM raw_prescriptions p JOIN win w ON w.subject_id = p.subject_id
              AND p.startdate + INTERVAL {noon} HOUR BETWEEN w.t0 AND w.t1
-        WHERE ({like}) AND {nolike} AND coalesce(p.drug_type, '') <> 'BASE'
-          AND upper(coalesce(p.route, '')) NOT IN {_strs(ab['excluded_routes'])}
+        WHERE {antibiotic_filter_sql(ab)}
         ORDER BY 1, 2
         """
     )
 
     # ---- cultures --------------------------------------------------------------------------------------------------
-    con.execute(
-        f"""
-        CREATE TABLE cultures AS
-        WITH c AS (
-          SELECT subject_id, coalesce(charttime, chartdate + INTERVAL {noon} HOUR) AS time, charttime IS NULL AS date_only,
-                 spec_type_desc AS specimen, bool_or(org_itemid IS NOT NULL) AS positive
-          FROM raw_microbiologyevents GROUP BY 1, 2, 3, 4
-        )
-        SELECT w.stay_id, c.time, c.specimen, c.positive, c.date_only AS time_is_date_only
-        FROM c JOIN win w ON w.subject_id = c.subject_id AND c.time BETWEEN w.t0 AND w.t1 ORDER BY 1, 2
-        """
-    )
+    con.execute(cultures_sql(f"coalesce(charttime, chartdate + INTERVAL {noon} HOUR)", "org_itemid IS NOT NULL"))
 
     # ---- diagnoses ---------------------------------------------------------------------------------------------------
     con.execute(
@@ -444,71 +391,22 @@ def create_stays(con: duckdb.DuckDBPyConnection, it: dict[str, Any], pre: int) -
     con.execute(
         f"""
         CREATE TABLE stays AS
-        WITH w AS (
-          SELECT c.icustay_id AS stay_id, arg_min(c.valuenum, c.charttime) AS weight_kg
-          FROM raw_chartevents c
-          WHERE c.itemid IN {_in(it['chart']['weight_kg'])} AND c.valuenum BETWEEN 20 AND 400
-          GROUP BY 1
-        ), wm AS (
-          SELECT icustay_id AS stay_id, arg_min(patientweight, starttime) AS weight_kg FROM raw_inputevents_mv
-          WHERE patientweight BETWEEN 20 AND 400 GROUP BY 1
-        )
+        WITH {weight_ctes_sql(it["chart"]["weight_kg"], stay="icustay_id", chart="raw_chartevents", inputs="raw_inputevents_mv")}
         SELECT i.icustay_id AS stay_id, i.subject_id, i.hadm_id, i.intime, i.outtime, a.admittime, a.deathtime,
                CASE WHEN a.admission_location = 'EMERGENCY ROOM ADMIT' OR a.edregtime IS NOT NULL
                     THEN 'emergency_department' ELSE 'inpatient' END AS admission_source,
                CASE WHEN date_diff('day', p.dob, a.admittime) / 365.25 > 89 THEN 90.0
                     ELSE round(date_diff('day', p.dob, a.admittime) / 365.25, 1) END AS age_years,
-               p.gender AS sex, coalesce(w.weight_kg, wm.weight_kg) AS weight_kg, 'mimic3' AS dataset,
+               p.gender AS sex, coalesce(w.weight_kg, wi.weight_kg) AS weight_kg, 'mimic3' AS dataset,
                date_diff('day', p.dob, a.admittime) / 365.25 > 89 AS age_shifted
         FROM raw_icustays i JOIN raw_admissions a USING (hadm_id) JOIN raw_patients p ON p.subject_id = i.subject_id
-        LEFT JOIN w ON w.stay_id = i.icustay_id LEFT JOIN wm ON wm.stay_id = i.icustay_id
+        LEFT JOIN w ON w.stay_id = i.icustay_id LEFT JOIN wi ON wi.stay_id = i.icustay_id
         """
     )
     # window for attaching subject-level events to a stay
     con.execute(
         f"CREATE TABLE win AS SELECT stay_id, subject_id, intime - INTERVAL {pre} HOUR AS t0, outtime AS t1, intime, outtime FROM stays"
     )
-
-
-def numeric_lab_sql(concept_name: str, item_ids: list[int], units: list[str]) -> tuple[str, str]:
-    """SQL over ``lab_raw`` for one numeric lab concept: (observations SELECT, data-quality SELECT).
-
-    A row is an observation when its unit is the expected one (or absent) and its value plausible; otherwise it is
-    counted as ``text_in_numeric_field``, ``unit_mismatch`` or ``implausible_value`` for its stay.
-    """
-    ok = _strs(units)
-    plausible = _plausible(concept_name, "valuenum")
-    obs = f"""SELECT stay_id, time, '{concept_name}', valuenum, value_text, valueuom, NULL, 'labevents:' || itemid
-              FROM lab_raw WHERE itemid IN {_in(item_ids)} AND (valueuom IN {ok} OR valueuom IS NULL) AND {plausible}"""
-    dq = f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
-                    CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
-                         WHEN valueuom IS NOT NULL AND valueuom NOT IN {ok} THEN 'unit_mismatch'
-                         ELSE 'implausible_value' END, count(*),
-                    min(coalesce(CAST(valuenum AS VARCHAR), value_text) || coalesce(' ' || valueuom, ''))
-             FROM lab_raw WHERE itemid IN {_in(item_ids)}
-               AND NOT (coalesce(valueuom IN {ok}, true) AND coalesce({plausible}, false))
-             GROUP BY ALL"""
-    return obs, dq
-
-
-def gcs_total_sql(carry_forward_h: int) -> str:
-    """``CREATE TABLE gcs`` from ``gcs_raw`` (eye/verbal/motor per charting time, ``ett`` flag).
-
-    A missing component is carried forward for ``carry_forward_h`` hours, else imputed as normal (eye 4, verbal 5,
-    motor 6) and the row flagged ``imputed`` (mimic-code ``measurement/gcs.sql``, ricu).
-    """
-    return f"""
-        CREATE TABLE gcs AS
-        WITH w AS (
-          SELECT *, last_value(eye IGNORE NULLS) OVER win AS eye_f, last_value(verbal IGNORE NULLS) OVER win AS verbal_f,
-                 last_value(motor IGNORE NULLS) OVER win AS motor_f
-          FROM gcs_raw
-          WINDOW win AS (PARTITION BY stay_id ORDER BY time RANGE BETWEEN INTERVAL {int(carry_forward_h)} HOUR PRECEDING AND CURRENT ROW)
-        )
-        SELECT stay_id, time, ett, coalesce(eye_f, 4) + coalesce(verbal_f, 5) + coalesce(motor_f, 6) AS total,
-               eye_f IS NULL OR verbal_f IS NULL OR motor_f IS NULL AS imputed
-        FROM w
-        """
 
 
 def finish_adapter(

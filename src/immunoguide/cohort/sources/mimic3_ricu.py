@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from immunoguide.cohort.sources._mimic_sql import _in
 from immunoguide.cohort.sources.mimic3 import (
     AdapterReport,
-    _in,
     _keep_rows,
     _register,
     create_stays,

@@ -18,17 +18,26 @@ from pathlib import Path
 
 import duckdb
 
-from immunoguide.cohort.sources.mimic3 import (
-    AdapterReport,
+from immunoguide.cohort.sources._mimic_sql import (
+    FIO2_LAB_OK,
+    GCS_IMPUTED_DQ,
+    GCS_SEDATED_OBS,
+    GCS_TOTAL_OBS,
     _in,
     _plausible,
     _strs,
-    duckdb_connection,
-    finish_adapter,
+    antibiotic_filter_sql,
+    chart_map_fio2_sql,
+    cultures_sql,
+    gcs_raw_sql,
     gcs_total_sql,
-    load_items,
+    lab_checked_dq_sql,
     numeric_lab_sql,
+    observations_sql,
+    vent_episodes_sql,
+    weight_ctes_sql,
 )
+from immunoguide.cohort.sources.mimic3 import AdapterReport, duckdb_connection, finish_adapter, load_items
 from immunoguide.cohort.sources.mimic4_tables import Mimic4Source, register_mimic4, unreadable_from_duckdb
 
 __all__ = ["ADAPTER_COLUMNS", "OPTIONAL_TABLES", "convert_mimic4", "create_stays_mimic4"]
@@ -53,6 +62,11 @@ ADAPTER_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 #: Tables the adapter reads when present (without them unknown item ids cannot be told apart).
 OPTIONAL_TABLES = ("d_items", "d_labitems")
+#: Ventilation levels of ``vent_pts`` (5 invasive … 1 oxygen) as the timeline's kinds (mimic-code ``ventilation.sql``).
+_VENT_KIND_CASE = (
+    "CASE any_value(lvl) WHEN 5 THEN 'invasive' WHEN 4 THEN 'tracheostomy_ventilated' WHEN 3 THEN 'noninvasive' "
+    "WHEN 2 THEN 'hfnc' ELSE 'oxygen' END"
+)
 
 
 def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
@@ -87,13 +101,7 @@ def create_stays_mimic4(con: duckdb.DuckDBPyConnection, chart_items: dict) -> No
     con.execute(
         f"""
         CREATE TABLE stays AS
-        WITH w AS (
-          SELECT stay_id, arg_min(valuenum, charttime) AS weight_kg FROM raw_chartevents
-          WHERE itemid IN {_in(chart_items['weight_kg'])} AND valuenum BETWEEN 20 AND 400 GROUP BY 1
-        ), wi AS (
-          SELECT stay_id, arg_min(patientweight, starttime) AS weight_kg FROM raw_inputevents
-          WHERE patientweight BETWEEN 20 AND 400 GROUP BY 1
-        )
+        WITH {weight_ctes_sql(chart_items["weight_kg"], stay="stay_id", chart="raw_chartevents", inputs="raw_inputevents")}
         SELECT i.stay_id, i.subject_id, i.hadm_id, CAST(i.intime AS TIMESTAMP) AS intime,
                CAST(i.outtime AS TIMESTAMP) AS outtime, CAST(a.admittime AS TIMESTAMP) AS admittime,
                CAST(a.deathtime AS TIMESTAMP) AS deathtime,
@@ -131,50 +139,21 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
         WHERE c.itemid IN {_in(ch['map_mmhg'] + ch['fio2'])}
         """
     )
-    fio2 = """CASE WHEN valuenum > 0.2 AND valuenum <= 1 THEN round(valuenum, 3)
-                   WHEN valuenum >= 20 AND valuenum <= 100 THEN round(valuenum / 100.0, 3) END"""
-    obs = [
-        f"""SELECT stay_id, time, 'map_mmhg' AS concept, valuenum AS value, value_text, 'mmHg' AS unit, NULL AS method,
-                   'chartevents:' || itemid AS source
-            FROM chart_num WHERE itemid IN {_in(ch['map_mmhg'])} AND {_plausible('map_mmhg', 'valuenum')}""",
-        f"""SELECT stay_id, time, 'fio2_fraction', {fio2}, value_text, 'fraction', NULL, 'chartevents:' || itemid
-            FROM chart_num WHERE itemid IN {_in(ch['fio2'])} AND ({fio2}) IS NOT NULL""",
-    ]
-    dq += [
-        f"""SELECT stay_id, 'chartevents', CAST(itemid AS VARCHAR), CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
-                   ELSE 'implausible_value' END, count(*), min(coalesce(CAST(valuenum AS VARCHAR), value_text))
-            FROM chart_num WHERE itemid IN {_in(ch['map_mmhg'])} AND NOT coalesce({_plausible('map_mmhg', 'valuenum')}, false)
-            GROUP BY ALL""",
-        f"""SELECT stay_id, 'chartevents', CAST(itemid AS VARCHAR), CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field'
-                   WHEN valuenum > 1 AND valuenum < 20 THEN 'fio2_looks_like_o2_flow' ELSE 'implausible_value' END,
-                   count(*), min(coalesce(CAST(valuenum AS VARCHAR), value_text))
-            FROM chart_num WHERE itemid IN {_in(ch['fio2'])} AND ({fio2}) IS NULL GROUP BY ALL""",
-    ]
+    obs, chart_dq = chart_map_fio2_sql(ch["map_mmhg"], ch["fio2"])
+    dq += chart_dq
 
     g = it["gcs"]
     cf = int(g["carry_forward_h"])
     con.execute(
-        f"""
-        CREATE TABLE gcs_raw AS
-        SELECT c.stay_id, CAST(c.charttime AS TIMESTAMP) AS time,
-               max(CASE WHEN itemid IN {_in(g['eye'])} THEN TRY_CAST(valuenum AS DOUBLE) END) AS eye,
-               max(CASE WHEN itemid IN {_in(g['verbal'])} THEN TRY_CAST(valuenum AS DOUBLE) END) AS verbal,
-               max(CASE WHEN itemid IN {_in(g['motor'])} THEN TRY_CAST(valuenum AS DOUBLE) END) AS motor,
-               bool_or(itemid IN {_in(g['verbal'])} AND value IN {_strs(g['verbal_unassessable'])}) AS ett
-        FROM raw_chartevents c JOIN stays s ON s.stay_id = c.stay_id
-        WHERE itemid IN {_in(g['eye'] + g['verbal'] + g['motor'])}
-        GROUP BY 1, 2
-        """
-    )
+        gcs_raw_sql(
+            g["eye"], g["verbal"], g["motor"], g["verbal_unassessable"],
+            source="raw_chartevents c JOIN stays s ON s.stay_id = c.stay_id", stay="c.stay_id",
+            time="CAST(c.charttime AS TIMESTAMP)", num="TRY_CAST(valuenum AS DOUBLE)",
+        )
+    )  # fmt: skip
     con.execute(gcs_total_sql(cf))
-    obs += [
-        "SELECT stay_id, time, 'gcs', total, NULL, 'points', NULL, 'chartevents:gcs_components' FROM gcs WHERE total BETWEEN 3 AND 15",
-        "SELECT stay_id, time, 'gcs_sedated', 1.0, 'verbal ETT', 'flag', NULL, 'chartevents:gcs_verbal' FROM gcs WHERE ett",
-    ]
-    dq.append(
-        """SELECT stay_id, 'chartevents', 'gcs', 'gcs_component_missing_imputed_normal', count(*), min(CAST(time AS VARCHAR))
-           FROM gcs WHERE imputed GROUP BY ALL"""
-    )
+    obs += [GCS_TOTAL_OBS, GCS_SEDATED_OBS]
+    dq.append(GCS_IMPUTED_DQ)
 
     lab = it["lab"]
     units = it["lab_units"]
@@ -203,15 +182,10 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
     )
     obs.append(
         f"""SELECT stay_id, time, 'fio2_fraction', round(valuenum / 100.0, 3), value_text, valueuom, NULL, 'labevents:' || itemid
-            FROM lab_raw WHERE itemid IN {_in(lab['fio2_lab'])} AND valuenum BETWEEN 21 AND 100"""
+            FROM lab_raw WHERE itemid IN {_in(lab['fio2_lab'])} AND {FIO2_LAB_OK}"""
     )
-    for ids, ok_expr in ((lab["pao2_mmhg"], _plausible("pao2_mmhg", "valuenum")), (lab["fio2_lab"], "valuenum BETWEEN 21 AND 100")):
-        dq.append(
-            f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR),
-                       CASE WHEN valuenum IS NULL THEN 'text_in_numeric_field' ELSE 'implausible_value' END, count(*),
-                       min(coalesce(CAST(valuenum AS VARCHAR), value_text))
-                FROM lab_raw WHERE itemid IN {_in(ids)} AND NOT coalesce({ok_expr}, false) GROUP BY ALL"""
-        )
+    dq.append(lab_checked_dq_sql(lab["pao2_mmhg"], _plausible("pao2_mmhg", "valuenum")))
+    dq.append(lab_checked_dq_sql(lab["fio2_lab"], FIO2_LAB_OK))
     for k in ("ferritin_ng_per_ml", "hla_dr_per_monocyte"):
         ok = _strs(units[k])
         obs.append(
@@ -257,11 +231,8 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
         """SELECT u.stay_id, 'outputevents', CAST(u.itemid AS VARCHAR), 'time_before_icu_admission', count(*), min(CAST(u.time AS VARCHAR))
            FROM uo_raw u JOIN stays s USING (stay_id) WHERE u.time < s.intime GROUP BY ALL""",
     ]
-    con.execute("CREATE TABLE observations_all AS " + " UNION ALL ".join(obs))
-    con.execute(
-        "CREATE TABLE observations AS SELECT stay_id, time, concept, value, value_text, unit, method, source "
-        "FROM observations_all WHERE stay_id IS NOT NULL"
-    )
+    for sql in observations_sql(obs):
+        con.execute(sql)
 
     # Infusions: rates to ug/kg/min (mimic-code norepinephrine.sql: mg/kg/min x 1000)
     vp = it["vasopressors"]
@@ -328,14 +299,7 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
     con.execute(
         f"""
         CREATE TABLE ventilation AS
-        WITH o AS (
-          SELECT *, CASE WHEN lag(time) OVER w IS NULL OR time - lag(time) OVER w > INTERVAL {eg} HOUR THEN 1 ELSE 0 END AS brk
-          FROM vent_pts WINDOW w AS (PARTITION BY stay_id, lvl ORDER BY time)
-        ), e AS (SELECT *, sum(brk) OVER (PARTITION BY stay_id, lvl ORDER BY time) AS ep FROM o)
-        SELECT stay_id, min(time) AS start, max(time) AS stop,
-               CASE any_value(lvl) WHEN 5 THEN 'invasive' WHEN 4 THEN 'tracheostomy_ventilated' WHEN 3 THEN 'noninvasive'
-                    WHEN 2 THEN 'hfnc' ELSE 'oxygen' END AS kind
-        FROM e GROUP BY stay_id, lvl, ep HAVING count(*) > 1
+        {vent_episodes_sql(eg, _VENT_KIND_CASE)}
         UNION ALL
         SELECT p.stay_id, CAST(p.starttime AS TIMESTAMP), CAST(p.endtime AS TIMESTAMP),
                CASE WHEN p.itemid IN {_in(v['procedure_invasive'])} THEN 'invasive' ELSE 'noninvasive' END
@@ -345,31 +309,21 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
         """
     )
 
-    like = " OR ".join(f"lower(p.drug) LIKE '%{n}%'" for n in abx_items["names"])
-    nolike = " AND ".join(f"lower(p.drug) NOT LIKE '%{n}%'" for n in abx_items["excluded_drug_words"])
     con.execute(
         f"""
         CREATE TABLE antibiotics AS
         SELECT w.stay_id, CAST(p.starttime AS TIMESTAMP) AS time, p.drug AS name, p.route, false AS time_is_date_only
         FROM raw_prescriptions p JOIN win w ON w.subject_id = p.subject_id AND CAST(p.starttime AS TIMESTAMP) BETWEEN w.t0 AND w.t1
-        WHERE ({like}) AND {nolike} AND coalesce(p.drug_type, '') <> 'BASE'
-          AND upper(coalesce(p.route, '')) NOT IN {_strs(abx_items['excluded_routes'])}
+        WHERE {antibiotic_filter_sql(abx_items)}
         ORDER BY 1, 2
         """
     )
     neg = it["cultures"]["negative_org_itemids"]
     con.execute(
-        f"""
-        CREATE TABLE cultures AS
-        WITH c AS (
-          SELECT subject_id, coalesce(CAST(charttime AS TIMESTAMP), CAST(chartdate AS TIMESTAMP) + INTERVAL {noon} HOUR) AS time,
-                 charttime IS NULL AS date_only, spec_type_desc AS specimen,
-                 bool_or(org_itemid IS NOT NULL AND org_itemid NOT IN {_in(neg)}) AS positive
-          FROM raw_microbiologyevents GROUP BY 1, 2, 3, 4
+        cultures_sql(
+            f"coalesce(CAST(charttime AS TIMESTAMP), CAST(chartdate AS TIMESTAMP) + INTERVAL {noon} HOUR)",
+            f"org_itemid IS NOT NULL AND org_itemid NOT IN {_in(neg)}",
         )
-        SELECT w.stay_id, c.time, c.specimen, c.positive, c.date_only AS time_is_date_only
-        FROM c JOIN win w ON w.subject_id = c.subject_id AND c.time BETWEEN w.t0 AND w.t1 ORDER BY 1, 2
-        """
     )
     con.execute(
         """CREATE TABLE diagnoses AS SELECT s.stay_id, d.icd_code AS code, CAST(d.icd_version AS BIGINT) AS version

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import duckdb
 
-from immunoguide.cohort.sources.mimic3 import AdapterReport, _in, duckdb_connection, load_items
+from immunoguide.cohort.sources._mimic_sql import _in
+from immunoguide.cohort.sources.mimic3 import AdapterReport, duckdb_connection, load_items
 from immunoguide.cohort.sources.mimic4 import OPTIONAL_TABLES, create_stays_mimic4
 from immunoguide.cohort.sources.mimic4_tables import register_mimic4, unreadable_from_duckdb
 from immunoguide.cohort.sources.ricu_profile import build_ricu_timeline, load_ricu_items

@@ -61,8 +61,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from immunoguide.cohort.sources.mimic3 import AdapterReport, _in, _strs, finish_adapter, gcs_total_sql
-from immunoguide.units import concepts
+from immunoguide.cohort.sources._mimic_sql import GCS_TOTAL_OBS, _in, _plausible, _strs, gcs_raw_sql, gcs_total_sql
+from immunoguide.cohort.sources.mimic3 import AdapterReport, finish_adapter
 
 __all__ = [
     "RICU_PROFILE_CHOICES",
@@ -99,11 +99,6 @@ def load_ricu_items() -> dict[str, Any]:
 def _bounds(ri: dict[str, Any], concept: str, col: str = "valuenum") -> str:
     lo, hi = ri["bounds"][concept]
     return f"({col} BETWEEN {float(lo)!r} AND {float(hi)!r})"
-
-
-def _plausible(concept: str, col: str) -> str:
-    c = concepts()[concept]
-    return f"({col} BETWEEN {c.min!r} AND {c.max!r})"
 
 
 def attach_to_stays(con: duckdb.DuckDBPyConnection, select_sql: str, key_col: str, name: str) -> None:
@@ -181,19 +176,9 @@ def build_ricu_timeline(
     )
     # The per-charting total (gcs_assembly = as_charted), as the default adapters assemble it.
     eye, verbal, motor = (items[c]["chartevents"] for c in ("gcs_eye", "gcs_verbal", "gcs_motor"))
-    con.execute(
-        f"""
-        CREATE TABLE gcs_raw AS
-        SELECT stay_id, time,
-               max(CASE WHEN itemid IN {_in(eye)} THEN valuenum END) AS eye,
-               max(CASE WHEN itemid IN {_in(verbal)} THEN valuenum END) AS verbal,
-               max(CASE WHEN itemid IN {_in(motor)} THEN valuenum END) AS motor,
-               bool_or(itemid IN {_in(verbal)} AND value_text IN {_strs(items['ett_gcs_values'])}) AS ett
-        FROM rr_chart WHERE itemid IN {_in(eye + verbal + motor)} GROUP BY 1, 2
-        """
-    )
+    con.execute(gcs_raw_sql(eye, verbal, motor, items["ett_gcs_values"], source="rr_chart", text="value_text"))
     con.execute(gcs_total_sql(6))
-    obs.append("SELECT stay_id, time, 'gcs', total, NULL, 'points', NULL, 'chartevents:gcs_components' FROM gcs WHERE total BETWEEN 3 AND 15")
+    obs.append(GCS_TOTAL_OBS)
 
     # ---- urine --------------------------------------------------------------------------------------------------------
     obs.append(
