@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import RowMapping, Table, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -64,7 +64,7 @@ def _row(session: Session, username: str) -> Mapping[str, Any] | None:
 # -- reads and tokens for the service's logins (:mod:`immunoguide.service.auth`): the service never reads the tables
 
 
-def account_row(db: Session | Connection, username: str) -> Mapping[str, Any] | None:
+def account_row(db: Session | Connection, username: str) -> RowMapping | None:
     """The account row of ``username`` (with the password hash: for the login check only), None when there is none."""
     return db.execute(select(users_table).where(users_table.c.username == username)).mappings().first()
 
@@ -94,7 +94,7 @@ def store_token(db: Session | Connection, *, token_hmac: str, username: str, cre
                                            expires_at=expires_at, revoked=False))
 
 
-def token_account(db: Session | Connection, token_hmac: str) -> Mapping[str, Any] | None:
+def token_account(db: Session | Connection, token_hmac: str) -> RowMapping | None:
     """The token with this digest and its account: ``expires_at``, ``revoked``, ``username``, ``role``, ``site``,
     ``active``, ``demo`` (None for an unknown digest)."""
     return db.execute(
