@@ -21,4 +21,5 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt -r requirements-spark.txt -c constraints.txt
 .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
 
+.venv/bin/lint-imports --no-cache --no-logo  # import contracts of .importlinter (also tests/test_architecture.py)
 exec .venv/bin/python -m pytest -n 2 --dist loadfile -q "$@"

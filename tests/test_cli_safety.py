@@ -95,7 +95,7 @@ def test_store_clock_is_shown_and_set_by_the_administrator(db: str) -> None:
     alerts = run("safety", "--db", db, "--user", "rivera", "--role", "site_coordinator", "--site", "ATH", "alerts")
     assert alerts["at"] == h(100).isoformat()
     assert run("safety", *who(db, "rivera", "site_coordinator", "ATH", 7), "alerts")["at"] == h(7).isoformat()
-    from immunoguide.trial.clock import store_now
+    from immunoguide.trial.store import store_now
 
     assert store_now(db, h(5000)) == h(100)
 

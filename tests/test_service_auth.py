@@ -19,10 +19,9 @@ from immunoguide.service.auth import (
     demo_accounts,
     ensure_demo_users,
     hash_password,
-    tokens_table,
-    users_table,
     verify_password,
 )
+from immunoguide.trial.accounts import tokens_table, users_table
 from immunoguide.trial.store import TrialStore
 from service_support import NOW, PASSWORD
 

@@ -213,8 +213,8 @@ def test_service_runs_on_the_stores_simulated_clock(template: Path, tmp_path: Pa
     """A store whose clock is simulated (demo) gives the dashboard and REST its time line, not the wall clock: the
     study day of a patient randomised at the simulated time is 0, not thousands of days negative."""
     from immunoguide.trial.access import Actor
-    from immunoguide.trial.clock import read_store_clock, set_store_clock
-    from immunoguide.trial.store import TrialStore
+    from immunoguide.trial.clock import read_store_clock
+    from immunoguide.trial.store import TrialStore, set_store_clock
 
     db = copy_store(template, tmp_path)
     st = TrialStore(f"sqlite:///{db}")

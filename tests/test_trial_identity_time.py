@@ -280,7 +280,8 @@ def test_a_real_stores_clock_is_the_system_clock_and_cannot_be_moved(real: dict[
     clock."""
     from sqlalchemy import text
 
-    from immunoguide.trial.clock import read_store_clock, store_now
+    from immunoguide.trial.clock import read_store_clock
+    from immunoguide.trial.store import store_now
 
     url, tokens = real["url"], real["tokens"]
     shown = _safety(url, "clock")

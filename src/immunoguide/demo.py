@@ -162,7 +162,7 @@ def run_demo(
     from immunoguide.analysis.report import build_report
 
     end = max((e["t_rand"] for e in enrolled.values() if "t_rand" in e), default=t_first) + timedelta(days=101)
-    from immunoguide.trial.clock import set_store_clock
+    from immunoguide.trial.store import set_store_clock
 
     with store.session() as s:  # the store runs on the data's time line (dashboard: study days, windows)
         set_store_clock(s, simulated_now=end, frozen=True, actor=admin, wall_now=datetime.now(UTC),

@@ -186,7 +186,8 @@ def clock_cmd(
     """Show the store's clock, or set a simulation store's simulated clock (administrator; audited): a demo or
     replay store runs on its data's time line. A real store's clock is the system clock."""
     from immunoguide.errors import InputError
-    from immunoguide.trial.clock import read_store_clock, set_store_clock
+    from immunoguide.trial.clock import read_store_clock
+    from immunoguide.trial.store import set_store_clock
 
     if simulated_now is None and not wall:
         c: _Ctx = ctx.obj

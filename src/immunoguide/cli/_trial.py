@@ -449,9 +449,9 @@ def export_cmd(
 ) -> None:
     """Export the whole trial (as your role may see it) with a data dictionary, or as CDISC ADaM / SDTM."""
     if fmt in ("adam", "sdtm"):
-        from immunoguide.cli._exchange import cdisc_export
+        from immunoguide.analysis.cdisc import write_cdisc  # ADaM or SDTM as the actor may see them
 
-        _run(ctx, lambda s, a, now: cdisc_export(s, out, standard=fmt, actor=a, now=now))
+        _run(ctx, lambda s, a, now: write_cdisc(s, out, standard=fmt, actor=a, now=now))  # type: ignore[arg-type]
         return
     from immunoguide.trial import export_trial
 

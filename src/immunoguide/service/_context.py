@@ -20,7 +20,7 @@ from immunoguide.trial.access import Actor
 from immunoguide.trial.store import TrialStore
 
 if TYPE_CHECKING:
-    from immunoguide.service.cds_security import EhrSettings
+    from immunoguide.service.ehr_settings import EhrSettings
 
 __all__ = [
     "ActorDep",
@@ -65,7 +65,8 @@ class ServiceSettings:
         default it is a real store, where every event time must agree with the system clock.
     ehr : EhrSettings or None
         The EHRs trusted to call the CDS service with signed JWTs, query their FHIR servers and launch the
-        dashboard as a SMART app (:mod:`immunoguide.service.cds_security`); None: immunoguide tokens only.
+        dashboard as a SMART app (:mod:`immunoguide.service.cds_security`, :mod:`immunoguide.service.ehr_settings`); None: immunoguide
+        tokens only.
     max_body_bytes : int
         Largest request body accepted (413 ``IG-E112`` above it; checked before the body is read in full).
     large_body_bytes : int, large_body_paths : tuple of str

@@ -20,7 +20,8 @@
 
 The tables ``service_users`` and ``service_tokens`` belong to the trial store's schema (models
 :class:`~immunoguide.trial.models.ServiceUser` / ``ServiceToken``, Alembic revision 0002); they are not trial data
-(not exported); the accounts are audited and backed up, the tokens neither.
+(not exported); the accounts are audited and backed up, the tokens neither. This module reads and writes them only
+through :mod:`immunoguide.trial.accounts` (the service never touches the tables).
 
 Examples
 --------
@@ -44,12 +45,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
 from sqlalchemy.engine import Engine
 
 from immunoguide.errors import InputError, NotAuthenticated
 from immunoguide.trial.access import ROLES, SITE_ROLES, Actor
-from immunoguide.trial.models import ServiceToken, ServiceUser
 
 __all__ = [
     "DEMO_SITES",
@@ -69,11 +68,6 @@ MIN_PASSWORD_LENGTH = 12
 DEMO_SITES: tuple[str, ...] = ("ATH", "MIL")
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _DKLEN = 2**14, 8, 1, 32
-
-#: The account tables (owned by the trial store's schema and migrations: :class:`~immunoguide.trial.models.ServiceUser`).
-users_table: Table = ServiceUser.__table__  # type: ignore[assignment]
-tokens_table: Table = ServiceToken.__table__  # type: ignore[assignment]
-
 
 def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode("ascii")
@@ -207,7 +201,7 @@ class UserStore:
         authorize(by, "manage_accounts")
         changes: dict[str, Any] = {}
         with self.store.session() as s:
-            row = s.execute(select(users_table).where(users_table.c.username == username)).mappings().first()
+            row = accounts.account_row(s, username)
             if row is None:
                 from immunoguide.errors import UnknownRecord
 
@@ -230,24 +224,24 @@ class UserStore:
                 changes["password_hash"] = hash_password(password)
             out = accounts.change_account(s, by, now or self._now(s), username, reason=reason, **changes)
             if changes.get("active") is False or "role" in changes or "site" in changes or "password_hash" in changes:
-                s.execute(update(tokens_table).where(tokens_table.c.username == username).values(revoked=True))
+                accounts.revoke_account_tokens(s, username)
         with self._lock:
             self._cache.clear()
         return out
 
     def list_users(self) -> list[dict[str, Any]]:
         """Every user: name, role, site, demo, active (never the hash)."""
+        from immunoguide.trial import accounts
+
         with self.engine.begin() as conn:
-            rows = conn.execute(select(users_table.c.username, users_table.c.role, users_table.c.site,
-                                       users_table.c.demo, users_table.c.active)
-                                .order_by(users_table.c.username)).all()
-        return [{"username": u, "role": r, "site": s, "demo": d, "active": a} for u, r, s, d, a in rows]
+            return accounts.list_accounts(conn)
 
     def demo_users(self) -> list[str]:
         """Names of the demo accounts present in the store."""
+        from immunoguide.trial import accounts
+
         with self.engine.begin() as conn:
-            return list(conn.execute(select(users_table.c.username).where(users_table.c.demo.is_(True))
-                                     .order_by(users_table.c.username)).scalars())
+            return accounts.demo_account_names(conn)
 
     def delete_demo_users(self, *, by: Actor | None = None) -> int:
         """Remove every demo account and its tokens (audited); returns how many accounts were removed."""
@@ -257,16 +251,18 @@ class UserStore:
         by = by or accounts.SYSTEM_ACTOR
         authorize(by, "manage_accounts")
         with self.store.session() as s:
-            names = list(s.execute(select(users_table.c.username).where(users_table.c.demo.is_(True))).scalars())
-            n = accounts.delete_accounts(s, by, self._now(s), sorted(names), reason="demo accounts removed")
+            names = sorted(accounts.demo_account_names(s))
+            n = accounts.delete_accounts(s, by, self._now(s), names, reason="demo accounts removed")
         with self._lock:
             self._cache.clear()
         return n
 
     def count_users(self) -> int:
         """Number of active users."""
+        from immunoguide.trial import accounts
+
         with self.engine.begin() as conn:
-            return len(conn.execute(select(users_table.c.username).where(users_table.c.active.is_(True))).all())
+            return accounts.active_account_count(conn)
 
     def _now(self, session: Any) -> datetime:
         from immunoguide.trial import clock
@@ -288,7 +284,7 @@ class UserStore:
         from immunoguide.trial import accounts
 
         with self.store.session() as s:
-            row = s.execute(select(users_table).where(users_table.c.username == username)).mappings().first()
+            row = accounts.account_row(s, username)
             ok = verify_password(password, row["password_hash"] if row is not None else _DUMMY_HASH)
             if row is None or not ok or not row["active"]:
                 raise self._refused(username)
@@ -308,8 +304,8 @@ class UserStore:
         token = secrets.token_urlsafe(32)
         expires = now + self.token_ttl
         with self.store.session() as s:
-            s.execute(insert(tokens_table).values(token_hmac=self._digest(token), username=username,
-                                                  created_at=now, expires_at=expires, revoked=False))
+            accounts.store_token(s, token_hmac=self._digest(token), username=username, created_at=now,
+                                 expires_at=expires)
             accounts.record_login(s, principal.actor, now, expires_at=expires, channel=channel)
         return token, Principal(principal.actor, expires, principal.demo)
 
@@ -330,7 +326,7 @@ class UserStore:
                                    todo="ask the administrator to create, reactivate or check the linked account "
                                         "(`immunoguide audit verify`)")
         with self.store.session() as s:
-            row = s.execute(select(users_table).where(users_table.c.username == username)).mappings().first()
+            row = accounts.account_row(s, username)
             if row is None or not row["active"]:
                 raise refused
             try:
@@ -340,8 +336,8 @@ class UserStore:
             actor = Actor(row["username"], row["role"], row["site"])
             token = secrets.token_urlsafe(32)
             expires = now + self.token_ttl
-            s.execute(insert(tokens_table).values(token_hmac=self._digest(token), username=username,
-                                                  created_at=now, expires_at=expires, revoked=False))
+            accounts.store_token(s, token_hmac=self._digest(token), username=username, created_at=now,
+                                 expires_at=expires)
             accounts.record_login(s, actor, now, expires_at=expires, channel=channel, detail=detail)
         return token, Principal(actor, expires, bool(row["demo"]))
 
@@ -369,12 +365,7 @@ class UserStore:
         verified = True
         try:
             with self.store.session() as s:
-                row = s.execute(
-                    select(tokens_table.c.expires_at, tokens_table.c.revoked, users_table.c.username,
-                           users_table.c.role, users_table.c.site, users_table.c.active, users_table.c.demo)
-                    .join(users_table, users_table.c.username == tokens_table.c.username)
-                    .where(tokens_table.c.token_hmac == digest)
-                ).mappings().first()
+                row = accounts.token_account(s, digest)
                 if row is not None:
                     try:
                         accounts.verified_account(s, row["username"])
@@ -409,9 +400,11 @@ class UserStore:
 
     def revoke(self, token: str) -> None:
         """Revoke a token (logout)."""
+        from immunoguide.trial import accounts
+
         digest = self._digest(token)
         with self.engine.begin() as conn:
-            conn.execute(update(tokens_table).where(tokens_table.c.token_hmac == digest).values(revoked=True))
+            accounts.revoke_token(conn, digest)
         with self._lock:
             self._cache.pop(digest, None)
 

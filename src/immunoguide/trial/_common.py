@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from immunoguide.errors import InputError, NotRandomized, PatientWithdrawn, UnknownPatient
 from immunoguide.protocols import Protocol, load_protocol
-from immunoguide.trial.access import SITE_ROLES, Actor, authorize
+from immunoguide.trial._authz import SITE_ROLES, Actor, authorize
 from immunoguide.trial.models import AllocationSlot, Classification, Consent, Patient
 
 DEFAULT_PROTOCOL = "immunosep-2025"

@@ -1,4 +1,4 @@
-"""Who may do what, and what leaves ``trial/``: the role-aware read layer that enforces blinding.
+"""What leaves ``trial/``: the role-aware read layer that enforces blinding (and who may do what).
 
 Roles (:data:`ROLES`)
 ---------------------
@@ -16,7 +16,9 @@ Roles (:data:`ROLES`)
     Blinded; all sites; imports allocation lists, backs up and restores the store, verifies the audit trail.
 
 Blinded roles never receive an arm, an arm label or a kit's content: every view and export is built here, from
-:data:`BLINDED_COLUMNS`, and workflow functions return only what these views produce.
+:data:`BLINDED_COLUMNS`, and workflow functions return only what these views produce. The roles, permissions and
+:func:`authorize` live in :mod:`immunoguide.trial._authz` (below every trial module) and are re-exported here, the
+place ``service/`` and ``cli/`` import them from.
 
 Examples
 --------
@@ -32,12 +34,24 @@ immunoguide.errors.NotAuthorized: [IG-E408] expected a user of site 'MIL'; got '
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
-from immunoguide.errors import NotAuthorized
+from immunoguide.trial._authz import (
+    BLINDED_COLUMNS,
+    PERMISSIONS,
+    ROLES,
+    SITE_ROLES,
+    UNBLINDED_ROLES,
+    Actor,
+    arm_visible,
+    authorize,
+    blind_row,
+    sees_arms,
+    site_filter,
+)
+from immunoguide.trial._common import consent_of, get_patient, latest_classification, protocol_of
+from immunoguide.trial._labs import lab_results_of
+from immunoguide.trial._sealed import arm_of, kit_dict, kits_of
 
 __all__ = [
     "BLINDED_COLUMNS",
@@ -58,147 +72,9 @@ __all__ = [
     "site_filter",
 ]
 
-ROLES: tuple[str, ...] = (
-    "site_coordinator",
-    "investigator",
-    "unblinded_pharmacist",
-    "statistician",
-    "dsmb",
-    "administrator",
-)
-#: Roles bound to one site (they see and act on that site's patients only).
-SITE_ROLES = frozenset({"site_coordinator", "investigator", "unblinded_pharmacist"})
-#: Roles that see arms and kit contents.
-UNBLINDED_ROLES = frozenset({"unblinded_pharmacist", "dsmb"})
-
-_SITE_STAFF = frozenset({"site_coordinator", "investigator"})
-_ALL = frozenset(ROLES)
-
-#: Permission → roles holding it.
-PERMISSIONS: Mapping[str, frozenset[str]] = MappingProxyType(
-    {
-        "screen": _SITE_STAFF,
-        "consent": _SITE_STAFF,
-        "enter_labs": _SITE_STAFF,
-        "randomize": _SITE_STAFF,
-        "dose": _SITE_STAFF | {"unblinded_pharmacist"},
-        "followup": _SITE_STAFF,
-        "adverse_event": _SITE_STAFF,
-        "withdraw": _SITE_STAFF,
-        "unblind": frozenset({"investigator"}),
-        "view": _ALL,
-        "safety_signals": frozenset({"dsmb"}),
-        "import_allocation": frozenset({"administrator"}),
-        "verify": _ALL,
-        "export": frozenset({"statistician", "dsmb", "administrator"}),
-        "backup": frozenset({"administrator"}),
-        "restore": frozenset({"administrator"}),
-        "checkpoint": frozenset({"administrator"}),
-        "manage_accounts": frozenset({"administrator"}),
-    }
-)
-
-#: Columns no blinded role receives (table → columns): the arm and kit content (computed for unblinded roles from the
-#: sealed commitment), the commitment itself and the legacy plaintext columns of revision 0002.
-BLINDED_COLUMNS: Mapping[str, frozenset[str]] = MappingProxyType(
-    {
-        "allocation_lists": frozenset({"list_mac", "content_sha256"}),
-        "allocation_slots": frozenset({"arm", "arm_mac", "block", "block_size"}),
-        "kits": frozenset({"regimen"}),
-    }
-)
-
-
-@dataclass(frozen=True)
-class Actor:
-    """A user acting in a role (site roles carry their site code).
-
-    Raises
-    ------
-    NotAuthorized
-        Unknown role, a site role without a site, or an empty user name.
-    """
-
-    user: str
-    role: str
-    site: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise NotAuthorized(
-                expected=f"a role of {list(ROLES)}", got=self.role, where="user role",
-                todo="log in with one of the trial roles (--role)",
-            )
-        if not self.user or not self.user.strip():
-            raise NotAuthorized(expected="a user name", got=self.user, where="user", todo="give --user")
-        if self.role in SITE_ROLES and not self.site:
-            raise NotAuthorized(
-                expected=f"a site for role {self.role}", got=None, where="user site",
-                todo="give the user's site code (--site)",
-            )
-
-    def describe(self) -> str:
-        """``"rivera (site_coordinator, site ATH)"``."""
-        return f"{self.user} ({self.role}{f', site {self.site}' if self.site else ''})"
-
-
-def authorize(actor: Actor, permission: str, *, site: str | None = None) -> None:
-    """Raise :class:`NotAuthorized` unless ``actor`` holds ``permission`` (for ``site`` when given)."""
-    roles = PERMISSIONS[permission]
-    if actor.role not in roles:
-        raise NotAuthorized(
-            expected=f"one of the roles {sorted(roles)} for {permission!r}",
-            got=actor.describe(),
-            where=f"permission {permission}",
-            todo="ask a user with that role",
-        )
-    if site is not None and actor.role in SITE_ROLES and actor.site != site:
-        raise NotAuthorized(
-            expected=f"a user of site {site!r}",
-            got=actor.describe(),
-            where=f"permission {permission}",
-            todo="site users act on their own site's patients only",
-        )
-
-
-def sees_arms(actor: Actor) -> bool:
-    """True for the roles that see arms and kit contents."""
-    return actor.role in UNBLINDED_ROLES
-
-
-def site_filter(actor: Actor) -> str | None:
-    """The only site ``actor`` may see (None: every site)."""
-    return actor.site if actor.role in SITE_ROLES else None
-
-
-def blind_row(table: str, row: Mapping[str, Any], actor: Actor) -> dict[str, Any]:
-    """``row`` without the blinded columns of ``table`` unless ``actor`` is unblinded.
-
-    >>> blind_row("kits", {"kit_number": "IV-1A2B", "regimen": "anakinra_iv"}, Actor("k", "investigator", "ATH"))
-    {'kit_number': 'IV-1A2B'}
-    """
-    hidden = BLINDED_COLUMNS.get(table, frozenset())
-    if sees_arms(actor) or not hidden:
-        return dict(row)
-    return {k: v for k, v in row.items() if k not in hidden}
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Read functions: every record that leaves trial/ is built here (or with blind_row / arm_visible).
-
-
-def arm_visible(session: Any, actor: Actor, patient: Any) -> bool:
-    """Whether ``actor`` may see this patient's arm: unblinded roles, or an investigator of the patient's site
-    after an emergency unblinding of that patient."""
-    if sees_arms(actor):
-        return True
-    if actor.role != "investigator" or actor.site != patient.site:
-        return False
-    from sqlalchemy import select
-
-    from immunoguide.trial.models import Unblinding
-
-    return session.execute(select(Unblinding.id).where(Unblinding.patient_id == patient.id).limit(1)).first() is not None
 
 
 def _randomization_record(session: Any, patient: Any, actor: Actor, *, slot: Any = None,
@@ -221,8 +97,6 @@ def _randomization_record(session: Any, patient: Any, actor: Actor, *, slot: Any
         "randomised_by": slot.allocated_by,
     }
     if arm_visible(session, actor, patient):
-        from immunoguide.trial.randomization import arm_of
-
         a = load_protocol(lst.protocol).arm(arm or arm_of(session, slot, lst))
         rec["arm"] = a.code
         rec["arm_label"] = a.label
@@ -233,9 +107,6 @@ def _randomization_record(session: Any, patient: Any, actor: Actor, *, slot: Any
 def randomization_view(session: Any, patient: Any, actor: Actor, *, slot: Any = None, allocation_list: Any = None,
                        kits: Any = None, arm: str | None = None) -> dict[str, Any]:
     """What ``randomize`` returns: randomisation number, stratum, kits; the arm for unblinded roles only."""
-    from immunoguide.trial._common import protocol_of
-    from immunoguide.trial.kits import kit_dict, kits_of
-
     rec = _randomization_record(session, patient, actor, slot=slot, allocation_list=allocation_list, arm=arm) or {}
     proto = protocol_of(patient)
     kits = kits if kits is not None else kits_of(session, patient)
@@ -249,9 +120,6 @@ def lab_results_view(session: Any, code: str, *, actor: Actor) -> list[Any]:
     """One patient's stored biomarker results (:class:`~immunoguide.rules.endotype.BiomarkerResult`, canonical
     units) after the same ``view`` check as :func:`patient_view`; lab values carry no arm, so every role that may
     view the patient sees them."""
-    from immunoguide.trial._common import get_patient
-    from immunoguide.trial.enrolment import lab_results_of
-
     return lab_results_of(session, get_patient(session, code, actor, "view", lock=False))
 
 
@@ -260,7 +128,6 @@ def patient_view(session: Any, code: str, *, actor: Actor) -> dict[str, Any]:
     randomisation (arm only when visible), withdrawal."""
     from sqlalchemy import select
 
-    from immunoguide.trial._common import consent_of, get_patient, latest_classification
     from immunoguide.trial.models import EligibilityEvaluation, Withdrawal
 
     p = get_patient(session, code, actor, "view", lock=False)
@@ -353,8 +220,6 @@ def consort(session: Any, *, actor: Actor) -> dict[str, Any]:
     wd_arm: Counter[str] = Counter()
     wd_removal_arm: Counter[str] = Counter()
     roles: dict[str, str] = {}
-    from immunoguide.trial.randomization import arm_of
-
     for pid, (s, lst) in slots.items():
         by_stratum[lst.stratum] += 1
         arm = arm_of(session, s, lst) if unblinded else None  # arms are opened for unblinded roles only

@@ -13,66 +13,106 @@ therefore cannot log in (and ``audit verify`` reports the row, IG-AUD-E008).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import RowMapping, Table, delete, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from immunoguide.errors import DuplicateRecord, NotAuthenticated, UnknownRecord
 from immunoguide.trial import audit, clock
-from immunoguide.trial.access import Actor
-from immunoguide.trial.models import AuditRecord, ServiceUser
+from immunoguide.trial._account_image import ACCOUNT_TABLE, _iso, account_image, account_images, users_table
+from immunoguide.trial._authz import Actor
+from immunoguide.trial.models import AuditRecord, ServiceToken
 
 __all__ = [
     "ACCOUNT_TABLE",
     "SYSTEM_ACTOR",
     "account_image",
     "account_images",
+    "account_row",
+    "active_account_count",
     "adopt_unaudited",
     "change_account",
     "create_account",
     "delete_accounts",
+    "demo_account_names",
+    "list_accounts",
     "record_login",
+    "revoke_account_tokens",
+    "revoke_token",
+    "store_token",
+    "token_account",
+    "tokens_table",
+    "users_table",
     "verified_account",
 ]
 
-ACCOUNT_TABLE = "service_users"
-users_table: Table = ServiceUser.__table__  # type: ignore[assignment]
+#: The bearer tokens of the service (digests only; not audited: a login is, :func:`record_login`).
+tokens_table: Table = ServiceToken.__table__  # type: ignore[assignment]
 #: The actor of changes made by the system itself (store initialisation, bootstrap of the first account).
 SYSTEM_ACTOR = Actor("system", "administrator")
-
-
-def _iso(t: datetime | None) -> str | None:
-    if t is None:
-        return None
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
-
-
-def account_image(row: Mapping[str, Any]) -> dict[str, Any]:
-    """What the audit trail records of an account (a digest of the password hash, never the hash)."""
-    return {
-        "username": row["username"],
-        "role": row["role"],
-        "site": row["site"],
-        "demo": bool(row["demo"]),
-        "active": bool(row["active"]),
-        "created_at": _iso(row["created_at"]),
-        "password_sha256": hashlib.sha256(str(row["password_hash"]).encode()).hexdigest(),
-    }
-
-
-def account_images(session: Session) -> dict[str, dict[str, Any]]:
-    """Every account's image, by user name."""
-    rows = session.execute(select(users_table)).mappings().all()
-    return {r["username"]: account_image(dict(r)) for r in rows}
 
 
 def _row(session: Session, username: str) -> Mapping[str, Any] | None:
     row = session.execute(select(users_table).where(users_table.c.username == username)).mappings().first()
     return dict(row) if row is not None else None
+
+
+# -- reads and tokens for the service's logins (:mod:`immunoguide.service.auth`): the service never reads the tables
+
+
+def account_row(db: Session | Connection, username: str) -> RowMapping | None:
+    """The account row of ``username`` (with the password hash: for the login check only), None when there is none."""
+    return db.execute(select(users_table).where(users_table.c.username == username)).mappings().first()
+
+
+def list_accounts(db: Session | Connection) -> list[dict[str, Any]]:
+    """Every account: name, role, site, demo, active (never the hash), by name."""
+    rows = db.execute(select(users_table.c.username, users_table.c.role, users_table.c.site, users_table.c.demo,
+                             users_table.c.active).order_by(users_table.c.username)).all()
+    return [{"username": u, "role": r, "site": s, "demo": d, "active": a} for u, r, s, d, a in rows]
+
+
+def demo_account_names(db: Session | Connection) -> list[str]:
+    """Names of the demo accounts, sorted."""
+    return list(db.execute(select(users_table.c.username).where(users_table.c.demo.is_(True))
+                           .order_by(users_table.c.username)).scalars())
+
+
+def active_account_count(db: Session | Connection) -> int:
+    """Number of active accounts."""
+    return len(db.execute(select(users_table.c.username).where(users_table.c.active.is_(True))).all())
+
+
+def store_token(db: Session | Connection, *, token_hmac: str, username: str, created_at: datetime,
+                expires_at: datetime) -> None:
+    """Store a new bearer token (its digest only) of ``username``."""
+    db.execute(insert(tokens_table).values(token_hmac=token_hmac, username=username, created_at=created_at,
+                                           expires_at=expires_at, revoked=False))
+
+
+def token_account(db: Session | Connection, token_hmac: str) -> RowMapping | None:
+    """The token with this digest and its account: ``expires_at``, ``revoked``, ``username``, ``role``, ``site``,
+    ``active``, ``demo`` (None for an unknown digest)."""
+    return db.execute(
+        select(tokens_table.c.expires_at, tokens_table.c.revoked, users_table.c.username,
+               users_table.c.role, users_table.c.site, users_table.c.active, users_table.c.demo)
+        .join(users_table, users_table.c.username == tokens_table.c.username)
+        .where(tokens_table.c.token_hmac == token_hmac)
+    ).mappings().first()
+
+
+def revoke_token(db: Session | Connection, token_hmac: str) -> None:
+    """Revoke the token with this digest (logout)."""
+    db.execute(update(tokens_table).where(tokens_table.c.token_hmac == token_hmac).values(revoked=True))
+
+
+def revoke_account_tokens(db: Session | Connection, username: str) -> None:
+    """Revoke every token of ``username`` (after a change of role, site, password or state)."""
+    db.execute(update(tokens_table).where(tokens_table.c.username == username).values(revoked=True))
 
 
 def _record(session: Session, actor: Actor, now: datetime, action: str, username: str,
@@ -116,9 +156,7 @@ def change_account(session: Session, actor: Actor, now: datetime, username: str,
 def delete_accounts(session: Session, actor: Actor, now: datetime, usernames: list[str], *,
                     reason: str | None = None) -> int:
     """Delete accounts (and their tokens) and record each deletion."""
-    from immunoguide.trial.models import ServiceToken
-
-    tokens: Table = ServiceToken.__table__  # type: ignore[assignment]
+    tokens = tokens_table
     n = 0
     for name in usernames:
         row = _row(session, name)

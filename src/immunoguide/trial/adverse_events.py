@@ -41,6 +41,7 @@ from immunoguide.protocols import load_protocol
 from immunoguide.rules.ctcae import load_ctcae, lookup_term
 from immunoguide.rules.signal_rule import SIGNAL_METHODS, SignalRule, evaluate_signal_rule
 from immunoguide.trial import audit, clock
+from immunoguide.trial._authz import Actor, authorize, site_filter
 from immunoguide.trial._common import (
     aware,
     check_choice,
@@ -49,7 +50,6 @@ from immunoguide.trial._common import (
     require_active,
     require_randomised,
 )
-from immunoguide.trial.access import Actor, authorize, site_filter
 from immunoguide.trial.models import (
     AdverseEvent,
     AdverseEventCoding,

@@ -83,7 +83,7 @@ from sqlalchemy.orm import Session
 
 from immunoguide.errors import AuditChainBroken, ImplausibleTime, TrialKeyError
 from immunoguide.trial import clock
-from immunoguide.trial.access import Actor
+from immunoguide.trial._authz import Actor
 from immunoguide.trial.keys import TrialKey
 from immunoguide.trial.models import AUDITED_TABLES, AuditHead, AuditRecord, Base
 
@@ -598,7 +598,7 @@ def verify_audit(session: Session, *, key: TrialKey | None = None, checkpoints: 
     -------
     AuditReport
     """
-    from immunoguide.trial.accounts import ACCOUNT_TABLE, account_images
+    from immunoguide.trial._account_image import ACCOUNT_TABLE, account_images
 
     chain_pending(session)
     _write_head(session)
@@ -780,7 +780,7 @@ def checkpoint(session: Session, *, actor: Actor, now: datetime) -> dict[str, An
     names the head's sequence number, hash and system time; the export itself is recorded in the trail (after
     the checkpointed entry). ``verify_audit(checkpoints=[…])`` later proves nothing up to that entry changed.
     """
-    from immunoguide.trial.access import authorize
+    from immunoguide.trial._authz import authorize
 
     authorize(actor, "checkpoint")
     key = clock.require_key(session, "a checkpoint is MAC'd with the trial key")

@@ -35,8 +35,10 @@ without ``--now``), :func:`read_store_clock`:
   is ``simulated_epoch + (wall now − wall_epoch)`` (the data's time line, running) or, ``frozen``, always
   ``simulated_epoch`` (the demo freezes it at the time its reports were written).
 
-``immunoguide safety clock`` shows the clock and sets it (:func:`set_store_clock`: administrator, simulation stores
-only, recorded in the audit trail as action ``set_clock`` with the clock before and after).
+``immunoguide safety clock`` shows the clock and sets it (:func:`immunoguide.trial.store.set_store_clock`:
+administrator, simulation stores only, recorded in the audit trail as action ``set_clock`` with the clock before and
+after); :func:`immunoguide.trial.store.store_now` reads a store's time from its URL. Both live with the store: this
+module knows the configuration and the clock, and imports neither the audit trail nor the store.
 
 Examples
 --------
@@ -52,17 +54,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from immunoguide.errors import AuditChainBroken, ImplausibleTime, InputError, TrialKeyError
+from immunoguide.errors import AuditChainBroken, ImplausibleTime, TrialKeyError
 from immunoguide.trial.keys import TrialKey
 from immunoguide.trial.models import AllocationList, StoreClock, StoreConfig
-
-if TYPE_CHECKING:
-    from immunoguide.trial.access import Actor
 
 __all__ = [
     "ClockSetting",
@@ -81,9 +80,7 @@ __all__ = [
     "read_store_clock",
     "require_key",
     "session_key",
-    "set_store_clock",
     "store_config",
-    "store_now",
     "system_now",
     "trial_start",
 ]
@@ -299,65 +296,3 @@ def read_store_clock(session: Session) -> ClockSetting:
     if not is_simulation(session):
         return REAL
     return _read_clock_row(session)
-
-
-def set_store_clock(session: Session, *, simulated_now: datetime | None, frozen: bool, actor: Actor,
-                    wall_now: datetime, note: str = "") -> dict[str, Any]:
-    """Set a simulation store's clock (administrator): ``simulated_now`` None → the system clock; else simulated,
-    standing at ``simulated_now`` at wall time ``wall_now`` (``frozen``: stays there).
-
-    Recorded in the audit trail (action ``set_clock``, the clock before and after; event time ``wall_now``). Raises
-    NotAuthorized (not an administrator) and ImplausibleTime (a real store: its clock is the system clock).
-    """
-    from immunoguide.trial import audit
-    from immunoguide.trial._common import aware
-    from immunoguide.trial.access import authorize
-    from immunoguide.units import check_plausible_time
-
-    authorize(actor, "restore")  # store administration: the administrator's permission
-    aware(wall_now, "wall_now")
-    if simulated_now is not None:
-        aware(simulated_now, "simulated_now")
-        check_plausible_time(simulated_now, field="simulated_now")
-    if not isinstance(frozen, bool):
-        raise InputError(expected="frozen true or false", got=frozen, where="field frozen", todo="say yes or no",
-                         field="frozen")
-    if not is_simulation(session):
-        raise ImplausibleTime(expected="a simulation store (a real store's clock is the system clock)",
-                              got=simulated_now.isoformat() if simulated_now else "the system clock",
-                              where="store clock (real store)",
-                              todo="a simulated time is for demo, training and replay stores (`trial init "
-                                   "--simulation`); a real store needs nothing set")
-    before = _read_clock_row(session)
-    row = session.execute(select(StoreClock).where(StoreClock.id == 1)).scalar_one_or_none()
-    values = {"mode": "wall" if simulated_now is None else "simulated", "simulated_epoch": simulated_now,
-              "wall_epoch": None if simulated_now is None else wall_now, "frozen": bool(frozen and simulated_now),
-              "note": note, "set_at": wall_now, "set_by": actor.user}
-    if row is None:
-        session.add(StoreClock(id=1, **values))
-    else:
-        for k, v in values.items():
-            setattr(row, k, v)
-    session.flush()
-    setting = _read_clock_row(session)
-    audit.append(session, actor, wall_now, action="set_clock", table="store_clock", row_id="1", patient_id=None,
-                 payload={"before": before.to_dict(), "after": setting.to_dict()})
-    return setting.to_dict()
-
-
-def store_now(url: str, wall_now: datetime) -> datetime:
-    """The time of the store at ``url`` at wall time ``wall_now``: its simulated clock on a simulation store, else
-    ``wall_now`` (a real store, no clock set, or a store that predates the clock table — the schema check of the
-    caller reports an old store)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from immunoguide.trial.store import TrialStore
-
-    st = TrialStore(url)
-    try:
-        with st.session() as s:
-            return read_store_clock(s).now(wall_now)
-    except SQLAlchemyError:
-        return wall_now
-    finally:
-        st.dispose()

@@ -26,6 +26,7 @@ from immunoguide.errors import DuplicateRecord, InputError
 from immunoguide.protocols import compare
 from immunoguide.rules.regimen import Administration, Schedule, dose_schedule, reconcile
 from immunoguide.trial import audit, clock
+from immunoguide.trial._authz import Actor, arm_visible
 from immunoguide.trial._common import (
     aware,
     check_choice,
@@ -36,7 +37,6 @@ from immunoguide.trial._common import (
     require_active,
     require_randomised,
 )
-from immunoguide.trial.access import Actor, arm_visible
 from immunoguide.trial.kits import kits_of
 from immunoguide.trial.models import AllocationSlot, DoseAdministration, Kit, Patient, Withdrawal
 from immunoguide.trial.randomization import randomization_window

@@ -30,12 +30,12 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from immunoguide.errors import DuplicateConsent, DuplicateRecord, ImmunoguideError, InputError, NotEligible
+from immunoguide.errors import DuplicateConsent, DuplicateRecord, InputError, NotEligible
 from immunoguide.protocols import Protocol, load_protocol
 from immunoguide.rules.eligibility import EligibilityResult, PatientRecord, evaluate_eligibility
-from immunoguide.rules.endotype import BiomarkerResult, classify_endotype, results_from_record
-from immunoguide.rules.measurements import CensoredValue, measure
+from immunoguide.rules.endotype import classify_endotype
 from immunoguide.trial import audit, clock
+from immunoguide.trial._authz import Actor, authorize
 from immunoguide.trial._common import (
     DEFAULT_PROTOCOL,
     aware,
@@ -50,9 +50,8 @@ from immunoguide.trial._common import (
     slot_of,
     validation_error,
 )
-from immunoguide.trial.access import Actor, authorize
-from immunoguide.trial.models import Classification, Consent, EligibilityEvaluation, LabResult, Patient
-from immunoguide.units import concept
+from immunoguide.trial._labs import lab_results_of, store_lab_record
+from immunoguide.trial.models import Classification, Consent, EligibilityEvaluation, Patient
 
 __all__ = [
     "consent_values",
@@ -279,95 +278,6 @@ def record_consent(
     view = _screening_view(p, result, "consent", evidence)
     view["consent"] = {"given_by": given_by, "signed_at": iso(signed_at), "kind": values[given_by]}
     return view
-
-
-def store_lab_record(session: Session, proto: Protocol, record: Mapping[str, Any], p: Patient, actor: Actor,
-                     now: datetime) -> tuple[list[LabResult], list[Any]]:
-    """Store a laboratory record's results and its pending samples (``<analyte>_sample_time`` without a value:
-    an open order, :mod:`immunoguide.trial.monitoring`), resolving the orders the results answer.
-
-    Returns (results stored, orders opened). Refuses a record with neither a result nor a pending sample.
-    """
-    from immunoguide.rules.endotype import pending_from_record
-    from immunoguide.trial.monitoring import order_rows, resolve_orders
-
-    spec = proto.classification
-    assert spec is not None
-    pending = pending_from_record(record, spec, where="lab record") if isinstance(record, Mapping) else ()
-    for x in pending:
-        aware(x.sample_time, f"{x.analyte}_sample_time")
-        not_future(x.sample_time, now, f"{x.analyte}_sample_time")
-    rows = _lab_rows(proto, record, p, actor, now, allow_none=bool(pending))
-    audit.insert_many(session, actor, now, rows)
-    resolve_orders(session, actor, now, p, rows)
-    orders = order_rows(p, pending, actor, now)
-    audit.insert_many(session, actor, now, orders)
-    return rows, orders
-
-
-def _lab_rows(proto: Protocol, record: Mapping[str, Any], p: Patient, actor: Actor, now: datetime, *,
-              allow_none: bool = False) -> list[LabResult]:
-    spec = proto.classification
-    assert spec is not None
-    if not isinstance(record, Mapping):
-        raise InputError(expected="a JSON object of laboratory results", got=type(record).__name__,
-                         where="lab record", todo="send one JSON object")
-    for k in ("anchor_time", "at", "id"):
-        if k in record:
-            raise InputError(expected="laboratory result fields only", got=k, where=f"lab record, field {k}",
-                             todo="the anchor is the patient's Sepsis-3 onset and the time is now", field=k)
-    results, _, _ = results_from_record(record, spec, where="lab record")
-    if not results and not allow_none:
-        raise InputError(expected="at least one laboratory result (or a sample time of a pending result)",
-                         got=dict(record), where="lab record",
-                         todo="send e.g. ferritin, ferritin_unit, ferritin_sample_time")
-    analytes: dict[str, str] = {}
-    for rule in list(spec.endotypes) + list(spec.reversals):
-        for c in rule.all_of:
-            analytes.setdefault(c.concept, c.analyte)
-    rows = []
-    for r in results:
-        a = analytes[r.concept]
-        raw = record.get(a) if record.get(a) is not None else record.get(r.concept)
-        unit = record.get(f"{a}_unit") if record.get(a) is not None else concept(r.concept).unit
-        for f, t in (("sample_time", r.sample_time), ("receipt_time", r.receipt_time), ("result_time", r.result_time)):
-            if t is not None:
-                aware(t, f"{a}_{f}")
-                not_future(t, now, f"{a}_{f}")
-        if r.sample_time is None:
-            raise InputError(expected=f"{a}_sample_time", got=None, where=f"lab record, field {a}_sample_time",
-                             todo="the sample time places the result in the protocol's window", field=f"{a}_sample_time")
-        rows.append(LabResult(
-            patient_id=p.id, concept=r.concept, raw_value=str(raw), raw_unit=str(unit),
-            value_lower=r.value.lower, value_upper=r.value.upper, lower_inclusive=r.value.lower_inclusive,
-            upper_inclusive=r.value.upper_inclusive, method=r.method, sample_time=r.sample_time,
-            receipt_time=r.receipt_time, result_time=r.result_time, source=r.source, entered_at=now,
-            entered_by=actor.user,
-        ))
-    return rows
-
-
-def _stored_value(r: LabResult) -> CensoredValue:
-    """The stored interval, with the exact rationals of its bounds re-derived from the value and unit as reported
-    (so a comparison with a cut-off is exact, :mod:`immunoguide.units`), when they give the same interval."""
-    stored = CensoredValue(r.value_lower, r.value_upper, r.lower_inclusive, r.upper_inclusive, r.raw_value)
-    try:
-        again = measure(r.concept, r.raw_value, r.raw_unit)
-    except ImmunoguideError:
-        return stored
-    return again if again.same_interval(stored) else stored
-
-
-def lab_results_of(session: Session, p: Patient) -> list[BiomarkerResult]:
-    """The patient's stored results as :class:`~immunoguide.rules.endotype.BiomarkerResult` (canonical units)."""
-    rows = session.execute(select(LabResult).where(LabResult.patient_id == p.id).order_by(LabResult.id)).scalars()
-    return [
-        BiomarkerResult(
-            r.concept, _stored_value(r), r.method, r.sample_time, r.receipt_time, r.result_time,
-            r.source or f"lab_results/{r.id}",
-        )
-        for r in rows
-    ]
 
 
 def enter_labs(

@@ -33,6 +33,7 @@ from immunoguide.protocols import Protocol
 from immunoguide.rules.endotype import reclassify_daily
 from immunoguide.rules.sofa import SofaInputs, score_sofa
 from immunoguide.trial import audit, clock
+from immunoguide.trial._authz import Actor
 from immunoguide.trial._common import (
     aware,
     check_choice,
@@ -44,7 +45,7 @@ from immunoguide.trial._common import (
     require_active,
     require_randomised,
 )
-from immunoguide.trial.access import Actor
+from immunoguide.trial._labs import lab_results_of, pending_orders, serial_alerts, store_lab_record
 from immunoguide.trial.models import FollowUp, Patient
 from immunoguide.units import concept
 
@@ -197,8 +198,6 @@ def record_followup(
         late = check_safety_lab_times(session, safety_rows, now, late_entry_reason) or late
     with audit.reasoned(session, late):
         if labs:
-            from immunoguide.trial.enrolment import store_lab_record
-
             store_lab_record(session, proto, labs, p, actor, now)
         if safety_rows:
             audit.insert_many(session, actor, now, safety_rows)
@@ -221,9 +220,6 @@ def serial_endotypes(session: Session, code: str, *, actor: Actor, now: datetime
     (:func:`immunoguide.rules.endotype.reclassify_daily` with ``baseline_endotype``). A sample on a day that is not
     a protocol visit day is classified and listed like any other (``visit_day`` false).
     """
-    from immunoguide.trial.enrolment import lab_results_of
-    from immunoguide.trial.monitoring import pending_orders, serial_alerts
-
     p = _patient or get_patient(session, code, actor, "view", lock=False)
     anchor = _anchor_time or _anchor(session, p)
     proto = protocol_of(p)

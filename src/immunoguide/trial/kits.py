@@ -18,14 +18,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from immunoguide.errors import InputError
 from immunoguide.protocols import Protocol, describe_regimen
 from immunoguide.trial import audit, clock
+from immunoguide.trial._authz import Actor, arm_visible
 from immunoguide.trial._common import aware, get_patient, protocol_of, require_randomised
-from immunoguide.trial.access import Actor, arm_visible, blind_row
+from immunoguide.trial._sealed import arm_of, kit_dict, kit_regimen, kits_of
 from immunoguide.trial.models import AllocationList, AllocationSlot, Kit, Patient, Unblinding
 
 __all__ = ["assign_kits", "kit_dict", "kit_label", "kit_regimen", "kits_of", "kits_view", "unblind"]
@@ -57,8 +57,6 @@ def assign_kits(session: Session, actor: Actor, now: datetime, p: Patient, proto
 
     The kits' routes are those of the arm (identical for every arm of a double-dummy design); no content is stored.
     """
-    from immunoguide.trial.randomization import arm_of
-
     a = protocol.arm(arm or arm_of(session, slot, lst))
     kits = []
     for route in sorted(a.kits):
@@ -69,40 +67,6 @@ def assign_kits(session: Session, actor: Actor, now: datetime, p: Patient, proto
     return kits
 
 
-def kit_regimen(session: Session, k: Kit, protocol: Protocol, *, arm: str | None = None) -> str:
-    """The content (regimen id) of a kit: the kit's route in the patient's arm (needs the trial key)."""
-    if k.regimen is not None:  # revision-0002 kit not sealed yet
-        return k.regimen
-    if arm is None:
-        from immunoguide.trial.randomization import arm_of
-
-        slot = session.execute(select(AllocationSlot).where(AllocationSlot.patient_id == k.patient_id)).scalar_one()
-        arm = arm_of(session, slot)
-    return protocol.arm(arm).kits[k.route]
-
-
-_KITS_OF = select(Kit).where(Kit.patient_id == bindparam("patient_id")).order_by(Kit.route)
-
-
-def kits_of(session: Session, p: Patient) -> list[Kit]:
-    """The patient's kits, by route."""
-    return list(session.execute(_KITS_OF, {"patient_id": p.id}).scalars())
-
-
-def kit_dict(session: Session, k: Kit, protocol: Protocol, actor: Actor, p: Patient, *,
-             arm: str | None = None) -> dict[str, Any]:
-    """One kit as ``actor`` may see it (content only when the arm is visible to them)."""
-    row = {"kit_number": k.kit_number, "route": k.route, "label": k.label, "assigned_at": k.assigned_at.isoformat()}
-    out = blind_row("kits", row, actor)
-    if arm_visible(session, actor, p):
-        regimen = kit_regimen(session, k, protocol, arm=arm)
-        r = protocol.regimens[regimen]
-        out["regimen"] = regimen
-        out["content"] = describe_regimen(r)
-        out["is_placebo"] = r.is_placebo
-    return out
-
-
 def kits_view(session: Session, code: str, *, actor: Actor) -> dict[str, Any]:
     """The patient's kits: numbers and labels for everyone; contents for unblinded roles only."""
     p = get_patient(session, code, actor, "view", lock=False)
@@ -111,8 +75,6 @@ def kits_view(session: Session, code: str, *, actor: Actor) -> dict[str, Any]:
     visible = arm_visible(session, actor, p)
     arm = None
     if visible:
-        from immunoguide.trial.randomization import arm_of
-
         arm = arm_of(session, slot)
     return {"patient": p.code, "blinded": not visible,
             "kits": [kit_dict(session, k, proto, actor, p, arm=arm) for k in kits_of(session, p)]}
@@ -133,8 +95,6 @@ def unblind(session: Session, code: str, reason: str, *, actor: Actor, now: date
     audit.insert(session, actor, now, Unblinding(patient_id=p.id, reason=reason.strip(), unblinded_at=now,
                                                  unblinded_by=actor.user, role=actor.role))
     proto = protocol_of(p)
-    from immunoguide.trial.randomization import arm_of
-
     arm = proto.arm(arm_of(session, slot))
     return {
         "patient": p.code,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import statistics
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
@@ -41,10 +41,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from immunoguide.protocols import Protocol
-from immunoguide.rules.endotype import PendingSample
-from immunoguide.trial import audit
+from immunoguide.trial._authz import Actor, authorize, site_filter
 from immunoguide.trial._common import aware, get_patient, protocol_of, slot_of
-from immunoguide.trial.access import Actor, authorize, site_filter
+from immunoguide.trial._labs import _alert, order_rows, pending_orders, resolve_orders, serial_alerts
+from immunoguide.trial._sealed import randomization_window
 from immunoguide.trial.models import LabOrder, LabResult, Patient
 
 __all__ = [
@@ -91,35 +91,6 @@ def load_monitoring() -> MonitoringSettings:
 # pending orders
 
 
-def order_rows(p: Patient, pending: Sequence[PendingSample], actor: Actor, now: datetime) -> list[LabOrder]:
-    """New ``lab_orders`` rows for the pending samples of a laboratory record."""
-    return [LabOrder(patient_id=p.id, analyte=x.analyte, concept=x.concept, sample_time=x.sample_time, source=x.source,
-                     method=x.method, status="pending", result_id=None, ordered_at=now, ordered_by=actor.user,
-                     resolved_at=None) for x in pending]
-
-
-def pending_orders(session: Session, p: Patient) -> list[LabOrder]:
-    """The patient's pending orders, oldest sample first."""
-    return list(session.execute(select(LabOrder).where(LabOrder.patient_id == p.id, LabOrder.status == "pending")
-                                .order_by(LabOrder.sample_time, LabOrder.id)).scalars())
-
-
-def resolve_orders(session: Session, actor: Actor, now: datetime, p: Patient, results: Iterable[LabResult]) -> int:
-    """Mark pending orders resolved by the entered results (same concept and sample time → ``resulted``; an older
-    pending sample of a concept with a newer result → ``superseded``). Returns how many were resolved."""
-    n = 0
-    res = [r for r in results if r.sample_time is not None]
-    for o in pending_orders(session, p):
-        same = next((r for r in res if r.concept == o.concept and r.sample_time == o.sample_time), None)
-        if same is not None:
-            audit.update(session, actor, now, o, status="resulted", result_id=same.id, resolved_at=now)
-            n += 1
-        elif any(r.concept == o.concept and r.sample_time is not None and r.sample_time > o.sample_time for r in res):
-            audit.update(session, actor, now, o, status="superseded", resolved_at=now)
-            n += 1
-    return n
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # turnaround
 
@@ -135,8 +106,6 @@ def _quantile(values: Sequence[float], q: float) -> float:
 
 
 def _window_hours(proto: Protocol) -> float | None:
-    from immunoguide.trial.randomization import randomization_window
-
     w = randomization_window(proto)
     return None if w is None else w[2]
 
@@ -217,36 +186,6 @@ def turnaround_report(session: Session, *, actor: Actor, now: datetime) -> dict[
 
 # ---------------------------------------------------------------------------------------------------------------
 # alerts
-
-
-def _alert(p: Patient, code: str, level: str, text: str, at: datetime | None, **details: Any) -> dict[str, Any]:
-    return {"patient": p.code, "site": p.site, "code": code, "level": level, "text": text,
-            "at": at.isoformat() if at else None, "details": details}
-
-
-def serial_alerts(p: Patient, serial: dict[str, Any], strata: Sequence[str]) -> list[dict[str, Any]]:
-    """Stratum-switch and reversal alerts from :func:`immunoguide.trial.followup.serial_endotypes`' result.
-
-    A switch is a day classified into *another stratum* of the protocol (``strata``: MALS for an immunoparalysis
-    patient); a day that is neither (``unclassified``) is no switch (for immunoparalysis it is on the way to
-    reversal, which has its own rule)."""
-    out = []
-    stratum = p.stratum
-    for t in serial.get("transitions", []):
-        if t["to"] != stratum and t["to"] in strata:
-            day = next((d for d in serial["days"] if d["day"] == t["day"]), None)
-            out.append(_alert(p, "stratum_switch", "warning",
-                              f"{p.code}: samples of day {t['day']} classify {t['to']}, not the randomisation stratum "
-                              f"{stratum} (no protocol rule changes treatment on re-measurement; spec §2.2)",
-                              datetime.fromisoformat(day["start"]) if day else None, day=t["day"], stratum=stratum,
-                              endotype=t["to"]))
-            break
-    revs = serial.get("reversals", [])
-    if revs:
-        r = revs[0]
-        out.append(_alert(p, "reversal", "info", f"{p.code}: reversal of {r['endotype']} on day {r['day']}: {r['text']}",
-                          None, day=r["day"], kind=r["kind"]))
-    return out
 
 
 def _pending_alerts(session: Session, p: Patient, now: datetime,

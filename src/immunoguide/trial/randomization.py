@@ -83,6 +83,7 @@ from immunoguide.errors import (
 )
 from immunoguide.protocols import Protocol, load_protocol
 from immunoguide.trial import audit, clock
+from immunoguide.trial._authz import Actor, authorize
 from immunoguide.trial._common import (
     DEFAULT_PROTOCOL,
     aware,
@@ -93,7 +94,7 @@ from immunoguide.trial._common import (
     require_active,
     slot_of,
 )
-from immunoguide.trial.access import Actor, authorize
+from immunoguide.trial._sealed import _mismatch, arm_of, list_mac, randomization_window, slot_mac, stratum_arms
 from immunoguide.trial.keys import TrialKey, load_key
 from immunoguide.trial.models import AllocationList, AllocationSlot, Kit, Patient
 
@@ -208,43 +209,6 @@ class _Drbg:
         for i in range(len(items) - 1, 0, -1):
             j = self.randbelow(i + 1)
             items[i], items[j] = items[j], items[i]
-
-
-def stratum_arms(protocol: Protocol, stratum: str) -> dict[str, int]:
-    """Arm code → allocation weight for one stratum (weights from the protocol's ratio by arm role).
-
-    >>> stratum_arms(load_protocol("immunosep-2025"), "MALS")
-    {'mals_anakinra': 1, 'mals_placebo': 1}
-    """
-    if stratum not in protocol.endotype_names:
-        raise WrongStratum(expected=f"a stratum of {protocol.label}: {list(protocol.endotype_names)}", got=stratum,
-                           where="allocation list", todo="strata are the protocol's endotypes")
-    ratio = protocol.randomisation.ratio.value if protocol.randomisation and protocol.randomisation.ratio else None
-    arms = [a for a in protocol.arms if stratum in a.endotypes]
-    if ratio is None:
-        raise InputError(expected="a protocol with an allocation ratio", got=protocol.label, where="[randomisation]",
-                         todo="the protocol file must give [randomisation.ratio]")
-    out: dict[str, int] = {}
-    for a in arms:
-        if a.role not in ratio:
-            raise InputError(expected=f"a ratio weight for arm role {a.role}", got=ratio, where="[randomisation.ratio]",
-                             todo="give a weight for every arm role")
-        out[a.code] = int(ratio[a.role])
-    roles = Counter(a.role for a in arms)
-    if any(n != 1 for n in roles.values()) or len(out) < 2:
-        raise InputError(expected="one arm per ratio role in the stratum", got={a.code: a.role for a in arms},
-                         where=f"arms of stratum {stratum}", todo="check the protocol's arms")
-    return out
-
-
-def slot_mac(key: TrialKey, name: str, site: str, stratum: str, seq: int, arm: str) -> str:
-    """The commitment to one slot's arm (hex HMAC-SHA-256 under the *allocation* sub-key)."""
-    return key.mac("allocation", ["slot", name, site, stratum, int(seq), arm])
-
-
-def list_mac(key: TrialKey, name: str, site: str, stratum: str, protocol: str, macs: Sequence[str]) -> str:
-    """The MAC of a whole sealed list: its identity and every slot's commitment, in slot order."""
-    return key.mac("allocation", ["list", name, site, stratum, protocol, len(macs), list(macs)])
 
 
 @dataclass(frozen=True)
@@ -410,10 +374,6 @@ def generate_allocation_list(
                      msha)
     return AllocationFiles(csv_path, meta_path, sha_path, mcsv, mmeta, len(rows), file_sha, lmac,
                            dict(Counter(r[5] for r in rows)))
-
-
-def _mismatch(got: Any, where: str, todo: str, expected: str = "an allocation list matching its checksums") -> AllocationListMismatch:
-    return AllocationListMismatch(expected=expected, got=got, where=where, todo=todo)
 
 
 def _read_bundle(csv_path: Path, sha_path: Path, meta_path: Path) -> tuple[dict[str, Any], list[list[str]], list[str], bytes]:
@@ -590,29 +550,6 @@ def import_allocation_list(
 
 # ---------------------------------------------------------------------------------------------------------------
 # opening arms (key holders only)
-
-
-def arm_of(session: Session, slot: AllocationSlot, lst: AllocationList | None = None) -> str:
-    """The arm of a slot, opened with the trial key (tries each arm of the list's stratum against the commitment).
-
-    Only code that shows arms to unblinded roles, assigns kits or computes schedules calls this; blinded views
-    never need it. Raises TrialKeyError without the key, AllocationListMismatch when the commitment opens to no
-    arm (the slot was edited).
-    """
-    lst = lst if lst is not None else session.get(AllocationList, slot.list_id)
-    assert lst is not None
-    if slot.arm_mac is None:
-        if slot.arm is not None:  # a revision-0002 list not sealed yet (`trial init` seals it)
-            return slot.arm
-        raise _mismatch(f"slot {slot.seq} of {lst.name} without commitment", "allocation_slots",
-                        "run `immunoguide trial allocation verify`")
-    key = clock.require_key(session, "to open an arm")
-    for arm in stratum_arms(load_protocol(lst.protocol), lst.stratum):
-        if key.check("allocation", ["slot", lst.name, lst.site, lst.stratum, slot.seq, arm], slot.arm_mac):
-            return arm
-    raise _mismatch(f"slot {slot.seq} of {lst.name}: its commitment opens to no arm", "allocation_slots",
-                    "the slot was edited in the database: stop randomising at this site and run "
-                    "`immunoguide trial allocation verify`")
 
 
 def _stored_list_mac(session: Session, lst: AllocationList, key: TrialKey) -> tuple[list[AllocationSlot], bool]:
@@ -820,14 +757,6 @@ def startup_checks(store: Any, *, list_dir: str | Path | None = None) -> list[Li
 
 # ---------------------------------------------------------------------------------------------------------------
 # allocation
-
-
-def randomization_window(protocol: Protocol) -> tuple[str, str, float, str] | None:
-    """The protocol's window from the Sepsis-3 anchor to the first dose: (criterion id, comparator, hours, anchor)."""
-    for c in protocol.inclusion:
-        if c.kind == "window_from_anchor" and c.event == "first_dose" and c.comparator and c.hours is not None:
-            return c.id, c.comparator, float(c.hours), str(c.anchor)
-    return None
 
 
 def _lock_list(session: Session, site: str, stratum: str) -> AllocationList | None:

@@ -61,7 +61,7 @@ from sqlalchemy.orm import Session
 
 from immunoguide.errors import CriteriaError, ImmunoguideError, InputError, RecordsRejected
 from immunoguide.trial import audit
-from immunoguide.trial.access import Actor
+from immunoguide.trial._authz import Actor
 
 __all__ = ["DICTIONARY_COLUMNS", "RedcapField", "RedcapMapping", "export_redcap", "import_redcap", "load_mapping",
            "write_dictionary"]

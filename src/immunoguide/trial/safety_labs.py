@@ -37,8 +37,8 @@ from sqlalchemy.orm import Session
 from immunoguide.errors import InputError, MissingInputError, WrongTypeError
 from immunoguide.rules.ctcae import LAB_ANALYTES, grade_lab, load_ctcae
 from immunoguide.trial import audit, clock
+from immunoguide.trial._authz import Actor
 from immunoguide.trial._common import aware, get_patient, not_future, require_active, slot_of
-from immunoguide.trial.access import Actor
 from immunoguide.trial.models import Patient, SafetyLabResult
 from immunoguide.units import check_plausible_time, concept, from_canonical
 

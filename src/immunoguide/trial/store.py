@@ -31,17 +31,18 @@ from datetime import datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from immunoguide.errors import ImplausibleTime, StoreError, TrialKeyError
+from immunoguide.errors import ImplausibleTime, InputError, StoreError, TrialKeyError
 
 if TYPE_CHECKING:
+    from immunoguide.trial._authz import Actor
     from immunoguide.trial.keys import TrialKey
 
-__all__ = ["DEFAULT_URL", "ENV_URL", "HEAD_REVISION", "TrialStore", "default_url"]
+__all__ = ["DEFAULT_URL", "ENV_URL", "HEAD_REVISION", "TrialStore", "default_url", "set_store_clock", "store_now"]
 
 #: Default store: a SQLite file in the working directory.
 DEFAULT_URL = "sqlite:///immunoguide.db"
@@ -298,3 +299,70 @@ def _serialise_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# -- the store's clock (see :mod:`immunoguide.trial.clock`) ----------------------------------------------------
+
+
+def set_store_clock(session: Session, *, simulated_now: datetime | None, frozen: bool, actor: Actor,
+                    wall_now: datetime, note: str = "") -> dict[str, Any]:
+    """Set a simulation store's clock (administrator): ``simulated_now`` None → the system clock; else simulated,
+    standing at ``simulated_now`` at wall time ``wall_now`` (``frozen``: stays there).
+
+    Recorded in the audit trail (action ``set_clock``, the clock before and after; event time ``wall_now``). Raises
+    NotAuthorized (not an administrator) and ImplausibleTime (a real store: its clock is the system clock).
+    """
+    from immunoguide.trial import audit
+    from immunoguide.trial._authz import authorize
+    from immunoguide.trial._common import aware
+    from immunoguide.trial.clock import _read_clock_row, is_simulation
+    from immunoguide.trial.models import StoreClock
+    from immunoguide.units import check_plausible_time
+
+    authorize(actor, "restore")  # store administration: the administrator's permission
+    aware(wall_now, "wall_now")
+    if simulated_now is not None:
+        aware(simulated_now, "simulated_now")
+        check_plausible_time(simulated_now, field="simulated_now")
+    if not isinstance(frozen, bool):
+        raise InputError(expected="frozen true or false", got=frozen, where="field frozen", todo="say yes or no",
+                         field="frozen")
+    if not is_simulation(session):
+        raise ImplausibleTime(expected="a simulation store (a real store's clock is the system clock)",
+                              got=simulated_now.isoformat() if simulated_now else "the system clock",
+                              where="store clock (real store)",
+                              todo="a simulated time is for demo, training and replay stores (`trial init "
+                                   "--simulation`); a real store needs nothing set")
+    before = _read_clock_row(session)
+    row = session.execute(select(StoreClock).where(StoreClock.id == 1)).scalar_one_or_none()
+    values = {"mode": "wall" if simulated_now is None else "simulated", "simulated_epoch": simulated_now,
+              "wall_epoch": None if simulated_now is None else wall_now, "frozen": bool(frozen and simulated_now),
+              "note": note, "set_at": wall_now, "set_by": actor.user}
+    if row is None:
+        session.add(StoreClock(id=1, **values))
+    else:
+        for k, v in values.items():
+            setattr(row, k, v)
+    session.flush()
+    setting = _read_clock_row(session)
+    audit.append(session, actor, wall_now, action="set_clock", table="store_clock", row_id="1", patient_id=None,
+                 payload={"before": before.to_dict(), "after": setting.to_dict()})
+    return setting.to_dict()
+
+
+def store_now(url: str, wall_now: datetime) -> datetime:
+    """The time of the store at ``url`` at wall time ``wall_now``: its simulated clock on a simulation store, else
+    ``wall_now`` (a real store, no clock set, or a store that predates the clock table — the schema check of the
+    caller reports an old store)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from immunoguide.trial.clock import read_store_clock
+
+    st = TrialStore(url)
+    try:
+        with st.session() as s:
+            return read_store_clock(s).now(wall_now)
+    except SQLAlchemyError:
+        return wall_now
+    finally:
+        st.dispose()

@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session
 
 from immunoguide.errors import ConsentMissing, DuplicateRecord, InputError
 from immunoguide.trial import audit
+from immunoguide.trial._authz import Actor
 from immunoguide.trial._common import aware, consent_of, get_patient, slot_of
-from immunoguide.trial.access import Actor
 from immunoguide.trial.models import (
     AdverseEvent,
     AdverseEventCoding,
