@@ -62,3 +62,15 @@ def test_readme_documents_every_public_name() -> None:
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     documented = {n for row in rows for n in re.findall(r"`(\w+)`", row.split(" | ")[0])}
     assert documented == set(immunoguide.__all__)
+
+
+def test_readme_python_example_runs() -> None:
+    """The README's example screens a patient with only age and ANC: undetermined, with the criteria to collect."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    result = scope["result"]
+    assert result.eligible is None  # type: ignore[attr-defined]
+    assert "I5" in result.undetermined and "I1" not in result.undetermined  # type: ignore[attr-defined]
