@@ -407,6 +407,13 @@ REJECTIONS: list[tuple[str, str, str, str, str]] = [
     ("flag_criterion_with_a_threshold", 'flag = "dnr_order"\nmet_when = true', 'flag = "dnr_order"\nmet_when = true\nthreshold = 1',
      "only the keys kind", "immunosep"),
     ("flag_not_declared", 'flag = "stage_iv_malignancy"', 'flag = "stage_4_cancer"', "vocabularies.flags", "immunosep"),
+    ("criterion_kind_outside_the_closed_set", 'kind = "sepsis3"', 'kind = "sepsis_3"', "criterion kind from the closed set",
+     "immunosep"),
+    ("criterion_without_a_kind", 'kind = "sepsis3"\n', "", "required key 'kind'", "immunosep"),
+    ("window_criterion_without_hours", 'comparator = "<"\nhours = 72\n', 'comparator = "<"\n', r"add \['hours'\]",
+     "immunosep"),
+    ("misspelt_key_in_a_criterion_names_the_keys_of_its_kind", 'flag = "dnr_order"\nmet_when = true',
+     'flag = "dnr_order"\nmet_wen = true', "kind 'flag' uses", "immunosep"),
     ("placebo_with_an_active_dose", 'drug = "placebo"\nproduct = "normal saline 0.9 %"\nvolume_ml = 20',
      'drug = "placebo"\ndose = 200\ndose_unit = "mg"\nproduct = "normal saline 0.9 %"\nvolume_ml = 20', "placebo",
      "immunosep"),
@@ -441,6 +448,46 @@ def test_rejection_names_the_criterion_by_id() -> None:
     with pytest.raises(CriteriaError) as info:
         load_protocol_text(bad, where="x.toml")
     assert "exclusion[4] (E5).comparator" in str(info.value)
+
+
+def test_kind_key_errors_name_the_criterion_by_section_and_id() -> None:
+    """A key missing for the criterion's kind is reported against the criterion (inclusion I7), with the kind's keys."""
+    bad = mutate(IMMUNOSEP_TEXT, 'comparator = "<"\nhours = 72\n', 'comparator = "<"\n')
+    with pytest.raises(CriteriaError) as info:
+        load_protocol_text(bad, where="x.toml")
+    err = info.value
+    assert err.where == "x.toml [inclusion I7]"
+    assert err.expected == "the keys kind 'window_from_anchor' needs: ['anchor', 'comparator', 'event', 'hours']"
+
+
+def test_every_criterion_kind_has_an_eligibility_evaluator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rules check themselves against the protocol format's kinds at first use: a kind without an evaluator fails."""
+    from immunoguide.protocols import CRITERION_TYPES, ThresholdCriterion
+    from immunoguide.rules import eligibility
+
+    assert set(eligibility._evaluators()) == set(CRITERION_TYPES.values())
+
+    class NewKindCriterion(ThresholdCriterion):
+        pass
+
+    monkeypatch.setattr(eligibility, "CRITERION_TYPES", {**CRITERION_TYPES, "new_kind": NewKindCriterion})
+    eligibility._evaluators.cache_clear()
+    try:
+        with pytest.raises(CriteriaError, match="new_kind"):
+            eligibility._evaluators()
+    finally:
+        monkeypatch.undo()
+        eligibility._evaluators.cache_clear()
+
+
+def test_protocols_never_import_the_rules() -> None:
+    """The protocol format owns its screening-record vocabulary: no import chain leads from protocols to a rule."""
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("immunoguide")
+    rule_modules = sorted(m for m in graph.modules if m.startswith("immunoguide.rules."))
+    assert "immunoguide.rules.eligibility" in rule_modules
+    leaks = [m for m in rule_modules if graph.chain_exists(importer="immunoguide.protocols", imported=m, as_packages=True)]
+    assert leaks == []
 
 
 def test_invalid_toml_is_a_criteria_error() -> None:

@@ -6,7 +6,18 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from immunoguide.protocols._loader import Protocol
-from immunoguide.protocols._schema import EligibilityCriterion, Regimen
+from immunoguide.protocols._schema import (
+    EligibilityCriterion,
+    EndotypeInCriterion,
+    FlagCriterion,
+    OverlayCriterion,
+    Regimen,
+    Sepsis3Criterion,
+    ThresholdCriterion,
+    UnknownCriterion,
+    ValueInCriterion,
+    WindowCriterion,
+)
 from immunoguide.protocols.model import BiomarkerCriterion, EndotypeRule
 
 __all__ = [
@@ -41,31 +52,31 @@ def describe_endotype(rule: EndotypeRule) -> str:
 
 def describe_criterion(c: EligibilityCriterion) -> str:
     """The machine rule of one eligibility criterion, e.g. ``"anc_per_mm3 < {registry_1500: 1500, …} /mm3"``."""
-    k = c.kind
-    if k == "threshold":
-        if c.threshold is not None:
-            t = _num(c.threshold)
-        else:
-            t = "{" + ", ".join(f"{o}: {_num(v)}" for o, v in (c.thresholds or {}).items()) + "}"
-            t += f" by setting {c.threshold_setting}"
-        out = f"{c.concept} {c.comparator} {t} {c.unit}"
-    elif k == "flag":
-        out = f"{c.flag} is {True if c.met_when is None else c.met_when}"
-    elif k == "value_in":
-        out = f"{c.field} in {list(c.values or ())}"
-    elif k == "sepsis3":
-        out = (
-            f"ED: total SOFA >= {c.ed_min_total_sofa}; "
-            f"already hospitalised: SOFA increase from admission >= {c.hospitalised_min_sofa_increase}"
-        )
-    elif k == "endotype_in":
-        out = f"endotype in {list(c.values or ())}"
-    elif k == "window_from_anchor":
-        out = f"{c.event} - {c.anchor} {c.comparator} {_num(c.hours or 0)} h"
-    elif k == "overlay":
-        out = f"overlay {c.overlay}"
-    else:
-        out = f"not captured (setting {c.setting})"
+    match c:
+        case ThresholdCriterion():
+            if c.threshold is not None:
+                t = _num(c.threshold)
+            else:
+                t = "{" + ", ".join(f"{o}: {_num(v)}" for o, v in (c.thresholds or {}).items()) + "}"
+                t += f" by setting {c.threshold_setting}"
+            out = f"{c.concept} {c.comparator} {t} {c.unit}"
+        case FlagCriterion():
+            out = f"{c.flag} is {c.met_when}"
+        case ValueInCriterion():
+            out = f"{c.field} in {list(c.values)}"
+        case Sepsis3Criterion():
+            out = (
+                f"ED: total SOFA >= {c.ed_min_total_sofa}; "
+                f"already hospitalised: SOFA increase from admission >= {c.hospitalised_min_sofa_increase}"
+            )
+        case EndotypeInCriterion():
+            out = f"endotype in {list(c.values)}"
+        case WindowCriterion():
+            out = f"{c.event} - {c.anchor} {c.comparator} {_num(c.hours)} h"
+        case OverlayCriterion():
+            out = f"overlay {c.overlay}"
+        case UnknownCriterion():
+            out = f"not captured (setting {c.setting})"
     if c.applies_if is not None:
         out += f" (only if {c.applies_if.field} in {list(c.applies_if.values)})"
     return out

@@ -24,6 +24,8 @@ from pydantic import ValidationError
 from immunoguide.criteria import resolve_named_options
 from immunoguide.errors import CriteriaError, UnitError, UnknownCriteriaError
 from immunoguide.protocols._schema import (
+    COMMON_CRITERION_KEYS,
+    CRITERION_TYPES,
     SCHEMA_ID,
     Arm,
     BiomarkerSpec,
@@ -31,16 +33,24 @@ from immunoguide.protocols._schema import (
     ClassificationSection,
     Condition,
     EligibilityCriterion,
+    EndotypeInCriterion,
     Endpoint,
+    FlagCriterion,
     Overlay,
+    OverlayCriterion,
     ProtocolDocument,
     ProtocolMeta,
     Randomisation,
     Regimen,
     SapChoice,
+    Sepsis3Criterion,
     Setting,
+    ThresholdCriterion,
+    UnknownCriterion,
+    ValueInCriterion,
     Visits,
     Vocabularies,
+    WindowCriterion,
 )
 from immunoguide.protocols.model import (
     BiomarkerCriterion,
@@ -49,6 +59,7 @@ from immunoguide.protocols.model import (
     ReversalRule,
     SampleTiming,
 )
+from immunoguide.protocols.record import PatientRecord
 from immunoguide.units import concept as lookup_concept
 from immunoguide.units import normalise_unit
 
@@ -274,13 +285,11 @@ class Protocol:
         out: list[ThresholdRef] = []
         for c in self.criteria:
             sect = self.section_of(c.id)
-            if c.kind == "threshold":
-                assert c.concept and c.comparator and c.unit
+            if isinstance(c, ThresholdCriterion):
                 if c.threshold is not None:
                     out.append(ThresholdRef(f"{sect} {c.id}", c.concept, c.comparator, c.threshold, c.unit, c.id))
-                else:
-                    assert c.threshold_setting and c.thresholds is not None
-                    for opt, value in c.thresholds.items():
+                elif c.threshold_setting is not None:
+                    for opt, value in (c.thresholds or {}).items():
                         out.append(
                             ThresholdRef(
                                 f"{sect} {c.id} [{c.threshold_setting}={opt}]",
@@ -292,8 +301,7 @@ class Protocol:
                                 (c.threshold_setting, opt),
                             )
                         )
-            elif c.kind == "sepsis3":
-                assert c.ed_min_total_sofa is not None and c.hospitalised_min_sofa_increase is not None
+            elif isinstance(c, Sepsis3Criterion):
                 out.append(ThresholdRef(f"{sect} {c.id} (ED)", "sofa_total", ">=", c.ed_min_total_sofa, "points", c.id))
                 out.append(
                     ThresholdRef(
@@ -305,8 +313,7 @@ class Protocol:
                         c.id,
                     )
                 )
-            elif c.kind == "window_from_anchor":
-                assert c.comparator and c.hours is not None
+            elif isinstance(c, WindowCriterion):
                 out.append(ThresholdRef(f"{sect} {c.id}", f"{c.event}-{c.anchor}", c.comparator, c.hours, "h", c.id))
         if self.classification is not None:
             for rule in self.classification.endotypes:
@@ -380,24 +387,6 @@ def _conjunction(criteria: Any) -> dict[str, _Iv]:
 # Building and checking
 # ---------------------------------------------------------------------------------------------------------------
 
-_KIND_KEYS: Mapping[str, tuple[frozenset[str], frozenset[str]]] = MappingProxyType(
-    {
-        "threshold": (
-            frozenset({"concept", "comparator", "unit"}),
-            frozenset({"threshold", "threshold_setting", "thresholds"}),
-        ),
-        "flag": (frozenset({"flag"}), frozenset({"met_when"})),
-        "value_in": (frozenset({"field", "values"}), frozenset()),
-        "sepsis3": (frozenset({"ed_min_total_sofa", "hospitalised_min_sofa_increase"}), frozenset()),
-        "endotype_in": (frozenset({"values"}), frozenset()),
-        "window_from_anchor": (frozenset({"anchor", "event", "comparator", "hours"}), frozenset()),
-        "overlay": (frozenset({"overlay"}), frozenset()),
-        "unknown": (frozenset({"setting"}), frozenset()),
-    }
-)
-_COMMON_KEYS = frozenset(
-    {"id", "text", "kind", "citation", "confidence", "applies_if", "depends_on_settings", "note"}
-)
 _KIT_ROUTES = frozenset({"IV", "SC", "IM", "PO"})
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
@@ -711,8 +700,6 @@ class _Checker:
         self.categorical_values(cond.field, cond.values, at)
 
     def categorical_values(self, field: str, values: tuple[Any, ...], at: str) -> None:
-        from immunoguide.rules.eligibility import PatientRecord
-
         flags = PatientRecord.flag_fields() | set(self.doc.vocabularies.flags)
         cats = PatientRecord.categorical_fields()
         want_bool = field in flags
@@ -741,8 +728,6 @@ class _Checker:
             )
 
     def criteria(self, endotypes: tuple[str, ...], otherwise: str | None) -> None:
-        from immunoguide.rules.eligibility import PatientRecord
-
         d = self.doc
         ids = [c.id for c in d.inclusion + d.exclusion]
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -758,24 +743,6 @@ class _Checker:
         for sect in ("inclusion", "exclusion"):
             for c in getattr(d, sect):
                 at = f"{sect} {c.id}"
-                required, optional = _KIND_KEYS[c.kind]
-                given = set(c.model_fields_set) - _COMMON_KEYS
-                missing = required - given
-                extra = given - required - optional
-                if missing:
-                    self.fail(
-                        at,
-                        expected=f"the keys kind {c.kind!r} needs: {sorted(required)}",
-                        got=sorted(given),
-                        todo=f"add {sorted(missing)}",
-                    )
-                if extra:
-                    self.fail(
-                        at,
-                        expected=f"only the keys kind {c.kind!r} uses: {sorted(required | optional)}",
-                        got=sorted(extra),
-                        todo="remove them or change the kind",
-                    )
                 for s in c.depends_on_settings:
                     self.setting_ref(s, at)
                 if c.applies_if is not None:
@@ -784,8 +751,7 @@ class _Checker:
                                                  otherwise=otherwise)
         self.eligibility_contradictions()
 
-    def _kind_threshold(self, c: EligibilityCriterion, at: str, **_: Any) -> None:
-        assert c.concept and c.unit
+    def _kind_threshold(self, c: ThresholdCriterion, at: str, **_: Any) -> None:
         self.concept_unit(c.concept, c.unit, at)
         if (c.threshold is None) == (c.threshold_setting is None):
             self.fail(
@@ -799,7 +765,8 @@ class _Checker:
                 self.fail(at, expected="no thresholds table with a fixed threshold", got=c.thresholds, todo="remove")
             self.plausible(c.concept, c.threshold, at)
             return
-        assert c.threshold_setting is not None
+        if c.threshold_setting is None:  # pragma: no cover - excluded by the either/or check above
+            return
         self.setting_ref(c.threshold_setting, at)
         opts = set(self.doc.settings[c.threshold_setting].options)
         if c.thresholds is None or set(c.thresholds) != opts:
@@ -812,7 +779,7 @@ class _Checker:
         for v in (c.thresholds or {}).values():
             self.plausible(c.concept, v, at)
 
-    def _kind_flag(self, c: EligibilityCriterion, at: str, *, flags: set[str], **_: Any) -> None:
+    def _kind_flag(self, c: FlagCriterion, at: str, *, flags: set[str], **_: Any) -> None:
         if c.flag not in flags:
             self.fail(
                 at,
@@ -821,25 +788,24 @@ class _Checker:
                 todo="declare the flag in [vocabularies.flags] with a description",
             )
 
-    def _kind_value_in(self, c: EligibilityCriterion, at: str, **_: Any) -> None:
-        assert c.field is not None and c.values is not None
+    def _kind_value_in(self, c: ValueInCriterion, at: str, **_: Any) -> None:
         if not c.values:
             self.fail(at, expected="at least one value", got=[], todo="list the values")
         self.categorical_values(c.field, c.values, at)
 
-    def _kind_sepsis3(self, c: EligibilityCriterion, at: str, **_: Any) -> None:
+    def _kind_sepsis3(self, c: Sepsis3Criterion, at: str, **_: Any) -> None:
         for key in ("ed_min_total_sofa", "hospitalised_min_sofa_increase"):
             v = getattr(c, key)
             if not 0 < v <= 24:
                 self.fail(f"{at} {key}", expected="SOFA points between 1 and 24", got=v, todo="fix the SOFA level")
 
     def _kind_endotype_in(
-        self, c: EligibilityCriterion, at: str, *, endotypes: tuple[str, ...], otherwise: str | None, **_: Any
+        self, c: EndotypeInCriterion, at: str, *, endotypes: tuple[str, ...], otherwise: str | None, **_: Any
     ) -> None:
         if not endotypes:
             self.fail(at, expected="a [classification] declaring endotypes", got=None, todo="add [classification]")
         allowed = set(endotypes) | ({otherwise} if otherwise else set())
-        bad = [v for v in (c.values or ()) if v not in allowed]
+        bad = [v for v in c.values if v not in allowed]
         if bad or not c.values:
             self.fail(
                 at,
@@ -848,20 +814,18 @@ class _Checker:
                 todo="fix the endotype name or declare the endotype",
             )
 
-    def _kind_window_from_anchor(self, c: EligibilityCriterion, at: str, **_: Any) -> None:
-        assert c.hours is not None
+    def _kind_window_from_anchor(self, c: WindowCriterion, at: str, **_: Any) -> None:
         if c.hours <= 0:
             self.fail(at, expected="hours > 0", got=c.hours, todo="fix the window length")
         if c.anchor == c.event:
             self.fail(at, expected="an event different from the anchor", got=c.event, todo="fix anchor/event")
 
-    def _kind_overlay(self, c: EligibilityCriterion, at: str, *, overlays: set[str], **_: Any) -> None:
+    def _kind_overlay(self, c: OverlayCriterion, at: str, *, overlays: set[str], **_: Any) -> None:
         if c.overlay not in overlays:
             self.fail(at, expected=f"an overlay declared in [[overlays]]: {sorted(overlays)}", got=c.overlay,
                       todo="declare the overlay")
 
-    def _kind_unknown(self, c: EligibilityCriterion, at: str, **_: Any) -> None:
-        assert c.setting is not None
+    def _kind_unknown(self, c: UnknownCriterion, at: str, **_: Any) -> None:
         self.setting_ref(c.setting, at)
 
     def eligibility_contradictions(self) -> None:
@@ -871,8 +835,7 @@ class _Checker:
         # numeric: the values every inclusion threshold allows, against each exclusion threshold
         inc_iv: dict[str, _Iv] = {}
         for c in incl:
-            if c.kind == "threshold" and c.threshold is not None:
-                assert c.concept and c.comparator
+            if isinstance(c, ThresholdCriterion) and c.threshold is not None:
                 iv = _Iv.of(c.comparator, c.threshold)
                 inc_iv[c.concept] = inc_iv[c.concept] & iv if c.concept in inc_iv else iv
                 if inc_iv[c.concept].empty:
@@ -883,12 +846,10 @@ class _Checker:
                         todo="no patient could be included; fix the thresholds",
                     )
         for c in excl:
-            if c.kind != "threshold" or c.concept not in inc_iv:
+            if not isinstance(c, ThresholdCriterion) or c.concept not in inc_iv:
                 continue
-            assert c.comparator
             values = [c.threshold] if c.threshold is not None else list((c.thresholds or {}).values())
             for v in values:
-                assert v is not None
                 if _Iv.of(c.comparator, v).covers(inc_iv[c.concept]):
                     self.fail(
                         f"exclusion {c.id}",
@@ -899,11 +860,11 @@ class _Checker:
                     )
         # categorical: a value both required and excluding
         for a in incl:
-            if a.kind != "value_in":
+            if not isinstance(a, ValueInCriterion):
                 continue
             for b in excl:
-                if b.kind == "value_in" and b.field == a.field:
-                    both = sorted(set(a.values or ()) & set(b.values or ()))
+                if isinstance(b, ValueInCriterion) and b.field == a.field:
+                    both = sorted(set(a.values) & set(b.values))
                     if both:
                         self.fail(
                             f"inclusion {a.id} / exclusion {b.id}",
@@ -911,27 +872,25 @@ class _Checker:
                             got=both,
                             todo="remove the value from one of the two lists",
                         )
-            for b in incl:
-                if b is not a and b.kind == "value_in" and b.field == a.field:
-                    if not set(a.values or ()) & set(b.values or ()):
+            for b2 in incl:
+                if b2 is not a and isinstance(b2, ValueInCriterion) and b2.field == a.field:
+                    if not set(a.values) & set(b2.values):
                         self.fail(
-                            f"inclusion {a.id} / inclusion {b.id}",
+                            f"inclusion {a.id} / inclusion {b2.id}",
                             expected=f"inclusion lists of {a.field} that share a value",
-                            got=[list(a.values or ()), list(b.values or ())],
+                            got=[list(a.values), list(b2.values)],
                             todo="no patient could be included; merge or fix the lists",
                         )
         # flags: the same fact required and excluding
-        for a in incl:
-            if a.kind != "flag":
+        for f in incl:
+            if not isinstance(f, FlagCriterion):
                 continue
-            wa = True if a.met_when is None else a.met_when
-            for b in excl:
-                wb = True if b.met_when is None else b.met_when
-                if b.kind == "flag" and b.flag == a.flag and wa == wb:
+            for g in excl:
+                if isinstance(g, FlagCriterion) and g.flag == f.flag and f.met_when == g.met_when:
                     self.fail(
-                        f"inclusion {a.id} / exclusion {b.id}",
-                        expected=f"flag {a.flag} not both required and excluding",
-                        got=f"{a.flag} is {wa} in both",
+                        f"inclusion {f.id} / exclusion {g.id}",
+                        expected=f"flag {f.flag} not both required and excluding",
+                        got=f"{f.flag} is {f.met_when} in both",
                         todo="flip met_when in one of them or remove one",
                     )
 
@@ -1156,13 +1115,82 @@ def _where_of(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _criterion_loc(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> tuple[tuple[Any, ...], str | None]:
+    """``loc`` without the ``kind`` tag pydantic puts after a criterion's index, and that kind (None elsewhere).
+
+    ``("exclusion", 4, "threshold", "comparator")`` → ``(("exclusion", 4, "comparator"), "threshold")``.
+    """
+    if len(loc) >= 3 and loc[0] in ("inclusion", "exclusion") and isinstance(loc[1], int):
+        items = raw.get(loc[0])
+        item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None
+        kind = item.get("kind") if isinstance(item, Mapping) else None
+        if isinstance(kind, str) and kind in CRITERION_TYPES and loc[2] == kind:
+            return (loc[0], loc[1], *loc[3:]), kind
+    return loc, None
+
+
+def _criterion_keys_error(
+    errs: list[Any], loc: tuple[Any, ...], kind: str, raw: Mapping[str, Any], where: str
+) -> CriteriaError | None:
+    """Missing or foreign top-level keys of one criterion, said in terms of its kind's keys (None otherwise)."""
+    err_type = errs[0]["type"]
+    if len(loc) != 3 or err_type not in ("missing", "extra_forbidden") or loc[2] in COMMON_CRITERION_KEYS:
+        return None
+    model = CRITERION_TYPES[kind]
+    own = {n: f for n, f in model.model_fields.items() if n not in COMMON_CRITERION_KEYS}
+    same = [_criterion_loc(tuple(e["loc"]), raw)[0] for e in errs if e["type"] == err_type]
+    keys = sorted(str(x[2]) for x in same if len(x) == 3 and x[:2] == loc[:2] and x[2] not in COMMON_CRITERION_KEYS)
+    item = raw[loc[0]][loc[1]]
+    more = len(errs) - len(keys)
+    at = f"{where} [{loc[0]} {item.get('id') or f'[{loc[1]}]'}]" + (f" (+{more} more)" if more > 0 else "")
+    if err_type == "missing":
+        return CriteriaError(
+            expected=f"the keys kind {kind!r} needs: {sorted(n for n, f in own.items() if f.is_required())}",
+            got=sorted(set(item) - COMMON_CRITERION_KEYS),
+            where=at,
+            todo=f"add {keys}",
+        )
+    other_kinds = {n for m in CRITERION_TYPES.values() for n in m.model_fields} - COMMON_CRITERION_KEYS
+    if set(keys) <= other_kinds:
+        return CriteriaError(
+            expected=f"only the keys kind {kind!r} uses: {sorted(own)}",
+            got=keys,
+            where=at,
+            todo="remove them or change the kind",
+        )
+    return CriteriaError(
+        expected=f"only the keys the protocol format defines (kind {kind!r} uses: {sorted(own)})",
+        got=keys,
+        where=at,
+        todo="remove or rename the key (a misspelt key would otherwise be ignored)",
+    )
+
+
 def _structure_error(exc: ValidationError, raw: Mapping[str, Any], where: str) -> CriteriaError:
     errs = exc.errors()
     err = errs[0]
-    loc = tuple(err["loc"])
+    loc, criterion_kind = _criterion_loc(tuple(err["loc"]), raw)
+    if criterion_kind is not None:
+        keys_error = _criterion_keys_error(errs, loc, criterion_kind, raw, where)
+        if keys_error is not None:
+            return keys_error
     at = _where_of(loc, raw)
     more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
     kind = err["type"]
+    if kind == "union_tag_not_found":
+        return CriteriaError(
+            expected=f"the required key 'kind', one of {list(CRITERION_TYPES)}",
+            got="absent",
+            where=f"{where} [{at}.kind]{more}",
+            todo="add 'kind' (a rule the sources do not give is kind = \"unknown\" with its setting)",
+        )
+    if kind == "union_tag_invalid":
+        return CriteriaError(
+            expected=f"a criterion kind from the closed set {list(CRITERION_TYPES)}",
+            got=err.get("ctx", {}).get("tag"),
+            where=f"{where} [{at}.kind]{more}",
+            todo="set kind to one of these (a rule the sources do not give is kind = \"unknown\" with its setting)",
+        )
     if kind == "extra_forbidden":
         return CriteriaError(
             expected="only the keys the protocol format defines",

@@ -6,7 +6,10 @@ checks (references between sections, units against concepts, contradictions) liv
 
 from __future__ import annotations
 
-from typing import Literal
+import typing
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,13 +21,17 @@ __all__ = [
     "Blinding",
     "ClassificationSection",
     "Condition",
-    "CriterionKind",
+    "COMMON_CRITERION_KEYS",
+    "CRITERION_TYPES",
     "DoseUnit",
     "EligibilityCriterion",
+    "EndotypeInCriterion",
+    "FlagCriterion",
     "Endpoint",
     "EndotypeSpec",
     "MethodSpec",
     "Overlay",
+    "OverlayCriterion",
     "ProtocolDocument",
     "ProtocolMeta",
     "Randomisation",
@@ -35,11 +42,16 @@ __all__ = [
     "Route",
     "SapChoice",
     "Setting",
+    "Sepsis3Criterion",
     "SettingOption",
+    "ThresholdCriterion",
     "TimePoint",
     "TimingSpec",
+    "UnknownCriterion",
+    "ValueInCriterion",
     "Visits",
     "Vocabularies",
+    "WindowCriterion",
 ]
 
 SCHEMA_ID = "immunoguide.protocol/1"
@@ -48,17 +60,6 @@ Route = Literal["IV", "SC", "IM", "PO", "unknown"]
 DoseUnit = Literal["mg", "ug", "mg/kg", "ug/kg"]
 #: Time points a window or a classification timing can refer to (each maps to a patient-record time field).
 TimePoint = Literal["sepsis3_onset", "sepsis_onset", "hospital_admission", "icu_admission", "first_dose"]
-#: The closed set of machine-evaluable eligibility kinds.
-CriterionKind = Literal[
-    "threshold",  # a quantity (concept, canonical unit) compared with a threshold (fixed or chosen by a setting)
-    "flag",  # a yes/no fact equals ``met_when``
-    "value_in",  # a categorical field takes one of ``values``
-    "sepsis3",  # Sepsis-3 operationalised by admission route (ImmunoSep I5 wording)
-    "endotype_in",  # the immune endotype (from the classification) is one of ``values``
-    "window_from_anchor",  # hours from ``anchor`` to ``event`` compared with ``hours``
-    "overlay",  # an arm overlay (e.g. COVID-19 -> MALS arm only) leaves at least one arm open
-    "unknown",  # not captured by the sources: always "unknown", governed by a setting
-]
 EndpointRole = Literal["primary", "secondary", "exploratory", "safety", "reported"]
 EndpointKind = Literal[
     "sofa_mean_decrease", "mortality", "immune_reversal", "ordinal", "time_to_event", "safety", "descriptive"
@@ -118,40 +119,109 @@ class Condition(_Strict):
     values: tuple[bool | str, ...] = Field(min_length=1)
 
 
-class EligibilityCriterion(_Cited):
-    """``[[inclusion]]`` / ``[[exclusion]]``: one criterion; which keys are used depends on ``kind``."""
+class _CriterionBase(_Cited):
+    """The keys every ``[[inclusion]]`` / ``[[exclusion]]`` criterion has, whatever its ``kind``."""
 
     id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
     text: str = Field(min_length=1)
-    kind: CriterionKind
-    # threshold (and window_from_anchor uses comparator)
-    concept: str | None = None
-    comparator: Comparator | None = None
-    threshold: float | None = None
-    unit: str | None = None
-    threshold_setting: str | None = None
-    thresholds: dict[str, float] | None = None
-    # flag
-    flag: str | None = None
-    met_when: bool | None = None
-    # value_in / endotype_in
-    field: str | None = None
-    values: tuple[str, ...] | None = None
-    # sepsis3
-    ed_min_total_sofa: int | None = None
-    hospitalised_min_sofa_increase: int | None = None
-    # window_from_anchor
-    anchor: TimePoint | None = None
-    event: TimePoint | None = None
-    hours: float | None = None
-    # overlay
-    overlay: str | None = None
-    # unknown
-    setting: str | None = None
-    # any kind
     applies_if: Condition | None = None
     depends_on_settings: tuple[str, ...] = ()
     note: str = ""
+
+
+class ThresholdCriterion(_CriterionBase):
+    """``kind = "threshold"``: a quantity (concept, canonical unit) compared with a threshold.
+
+    The threshold is fixed (``threshold``) or chosen by a setting (``threshold_setting`` with ``thresholds``, one
+    value per option of the setting; ImmunoSep E5: ANC < 1500 or < 1000 /mm3).
+    """
+
+    kind: Literal["threshold"]
+    concept: str
+    comparator: Comparator
+    unit: str
+    threshold: float | None = None
+    threshold_setting: str | None = None
+    thresholds: dict[str, float] | None = None
+
+
+class FlagCriterion(_CriterionBase):
+    """``kind = "flag"``: a yes/no fact (a record field or a declared flag) equals ``met_when``."""
+
+    kind: Literal["flag"]
+    flag: str
+    met_when: bool = True
+
+
+class ValueInCriterion(_CriterionBase):
+    """``kind = "value_in"``: a categorical field of the record takes one of ``values``."""
+
+    kind: Literal["value_in"]
+    field: str
+    values: tuple[str, ...]
+
+
+class Sepsis3Criterion(_CriterionBase):
+    """``kind = "sepsis3"``: Sepsis-3 operationalised by admission route (ImmunoSep I5 wording)."""
+
+    kind: Literal["sepsis3"]
+    ed_min_total_sofa: int
+    hospitalised_min_sofa_increase: int
+
+
+class EndotypeInCriterion(_CriterionBase):
+    """``kind = "endotype_in"``: the immune endotype (from the classification) is one of ``values``."""
+
+    kind: Literal["endotype_in"]
+    values: tuple[str, ...]
+
+
+class WindowCriterion(_CriterionBase):
+    """``kind = "window_from_anchor"``: hours from ``anchor`` to ``event`` compared with ``hours``."""
+
+    kind: Literal["window_from_anchor"]
+    anchor: TimePoint
+    event: TimePoint
+    comparator: Comparator
+    hours: float
+
+
+class OverlayCriterion(_CriterionBase):
+    """``kind = "overlay"``: an arm overlay (e.g. COVID-19 -> MALS arms only) leaves at least one arm open."""
+
+    kind: Literal["overlay"]
+    overlay: str
+
+
+class UnknownCriterion(_CriterionBase):
+    """``kind = "unknown"``: not captured by the sources; always "unknown", governed by ``setting``."""
+
+    kind: Literal["unknown"]
+    setting: str
+
+
+#: ``[[inclusion]]`` / ``[[exclusion]]``: one criterion, its model (and so its keys) chosen by ``kind``.
+EligibilityCriterion = Annotated[
+    ThresholdCriterion
+    | FlagCriterion
+    | ValueInCriterion
+    | Sepsis3Criterion
+    | EndotypeInCriterion
+    | WindowCriterion
+    | OverlayCriterion
+    | UnknownCriterion,
+    Field(discriminator="kind"),
+]
+
+#: ``kind`` → criterion model: the closed set of machine-evaluable eligibility kinds, in the order of the union.
+CRITERION_TYPES: Mapping[str, type[_CriterionBase]] = MappingProxyType(
+    {
+        typing.get_args(m.model_fields["kind"].annotation)[0]: m
+        for m in typing.get_args(typing.get_args(EligibilityCriterion)[0])
+    }
+)
+#: The keys every criterion may have, whatever its kind.
+COMMON_CRITERION_KEYS: frozenset[str] = frozenset(_CriterionBase.model_fields) | {"kind"}
 
 
 class MethodSpec(_Strict):

@@ -36,21 +36,31 @@ Examples
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from types import MappingProxyType
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from immunoguide.errors import InputError
-from immunoguide.jsonsafe import refuse_json_type_mismatch
+from immunoguide.errors import CriteriaError, InputError
 from immunoguide.protocols import Protocol, SettingWarning, compare
-from immunoguide.protocols._schema import Condition, EligibilityCriterion
+from immunoguide.protocols._schema import (
+    CRITERION_TYPES,
+    Condition,
+    EligibilityCriterion,
+    EndotypeInCriterion,
+    FlagCriterion,
+    OverlayCriterion,
+    Sepsis3Criterion,
+    ThresholdCriterion,
+    UnknownCriterion,
+    ValueInCriterion,
+    WindowCriterion,
+)
 from immunoguide.protocols.model import Citation
-from immunoguide.units import check_plausible, check_plausible_time, concept, concepts
+from immunoguide.protocols.record import TIME_POINT_FIELDS, PatientRecord, Provenance
+from immunoguide.units import concept
 
 __all__ = [
     "TIME_POINT_FIELDS",
@@ -64,166 +74,6 @@ __all__ = [
 ]
 
 Status = Literal["met", "not_met", "unknown"]
-
-#: Where each protocol time point is found in a :class:`PatientRecord`.
-TIME_POINT_FIELDS: Mapping[str, str] = MappingProxyType(
-    {
-        "sepsis3_onset": "sepsis3_onset_time",
-        "sepsis_onset": "sepsis_onset_time",
-        "hospital_admission": "hospital_admission_time",
-        "icu_admission": "icu_admission_time",
-        "first_dose": "planned_first_dose_time",
-    }
-)
-
-#: Numeric fields and the concept (unit, plausibility range) each is checked against.
-_NUMERIC_CONCEPT: Mapping[str, str] = MappingProxyType(
-    {
-        "age_years": "age_years",
-        "anc_per_mm3": "anc_per_mm3",
-        "weight_kg": "weight_kg",
-        "creatinine_clearance_ml_per_min": "creatinine_clearance_ml_per_min",
-        "apache_ii_points": "apache_ii_points",
-        "charlson_index_points": "charlson_index_points",
-    }
-)
-
-
-class Provenance(BaseModel):
-    """When a value was observed and where it comes from (lab system, CRF page, note)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    time: datetime | None = None
-    source: str | None = None
-
-
-class PatientRecord(BaseModel):
-    """What screening knows about one patient; every field is optional and ``None`` means unknown.
-
-    Quantities are in the canonical unit named in the field (``anc_per_mm3``) and checked for plausibility;
-    other concepts go into ``labs`` (concept name → value in its canonical unit), protocol-specific yes/no facts
-    into ``flags`` (declared in the protocol's ``[vocabularies.flags]``). ``endotype`` is the label produced by the
-    endotype classifier (:mod:`immunoguide.rules.endotype`). ``provenance`` gives, per field (or lab/flag name),
-    the time and source of the value; ``source`` is the default source of every value.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    patient_id: str | None = None
-    source: str | None = None
-    provenance: dict[str, Provenance] = Field(default_factory=dict)
-
-    age_years: float | None = None
-    sex: Literal["female", "male"] | None = None
-    pregnant: bool | None = None
-    unwilling_to_become_pregnant: bool | None = None
-    consent: Literal["patient", "first_degree_relative", "spouse", "refused"] | None = None
-    infection_source: str | None = None
-    covid19: bool | None = None
-    admission_source: Literal["emergency_department", "hospitalised"] | None = None
-    sofa_total: int | None = None
-    sofa_admission: int | None = None
-    sepsis3_onset_time: datetime | None = None
-    sepsis_onset_time: datetime | None = None
-    hospital_admission_time: datetime | None = None
-    icu_admission_time: datetime | None = None
-    planned_first_dose_time: datetime | None = None
-    endotype: str | None = None
-    stage_iv_malignancy: bool | None = None
-    dnr_order: bool | None = None
-    bsi_skin_commensal_or_catheter_related: bool | None = None
-    anc_per_mm3: float | None = None
-    weight_kg: float | None = None
-    creatinine_clearance_ml_per_min: float | None = None
-    #: Severity and comorbidity at screening (Table 1; SAP subgroups APACHE II >= 25, CCI >= 5; spec §5.2, §6.3)
-    apache_ii_points: int | None = None
-    charlson_index_points: int | None = None
-    mechanical_ventilation: bool | None = None
-    labs: dict[str, float] = Field(default_factory=dict)
-    flags: dict[str, bool] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _json_types(cls, data: Any) -> Any:
-        """A boolean is never a number (``true`` is not an age of 1), a number never a yes/no."""
-        refuse_json_type_mismatch(cls, data, where="patient record")
-        return data
-
-    @model_validator(mode="after")
-    def _check(self) -> PatientRecord:
-        for name in type(self).model_fields:
-            t = getattr(self, name)
-            if isinstance(t, datetime):
-                check_plausible_time(t, field=name)
-        for name, conc in _NUMERIC_CONCEPT.items():
-            v = getattr(self, name)
-            if v is not None:
-                check_plausible(conc, v, where=f"field {name}")
-        for name in ("sofa_total", "sofa_admission"):
-            v = getattr(self, name)
-            if v is not None and not 0 <= v <= 24:
-                raise InputError(
-                    expected=f"{name} between 0 and 24 points",
-                    got=v,
-                    where=f"field {name}",
-                    todo="send the total SOFA score",
-                    field=name,
-                )
-        for name, v in self.labs.items():
-            if name not in concepts():
-                raise InputError(
-                    expected="lab values keyed by a concept of criteria/concepts.toml",
-                    got=name,
-                    where="field labs",
-                    todo="use the canonical concept name (e.g. ferritin_ng_per_ml) and its unit",
-                    field=f"labs.{name}",
-                )
-            check_plausible(name, v, where=f"labs.{name}")
-        typed = set(type(self).model_fields)
-        for name in self.flags:
-            if name in typed:
-                raise InputError(
-                    expected="protocol-specific flags only (typed fields go in their own field)",
-                    got=name,
-                    where="field flags",
-                    todo=f"send {name} as a top-level field",
-                    field=f"flags.{name}",
-                )
-        for name in self.provenance:
-            if name not in typed and name not in self.labs and name not in self.flags:
-                raise InputError(
-                    expected="provenance for a field, lab or flag of this record",
-                    got=name,
-                    where="field provenance",
-                    todo="key provenance by the field name it describes",
-                    field=f"provenance.{name}",
-                )
-        return self
-
-    @classmethod
-    def flag_fields(cls) -> set[str]:
-        """Typed yes/no fields (usable as ``flag`` in a protocol)."""
-        return {n for n, f in cls.model_fields.items() if f.annotation == (bool | None)}
-
-    @classmethod
-    def categorical_fields(cls) -> dict[str, tuple[str, ...]]:
-        """Typed categorical fields and their values (usable in ``value_in`` and conditions)."""
-        out: dict[str, tuple[str, ...]] = {}
-        for n, f in cls.model_fields.items():
-            for arg in typing.get_args(f.annotation):
-                if typing.get_origin(arg) is Literal:
-                    out[n] = tuple(typing.get_args(arg))
-        return out
-
-    def value_of(self, name: str) -> Any:
-        """A typed field, else a lab (by concept), else a protocol flag; None when absent."""
-        if name in type(self).model_fields:
-            return getattr(self, name)
-        if name in self.labs:
-            return self.labs[name]
-        return self.flags.get(name)
-
 
 @dataclass(frozen=True)
 class Evidence:
@@ -343,6 +193,42 @@ class EligibilityResult:
 
 # ---------------------------------------------------------------------------------------------------------------
 
+#: What one criterion evaluates to: status, reason, the evidence used and the settings used.
+_Outcome = tuple[Status, str, list[Evidence], dict[str, str]]
+
+#: Criterion model → the :class:`_Eval` method that evaluates it (checked against the protocol format at first use).
+_EVALUATORS: Mapping[type, str] = MappingProxyType(
+    {
+        ThresholdCriterion: "threshold",
+        FlagCriterion: "flag",
+        ValueInCriterion: "value_in",
+        Sepsis3Criterion: "sepsis3",
+        EndotypeInCriterion: "endotype_in",
+        WindowCriterion: "window",
+        OverlayCriterion: "overlay",
+        UnknownCriterion: "unknown",
+    }
+)
+
+
+@cache
+def _evaluators() -> Mapping[type, str]:
+    """:data:`_EVALUATORS`, once checked to cover exactly the criterion kinds of the protocol format.
+
+    The protocol format (``immunoguide.protocols``) owns the criterion vocabulary and knows nothing of these
+    rules; the rules check themselves against it the first time they run, so a kind added to the format without
+    an evaluator fails loudly instead of being skipped.
+    """
+    kinds = {m: k for k, m in CRITERION_TYPES.items()}
+    if set(kinds) != set(_EVALUATORS):
+        raise CriteriaError(
+            expected=f"an eligibility evaluator for every criterion kind of the protocol format: {sorted(kinds.values())}",
+            got=sorted(kinds.get(m, m.__name__) for m in set(kinds) ^ set(_EVALUATORS)),
+            where="rules.eligibility",
+            todo="add (or remove) the evaluator of that kind in immunoguide/rules/eligibility.py",
+        )
+    return _EVALUATORS
+
 
 class _Eval:
     def __init__(self, protocol: Protocol, patient: PatientRecord, settings: Mapping[str, str], at: datetime | None):
@@ -360,17 +246,16 @@ class _Eval:
 
     # each returns (status, reason, evidence, settings_used)
 
-    def threshold(self, c: EligibilityCriterion, option: str | None = None) -> tuple[Status, str, list[Evidence], dict[str, str]]:
-        assert c.concept and c.comparator
+    def threshold(self, c: ThresholdCriterion, option: str | None = None) -> _Outcome:
         unit = concept(c.concept).unit
         used: dict[str, str] = {}
         if c.threshold is not None:
             t = c.threshold
-        else:
-            assert c.threshold_setting and c.thresholds is not None
-            opt = option or self.settings[c.threshold_setting]
-            used[c.threshold_setting] = opt
-            t = c.thresholds[opt]
+        else:  # the loader guarantees threshold_setting with a threshold per option
+            setting, thresholds = str(c.threshold_setting), dict(c.thresholds or {})
+            opt = option or self.settings[setting]
+            used[setting] = opt
+            t = thresholds[opt]
         ev = self.ev(c.concept, unit)
         v = ev.value
         rule = f"{c.concept} {c.comparator} {t:g} {unit}"
@@ -379,17 +264,15 @@ class _Eval:
         ok = compare(float(v), c.comparator, t)
         return ("met" if ok else "not_met"), f"{v:g} {unit}: {rule} is {'true' if ok else 'false'}", [ev], used
 
-    def flag(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
-        assert c.flag
-        want = True if c.met_when is None else c.met_when
+    def flag(self, c: FlagCriterion) -> _Outcome:
+        want = c.met_when
         ev = self.ev(c.flag)
         if ev.value is None:
             return "unknown", f"{c.flag} not recorded", [ev], {}
         ok = bool(ev.value) == want
         return ("met" if ok else "not_met"), f"{c.flag} is {ev.value} (criterion requires {want})", [ev], {}
 
-    def value_in(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
-        assert c.field and c.values is not None
+    def value_in(self, c: ValueInCriterion) -> _Outcome:
         ev = self.ev(c.field)
         v = ev.value
         if v is None:
@@ -405,8 +288,7 @@ class _Eval:
         ok = v in c.values
         return ("met" if ok else "not_met"), f"{c.field} is {v!r}; {'in' if ok else 'not in'} {list(c.values)}", [ev], {}
 
-    def sepsis3(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
-        assert c.ed_min_total_sofa is not None and c.hospitalised_min_sofa_increase is not None
+    def sepsis3(self, c: Sepsis3Criterion) -> _Outcome:
         route, tot, adm = self.pt.admission_source, self.pt.sofa_total, self.pt.sofa_admission
         evs = [self.ev("admission_source"), self.ev("sofa_total", "points")]
         ed_ok = None if tot is None else tot >= c.ed_min_total_sofa
@@ -422,9 +304,8 @@ class _Eval:
         evs.append(self.ev("sofa_admission", "points"))
         inc_ok = None if tot is None or adm is None else tot - adm >= c.hospitalised_min_sofa_increase
         if route == "hospitalised":
-            if inc_ok is None:
+            if inc_ok is None or tot is None or adm is None:
                 return "unknown", "already hospitalised; current and admission SOFA both needed", evs, {}
-            assert tot is not None and adm is not None
             return (
                 ("met" if inc_ok else "not_met"),
                 f"already hospitalised; SOFA increase {tot - adm} (from {adm} to {tot}) "
@@ -440,8 +321,7 @@ class _Eval:
                 return "not_met", f"total SOFA {tot} < {c.ed_min_total_sofa}: neither reading can be met", evs, {}
         return "unknown", "admission route (emergency department or already hospitalised) not recorded", evs, {}
 
-    def endotype_in(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
-        assert c.values is not None
+    def endotype_in(self, c: EndotypeInCriterion) -> _Outcome:
         ev = self.ev("endotype")
         v = ev.value
         if v is None:
@@ -449,8 +329,7 @@ class _Eval:
         ok = v in c.values
         return ("met" if ok else "not_met"), f"endotype {v!r}; {'in' if ok else 'not in'} {list(c.values)}", [ev], {}
 
-    def window(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
-        assert c.anchor and c.event and c.comparator and c.hours is not None
+    def window(self, c: WindowCriterion) -> _Outcome:
         fa, fe = TIME_POINT_FIELDS[c.anchor], TIME_POINT_FIELDS[c.event]
         ea, ee = self.ev(fa), self.ev(fe)
         rule = f"{c.event} - {c.anchor} {c.comparator} {c.hours:g} h"
@@ -474,7 +353,7 @@ class _Eval:
         ok = compare(elapsed, c.comparator, c.hours)
         return ("met" if ok else "not_met"), f"{elapsed:g} h: {rule} is {'true' if ok else 'false'}", [ea, ee], {}
 
-    def overlay(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
+    def overlay(self, c: OverlayCriterion) -> _Outcome:
         o = next(o for o in self.p.overlays if o.id == c.overlay)
         applies, evs = self.condition(o.when)
         ee = self.ev("endotype")
@@ -496,8 +375,7 @@ class _Eval:
         missing = [e.field for e in evs if e.value is None]
         return "unknown", f"overlay {o.id}: {', '.join(missing)} not recorded", evs, {}
 
-    def unknown(self, c: EligibilityCriterion) -> tuple[Status, str, list[Evidence], dict[str, str]]:
-        assert c.setting
+    def unknown(self, c: UnknownCriterion) -> _Outcome:
         s = self.p.settings[c.setting]
         opt = self.settings[c.setting]
         return "unknown", f"not evaluated (setting {c.setting}={opt}): {s.warning}", [], {c.setting: opt}
@@ -509,17 +387,7 @@ class _Eval:
         return ev.value in cond.values and isinstance(ev.value, bool) == isinstance(cond.values[0], bool), [ev]
 
     def run(self, c: EligibilityCriterion, section: Literal["inclusion", "exclusion"]) -> CriterionResult:
-        fn = {
-            "threshold": self.threshold,
-            "flag": self.flag,
-            "value_in": self.value_in,
-            "sepsis3": self.sepsis3,
-            "endotype_in": self.endotype_in,
-            "window_from_anchor": self.window,
-            "overlay": self.overlay,
-            "unknown": self.unknown,
-        }[c.kind]
-        status, reason, evs, used = fn(c)
+        status, reason, evs, used = getattr(self, _evaluators()[type(c)])(c)
         if c.applies_if is not None:
             applies, cevs = self.condition(c.applies_if)
             evs = cevs + evs
@@ -627,10 +495,9 @@ def evaluate_eligibility(
     decisive: dict[str, bool | None] = {}
     for c in protocol.criteria:
         setting_names = list(c.depends_on_settings)
-        if c.kind == "unknown":
-            assert c.setting
+        if isinstance(c, UnknownCriterion):
             setting_names.append(c.setting)
-        if c.kind == "threshold" and c.threshold_setting:
+        if isinstance(c, ThresholdCriterion) and c.threshold_setting:
             setting_names.append(c.threshold_setting)
             statuses = {ev.threshold(c, opt)[0] for opt in protocol.settings[c.threshold_setting].options}
             decisive[c.threshold_setting] = decisive.get(c.threshold_setting) or len(statuses) > 1
