@@ -42,7 +42,7 @@ _API = {
     # cohorts (MIMIC-III / MIMIC-IV, synthetic data, the set-based engine)
     "convert_mimic3": "immunoguide.cohort.sources.mimic3",
     "convert_mimic4": "immunoguide.cohort.sources.mimic4",
-    "generate_mimic4": "immunoguide.cohort.synth",
+    "generate_mimic4": "immunoguide.synth",
     "run_cohort": "immunoguide.cohort.pipeline",
     "screen_cohort": "immunoguide.cohort.screening",
     "validate_against_ricu": "immunoguide.cohort.validation",
@@ -102,7 +102,7 @@ if TYPE_CHECKING:
     from immunoguide.cohort.screening import screen_cohort
     from immunoguide.cohort.sources.mimic3 import convert_mimic3
     from immunoguide.cohort.sources.mimic4 import convert_mimic4
-    from immunoguide.cohort.synth import generate_mimic4
+    from immunoguide.synth import generate_mimic4
     from immunoguide.cohort.validation import validate_against_ricu
     from immunoguide.criteria import load_criteria
     from immunoguide.criteria.presets import load_preset
