@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,6 +56,7 @@ from immunoguide.analysis.dataset import (
     json_col,
     km_times,
     load_export_dir,
+    load_session,
     read_table,
     value_or_none,
 )
@@ -286,15 +286,8 @@ def _load(source: Any, actor: Actor, now: datetime) -> tuple[AnalysisData, dict[
     """The report's view of the export plus the extra tables SDTM needs."""
     from sqlalchemy.orm import Session
 
-    from immunoguide.trial import export_trial
-
     if isinstance(source, Session):
-        with tempfile.TemporaryDirectory(prefix="immunoguide-cdisc-") as tmp:
-            export_trial(source, tmp, actor=actor, now=now, formats=("parquet",))
-            data = load_export_dir(Path(tmp))
-            extra = {t: read_table(Path(tmp), t) for t in _EXTRA_TABLES}
-        data.source = "trial store"
-        return data, extra
+        return load_session(source, actor, now, extra_tables=_EXTRA_TABLES)
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         d = Path(source)
         data = load_export_dir(d)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -55,8 +55,8 @@ from immunoguide.protocols import Protocol
 from immunoguide.trial.access import Actor
 
 __all__ = ["GROUPS", "GROUP_LABEL", "RELATED", "SAP_ENDOTYPE", "STRATUM_LABEL", "AnalysisData", "Patient",
-           "baseline_value", "blind", "derive", "json_col", "km_times", "load_export_dir", "load_store", "open_source",
-           "read_table", "value_or_none"]
+           "baseline_value", "blind", "derive", "json_col", "km_times", "load_export_dir", "load_session", "load_store",
+           "open_source", "read_table", "value_or_none"]
 
 #: Treatment groups of the unblinded report: protocol arm role → group key and label.
 GROUPS: Mapping[str, tuple[str, str]] = {"active": ("precision", "Precision immunotherapy"),
@@ -126,21 +126,33 @@ def load_export_dir(d: Path) -> AnalysisData:
     return data
 
 
+def load_session(session: Any, actor: Actor, now: datetime, *,
+                 extra_tables: Sequence[str] = ()) -> tuple[AnalysisData, dict[str, pd.DataFrame]]:
+    """The trial as ``actor`` may see it at ``now``: :func:`immunoguide.trial.export_trial` run in the open store
+    ``session`` (Parquet, in a temporary directory) and read back; ``extra_tables`` are read as well and returned
+    beside the analysis data (e.g. the kits and consents of the SDTM datasets)."""
+    from immunoguide.trial import export_trial
+
+    with tempfile.TemporaryDirectory(prefix="immunoguide-analysis-") as tmp:
+        export_trial(session, tmp, actor=actor, now=now, formats=("parquet",))
+        data = load_export_dir(Path(tmp))
+        extra = {t: read_table(Path(tmp), t) for t in extra_tables}
+    data.source = "trial store"
+    return data, extra
+
+
 def load_store(store: Any, actor: Actor, now: datetime, *, unblinded: bool, signal_rule: str | None = None) -> AnalysisData:
-    from immunoguide.trial import export_trial, safety_signals
+    """:func:`load_session` in a session of ``store``, with the DSMB's safety signals (``unblinded`` only), the
+    alerts and the assay turnaround, each read through its ``trial/`` function as ``actor``."""
+    from immunoguide.trial import safety_signals
     from immunoguide.trial.monitoring import alerts_view, turnaround_report
 
-    with tempfile.TemporaryDirectory(prefix="immunoguide-report-") as tmp:
-        with store.session() as s:
-            export_trial(s, tmp, actor=actor, now=now, formats=("parquet",))
-            signals = safety_signals(s, actor=actor, now=now, rule_method=signal_rule) if unblinded else None
-            alerts = alerts_view(s, actor=actor, now=now)
-            turnaround = turnaround_report(s, actor=actor, now=now)
-        data = load_export_dir(Path(tmp))
+    with store.session() as s:
+        data, _ = load_session(s, actor, now)
+        data.signals = safety_signals(s, actor=actor, now=now, rule_method=signal_rule) if unblinded else None
+        data.alerts = alerts_view(s, actor=actor, now=now)
+        data.turnaround = turnaround_report(s, actor=actor, now=now)
     data.source = f"trial store {store.safe_url}"
-    data.signals = signals
-    data.alerts = alerts
-    data.turnaround = turnaround
     return data
 
 
