@@ -5,8 +5,9 @@ so blinding is the trial's: a blinded role's export holds no arm and no kit cont
 no ``ARM``/``ARMCD``/``TRT01P``/``TRTP``/``TRTGRP`` column and a generic ``EXTRT`` (``IV STUDY DRUG``) — the
 define file says so. Only a role that sees arms (the DSMB) gets the arms.
 
-The ADaM efficacy data use the **same derivation as the statistical report** (:mod:`immunoguide.analysis.report`,
-SAP rules of :mod:`immunoguide.analysis.endpoints`): ADEFF holds, per analysed subject,
+The ADaM efficacy data use the **same derivation as the statistical report** (the analysis dataset of
+:mod:`immunoguide.analysis.dataset`, SAP rules of :mod:`immunoguide.analysis.endpoints`): ADEFF holds, per
+analysed subject,
 
 * ``PARAMCD = "SOFA"``: the daily total SOFA of study days 1-15 as used by the SOFA-response endpoints, one row per
   day; ``ABLFL = "Y"`` on day 1 (the baseline); ``DTYPE`` empty for a measured day, ``"LOCF"`` for a day carried
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,17 +48,19 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from immunoguide.analysis.report import (
-    _RELATED,
+from immunoguide.analysis.dataset import (
     GROUPS,
-    _Data,
-    _derive,
-    _json_col,
-    _km,
-    _load_export_dir,
-    _none,
-    _read_table,
+    RELATED,
+    AnalysisData,
+    derive,
+    json_col,
+    km_times,
+    load_export_dir,
+    load_session,
+    read_table,
+    value_or_none,
 )
+from immunoguide.analysis.dataset import blind as blind_analysis_data
 from immunoguide.analysis.sap import Sap, load_sap
 from immunoguide.errors import InputError, StoreError
 from immunoguide.protocols import Protocol, load_protocol
@@ -280,30 +282,22 @@ _ROUTES = {"IV": "INTRAVENOUS", "SC": "SUBCUTANEOUS"}
 # reading the trial (through its export, so blinding is the trial's)
 
 
-def _load(source: Any, actor: Actor, now: datetime) -> tuple[_Data, dict[str, pd.DataFrame]]:
+def _load(source: Any, actor: Actor, now: datetime) -> tuple[AnalysisData, dict[str, pd.DataFrame]]:
     """The report's view of the export plus the extra tables SDTM needs."""
     from sqlalchemy.orm import Session
 
-    from immunoguide.trial import export_trial
-
     if isinstance(source, Session):
-        with tempfile.TemporaryDirectory(prefix="immunoguide-cdisc-") as tmp:
-            export_trial(source, tmp, actor=actor, now=now, formats=("parquet",))
-            data = _load_export_dir(Path(tmp))
-            extra = {t: _read_table(Path(tmp), t) for t in _EXTRA_TABLES}
-        data.source = "trial store"
-        return data, extra
+        return load_session(source, actor, now, extra_tables=_EXTRA_TABLES)
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         d = Path(source)
-        data = _load_export_dir(d)
-        return data, {t: _read_table(d, t) for t in _EXTRA_TABLES}
+        data = load_export_dir(d)
+        return data, {t: read_table(d, t) for t in _EXTRA_TABLES}
     raise InputError(expected="an open trial-store session or a trial export directory", got=str(source)[:120],
                      where="CDISC export", todo="export the trial (`immunoguide trial export`) or give the store")
 
 
-def _blind(data: _Data, extra: dict[str, pd.DataFrame]) -> None:
-    slots = data.tables["allocation_slots"]
-    data.tables["allocation_slots"] = slots.drop(columns=[c for c in ("arm",) if c in slots.columns])
+def _blind(data: AnalysisData, extra: dict[str, pd.DataFrame]) -> None:
+    blind_analysis_data(data)  # the analysis dataset's blinding (arm columns, CONSORT by arm, signals)
     kits = extra["kits"]
     extra["kits"] = kits.drop(columns=[c for c in ("regimen",) if c in kits.columns])
 
@@ -314,7 +308,7 @@ def _blind(data: _Data, extra: dict[str, pd.DataFrame]) -> None:
 
 def _dtc(v: Any) -> str:
     """ISO 8601 (UTC, seconds) or empty."""
-    v = _none(v)
+    v = value_or_none(v)
     if v is None:
         return ""
     return pd.Timestamp(v).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S")
@@ -322,13 +316,13 @@ def _dtc(v: Any) -> str:
 
 def _dtm(v: Any) -> Any:
     """A naive UTC timestamp for a numeric SAS datetime (NaT when missing)."""
-    v = _none(v)
+    v = value_or_none(v)
     return pd.NaT if v is None else pd.Timestamp(v).tz_convert("UTC").tz_localize(None).floor("s")
 
 
 def _study_day(t: Any, ref: Any) -> float:
     """SDTM study day: day 1 = the reference date, no day 0 (NaN when either is missing)."""
-    t, ref = _none(t), _none(ref)
+    t, ref = value_or_none(t), value_or_none(ref)
     if t is None or ref is None:
         return math.nan
     d = (pd.Timestamp(t).tz_convert("UTC").normalize() - pd.Timestamp(ref).tz_convert("UTC").normalize()).days
@@ -367,8 +361,8 @@ _ARM_COLUMNS = frozenset({"ARMCD", "ARM", "TRT01P", "TRTP", "TRTGRP", "ACTARMCD"
 # ADaM
 
 
-def _adam(data: _Data, protocol: Protocol, sap: Sap, studyid: str, unblinded: bool) -> dict[str, pd.DataFrame]:
-    patients, _ = _derive(data, protocol, sap, unblinded=unblinded)
+def _adam(data: AnalysisData, protocol: Protocol, sap: Sap, studyid: str, unblinded: bool) -> dict[str, pd.DataFrame]:
+    patients, _ = derive(data, protocol, sap, unblinded=unblinded)
     pts = data.tables["patients"].set_index("code")
     adsl: list[dict[str, Any]] = []
     adeff: list[dict[str, Any]] = []
@@ -380,7 +374,7 @@ def _adam(data: _Data, protocol: Protocol, sap: Sap, studyid: str, unblinded: bo
         arm = protocol.arm(p.arm) if unblinded and p.arm else None
         trt = {"TRTP": arm.label, "TRTGRP": GROUPS[arm.role][1]} if arm is not None else {}
         common = {"STUDYID": studyid, "USUBJID": usubjid, "SITEID": p.site}
-        first_dose = _none(row.get("first_dose_at"))
+        first_dose = value_or_none(row.get("first_dose_at"))
         r9 = p.primary
         adsl.append({
             **common, "SUBJID": p.code, "AGE": p.record.get("age_years"), "AGEU": "YEARS",
@@ -406,7 +400,7 @@ def _adam(data: _Data, protocol: Protocol, sap: Sap, studyid: str, unblinded: bo
                               "SRCDY": d.source_day, "SRCROW": d.source_row_id or ""})
         else:  # not evaluable: the measured days only, nothing imputed
             for r in p.rows:
-                if _none(r.get("sofa_total")) is not None and 1 <= int(r["day"]) <= 15:
+                if value_or_none(r.get("sofa_total")) is not None and 1 <= int(r["day"]) <= 15:
                     adeff.append({**base_common, "PARAMCD": "SOFA", "PARAM": "SOFA Total Score (points)",
                                   "AVISITN": int(r["day"]), "AVISIT": f"DAY {int(r['day'])}",
                                   "AVAL": int(r["sofa_total"]), "DTYPE": "", "SRCDY": int(r["day"]),
@@ -436,7 +430,7 @@ def _adam(data: _Data, protocol: Protocol, sap: Sap, studyid: str, unblinded: bo
                           "AVISITN": 9, "AVISIT": "DAYS 1-9", "AVAL": ms.mean_sofa, "DTYPE": "AVERAGE",
                           "EVALFL": "Y"})
         # time to event
-        t, e = _km([p])
+        t, e = km_times([p])
         adtte.append({**base_common, "PARAMCD": "TTDTH90", "PARAM": "Time to Death up to Day 90 (days)",
                       "AVAL": t[0], "CNSR": 1 - e[0], "STARTDTM": _dtm(p.randomised_at),
                       "EVNTDESC": "DEATH" if e[0] else "ALIVE: CENSORED AT LAST DAY KNOWN ALIVE (MAX 90)"})
@@ -450,10 +444,10 @@ def _adam(data: _Data, protocol: Protocol, sap: Sap, studyid: str, unblinded: bo
             onset = a.get("onset_at")
             adae.append({**common, **trt, "AESEQ": i, "AETERM": a.get("term"), "AEDECOD": a.get("term"),
                          "ASTDTM": _dtm(onset), "ASTDY": _study_day(onset, p.randomised_at),
-                         "AETOXGR": str(int(a["grade"])) if _none(a.get("grade")) is not None else "",
+                         "AETOXGR": str(int(a["grade"])) if value_or_none(a.get("grade")) is not None else "",
                          "ATOXGRN": a.get("grade"), "AESER": _yn(bool(a.get("serious"))), "AEREL": rel,
-                         "AREL": "RELATED" if rel in _RELATED else "NOT RELATED", "AEOUT": a.get("outcome"),
-                         "TRTEMFL": _yn(first_dose is not None and _none(onset) is not None
+                         "AREL": "RELATED" if rel in RELATED else "NOT RELATED", "AEOUT": a.get("outcome"),
+                         "TRTEMFL": _yn(first_dose is not None and value_or_none(onset) is not None
                                         and pd.Timestamp(onset) >= pd.Timestamp(first_dose))})
     return {"ADSL": _frame("ADSL", adsl, unblinded), "ADEFF": _frame("ADEFF", adeff, unblinded),
             "ADAE": _frame("ADAE", adae, unblinded), "ADTTE": _frame("ADTTE", adtte, unblinded)}
@@ -463,7 +457,7 @@ def _adam(data: _Data, protocol: Protocol, sap: Sap, studyid: str, unblinded: bo
 # SDTM
 
 
-def _sdtm(data: _Data, extra: Mapping[str, pd.DataFrame], protocol: Protocol, studyid: str,
+def _sdtm(data: AnalysisData, extra: Mapping[str, pd.DataFrame], protocol: Protocol, studyid: str,
           unblinded: bool) -> dict[str, pd.DataFrame]:
     t = data.tables
     pts = t["patients"]
@@ -481,8 +475,8 @@ def _sdtm(data: _Data, extra: Mapping[str, pd.DataFrame], protocol: Protocol, st
         code = p["code"]
         usubjid = f"{studyid}-{code}"
         common = {"STUDYID": studyid, "USUBJID": usubjid}
-        rec = _json_col(p["screening_record"]) or {}
-        first_dose = _none(p.get("first_dose_at"))
+        rec = json_col(p["screening_record"]) or {}
+        first_dose = value_or_none(p.get("first_dose_at"))
         cons = consents[consents["patient_code"] == code]
         consent = cons.iloc[0] if len(cons) else None
         deaths = fu[(fu["patient_code"] == code) & (fu["vital_status"] == "dead")]
@@ -490,7 +484,7 @@ def _sdtm(data: _Data, extra: Mapping[str, pd.DataFrame], protocol: Protocol, st
         randomised = code in slots.index
         arm_cols: dict[str, Any] = {}
         if unblinded:
-            if randomised and _none(slots.loc[code].get("arm")) is not None:
+            if randomised and value_or_none(slots.loc[code].get("arm")) is not None:
                 a = protocol.arm(slots.loc[code]["arm"])
                 arm_cols = {"ARMCD": a.code, "ARM": a.label, "ACTARMCD": a.code if first_dose else "NOTTRT",
                             "ACTARM": a.label if first_dose else "Not Treated"}
@@ -501,7 +495,7 @@ def _sdtm(data: _Data, extra: Mapping[str, pd.DataFrame], protocol: Protocol, st
                 arm_cols = {"ARMCD": "NOTASSGN", "ARM": "Not Assigned", "ACTARMCD": "NOTASSGN", "ACTARM": "Not Assigned"}
         dm.append({**common, "DOMAIN": "DM", "SUBJID": code, "RFSTDTC": _dtc(first_dose), "RFXSTDTC": _dtc(first_dose),
                    "RFICDTC": _dtc(consent["signed_at"]) if consent is not None and consent["given_by"] != "refused" else "",
-                   "DTHDTC": _dtc(death_at), "DTHFL": "Y" if _none(death_at) is not None else "", "SITEID": p["site"],
+                   "DTHDTC": _dtc(death_at), "DTHFL": "Y" if value_or_none(death_at) is not None else "", "SITEID": p["site"],
                    "AGE": rec.get("age_years"), "AGEU": "YEARS", "SEX": _sex(rec.get("sex")), **arm_cols})
         # disposition
         events: list[tuple[Any, str, str, str]] = []
@@ -512,7 +506,7 @@ def _sdtm(data: _Data, extra: Mapping[str, pd.DataFrame], protocol: Protocol, st
             events.append((p["screened_at"], "SCREEN FAILURE", "SCREEN FAILURE", "DISPOSITION EVENT"))
         if randomised:
             events.append((slots.loc[code]["allocated_at"], "RANDOMIZED", "RANDOMIZED", "PROTOCOL MILESTONE"))
-        if _none(death_at) is not None:
+        if value_or_none(death_at) is not None:
             events.append((death_at, "DEATH", "DEATH", "DISPOSITION EVENT"))
         wd = t["withdrawals"]
         for _, w in wd[wd["patient_code"] == code].iterrows():
@@ -533,13 +527,13 @@ def _sdtm(data: _Data, extra: Mapping[str, pd.DataFrame], protocol: Protocol, st
         for i, (_, r) in enumerate(labs[labs["patient_code"] == code].sort_values(["sample_time", "id"]).iterrows(),
                                    start=1):
             testcd, test = _LB_TESTS.get(r["concept"], (str(r["concept"])[:8].upper(), str(r["concept"])))
-            lo, hi = _none(r["value_lower"]), _none(r["value_upper"])
+            lo, hi = value_or_none(r["value_lower"]), value_or_none(r["value_upper"])
             point = float(lo) if lo is not None and hi is not None and lo == hi else None
             unit = {"ferritin_ng_per_ml": "ng/mL", "hla_dr_per_monocyte": "AB/c"}.get(r["concept"], "")
             lb.append({**common, "DOMAIN": "LB", "LBSEQ": i, "LBTESTCD": testcd, "LBTEST": test,
-                       "LBORRES": str(r["raw_value"]), "LBORRESU": _none(r["raw_unit"]) or "",
+                       "LBORRES": str(r["raw_value"]), "LBORRESU": value_or_none(r["raw_unit"]) or "",
                        "LBSTRESC": f"{point:g}" if point is not None else str(r["raw_value"]),
-                       "LBSTRESN": point, "LBSTRESU": unit, "LBMETHOD": _none(r.get("method")) or "",
+                       "LBSTRESN": point, "LBSTRESU": unit, "LBMETHOD": value_or_none(r.get("method")) or "",
                        "LBDTC": _dtc(r["sample_time"]), "LBDY": _study_day(r["sample_time"], first_dose)})
         # exposure
         doses = extra["dose_administrations"]
