@@ -46,28 +46,16 @@ from immunoguide.cohort.engine import (
 from immunoguide.criteria import Criteria, criteria_for
 from immunoguide.errors import PolicyError
 from immunoguide.rules.hourly import SOFA2_URINE_WINDOWS_H, VENTILATION_ORDER
-from immunoguide.rules.sofa2 import ADVANCED_VENTILATION
+from immunoguide.rules.sofa2 import ADVANCED_VENTILATION, IMPLEMENTED_POLICIES
 from immunoguide.units import NOREPINEPHRINE_SALT_TO_BASE
 
 __all__ = ["TRANSLATED_POLICIES", "hourly_sofa2_expr"]
 
-#: Every SOFA-2 policy option the set-based engine computes (see the module docstring for the options that
-#: coincide because their inputs are absent from the timeline schema).
-TRANSLATED_POLICIES: Mapping[str, frozenset[str]] = MappingProxyType(
-    {
-        "missing_component": frozenset({"impute_normal", "no_imputation"}),
-        "gcs_when_sedated": frozenset({"presedation_else_normal", "assume_normal", "as_measured", "unscored"}),
-        "norepinephrine_salt_when_unstated": frozenset(NOREPINEPHRINE_SALT_TO_BASE),
-        "vasopressor_min_duration": frozenset({"one_hour", "none"}),
-        "zero_rate_infusion": frozenset({"not_running", "literal"}),
-        "map_from_sbp_dbp": frozenset({"derive", "do_not_derive"}),
-        "fio2_missing": frozenset({"unscored", "room_air"}),
-        "respiratory_support_ceiling": frozenset({"honour_unavailable_flag", "always_cap"}),
-        "vasoactive_ceiling": frozenset({"honour_unavailable_flag", "ignore_flag"}),
-        "dopamine_not_alone": frozenset({"other_agent", "ignored", "max_with_dopamine_ladder"}),
-        "rrt_oliguria_window": frozenset({"six_hour_mean", "longer_than_six_hours"}),
-    }
-)
+#: Every SOFA-2 policy option the set-based engine computes: the rules' own table
+#: (:data:`immunoguide.rules.sofa2.IMPLEMENTED_POLICIES`), not a copy of it. See the module docstring for the options
+#: that coincide because their inputs are absent from the timeline schema; ``tests/test_sofa_random_differential.py``
+#: runs every option of every policy on both paths and compares them row by row.
+TRANSLATED_POLICIES: Mapping[str, frozenset[str]] = MappingProxyType(dict(IMPLEMENTED_POLICIES["sofa2"]))
 
 _NULL_INT = ibis.null("int64")
 

@@ -77,6 +77,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from immunoguide.criteria import PolicySpec, resolve_named_options
+from immunoguide.criteria.definitions import SOFA_DEFINITIONS
 from immunoguide.errors import ConflictingInputError, CriteriaError, PolicyError, UnknownCriteriaError
 from immunoguide.rules.hourly import HOUR, HourlySofa, ceil_hour, hourly_sofa
 from immunoguide.rules.timeline import CultureSample, PatientTimeline
@@ -382,7 +383,7 @@ SOFA_DATA_CONCEPTS = frozenset(
     {"platelets_10e3_per_ul", "bilirubin_mg_per_dl", "creatinine_mg_per_dl", "map_mmhg", "pao2_mmhg", "gcs",
      "gcs_eye", "gcs_verbal", "gcs_motor", "gcs_total_charted", "urine_output_ml"}
 )  # fmt: skip
-_CATECHOLAMINE_DRUGS = frozenset({"dopamine", "dobutamine", "epinephrine", "norepinephrine"})
+_CATECHOLAMINE_DRUGS = frozenset(SOFA_DEFINITIONS.catecholamines)
 
 
 # --------------------------------------------------------------------------------------------------------------
