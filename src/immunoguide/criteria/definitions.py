@@ -193,7 +193,7 @@ def load_sofa_definitions_text(text: str, *, where: str = "<text>") -> SofaDefin
         raise _fail("invasive_ventilation inside respiratory_support", entries["invasive_ventilation"].value, where)
     lo, hi = entries["urine_mimic_code_min_h"].value, entries["urine_mimic_code_max_h"].value
     if not lo <= entries["urine_window_h"].value <= hi:
-        raise _fail(f"urine_mimic_code_min_h <= urine_window_h <= urine_mimic_code_max_h", (lo, hi), where)
+        raise _fail("urine_mimic_code_min_h <= urine_window_h <= urine_mimic_code_max_h", (lo, hi), where)
     v = {n: d.value for n, d in entries.items()}
     return SofaDefinitions(
         version=str(raw.get("version", "")),

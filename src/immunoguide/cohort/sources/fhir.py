@@ -81,13 +81,14 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from immunoguide.cohort.schema import SCHEMAS, write_table
+from immunoguide.criteria.definitions import SOFA_DEFINITIONS
 from immunoguide.errors import CriteriaError, ImplausibleValueError, InputError, UnitError
 from immunoguide.units import check_plausible, concepts, normalise_unit, to_canonical
 
 __all__ = ["FhirIssue", "FhirReport", "convert_fhir", "load_codes", "stable_id"]
 
-DRUGS = ("dopamine", "dobutamine", "epinephrine", "norepinephrine")
-VENT_KINDS = ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap", "hfnc", "oxygen", "none")
+DRUGS = SOFA_DEFINITIONS.catecholamines
+VENT_KINDS = SOFA_DEFINITIONS.ventilation_kinds
 #: Resource types the adapter reads; any other type is counted once per type (``resource_type_not_used``).
 USED_TYPES = (
     "Patient",
