@@ -11,13 +11,19 @@ from importlib import import_module
 
 __all__ = ["implemented_policies"]
 
-_RULE_MODULES = {"sofa1": "immunoguide.rules.sofa", "sofa2": "immunoguide.rules.sofa2"}
+#: Rule → (module, key of its ``IMPLEMENTED_POLICIES`` registry; None when the registry is the rule's own table).
+_RULE_MODULES: Mapping[str, tuple[str, str | None]] = {
+    "sofa1": ("immunoguide.rules.sofa", "sofa1"),
+    "sofa2": ("immunoguide.rules.sofa2", "sofa2"),
+    "sepsis3": ("immunoguide.rules.sepsis3", None),
+}
 
 
 def implemented_policies(rule: str) -> Mapping[str, frozenset[str]] | None:
     """The policies and options the rule ``rule`` implements (None for a rule without a registry)."""
-    mod = _RULE_MODULES.get(rule)
-    if mod is None:
+    entry = _RULE_MODULES.get(rule)
+    if entry is None:
         return None
-    registry: Mapping[str, Mapping[str, frozenset[str]]] = import_module(mod).IMPLEMENTED_POLICIES
-    return registry[rule]
+    mod, key = entry
+    registry = import_module(mod).IMPLEMENTED_POLICIES
+    return registry if key is None else registry[key]
