@@ -523,10 +523,13 @@ def hourly_sofa_expr(
     keep_lookback: bool = False,
     rows_from: str = "icu_admission",
     evidence: bool = False,
+    hour_scores: bool = False,
 ) -> ir.Table:
     """Hourly SOFA-1 rows for every stay: ``stay_id, hour_end, <six components>, total, n_imputed, imputed``.
 
-    ``evidence=True`` returns :func:`hourly_evidence_expr`'s table instead (the input behind each component).
+    ``evidence=True`` returns :func:`hourly_evidence_expr`'s table instead (the input behind each component);
+    ``hour_scores=True`` returns each row's own component scores before the 24 h window (H11; the single-patient
+    ``HourlySofa.hour_components``): ``stay_id, hour_end, <six components>``, same rows.
 
     ``rows_from``: ``"icu_admission"`` (rows from the row holding ICU admission), ``"first_sofa_datum"`` (from the
     row of the stay's earliest SOFA datum, before or after admission: Sepsis-3 policy ``sofa_rows_from``), or
@@ -625,6 +628,8 @@ def hourly_sofa_expr(
     scored = h.select("stay_id", "first", "first_datum", "hour_end", bits=six, urine_daily=daily)
     if evidence:
         return _evidence(p, scored, res, L, keep_lookback=keep_lookback, rows_from=rows_from)
+    if hour_scores:
+        return hour_scores_expr(scored, rows_from=rows_from, keep_lookback=keep_lookback)
     return _roll_packed(
         scored.select("stay_id", "first", "first_datum", "hour_end", "bits"), res, keep_lookback=keep_lookback, rows_from=rows_from
     )
@@ -775,6 +780,16 @@ def _require_per_value_scoring(ladder: Ladder, worst: str) -> None:
             where="cohort engine (scoring per value)",
             todo="fix the criteria file, or score this ladder on the hour's worst value instead",
         )
+
+
+def hour_scores_expr(scored: ir.Table, *, rows_from: str = "icu_admission", keep_lookback: bool = False) -> ir.Table:
+    """Each row's own component scores (H11, before the window) from packed ``bits``, rows filtered as
+    :func:`_roll_packed` filters them: ``stay_id, hour_end, <six components>``."""
+    if rows_from == "first_sofa_datum":
+        scored = scored.filter(scored.hour_end >= ibis.coalesce(scored.first_datum, scored.first))
+    elif not keep_lookback:
+        scored = scored.filter(scored.hour_end >= scored.first)
+    return scored.select("stay_id", "hour_end", **{c: _top(scored.bits, _SLOT[c]) for c in COMPONENTS})
 
 
 def rolled_total_expr(hour: ir.Table, res: Mapping[str, str], *, keep_lookback: bool = False) -> ir.Table:

@@ -90,6 +90,7 @@ def hourly_sofa2_expr(
     criteria: str | Criteria = "sofa2",
     policies: Mapping[str, str] | None = None,
     keep_lookback: bool = False,
+    hour_scores: bool = False,
 ) -> ir.Table:
     """Hourly SOFA-2 rows for every stay, as ``hourly_sofa(tl, criteria="sofa2", policies=...)`` gives them.
 
@@ -104,6 +105,9 @@ def hourly_sofa2_expr(
         the 24 h window (H13).
     keep_lookback : bool
         Keep the 23 look-back rows before ICU admission (H2) in the output.
+    hour_scores : bool
+        Return each row's own component scores before the 24 h window instead (``stay_id, hour_end, <six>``; the
+        single-patient ``HourlySofa.hour_components``).
 
     Returns
     -------
@@ -207,4 +211,7 @@ def hourly_sofa2_expr(
         cns=ladder_points(L["cns_gcs"], effective_gcs_expr(h, res), res),  # footnote c; d and e need absent inputs
         renal=_greatest(*renal),
     )
+    if hour_scores:
+        kept = hour if keep_lookback else hour.filter(hour.hour_end >= hour.first)
+        return kept.drop("first")
     return rolled_total_expr(hour, res, keep_lookback=keep_lookback)
