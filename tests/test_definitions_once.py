@@ -166,3 +166,27 @@ def test_every_definition_is_cited_and_the_loader_refuses_a_broken_file() -> Non
         assert broken != text, why
         with pytest.raises(CriteriaError):
             load_sofa_definitions_text(broken, where=why)
+
+
+def _imported_modules(path: Path) -> set[str]:
+    mods: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            mods.add(node.module)
+        elif isinstance(node, ast.Import):
+            mods |= {a.name for a in node.names}
+    return mods
+
+
+def test_sofa_and_sofa2_do_not_import_each_other_the_shared_inputs_sit_below_both() -> None:
+    """rules.sofa imports rules.sofa2 (score_sofa dispatches to it); rules.sofa2 and rules.sofa_inputs never import
+    rules.sofa, so there is no cycle; the old names stay importable from rules.sofa."""
+    rules = SRC / "rules"
+    assert "immunoguide.rules.sofa" not in _imported_modules(rules / "sofa2.py")
+    assert not {"immunoguide.rules.sofa", "immunoguide.rules.sofa2"} & _imported_modules(rules / "sofa_inputs.py")
+    import immunoguide.rules.sofa as sofa
+    import immunoguide.rules.sofa_inputs as inputs
+
+    for name in ("SofaInputs", "SofaResult", "COMPONENTS", "Ventilation", "finalise", "fio2_for_ratio",
+                 "mean_arterial_pressure", "urine_ml_per_day", "effective_gcs", "drug_rate_counts"):  # fmt: skip
+        assert getattr(sofa, name) is getattr(inputs, name)
