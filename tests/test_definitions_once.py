@@ -38,14 +38,19 @@ PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
         "concepts.toml urine_output_ml (_plausible('urine_output_ml'))",
     ),
     "catecholamine list": (re.compile(rf"{_Q}{_CAT}{_Q}\s*,\s*{_Q}{_CAT}{_Q}"), "SOFA_DEFINITIONS.catecholamines"),
-    "other vasoactive list": (re.compile(rf"{_Q}{_OTHER}{_Q}\s*,\s*{_Q}{_OTHER}{_Q}"), "SOFA_DEFINITIONS.other_vasoactives"),
+    "other vasoactive list": (
+        re.compile(rf"{_Q}{_OTHER}{_Q}\s*,\s*{_Q}{_OTHER}{_Q}"),
+        "SOFA_DEFINITIONS.other_vasoactives",
+    ),
     "ventilation kind list": (
         re.compile(rf"{_Q}{_VENT}{_Q}\s*,\s*{_Q}{_VENT}{_Q}"),
         "SOFA_DEFINITIONS.ventilation_kinds / invasive_ventilation / respiratory_support / advanced_ventilation",
     ),
     "urine observation window 22/30/12 h": (
-        re.compile(r"(?:observed\w*|\bh)\s*(?:>=|<=|<|>)\s*(?:22|30|12)\b|\b(?:22|30|12)\s*(?:<=|<)\s*(?:h|observed\w*)\b"
-                   r"|\bn\s*>=\s*12\b"),
+        re.compile(
+            r"(?:observed\w*|\bh)\s*(?:>=|<=|<|>)\s*(?:22|30|12)\b|\b(?:22|30|12)\s*(?:<=|<)\s*(?:h|observed\w*)\b"
+            r"|\bn\s*>=\s*12\b"
+        ),
         "SOFA_DEFINITIONS.urine_mimic_code_h / urine_ricu_min_h",
     ),  # fmt: skip
     "urine scaled to 24 h": (re.compile(r"\*\s*24(?:\.0)?\s*/"), "SOFA_DEFINITIONS.urine_window_h"),
@@ -69,7 +74,10 @@ PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
         re.compile(r"literal\(\s*2\s*,\s*[\"']int64[\"']\s*\)|\bresp\s*=\s*2\b"),
         "SOFA_DEFINITIONS.pf_without_support_cap_points",
     ),
-    "rolling window 24/25 rows": (re.compile(r"\b25 if\b|\belse 24\b|\(\s*2[45]\s*,\s*\)"), "SOFA_DEFINITIONS.window_rows / ricu_window_rows"),
+    "rolling window 24/25 rows": (
+        re.compile(r"\b25 if\b|\belse 24\b|\(\s*2[45]\s*,\s*\)"),
+        "SOFA_DEFINITIONS.window_rows / ricu_window_rows",
+    ),
 }
 
 #: Lines allowed to hold a listed literal, and why (file relative to src/immunoguide → substring of the line).
@@ -87,7 +95,11 @@ def _code_lines(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 for i in range(first.lineno - 1, (first.end_lineno or first.lineno)):
                     lines[i] = ""
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
@@ -108,7 +120,9 @@ def find_bare_constants(roots: tuple[Path, ...] = SCANNED) -> list[str]:
                     continue
                 for what, (pat, instead) in PATTERNS.items():
                     if pat.search(line):
-                        hits.append(f"src/immunoguide/{rel}:{lineno}: {what} written as a literal (use {instead}): {line.strip()}")
+                        hits.append(
+                            f"src/immunoguide/{rel}:{lineno}: {what} written as a literal (use {instead}): {line.strip()}"
+                        )
     return hits
 
 
@@ -136,7 +150,9 @@ def test_the_scan_finds_a_reintroduced_literal_and_names_file_and_line(tmp_path:
         'capped = ibis.literal(2, "int64")',
         'rows = 25 if res["rolling_window"] == "25_rows" else 24',
     ]
-    (root / "x.py").write_text('"""0.21 in a docstring is prose."""\n# 0.21 in a comment too\n' + "\n".join(samples) + "\n")
+    (root / "x.py").write_text(
+        '"""0.21 in a docstring is prose."""\n# 0.21 in a comment too\n' + "\n".join(samples) + "\n"
+    )
     global SRC
     saved, SRC = SRC, tmp_path
     try:
@@ -144,7 +160,9 @@ def test_the_scan_finds_a_reintroduced_literal_and_names_file_and_line(tmp_path:
     finally:
         SRC = saved
     assert len(hits) == len(samples) == len(PATTERNS)
-    assert [h.split(": ", 1)[0] for h in hits] == [f"src/immunoguide/cohort/x.py:{i}" for i in range(3, 3 + len(samples))]
+    assert [h.split(": ", 1)[0] for h in hits] == [
+        f"src/immunoguide/cohort/x.py:{i}" for i in range(3, 3 + len(samples))
+    ]
 
 
 def test_the_static_types_hold_exactly_the_vocabularies_of_the_data() -> None:

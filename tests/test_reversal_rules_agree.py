@@ -33,7 +33,10 @@ def test_every_reversal_of_the_protocol_is_the_sap_reversal_of_its_stratum() -> 
     assert {SAP_STRATUM_TO_ENDOTYPE[s] for s in sap} == set(protocol)
     for stratum, endotype in SAP_STRATUM_TO_ENDOTYPE.items():
         p, s = protocol[endotype], sap[stratum]
-        assert (p.relative_fall_concept, p.relative_fall_fraction) == (s.relative_fall_concept, s.relative_fall_fraction)
+        assert (p.relative_fall_concept, p.relative_fall_fraction) == (
+            s.relative_fall_concept,
+            s.relative_fall_fraction,
+        )
         assert _criteria(p) == _criteria(s), stratum
         assert _criteria(p) or p.relative_fall_fraction is not None  # each rule says something
 

@@ -99,7 +99,11 @@ def random_timeline(seed: int) -> PatientTimeline:
         t = _time(rng, intime, -4, los_h)
         back = rng.choice([0, 0, 20, 120, 240, 241]) if rng.random() < 0.85 else None
         if back is not None:
-            obs.append(Observation(time=t - timedelta(minutes=back), concept="fio2_fraction", value=rng.choice([0.4, 0.6, 1.0])))
+            obs.append(
+                Observation(
+                    time=t - timedelta(minutes=back), concept="fio2_fraction", value=rng.choice([0.4, 0.6, 1.0])
+                )
+            )
         obs.append(Observation(time=t, concept="pao2_mmhg", value=rng.choice([50, 70, 95, 150, 250, 420])))
     gcs_times = [o.time for o in obs if o.concept == "gcs"]
     for t in gcs_times:  # GCS charted under sedation, and sedated assessments without a value
@@ -121,7 +125,9 @@ def random_timeline(seed: int) -> PatientTimeline:
         t = _time(rng, intime, -3, los_h - 1)
         for _ in range(rng.randint(1, 4)):  # segments around the 60-min episode and the 5-min merge gap
             dur = rng.choice([10, 30, 55, 59, 60, 61, 90, 180])
-            infusions.append(Infusion(drug=drug, start=t, stop=t + timedelta(minutes=dur), rate_ug_kg_min=rng.choice(rates)))
+            infusions.append(
+                Infusion(drug=drug, start=t, stop=t + timedelta(minutes=dur), rate_ug_kg_min=rng.choice(rates))
+            )
             t += timedelta(minutes=dur + rng.choice([0, 3, 5, 6, 30, 240]))
     vent = []
     t = _time(rng, intime, -2, los_h / 2)
@@ -135,7 +141,11 @@ def random_timeline(seed: int) -> PatientTimeline:
         abx.append(AntibioticAdministration(time=ta, name=rng.choice(["vancomycin", "meropenem"]), route="IV"))
         if rng.random() < 0.8:
             tc = ta + timedelta(hours=rng.choice([-80, -72, -30, -2, 0, 0, 3, 24, 30]))
-            cx.append(CultureSample(time=tc, specimen=rng.choice(["BLOOD CULTURE", "URINE"]), positive=rng.choice([True, False, None])))
+            cx.append(
+                CultureSample(
+                    time=tc, specimen=rng.choice(["BLOOD CULTURE", "URINE"]), positive=rng.choice([True, False, None])
+                )
+            )
     return PatientTimeline(
         stay_id=seed,
         icu_intime=intime,
@@ -157,14 +167,20 @@ def covering_sets(policies: dict[str, Any]) -> list[dict[str, str]]:
     return [{name: o[k % len(o)] for name, o in opts.items()} for k in range(max(len(o) for o in opts.values()))]
 
 
-SOFA1_SETS = {f"cover{k}": s for k, s in enumerate(covering_sets({n: p.options for n, p in load_criteria("sofa1").policies.items()}))}
+SOFA1_SETS = {
+    f"cover{k}": s
+    for k, s in enumerate(covering_sets({n: p.options for n, p in load_criteria("sofa1").policies.items()}))
+}
 SOFA1_SETS |= {f"preset_{p}": dict(load_preset(p).sofa_policies) for p in available_presets()}
 SOFA2_SETS = {f"cover{k}": s for k, s in enumerate(covering_sets(dict(IMPLEMENTED_POLICIES["sofa2"])))}
 S3_SETS = {
     f"cover{k}": (dict(load_preset("immunoguide").sofa_policies), s)
     for k, s in enumerate(covering_sets({n: p.options for n, p in load_sepsis3_criteria().policies.items()}))
 }
-S3_SETS |= {f"preset_{p}": (dict(load_preset(p).sofa_policies), dict(load_preset(p).sepsis3_policies)) for p in available_presets()}
+S3_SETS |= {
+    f"preset_{p}": (dict(load_preset(p).sofa_policies), dict(load_preset(p).sepsis3_policies))
+    for p in available_presets()
+}
 
 
 @pytest.fixture(scope="module")
@@ -194,13 +210,17 @@ def _compare(folder: Path, stays: dict[int, PatientTimeline], criteria: str, pol
     return bad
 
 
-def test_the_generated_stays_reach_the_branches_they_are_meant_to(random_cohort: tuple[Path, dict[int, PatientTimeline]]) -> None:
+def test_the_generated_stays_reach_the_branches_they_are_meant_to(
+    random_cohort: tuple[Path, dict[int, PatientTimeline]],
+) -> None:
     """The generator is not vacuous: scored rows in every component, open stays, short and long infusions."""
     _, stays = random_cohort
     rows = [r for tl in stays.values() for r in hourly_sofa(tl, policies={"missing_component": "no_imputation"})]
     assert all(any((r.hour_components[c] or 0) >= 3 for r in rows) for c in COMPONENTS)
     assert any(tl.icu_outtime is None for tl in stays.values())
-    assert any(i.stop - i.start < SOFA_DEFINITIONS.vasopressor_min_episode for tl in stays.values() for i in tl.infusions)
+    assert any(
+        i.stop - i.start < SOFA_DEFINITIONS.vasopressor_min_episode for tl in stays.values() for i in tl.infusions
+    )
     assert sum(sepsis3_onset(tl).status == "onset" for tl in stays.values()) >= 3
 
 
@@ -240,7 +260,13 @@ def test_random_timelines_sepsis3_engine_equals_single_patient(random_cohort, na
     for sid, tl in stays.items():
         ref = sepsis3_onset(tl, policies=s3_res, sofa_policies=sofa_res)
         g = got[sid]
-        mine = (g.status, norm(g.suspected_infection_time), norm(g.onset_time), norm(g.baseline_sofa), norm(g.sofa_at_onset))
+        mine = (
+            g.status,
+            norm(g.suspected_infection_time),
+            norm(g.onset_time),
+            norm(g.baseline_sofa),
+            norm(g.sofa_at_onset),
+        )
         want = (ref.status, ref.suspected_infection_time, ref.onset_time, ref.baseline_sofa, ref.sofa_at_onset)
         if mine != want:
             bad.append((sid, mine, want))

@@ -74,7 +74,13 @@ def write_timelines(timelines: Iterable[PatientTimeline], folder: Path) -> dict[
             )
         for c in tl.cultures:
             rows["cultures"].append(
-                {"stay_id": sid, "time": c.time, "specimen": c.specimen, "positive": c.positive, "time_is_date_only": False}
+                {
+                    "stay_id": sid,
+                    "time": c.time,
+                    "specimen": c.specimen,
+                    "positive": c.positive,
+                    "time_is_date_only": False,
+                }
             )
         for v in tl.ventilation:
             rows["ventilation"].append({"stay_id": sid, "start": v.start, "stop": v.end, "kind": v.kind})

@@ -132,7 +132,9 @@ class SofaDefinitions:
 
 
 def _fail(expected: str, got: Any, where: str) -> CriteriaError:
-    return CriteriaError(expected=expected, got=got, where=where, todo=f"fix {_FILE} (each entry: value/values, citation)")
+    return CriteriaError(
+        expected=expected, got=got, where=where, todo=f"fix {_FILE} (each entry: value/values, citation)"
+    )
 
 
 def _entry(table: Any, name: str, where: str, *, vocabulary: bool) -> Definition:

@@ -88,7 +88,6 @@ _ALTERNATIVES: Mapping[str, tuple[str, str, str]] = MappingProxyType(
 )
 
 
-
 class SofaInputs(BaseModel):
     """The worst values of one scoring window, in canonical units (``None`` = not measured).
 
@@ -162,8 +161,7 @@ class SofaInputs(BaseModel):
         for name, conc in _FIELD_CONCEPT.items():
             v = getattr(self, name)
             if v is not None:
-                check_plausible(conc, v, where=f"field {name}",
-                                rel_tol=CONVERSION_SLACK if name in converted else 0.0)
+                check_plausible(conc, v, where=f"field {name}", rel_tol=CONVERSION_SLACK if name in converted else 0.0)
         for d in SOFA_DEFINITIONS.catecholamines:
             dur = getattr(self, f"{d}_duration_min")
             if dur is not None and not 0 <= dur <= 60 * 24 * 365:
@@ -216,7 +214,9 @@ class SofaInputs(BaseModel):
         """
         if not isinstance(record, Mapping):
             raise InputError(
-                expected="a JSON object of SOFA inputs", got=type(record).__name__, where=where,
+                expected="a JSON object of SOFA inputs",
+                got=type(record).__name__,
+                where=where,
                 todo="send one object per line",
             )
         data: dict[str, Any] = {}
@@ -236,8 +236,11 @@ class SofaInputs(BaseModel):
                     )
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise InputError(
-                        expected=f"a number for {key}", got=value, where=f"{where}, field {key}",
-                        todo="send a number (leave the field out when not measured)", field=key,
+                        expected=f"a number for {key}",
+                        got=value,
+                        where=f"{where}, field {key}",
+                        todo="send a number (leave the field out when not measured)",
+                        field=key,
                     )
                 try:
                     data[target] = to_canonical(conc, value, unit, where=f"{where}, field {key}")
@@ -369,7 +372,9 @@ def mean_arterial_pressure(inputs: SofaInputs, resolved: Mapping[str, str], used
     return None
 
 
-def urine_ml_per_day(inputs: SofaInputs, resolved: Mapping[str, str], used: dict[str, Any], notes: list[str]) -> float | None:
+def urine_ml_per_day(
+    inputs: SofaInputs, resolved: Mapping[str, str], used: dict[str, Any], notes: list[str]
+) -> float | None:
     """Daily urine output, from a daily figure or from a timed collection under ``urine_output_window``."""
     if inputs.urine_output_ml_per_day is not None:
         used["urine_output_ml_per_day"] = inputs.urine_output_ml_per_day
@@ -417,9 +422,7 @@ def effective_gcs(
     return inputs.gcs
 
 
-def drug_rate_counts(
-    drug: str, inputs: SofaInputs, resolved: Mapping[str, str], notes: list[str]
-) -> float | None:
+def drug_rate_counts(drug: str, inputs: SofaInputs, resolved: Mapping[str, str], notes: list[str]) -> float | None:
     """The drug's rate if it counts under ``vasopressor_min_duration``; None when absent or too short."""
     rate = getattr(inputs, f"{drug}_ug_kg_min")
     if rate is None:
