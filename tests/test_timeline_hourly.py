@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.timeline_tables import engine_hourly_sofa
 
 from immunoguide.criteria import load_criteria
 from immunoguide.errors import ConflictingInputError, ImplausibleValueError, InputError, UnitError
@@ -35,6 +36,13 @@ WINDOW_ROWS = 24  # mimic-code score/sofa.sql: ROWS BETWEEN 23 PRECEDING AND CUR
 VASOPRESSOR_MIN_EPISODE = timedelta(minutes=60)  # Singer 2016 Table 1 footnote: 'for at least 1 hour'
 VASOPRESSOR_MERGE_GAP = timedelta(minutes=5)  # ricu vaso60: windows merged across gaps <= 5 min
 FIO2_LOOKBACK = timedelta(hours=4)  # mimic-code measurement/bg.sql: charted FiO2 within 4 h before the gas
+
+
+@pytest.fixture(name="hourly_sofa", params=["single_patient", "engine"])
+def _hourly_sofa_both_paths(request: pytest.FixtureRequest):  # noqa: ANN202
+    """The scenario tests below run on both paths: the single-patient rule and the set-based engine on DuckDB
+    (the timeline written as the engine's tables, tests/timeline_tables.py), with the same assertions."""
+    return hourly_sofa if request.param == "single_patient" else engine_hourly_sofa
 
 
 def at(hours: float) -> datetime:
@@ -64,7 +72,7 @@ def points(ladder: str, x: float, policies: dict[str, str] | None = None) -> int
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_rows_run_from_admission_hour_to_discharge_hour():
+def test_rows_run_from_admission_hour_to_discharge_hour(hourly_sofa):
     """One row per clock hour from ceil(intime) to ceil(outtime), both included."""
     tl = PatientTimeline(stay_id=1, icu_intime=datetime(2024, 1, 1, 8, 20), icu_outtime=datetime(2024, 1, 2, 7, 5))
     rows = hourly_sofa(tl)
@@ -73,7 +81,7 @@ def test_rows_run_from_admission_hour_to_discharge_hour():
     assert all(b.hour_end - a.hour_end == HOUR for a, b in zip(rows, rows[1:], strict=False))
 
 
-def test_value_charted_exactly_on_the_hour_belongs_to_the_hour_ending_then():
+def test_value_charted_exactly_on_the_hour_belongs_to_the_hour_ending_then(hourly_sofa):
     """A row covers (hour_end - 1 h, hour_end]: 10:00:00 is in the 10:00 row, 10:00:01 in the 11:00 row."""
     on = hourly_sofa(timeline(observations=[obs(2, "platelets_10e3_per_ul", 40)]))
     after = hourly_sofa(
@@ -86,7 +94,7 @@ def test_value_charted_exactly_on_the_hour_belongs_to_the_hour_ending_then():
     assert row(after, at(3)).hour_components["coagulation"] == points("coagulation_platelets", 40)
 
 
-def test_lab_charted_within_23_hours_before_icu_admission_enters_the_first_row():
+def test_lab_charted_within_23_hours_before_icu_admission_enters_the_first_row(hourly_sofa):
     """The 23 look-back rows let an ED lab 20 h before admission count; one 25 h before does not."""
     near = hourly_sofa(timeline(observations=[obs(-20, "bilirubin_mg_per_dl", 7.0)]))
     far = hourly_sofa(timeline(observations=[obs(-25, "bilirubin_mg_per_dl", 7.0)]))
@@ -99,7 +107,7 @@ def test_lab_charted_within_23_hours_before_icu_admission_enters_the_first_row()
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_platelet_nadir_keeps_scoring_for_24_rows_then_drops():
+def test_platelet_nadir_keeps_scoring_for_24_rows_then_drops(hourly_sofa):
     """A single low platelet count scores in its own row and the 23 after it, then the component falls back."""
     tl = timeline(observations=[obs(2.5, "platelets_10e3_per_ul", 40), obs(0.5, "platelets_10e3_per_ul", 200)])
     rows = hourly_sofa(tl)
@@ -110,7 +118,7 @@ def test_platelet_nadir_keeps_scoring_for_24_rows_then_drops():
     assert "coagulation" in row(rows, at(3 + WINDOW_ROWS)).imputed_components
 
 
-def test_worst_value_per_hour_follows_each_concept_direction():
+def test_worst_value_per_hour_follows_each_concept_direction(hourly_sofa):
     """Within one hour platelets, MAP and GCS take the minimum, bilirubin and creatinine the maximum."""
     charted = {
         "platelets_10e3_per_ul": (160, 90, 140),
@@ -137,7 +145,7 @@ def test_worst_value_per_hour_follows_each_concept_direction():
     assert points("cardiovascular_map", 80) != expected["cardiovascular"]
 
 
-def test_rolling_component_is_never_below_the_hour_component():
+def test_rolling_component_is_never_below_the_hour_component(hourly_sofa):
     """The 24 h worst includes the row itself."""
     o = [obs(h, "platelets_10e3_per_ul", 200 - 4 * h) for h in range(0, 40, 3)]
     for r in hourly_sofa(timeline(observations=o)):
@@ -157,14 +165,14 @@ def _norepi(start_h: float, minutes: float, rate: float = 0.05) -> Infusion:
     )
 
 
-def test_norepinephrine_for_30_minutes_scores_nothing_under_the_one_hour_rule():
+def test_norepinephrine_for_30_minutes_scores_nothing_under_the_one_hour_rule(hourly_sofa):
     """Singer 2016's 'for at least 1 hour': a 30-min norepinephrine run leaves cardiovascular at 0."""
     rows = hourly_sofa(timeline(infusions=[_norepi(2.2, 30)]))
     assert all(r.cardiovascular == 0 for r in rows)
     assert all(r.hour_components["cardiovascular"] is None for r in rows)
 
 
-def test_norepinephrine_for_2_hours_scores_three_points():
+def test_norepinephrine_for_2_hours_scores_three_points(hourly_sofa):
     """A 2-hour norepinephrine run at 0.05 ug/kg/min scores the <= 0.1 band in each hour it ran, then 24 rows on."""
     rows = hourly_sofa(timeline(infusions=[_norepi(2, 120)]))
     expected = points("cardiovascular_norepinephrine", 0.05)
@@ -174,14 +182,14 @@ def test_norepinephrine_for_2_hours_scores_three_points():
     assert row(rows, at(4 + WINDOW_ROWS)).cardiovascular == 0
 
 
-def test_norepinephrine_for_30_minutes_scores_under_policy_none():
+def test_norepinephrine_for_30_minutes_scores_under_policy_none(hourly_sofa):
     """mimic-code has no duration rule: with vasopressor_min_duration=none the 30-min run scores in its hour."""
     rows = hourly_sofa(timeline(infusions=[_norepi(2.2, 30)]), policies={"vasopressor_min_duration": "none"})
     expected = points("cardiovascular_norepinephrine", 0.05)
     assert [r.hour_end for r in rows if r.hour_components["cardiovascular"] == expected] == [at(3)]
 
 
-def test_vasopressor_episode_of_exactly_60_minutes_counts_and_59_does_not():
+def test_vasopressor_episode_of_exactly_60_minutes_counts_and_59_does_not(hourly_sofa):
     """The one-hour rule is >= 60 min of episode length."""
     minutes = VASOPRESSOR_MIN_EPISODE / timedelta(minutes=1)
     full = hourly_sofa(timeline(infusions=[_norepi(2.5, minutes)]))
@@ -190,7 +198,7 @@ def test_vasopressor_episode_of_exactly_60_minutes_counts_and_59_does_not():
     assert max(r.cardiovascular for r in short) == 0
 
 
-def test_vasopressor_segments_with_a_gap_of_5_minutes_merge_into_one_episode():
+def test_vasopressor_segments_with_a_gap_of_5_minutes_merge_into_one_episode(hourly_sofa):
     """Two 35-min segments 5 min apart are one 75-min episode (ricu vaso60); 6 min apart they are two short runs."""
     gap = VASOPRESSOR_MERGE_GAP / timedelta(minutes=1)
     first = _norepi(2, 35)
@@ -212,7 +220,7 @@ def test_vasopressor_segments_with_a_gap_of_5_minutes_merge_into_one_episode():
     assert max(r.cardiovascular for r in split) == 0
 
 
-def test_infusion_ending_exactly_on_the_hour_does_not_count_in_the_next_hour():
+def test_infusion_ending_exactly_on_the_hour_does_not_count_in_the_next_hour(hourly_sofa):
     """An interval is active in a row when start < hour_end and stop > hour_end - 1 h."""
     rows = hourly_sofa(timeline(infusions=[_norepi(2, 120)]), policies={"vasopressor_min_duration": "none"})
     assert row(rows, at(4)).hour_components["cardiovascular"] == 3
@@ -220,7 +228,7 @@ def test_infusion_ending_exactly_on_the_hour_does_not_count_in_the_next_hour():
     assert row(rows, at(2)).hour_components["cardiovascular"] is None
 
 
-def test_highest_rate_of_overlapping_segments_is_the_hours_rate():
+def test_highest_rate_of_overlapping_segments_is_the_hours_rate(hourly_sofa):
     """Two segments of one drug in an hour: the row takes the higher rate."""
     inf = [_norepi(2, 90, rate=0.05), Infusion(drug="norepinephrine", start=at(3.5), stop=at(5), rate_ug_kg_min=0.3)]
     rows = hourly_sofa(timeline(infusions=inf))
@@ -228,7 +236,7 @@ def test_highest_rate_of_overlapping_segments_is_the_hours_rate():
     assert row(rows, at(3)).hour_components["cardiovascular"] == points("cardiovascular_norepinephrine", 0.05)
 
 
-def test_zero_rate_norepinephrine_scores_only_under_the_mimic_code_policy():
+def test_zero_rate_norepinephrine_scores_only_under_the_mimic_code_policy(hourly_sofa):
     """A pump charted at 0 is no infusion (ricu) unless zero_rate_infusion=mimic_code ('<= 0.1' read literally)."""
     tl = timeline(infusions=[_norepi(2, 120, rate=0.0)])
     assert max(r.cardiovascular for r in hourly_sofa(tl)) == 0
@@ -245,7 +253,7 @@ def test_zero_rate_norepinephrine_scores_only_under_the_mimic_code_policy():
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_pao2_pairs_with_the_latest_fio2_in_the_previous_4_hours():
+def test_pao2_pairs_with_the_latest_fio2_in_the_previous_4_hours(hourly_sofa):
     """FiO2 0.4 three hours before and 0.8 one hour before a PaO2 of 120: the ratio uses 0.8 (P/F 150)."""
     o = [obs(0.5, "fio2_fraction", 0.4), obs(2.5, "fio2_fraction", 0.8), obs(3.5, "pao2_mmhg", 120)]
     vent = [VentilationEpisode(start=at(0), end=at(10), kind="invasive")]
@@ -253,7 +261,7 @@ def test_pao2_pairs_with_the_latest_fio2_in_the_previous_4_hours():
     assert r.hour_components["respiration"] == points("respiration_pf", 120 / 0.8) != points("respiration_pf", 300)
 
 
-def test_fio2_exactly_4_hours_before_pairs_and_older_does_not():
+def test_fio2_exactly_4_hours_before_pairs_and_older_does_not(hourly_sofa):
     """The pairing window is [PaO2 time - 4 h, PaO2 time]; without a FiO2 the gas is unscored (fio2_missing)."""
     gas = at(6)
     inside = [Observation(time=gas - FIO2_LOOKBACK, concept="fio2_fraction", value=0.5), obs(6, "pao2_mmhg", 80)]
@@ -271,7 +279,7 @@ def test_fio2_exactly_4_hours_before_pairs_and_older_does_not():
     assert row(room, gas).hour_components["respiration"] == points("respiration_pf", 80 / 0.21)
 
 
-def test_low_pf_scores_three_only_with_ventilation_active_in_the_hour():
+def test_low_pf_scores_three_only_with_ventilation_active_in_the_hour(hourly_sofa):
     """P/F 150 scores 3 with invasive ventilation in the hour, 2 without (pf_below_200_without_support)."""
     o = [obs(2.2, "fio2_fraction", 0.6), obs(2.5, "pao2_mmhg", 90)]
     vent = [VentilationEpisode(start=at(2.75), end=at(8), kind="invasive")]
@@ -308,14 +316,14 @@ def _sedated_gcs_timeline() -> PatientTimeline:
     "policy, expected_gcs",
     [("presedation_else_normal", 14), ("assume_normal", 15), ("as_measured", 7), ("unscored", None)],
 )
-def test_gcs_charted_under_sedation_follows_gcs_when_sedated(policy, expected_gcs):
+def test_gcs_charted_under_sedation_follows_gcs_when_sedated(hourly_sofa, policy, expected_gcs):
     """A GCS flagged 'No Response-ETT' is scored by the policy: pre-sedation 14, normal 15, as measured 7, or not."""
     rows = hourly_sofa(_sedated_gcs_timeline(), policies={"gcs_when_sedated": policy})
     got = row(rows, at(5)).hour_components["cns"]
     assert got == (None if expected_gcs is None else points("cns_gcs", expected_gcs))
 
 
-def test_presedation_gcs_is_the_last_awake_gcs_before_the_sedated_charting():
+def test_presedation_gcs_is_the_last_awake_gcs_before_the_sedated_charting(hourly_sofa):
     """An awake GCS charted after sedation ended is not the pre-sedation GCS of the earlier sedated hour."""
     tl = timeline(
         observations=[
@@ -329,7 +337,7 @@ def test_presedation_gcs_is_the_last_awake_gcs_before_the_sedated_charting():
     assert row(hourly_sofa(tl), at(5)).hour_components["cns"] == points("cns_gcs", 14) != points("cns_gcs", 9)
 
 
-def test_gcs_inside_a_sedation_episode_is_a_sedated_assessment():
+def test_gcs_inside_a_sedation_episode_is_a_sedated_assessment(hourly_sofa):
     """A sedation episode marks every GCS charted inside it, like the ETT flag."""
     tl = timeline(
         observations=[obs(1, "gcs", 15), obs(5, "gcs", 6)],
@@ -339,7 +347,7 @@ def test_gcs_inside_a_sedation_episode_is_a_sedated_assessment():
     assert row(hourly_sofa(tl, policies={"gcs_when_sedated": "as_measured"}), at(5)).hour_components["cns"] == 3
 
 
-def test_unsedated_gcs_in_the_same_hour_wins_over_a_sedated_one():
+def test_unsedated_gcs_in_the_same_hour_wins_over_a_sedated_one(hourly_sofa):
     """A real assessment in the hour is scored; the sedated charting does not replace it."""
     tl = timeline(observations=[obs(4.2, "gcs", 11), obs(4.6, "gcs", 5), obs(4.6, "gcs_sedated", True)])
     assert row(hourly_sofa(tl), at(5)).hour_components["cns"] == points("cns_gcs", 11)
@@ -358,7 +366,7 @@ def _hourly_urine(ml: float, hours: int) -> list[Observation]:
     "policy, first_scored_h",
     [("mimic_code", 22), ("ricu", 12), ("as_recorded", 1)],
 )
-def test_urine_output_scores_from_the_hour_the_window_policy_allows(policy, first_scored_h):
+def test_urine_output_scores_from_the_hour_the_window_policy_allows(hourly_sofa, policy, first_scored_h):
     """15 mL/h charted hourly from admission: mimic-code scores from 22 h observed, ricu from 12 h, as_recorded at once."""
     rows = hourly_sofa(timeline(observations=_hourly_urine(15, 40)), policies={"urine_output_window": policy})
     scored = [r.hour_end for r in rows if r.hour_components["renal"] is not None]
@@ -367,7 +375,7 @@ def test_urine_output_scores_from_the_hour_the_window_policy_allows(policy, firs
     assert row(rows, at(first_scored_h)).hour_components["renal"] == points("renal_urine", daily)
 
 
-def test_urine_sum_is_the_trailing_24_hours():
+def test_urine_sum_is_the_trailing_24_hours(hourly_sofa):
     """After 30 h of 15 mL/h then nothing, the trailing sum still holds chartings of the last 24 h only."""
     rows = hourly_sofa(
         timeline(observations=_hourly_urine(15, 30) + [obs(30.5, "urine_output_ml", 600)]),
@@ -379,7 +387,7 @@ def test_urine_sum_is_the_trailing_24_hours():
     assert row(rows, at(29)).hour_components["renal"] == points("renal_urine", 360)
 
 
-def test_map_is_derived_from_a_same_time_blood_pressure_pair_only_when_policy_derives():
+def test_map_is_derived_from_a_same_time_blood_pressure_pair_only_when_policy_derives(hourly_sofa):
     """SBP 80 / DBP 50 charted together give MAP 60 (1 point) under derive; nothing under do_not_derive."""
     o = [obs(2.5, "sbp_mmhg", 80), obs(2.5, "dbp_mmhg", 50)]
     assert row(hourly_sofa(timeline(observations=o)), at(3)).hour_components["cardiovascular"] == points(
@@ -394,14 +402,14 @@ def test_map_is_derived_from_a_same_time_blood_pressure_pair_only_when_policy_de
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_missing_components_are_imputed_after_the_window_and_listed():
+def test_missing_components_are_imputed_after_the_window_and_listed(hourly_sofa):
     """Only platelets charted: the five other components are 0 and listed as imputed (impute_normal)."""
     r = row(hourly_sofa(timeline(observations=[obs(1.5, "platelets_10e3_per_ul", 90)])), at(2))
     assert r.imputed_components == tuple(c for c in COMPONENTS if c != "coagulation")
     assert r.total == r.coagulation == points("coagulation_platelets", 90)
 
 
-def test_no_imputation_leaves_missing_components_and_the_total_missing():
+def test_no_imputation_leaves_missing_components_and_the_total_missing(hourly_sofa):
     """Under missing_component=no_imputation a component with no data in 24 h is None and so is the total."""
     rows = hourly_sofa(
         timeline(observations=[obs(1.5, "platelets_10e3_per_ul", 90)]), policies={"missing_component": "no_imputation"}
@@ -525,7 +533,7 @@ def test_hourly_error_names_the_hour():
         hourly_sofa(tl)
 
 
-def test_ten_day_stay_gives_one_row_per_hour_of_the_grid():
+def test_ten_day_stay_gives_one_row_per_hour_of_the_grid(hourly_sofa):
     """A densely charted 10-day stay (labs 4-hourly, vitals hourly) gives 241 hourly rows (its time is measured by
     ``benchmarks/bench_rules.py``, never asserted here)."""
     o = []
@@ -573,7 +581,7 @@ def _sofa2_stay(**extra):  # noqa: ANN003, ANN202
     return PatientTimeline(stay_id=1, icu_intime=t0, icu_outtime=t0 + timedelta(hours=30), observations=obs, **extra), t0
 
 
-def test_sofa2_hourly_urine_rate_under_half_ml_per_kg_per_h_for_six_hours_scores_one() -> None:
+def test_sofa2_hourly_urine_rate_under_half_ml_per_kg_per_h_for_six_hours_scores_one(hourly_sofa) -> None:
     """60 mL over the first 7 h at 70 kg is < 0.5 mL/kg/h over 6 h: kidney 1 once 6 h have been observed, not before."""
     from datetime import timedelta
 
@@ -584,7 +592,7 @@ def test_sofa2_hourly_urine_rate_under_half_ml_per_kg_per_h_for_six_hours_scores
     assert rows[t0 + timedelta(hours=7)].criteria.startswith("sofa2@")
 
 
-def test_sofa2_hourly_urine_needs_a_body_weight() -> None:
+def test_sofa2_hourly_urine_needs_a_body_weight(hourly_sofa) -> None:
     """Without a weight there is no mL/kg/h rate: the kidney component rests on creatinine alone."""
     from datetime import timedelta
 
@@ -593,7 +601,7 @@ def test_sofa2_hourly_urine_needs_a_body_weight() -> None:
     assert rows[t0 + timedelta(hours=7)].renal == 0
 
 
-def test_sofa2_hourly_counts_a_vasopressin_infusion_as_another_vasoactive_agent() -> None:
+def test_sofa2_hourly_counts_a_vasopressin_infusion_as_another_vasoactive_agent(hourly_sofa) -> None:
     """Vasopressin running alone scores 2 cardiovascular points under SOFA-2 and nothing under SOFA-1."""
     from datetime import timedelta
 

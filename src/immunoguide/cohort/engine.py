@@ -32,6 +32,7 @@ import ibis
 import ibis.expr.types as ir
 
 from immunoguide.criteria import Criteria, Ladder, criteria_for
+from immunoguide.criteria.definitions import SOFA_DEFINITIONS
 from immunoguide.errors import CriteriaError
 from immunoguide.rules.sofa import COMPONENTS
 
@@ -48,9 +49,10 @@ __all__ = [
 ]
 
 H = ibis.interval(hours=1)
-_CATECHOLAMINES = ("dopamine", "dobutamine", "epinephrine", "norepinephrine")
-_OTHER_VASOACTIVES = ("vasopressin", "phenylephrine", "milrinone")
-_VENT_ORDER = ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap", "hfnc", "oxygen", "none")
+_D = SOFA_DEFINITIONS  # criteria/sofa_definitions.toml: the vocabularies and constants the rules read too
+_CATECHOLAMINES = _D.catecholamines
+_OTHER_VASOACTIVES = _D.other_vasoactives
+_VENT_ORDER = _D.ventilation_kinds
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,13 @@ class _HourParts:
     gcs: ir.Table  # stay_id, hour_end, gcs_unsed, gcs_sed, gcs_pre — one row per hour with an assessment (H9)
 
 
+def _pf_cap(res: Mapping[str, str]) -> ir.IntegerValue:
+    """Respiration points of a P/F below 200 without support (policy ``pf_below_200_without_support``)."""
+    if res["pf_below_200_without_support"] == "two_points":
+        return ibis.literal(_D.pf_without_support_cap_points, "int64")
+    return ibis.null("int64")
+
+
 def _grid_kind(res: Mapping[str, str]) -> str:
     """The ``hourly_grid`` option (SOFA-2 criteria have none: clock hours)."""
     return res.get("hourly_grid", "clock_hours")
@@ -139,7 +148,7 @@ def _grid_kind(res: Mapping[str, str]) -> str:
 
 def _window_rows(res: Mapping[str, str]) -> int:
     """Rows of the rolling window: 24 (H12) or 25 (``rolling_window = 25_rows``, ricu)."""
-    return 25 if res.get("rolling_window") == "25_rows" else 24
+    return _D.ricu_window_rows if res.get("rolling_window") == "25_rows" else _D.window_rows
 
 
 def row_end_expr(t: ir.TimestampValue, intime: ir.TimestampValue, grid: str) -> ir.TimestampValue:
@@ -230,14 +239,14 @@ def _pf_latest_fio2(o: ir.Table, res: Mapping[str, str]) -> ir.Table:
     """H4: each PaO2 with the latest FiO2 of the 4 h before it; the hour's lowest ratio (``stay_id, hour_end, pf``)."""
     pao2 = o.filter(o.concept == "pao2_mmhg").select("stay_id", pt=o.time, hour_end=o.hour_end, p=o.value)
     fio2 = o.filter(o.concept == "fio2_fraction").select("stay_id", ft=o.time, f=o.value)
-    pj = pao2.join(fio2, [pao2.stay_id == fio2.stay_id, fio2.ft <= pao2.pt, fio2.ft >= pao2.pt - ibis.interval(hours=4)])
+    pj = pao2.join(fio2, [pao2.stay_id == fio2.stay_id, fio2.ft <= pao2.pt, fio2.ft >= pao2.pt - ibis.interval(hours=_D.fio2_lookback_h)])
     latest = pj.group_by([pj.stay_id, pj.pt, pj.p, pj.hour_end]).aggregate(ft=pj.ft.max())
     paired = latest.join(fio2, [latest.stay_id == fio2.stay_id, latest.ft == fio2.ft]).group_by(
         [latest.stay_id, latest.pt, latest.p, latest.hour_end]
     ).aggregate(f=fio2.f.max())
     if res["fio2_missing"] == "room_air":
         paired = pao2.left_join(paired, ["stay_id", "pt", "p", "hour_end"]).select(
-            "stay_id", "pt", "p", "hour_end", f=ibis.coalesce(ibis._.f, 0.21)
+            "stay_id", "pt", "p", "hour_end", f=ibis.coalesce(ibis._.f, _D.room_air_fio2)
         )
     return paired.group_by(["stay_id", "hour_end"]).aggregate(pf=(paired.p / paired.f).round(6).min())
 
@@ -249,7 +258,7 @@ def _pf_ricu(o: ir.Table, res: Mapping[str, str]) -> ir.Table:
     po2 = po2.group_by(["stay_id", "hour_end"]).aggregate(p=po2.value.min())
     fio2 = o.filter(o.concept == "fio2_fraction")
     fio2 = fio2.group_by(["stay_id", "hour_end"]).aggregate(f=fio2.value.max())
-    win = ibis.interval(hours=2)
+    win = ibis.interval(hours=_D.ricu_pf_match_rows)
 
     def latest(left: ir.Table, right: ir.Table, lcol: str, rcol: str) -> ir.Table:
         """Each row of ``left`` with the value of the latest ``right`` row at most two rows before it."""
@@ -264,7 +273,7 @@ def _pf_ricu(o: ir.Table, res: Mapping[str, str]) -> ir.Table:
         "stay_id", "hour_end", p=po2.p, f=ibis._.other
     )
     if res["fio2_missing"] == "room_air":
-        p_rows = p_rows.mutate(f=ibis.coalesce(p_rows.f, 0.21))
+        p_rows = p_rows.mutate(f=ibis.coalesce(p_rows.f, _D.room_air_fio2))
     p_rows = p_rows.filter(p_rows.f.notnull())
     f_rows = latest(fio2, po2, "f", "p").join(fio2, ["stay_id", "hour_end"]).select(
         "stay_id", "hour_end", p=ibis._.other, f=ibis._.f
@@ -347,7 +356,7 @@ def hour_inputs_expr(
     tables: TimelineTables,
     *,
     policies: Mapping[str, str],
-    urine_windows_h: tuple[int, ...] = (24,),
+    urine_windows_h: tuple[int, ...] = (_D.urine_window_h,),
 ) -> ir.Table:
     """One row per stay and grid hour (H1, H2, look-back rows included) with the hour's inputs (H3–H10).
 
@@ -402,13 +411,13 @@ def _infusion_hours(inf: ir.Table, g0: ir.Table, res: Mapping[str, str]) -> ir.T
         w_prev = ibis.window(group_by=[pos.stay_id, pos.drug], order_by=[pos.start, pos.stop], rows=(None, -1))
         pos = pos.mutate(prev_stop=pos.stop.max().over(w_prev))
         pos = pos.mutate(
-            new_ep=ibis.ifelse(pos.prev_stop.isnull() | (pos.start > pos.prev_stop + ibis.interval(minutes=5)), 1, 0)
+            new_ep=ibis.ifelse(pos.prev_stop.isnull() | (pos.start > pos.prev_stop + ibis.interval(minutes=_D.vasopressor_merge_gap_min)), 1, 0)
         )
         w_cum = ibis.window(group_by=[pos.stay_id, pos.drug], order_by=[pos.start, pos.stop], preceding=None, following=0)
         pos = pos.mutate(ep=pos.new_ep.sum().over(w_cum))
         w_ep = ibis.window(group_by=[pos.stay_id, pos.drug, pos.ep])
         pos = pos.mutate(ep_start=pos.start.min().over(w_ep), ep_stop=pos.stop.max().over(w_ep))
-        pos = pos.filter(pos.ep_stop >= pos.ep_start + ibis.interval(minutes=60))
+        pos = pos.filter(pos.ep_stop >= pos.ep_start + ibis.interval(minutes=_D.vasopressor_min_episode_min))
         cols = ("stay_id", "drug", "start", "stop", "rate_ug_kg_min", "source")
         kept = pos.select(*cols).union(seg.filter(~cat | (seg.rate_ug_kg_min == 0)).select(*cols), distinct=False)
     else:
@@ -457,14 +466,15 @@ def _gcs_hours_ricu(o: ir.Table) -> ir.Table:
     """H15 ``gcs_assembly = ricu_hourly_components`` (ricu ``gcs``): per row with an assessment, each component's
     lowest value carried forward from the latest assessed row of the 6 h before; missing components normal; a
     charted total wins; a row with a sedated assessment is sedated (``gcs_sed``), else ``gcs_unsed``."""
-    parts = ("gcs_eye", "gcs_verbal", "gcs_motor", "gcs_total_charted")
+    normal = {p: float(v) for p, v in _D.normal_gcs_components.items()}
+    parts = (*normal, "gcs_total_charted")
     c = o.filter(o.concept.isin(list(parts)))
     rows = c.group_by(["stay_id", "hour_end"]).aggregate(
         **{p: c.value.min(where=c.concept == p) for p in parts}
     )
     r2 = rows.view()
     j = rows.join(
-        r2, [rows.stay_id == r2.stay_id, r2.hour_end <= rows.hour_end, r2.hour_end >= rows.hour_end - ibis.interval(hours=6)]
+        r2, [rows.stay_id == r2.stay_id, r2.hour_end <= rows.hour_end, r2.hour_end >= rows.hour_end - ibis.interval(hours=_D.ricu_gcs_valid_h)]
     )
     # for each component: the latest row of the window that has it
     last = j.group_by([rows.stay_id, rows.hour_end]).aggregate(
@@ -474,7 +484,6 @@ def _gcs_hours_ricu(o: ir.Table) -> ir.Table:
     for p in parts:
         v = rows.select(stay_id=rows.stay_id, **{f"t_{p}": rows.hour_end, f"v_{p}": rows[p]})
         carried = carried.left_join(v, ["stay_id", f"t_{p}"]).select(carried, v[f"v_{p}"])
-    normal = {"gcs_eye": 4.0, "gcs_verbal": 5.0, "gcs_motor": 6.0}
     total = ibis.coalesce(
         carried["v_gcs_total_charted"], sum(ibis.coalesce(carried[f"v_{p}"], n) for p, n in normal.items())
     )
@@ -495,9 +504,9 @@ def effective_gcs_expr(h: ir.Table, res: Mapping[str, str]) -> ir.FloatingValue:
     pol = res["gcs_when_sedated"]
     measured = ibis.ifelse(h.gcs_sed.notnull(), ibis.least(h.gcs_unsed, h.gcs_sed), h.gcs_unsed) if pol == "as_measured" else h.gcs_unsed
     if pol == "presedation_else_normal":
-        sed = ibis.coalesce(h.gcs_pre, 15.0)
+        sed = ibis.coalesce(h.gcs_pre, float(_D.normal_gcs))
     elif pol == "assume_normal":
-        sed = ibis.literal(15.0)
+        sed = ibis.literal(float(_D.normal_gcs))
     elif pol == "as_measured":
         sed = h.gcs_sed
     else:
@@ -514,10 +523,13 @@ def hourly_sofa_expr(
     keep_lookback: bool = False,
     rows_from: str = "icu_admission",
     evidence: bool = False,
+    hour_scores: bool = False,
 ) -> ir.Table:
     """Hourly SOFA-1 rows for every stay: ``stay_id, hour_end, <six components>, total, n_imputed, imputed``.
 
-    ``evidence=True`` returns :func:`hourly_evidence_expr`'s table instead (the input behind each component).
+    ``evidence=True`` returns :func:`hourly_evidence_expr`'s table instead (the input behind each component);
+    ``hour_scores=True`` returns each row's own component scores before the 24 h window (H11; the single-patient
+    ``HourlySofa.hour_components``): ``stay_id, hour_end, <six components>``, same rows.
 
     ``rows_from``: ``"icu_admission"`` (rows from the row holding ICU admission), ``"first_sofa_datum"`` (from the
     row of the stay's earliest SOFA datum, before or after admission: Sepsis-3 policy ``sofa_rows_from``), or
@@ -538,7 +550,7 @@ def hourly_sofa_expr(
     res = crit.resolve_policies(policies)
     L = crit.ladders
     ricu_urine = res["urine_output_window"] == "ricu"
-    windows = (25,) if ricu_urine else (24,)
+    windows = (_D.ricu_window_rows,) if ricu_urine else (_D.urine_window_h,)
     p = _hour_parts(tables, res, windows, from_first_datum=rows_from != "icu_admission")
     worst_min = ("coagulation_platelets", "cardiovascular_map", "respiration_pf", "cns_gcs")
     worst_max = ("liver_bilirubin", "renal_creatinine", *(f"cardiovascular_{d}" for d in _CATECHOLAMINES))
@@ -562,14 +574,10 @@ def hourly_sofa_expr(
 
     # P/F (one row per hour with a gas) and the H5 support policies
     pf = p.pf
-    support_kinds = (
-        ("invasive", "tracheostomy_ventilated")
-        if res["respiratory_support"] == "imv_only"
-        else ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap")
-    )
+    support_kinds = _D.support_kinds(res["respiratory_support"])
     supported = ibis.coalesce(pf.vent_rank, len(_VENT_ORDER) - 1).isin([_VENT_ORDER.index(k) for k in support_kinds])
     rp = ladder_points(L["respiration_pf"], pf.pf, res)
-    capped = ibis.literal(2, "int64") if res["pf_below_200_without_support"] == "two_points" else ibis.null("int64")
+    capped = _pf_cap(res)
 
     inf = p.infusions
     drug_bit = ibis.cases(
@@ -591,19 +599,21 @@ def hourly_sofa_expr(
 
     # H10 urine policy → renal points
     policy = res["urine_output_window"]
+    day_h = float(_D.urine_window_h)
     if policy == "ricu":  # H15: ricu urine24 on rows since admission (see rules.hourly._urine_ricu)
         def idx(t: ir.TimestampValue) -> ir.IntegerValue:
             return ((t.epoch_seconds() - h.first.epoch_seconds()) / 3600).round().cast("int64")
 
         k, uf, ul = idx(h.hour_end), idx(h.first_uh), idx(h.last_uh)
         n = k - ibis.greatest(k - (windows[0] - 1), uf) + 1
-        ok = h.first_uh.notnull() & (k >= uf) & (k <= ul - uf) & (n >= 12)
-        daily = ibis.ifelse(ok, (h.urine_ml_25h * 24.0 / n).round(6), ibis.null("float64"))
+        ok = h.first_uh.notnull() & (k >= uf) & (k <= ul - uf) & (n >= _D.urine_ricu_min_h)
+        daily = ibis.ifelse(ok, (h[f"urine_ml_{windows[0]}h"] * day_h / n).round(6), ibis.null("float64"))
     else:
-        observed = ibis.least(h.urine_observed_h, 24.0)
-        ml = h.urine_ml_24h
+        observed = ibis.least(h.urine_observed_h, day_h)
+        ml = h[f"urine_ml_{windows[0]}h"]
         if policy == "mimic_code":
-            daily = ibis.ifelse((observed >= 22) & (observed <= 30), (ml * 24.0 / observed).round(6), ibis.null("float64"))
+            lo, hi = _D.urine_mimic_code_h
+            daily = ibis.ifelse((observed >= lo) & (observed <= hi), (ml * day_h / observed).round(6), ibis.null("float64"))
         else:
             daily = ml
         daily = ibis.ifelse(h.urine_charted_24h & (observed > 0), daily, ibis.null("float64"))
@@ -618,6 +628,8 @@ def hourly_sofa_expr(
     scored = h.select("stay_id", "first", "first_datum", "hour_end", bits=six, urine_daily=daily)
     if evidence:
         return _evidence(p, scored, res, L, keep_lookback=keep_lookback, rows_from=rows_from)
+    if hour_scores:
+        return hour_scores_expr(scored, rows_from=rows_from, keep_lookback=keep_lookback)
     return _roll_packed(
         scored.select("stay_id", "first", "first_datum", "hour_end", "bits"), res, keep_lookback=keep_lookback, rows_from=rows_from
     )
@@ -669,11 +681,10 @@ def _evidence(
         recs.append(rec(md, "cardiovascular", ladder_points(L["cardiovascular_map"], md.map_d, res), ibis.literal("map_mmhg"),
                         md.map_d, md.time, ibis.literal("sbp_mmhg + dbp_mmhg"), ibis.literal("derived from SBP/DBP")))  # fmt: skip
     pf = p.pf
-    support_kinds = (("invasive", "tracheostomy_ventilated") if res["respiratory_support"] == "imv_only"
-                     else ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap"))  # fmt: skip
+    support_kinds = _D.support_kinds(res["respiratory_support"])
     supported = ibis.coalesce(pf.vent_rank, len(_VENT_ORDER) - 1).isin([_VENT_ORDER.index(k) for k in support_kinds])
     rp = ladder_points(L["respiration_pf"], pf.pf, res)
-    capped = ibis.literal(2, "int64") if res["pf_below_200_without_support"] == "two_points" else ibis.null("int64")
+    capped = _pf_cap(res)
     kind = ibis.cases(*[(pf.vent_rank == i, k) for i, k in enumerate(_VENT_ORDER)], else_="none")
     recs.append(rec(pf, "respiration", ibis.ifelse((rp >= 3) & ~supported, capped, rp), ibis.literal("pf_ratio_mmhg"),
                     pf.pf, ibis.null("timestamp"), ibis.literal("pao2_mmhg / fio2_fraction"), "ventilation: " + kind))  # fmt: skip
@@ -769,6 +780,16 @@ def _require_per_value_scoring(ladder: Ladder, worst: str) -> None:
             where="cohort engine (scoring per value)",
             todo="fix the criteria file, or score this ladder on the hour's worst value instead",
         )
+
+
+def hour_scores_expr(scored: ir.Table, *, rows_from: str = "icu_admission", keep_lookback: bool = False) -> ir.Table:
+    """Each row's own component scores (H11, before the window) from packed ``bits``, rows filtered as
+    :func:`_roll_packed` filters them: ``stay_id, hour_end, <six components>``."""
+    if rows_from == "first_sofa_datum":
+        scored = scored.filter(scored.hour_end >= ibis.coalesce(scored.first_datum, scored.first))
+    elif not keep_lookback:
+        scored = scored.filter(scored.hour_end >= scored.first)
+    return scored.select("stay_id", "hour_end", **{c: _top(scored.bits, _SLOT[c]) for c in COMPONENTS})
 
 
 def rolled_total_expr(hour: ir.Table, res: Mapping[str, str], *, keep_lookback: bool = False) -> ir.Table:

@@ -46,28 +46,16 @@ from immunoguide.cohort.engine import (
 from immunoguide.criteria import Criteria, criteria_for
 from immunoguide.errors import PolicyError
 from immunoguide.rules.hourly import SOFA2_URINE_WINDOWS_H, VENTILATION_ORDER
-from immunoguide.rules.sofa2 import ADVANCED_VENTILATION
+from immunoguide.rules.sofa2 import ADVANCED_VENTILATION, IMPLEMENTED_POLICIES
 from immunoguide.units import NOREPINEPHRINE_SALT_TO_BASE
 
 __all__ = ["TRANSLATED_POLICIES", "hourly_sofa2_expr"]
 
-#: Every SOFA-2 policy option the set-based engine computes (see the module docstring for the options that
-#: coincide because their inputs are absent from the timeline schema).
-TRANSLATED_POLICIES: Mapping[str, frozenset[str]] = MappingProxyType(
-    {
-        "missing_component": frozenset({"impute_normal", "no_imputation"}),
-        "gcs_when_sedated": frozenset({"presedation_else_normal", "assume_normal", "as_measured", "unscored"}),
-        "norepinephrine_salt_when_unstated": frozenset(NOREPINEPHRINE_SALT_TO_BASE),
-        "vasopressor_min_duration": frozenset({"one_hour", "none"}),
-        "zero_rate_infusion": frozenset({"not_running", "literal"}),
-        "map_from_sbp_dbp": frozenset({"derive", "do_not_derive"}),
-        "fio2_missing": frozenset({"unscored", "room_air"}),
-        "respiratory_support_ceiling": frozenset({"honour_unavailable_flag", "always_cap"}),
-        "vasoactive_ceiling": frozenset({"honour_unavailable_flag", "ignore_flag"}),
-        "dopamine_not_alone": frozenset({"other_agent", "ignored", "max_with_dopamine_ladder"}),
-        "rrt_oliguria_window": frozenset({"six_hour_mean", "longer_than_six_hours"}),
-    }
-)
+#: Every SOFA-2 policy option the set-based engine computes: the rules' own table
+#: (:data:`immunoguide.rules.sofa2.IMPLEMENTED_POLICIES`), not a copy of it. See the module docstring for the options
+#: that coincide because their inputs are absent from the timeline schema; ``tests/test_sofa_random_differential.py``
+#: runs every option of every policy on both paths and compares them row by row.
+TRANSLATED_POLICIES: Mapping[str, frozenset[str]] = MappingProxyType(dict(IMPLEMENTED_POLICIES["sofa2"]))
 
 _NULL_INT = ibis.null("int64")
 
@@ -102,6 +90,7 @@ def hourly_sofa2_expr(
     criteria: str | Criteria = "sofa2",
     policies: Mapping[str, str] | None = None,
     keep_lookback: bool = False,
+    hour_scores: bool = False,
 ) -> ir.Table:
     """Hourly SOFA-2 rows for every stay, as ``hourly_sofa(tl, criteria="sofa2", policies=...)`` gives them.
 
@@ -116,6 +105,9 @@ def hourly_sofa2_expr(
         the 24 h window (H13).
     keep_lookback : bool
         Keep the 23 look-back rows before ICU admission (H2) in the output.
+    hour_scores : bool
+        Return each row's own component scores before the 24 h window instead (``stay_id, hour_end, <six>``; the
+        single-patient ``HourlySofa.hour_components``).
 
     Returns
     -------
@@ -219,4 +211,7 @@ def hourly_sofa2_expr(
         cns=ladder_points(L["cns_gcs"], effective_gcs_expr(h, res), res),  # footnote c; d and e need absent inputs
         renal=_greatest(*renal),
     )
+    if hour_scores:
+        kept = hour if keep_lookback else hour.filter(hour.hour_end >= hour.first)
+        return kept.drop("first")
     return rolled_total_expr(hour, res, keep_lookback=keep_lookback)

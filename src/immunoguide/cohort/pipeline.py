@@ -47,6 +47,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from immunoguide.criteria.definitions import SOFA_DEFINITIONS
 from immunoguide.errors import InputError
 
 if TYPE_CHECKING:  # Ibis is imported only when an expression has to be built (a cold SQL cache, or Spark)
@@ -159,7 +160,7 @@ def infection_source_expr(tables: TimelineTables, sepsis3: ir.Table) -> ir.Table
         bact_cx=cj.specimen.isin(cfg["bacteremia"]["specimens"]).any(),
     )
     v = tables.ventilation
-    inv = v.filter(v.kind.isin(["invasive", "tracheostomy_ventilated"]))
+    inv = v.filter(v.kind.isin(list(SOFA_DEFINITIONS.invasive_ventilation)))
     vj = s3.join(
         inv,
         [

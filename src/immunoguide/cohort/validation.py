@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from immunoguide.criteria.definitions import SOFA_DEFINITIONS
 from immunoguide.rules.sofa import COMPONENTS
 
 __all__ = [
@@ -362,12 +363,12 @@ def _inputs_agreement(con: Any, timeline: Path, ref: RicuReference, stays: pd.Da
     res = dict(load_preset("ricu").sofa_policies)
     from immunoguide.criteria import load_criteria
 
-    hi = con.execute(hour_inputs_expr(tabs, policies=load_criteria("sofa1").resolve_policies(res), urine_windows_h=(25,)))
+    hi = con.execute(hour_inputs_expr(tabs, policies=load_criteria("sofa1").resolve_policies(res), urine_windows_h=(SOFA_DEFINITIONS.ricu_window_rows,)))
     hi = hi.merge(stays[["stay_id", "intime"]], on="stay_id")
     hi["k"] = np.round((hi.hour_end - hi.intime).dt.total_seconds() / 3600).astype("int64") - 1
     pf = hi[hi.pf.notna()].assign(ours=lambda d: d.pf)[["stay_id", "k", "ours"]]
     out["pafi"] = _match(r[["stay_id", "k", "pafi"]].dropna(), pf, "pafi", los, tol=1e-4)
-    g = hi[hi.gcs_any.notna()].assign(ours=lambda d: np.where(d.gcs_sed.notna() & d.gcs_unsed.isna(), 15.0, d.gcs_unsed))
+    g = hi[hi.gcs_any.notna()].assign(ours=lambda d: np.where(d.gcs_sed.notna() & d.gcs_unsed.isna(), float(SOFA_DEFINITIONS.normal_gcs), d.gcs_unsed))
     out["gcs"] = _match(r[["stay_id", "k", "gcs"]].dropna(), g[["stay_id", "k", "ours"]], "gcs", los)
     vent = pd.read_parquet(timeline / "ventilation.parquet").merge(stays[["stay_id", "intime"]], on="stay_id")
     rows: set[tuple[int, int]] = set()

@@ -26,6 +26,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cache
 from importlib import resources
 from types import MappingProxyType
@@ -42,12 +43,15 @@ __all__ = [
     "Interval",
     "Ladder",
     "PolicySpec",
+    "Sepsis3Criteria",
     "Verification",
     "available_criteria",
     "check_ladder",
     "criteria_for",
     "load_criteria",
     "load_criteria_text",
+    "load_sepsis3_criteria",
+    "load_sepsis3_criteria_text",
     "parse_interval",
     "resolve_named_options",
 ]
@@ -579,6 +583,11 @@ def available_criteria() -> list[str]:
     return sorted(_FILES)
 
 
+def _read_shipped(fname: str) -> str:
+    """The text of a criteria file shipped in this package (the one place that reads them)."""
+    return resources.files("immunoguide.criteria").joinpath(fname).read_text("utf-8")
+
+
 def _implemented(rule: str) -> Mapping[str, frozenset[str]] | None:
     # Imported lazily: rules depend on criteria, so the registry is looked up by name, not imported at top level.
     from immunoguide.rules import implemented_policies
@@ -607,8 +616,147 @@ def load_criteria(criteria_id: str) -> Criteria:
             where="criteria id",
             todo="pick a shipped criteria id",
         ) from None
-    text = resources.files("immunoguide.criteria").joinpath(fname).read_text("utf-8")
-    return load_criteria_text(text, where=fname)
+    return load_criteria_text(_read_shipped(fname), where=fname)
+
+
+_SEPSIS3_FILES = {"sepsis3": "sepsis3_singer_2016.toml"}
+_WINDOW_KEYS = ("antibiotic_then_culture_h", "culture_then_antibiotic_h", "sofa_before_si_h", "sofa_after_si_h")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sepsis-3 criteria file (windows, threshold, policies; read by immunoguide.rules.sepsis3 and the cohort engine)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sepsis3Criteria:
+    """A loaded, validated Sepsis-3 criteria file (windows in hours, threshold in points, policies)."""
+
+    id: str
+    version: str
+    title: str
+    citation: str
+    doi: str
+    windows_h: Mapping[str, float]
+    sofa_rise_points: int
+    policies: Mapping[str, PolicySpec]
+
+    @property
+    def label(self) -> str:
+        """``id@version`` — what every result records."""
+        return f"{self.id}@{self.version}"
+
+    def window(self, name: str) -> timedelta:
+        """One window of the file as a timedelta (``antibiotic_then_culture_h`` …)."""
+        return timedelta(hours=self.windows_h[name])
+
+    def resolve_policies(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Defaults overlaid with ``overrides``; unknown names or options raise :class:`PolicyError`."""
+        return resolve_named_options(
+            self.label, "policy", {n: (p.default, p.options) for n, p in self.policies.items()}, overrides,
+            todo="check the policy name",
+        )
+
+
+def load_sepsis3_criteria_text(text: str, *, where: str = "<text>") -> Sepsis3Criteria:
+    """Parse and validate Sepsis-3 criteria TOML (windows > 0 h, integer threshold ≥ 1, implemented policies).
+
+    >>> load_sepsis3_criteria_text('id = "x"')
+    Traceback (most recent call last):
+    ...
+    immunoguide.errors.CriteriaError: [IG-E200] expected a top-level 'version'; ...
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CriteriaError(expected="valid TOML", got=str(exc), where=where, todo="fix the TOML syntax") from None
+    for key in ("id", "version", "rule", "title", "citation", "windows", "thresholds", "policies"):
+        if key not in raw:
+            raise CriteriaError(expected=f"a top-level {key!r}", got=sorted(raw), where=where, todo=f"add {key!r}")
+    if raw["rule"] != "sepsis3":
+        raise CriteriaError(expected="rule = 'sepsis3'", got=raw["rule"], where=where, todo="fix the rule")
+    windows: dict[str, float] = {}
+    for key in _WINDOW_KEYS:
+        v = raw["windows"].get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise CriteriaError(
+                expected=f"windows.{key}: a positive number of hours",
+                got=v,
+                where=where,
+                todo="give the window in hours",
+            )
+        windows[key] = float(v)
+    rise = raw["thresholds"].get("sofa_rise_points")
+    if isinstance(rise, bool) or not isinstance(rise, int) or not 1 <= rise <= 24:
+        raise CriteriaError(
+            expected="thresholds.sofa_rise_points: an integer between 1 and 24",
+            got=rise,
+            where=where,
+            todo="give the SOFA rise in points",
+        )
+    policies: dict[str, PolicySpec] = {}
+    declared = raw["policies"]
+    implemented = _implemented("sepsis3") or {}
+    if set(declared) != set(implemented):
+        raise CriteriaError(
+            expected=f"exactly the policies the sepsis3 rule implements: {sorted(implemented)}",
+            got=sorted(declared),
+            where=where,
+            todo="keep the data file and the rule code in step",
+        )
+    for name, p in declared.items():
+        opts = dict(p.get("options", {}))
+        if set(opts) != set(implemented[name]):
+            raise CriteriaError(
+                expected=f"policy {name!r} options {sorted(implemented[name])} (implemented by the rule)",
+                got=sorted(opts),
+                where=where,
+                todo="keep the data file and the rule code in step",
+            )
+        if p.get("default") not in opts:
+            raise CriteriaError(
+                expected=f"policy {name!r} default among its options {sorted(opts)}",
+                got=p.get("default"),
+                where=where,
+                todo="set default to one of the options",
+            )
+        policies[name] = PolicySpec(
+            name=name,
+            default=p["default"],
+            options=MappingProxyType(opts),
+            question=p.get("question", ""),
+            citation=p.get("citation", ""),
+        )
+    return Sepsis3Criteria(
+        id=raw["id"],
+        version=raw["version"],
+        title=raw["title"],
+        citation=raw["citation"],
+        doi=raw.get("doi", ""),
+        windows_h=MappingProxyType(windows),
+        sofa_rise_points=rise,
+        policies=MappingProxyType(policies),
+    )
+
+
+@cache
+def load_sepsis3_criteria(criteria_id: str = "sepsis3") -> Sepsis3Criteria:
+    """Load a shipped Sepsis-3 criteria file by id (``"sepsis3"``), validated once and cached.
+
+    >>> c = load_sepsis3_criteria()
+    >>> c.windows_h["culture_then_antibiotic_h"], c.sofa_rise_points, c.policies["baseline"].default
+    (72.0, 2, 'running_minimum')
+    """
+    try:
+        fname = _SEPSIS3_FILES[criteria_id]
+    except KeyError:
+        raise UnknownCriteriaError(
+            expected=f"one of {sorted(_SEPSIS3_FILES)}",
+            got=criteria_id,
+            where="sepsis3 criteria id",
+            todo="pick a shipped criteria id",
+        ) from None
+    return load_sepsis3_criteria_text(_read_shipped(fname), where=fname)
 
 
 def criteria_for(criteria: str | Criteria, rules: tuple[str, ...], *, where: str, todo: str) -> Criteria:

@@ -124,6 +124,7 @@ from types import MappingProxyType
 from typing import Any
 
 from immunoguide.criteria import Criteria, criteria_for
+from immunoguide.criteria.definitions import SOFA_DEFINITIONS
 from immunoguide.errors import ConflictingInputError, InputError
 from immunoguide.rules.sofa import COMPONENTS, SofaInputs, score_sofa
 from immunoguide.rules.timeline import CATECHOLAMINES, Infusion, PatientTimeline
@@ -145,44 +146,37 @@ __all__ = [
 ]
 
 HOUR = timedelta(hours=1)
+_D = SOFA_DEFINITIONS  # criteria/sofa_definitions.toml: every constant and vocabulary below is read from there
 #: Rows in the rolling window (H12): the row and the 23 before it.
-WINDOW_ROWS = 24
+WINDOW_ROWS = _D.window_rows
 #: How far before a PaO2 a FiO2 may be charted to pair with it (H4; mimic-code bg.sql).
-FIO2_LOOKBACK = timedelta(hours=4)
+FIO2_LOOKBACK = _D.fio2_lookback
 #: Largest gap between two segments of one drug that still joins them into one episode (H8; ricu vaso60).
-VASOPRESSOR_MERGE_GAP = timedelta(minutes=5)
+VASOPRESSOR_MERGE_GAP = _D.vasopressor_merge_gap
 #: Shortest episode that counts under vasopressor_min_duration = one_hour (H8; Singer 2016 Table 1 footnote).
-VASOPRESSOR_MIN_EPISODE = timedelta(minutes=60)
+VASOPRESSOR_MIN_EPISODE = _D.vasopressor_min_episode
 #: Respiratory-support kinds, most supportive first (H5).
-VENTILATION_ORDER: tuple[str, ...] = (
-    "invasive",
-    "tracheostomy_ventilated",
-    "noninvasive",
-    "cpap",
-    "hfnc",
-    "oxygen",
-    "none",
-)
+VENTILATION_ORDER: tuple[str, ...] = _D.ventilation_kinds
 _VENT_RANK = {k: i for i, k in enumerate(VENTILATION_ORDER)}
 _MIN_CONCEPTS = ("platelets_10e3_per_ul", "map_mmhg")
 _MAX_CONCEPTS = ("bilirubin_mg_per_dl", "creatinine_mg_per_dl")
-_ROOM_AIR_FIO2 = 0.21
+_ROOM_AIR_FIO2 = _D.room_air_fio2
 
 
 #: Rows carried forward by gcs_assembly = ricu_hourly_components (ricu gcs valid_win = hours(6L)).
-RICU_GCS_VALID_H = 6
+RICU_GCS_VALID_H = _D.ricu_gcs_valid_h
 #: ricu pafi match_win = hours(2L): a PaO2 and a FiO2 pair when at most this many rows apart.
-RICU_PF_MATCH_ROWS = 2
+RICU_PF_MATCH_ROWS = _D.ricu_pf_match_rows
 #: ricu urine24: at least this many rows (min_win = hours(12L)) and a window of 25 rows ([t − 24 h, t]).
-RICU_URINE_MIN_ROWS = 12
-RICU_URINE_WINDOW_ROWS = 25
-_NORMAL_GCS_COMPONENTS = {"gcs_eye": 4, "gcs_verbal": 5, "gcs_motor": 6}
-_GCS_PARTS = ("gcs_eye", "gcs_verbal", "gcs_motor", "gcs_total_charted")
+RICU_URINE_MIN_ROWS = _D.urine_ricu_min_h
+RICU_URINE_WINDOW_ROWS = _D.ricu_window_rows
+_NORMAL_GCS_COMPONENTS = _D.normal_gcs_components
+_GCS_PARTS = (*_NORMAL_GCS_COMPONENTS, "gcs_total_charted")
 
 
 def window_rows(resolved: Mapping[str, str]) -> int:
     """Rows of the rolling window (H12/H15): 24 (``24_rows``, the default) or 25 (``25_rows``, ricu)."""
-    return 25 if resolved.get("rolling_window") == "25_rows" else WINDOW_ROWS
+    return _D.ricu_window_rows if resolved.get("rolling_window") == "25_rows" else WINDOW_ROWS
 
 
 @dataclass(frozen=True)
@@ -787,8 +781,8 @@ def _urine_ricu(by_concept: _ByConcept, fields: _Fields, grid0: datetime, n: int
 
 
 #: SOFA-2 urine windows (hours) of the kidney component (Ranzani 2025 as transcribed; rules/sofa2.py).
-SOFA2_URINE_WINDOWS_H: tuple[int, ...] = (6, 12, 24)
-_OTHER_VASOACTIVES = ("vasopressin", "phenylephrine", "milrinone")
+SOFA2_URINE_WINDOWS_H: tuple[int, ...] = _D.sofa2_urine_windows_h
+_OTHER_VASOACTIVES = _D.other_vasoactives
 
 
 def _sofa2_fields(by_concept: _ByConcept, tl: PatientTimeline, fields: _Fields, grid0: datetime, n: int) -> None:
@@ -838,14 +832,14 @@ def _urine(by_concept: _ByConcept, tl: PatientTimeline, fields: _Fields, grid0: 
     if series is None:
         return
     times, prefix, anchor = series
-    day = timedelta(hours=24)
+    day = timedelta(hours=_D.urine_window_h)
     for i in range(n):
         h = grid0 + i * HOUR
         hi = bisect_right(times, h)
         lo = bisect_right(times, h - day)
         if hi == lo:
             continue
-        observed = min(24.0, (h - anchor) / HOUR)
+        observed = min(float(_D.urine_window_h), (h - anchor) / HOUR)
         if observed <= 0:
             continue
         fields[i]["urine_output_ml"] = round(prefix[hi] - prefix[lo], 6)

@@ -1,7 +1,8 @@
 """Sepsis-3 over one patient's timeline: suspected infection, then a SOFA rise ≥ 2 around it.
 
 The windows, the threshold and the named policies are data (``criteria/sepsis3_singer_2016.toml``), read by
-:func:`load_sepsis3_criteria`; this module holds only the pairing and onset logic. Pure functions, no I/O.
+:func:`immunoguide.criteria.load_sepsis3_criteria` (the one criteria loader); this module holds only the pairing
+and onset logic. Pure functions, no I/O.
 
 Suspected infection (per antibiotic, as mimic-code ``sepsis/suspicion_of_infection.sql``)
     For each antibiotic administration at ``abx``, the *earliest* culture with ``culture < abx <= culture + 72 h``
@@ -66,18 +67,16 @@ Examples
 from __future__ import annotations
 
 import math
-import tomllib
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
-from importlib import resources
 from types import MappingProxyType
 from typing import Any, Literal
 
-from immunoguide.criteria import PolicySpec, resolve_named_options
-from immunoguide.errors import ConflictingInputError, CriteriaError, PolicyError, UnknownCriteriaError
+from immunoguide.criteria import Sepsis3Criteria, load_sepsis3_criteria, load_sepsis3_criteria_text
+from immunoguide.criteria.definitions import SOFA_DEFINITIONS
+from immunoguide.errors import ConflictingInputError, PolicyError
 from immunoguide.rules.hourly import HOUR, HourlySofa, ceil_hour, hourly_sofa
 from immunoguide.rules.timeline import CultureSample, PatientTimeline
 
@@ -105,147 +104,8 @@ IMPLEMENTED_POLICIES: Mapping[str, frozenset[str]] = MappingProxyType(
     }
 )
 
-_FILES = {"sepsis3": "sepsis3_singer_2016.toml"}
-_WINDOW_KEYS = ("antibiotic_then_culture_h", "culture_then_antibiotic_h", "sofa_before_si_h", "sofa_after_si_h")
-
 Direction = Literal["culture_first", "antibiotic_first", "simultaneous"]
 Status = Literal["onset", "no_onset", "no_suspected_infection", "indeterminate"]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Criteria file
-# --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sepsis3Criteria:
-    """A loaded, validated Sepsis-3 criteria file (windows in hours, threshold in points, policies)."""
-
-    id: str
-    version: str
-    title: str
-    citation: str
-    doi: str
-    windows_h: Mapping[str, float]
-    sofa_rise_points: int
-    policies: Mapping[str, PolicySpec]
-
-    @property
-    def label(self) -> str:
-        """``id@version`` — what every result records."""
-        return f"{self.id}@{self.version}"
-
-    def window(self, name: str) -> timedelta:
-        """One window of the file as a timedelta (``antibiotic_then_culture_h`` …)."""
-        return timedelta(hours=self.windows_h[name])
-
-    def resolve_policies(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Defaults overlaid with ``overrides``; unknown names or options raise :class:`PolicyError`."""
-        return resolve_named_options(
-            self.label, "policy", {n: (p.default, p.options) for n, p in self.policies.items()}, overrides,
-            todo="check the policy name",
-        )
-
-
-def load_sepsis3_criteria_text(text: str, *, where: str = "<text>") -> Sepsis3Criteria:
-    """Parse and validate Sepsis-3 criteria TOML (windows > 0 h, integer threshold ≥ 1, implemented policies).
-
-    >>> load_sepsis3_criteria_text('id = "x"')
-    Traceback (most recent call last):
-    ...
-    immunoguide.errors.CriteriaError: [IG-E200] expected a top-level 'version'; ...
-    """
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CriteriaError(expected="valid TOML", got=str(exc), where=where, todo="fix the TOML syntax") from None
-    for key in ("id", "version", "rule", "title", "citation", "windows", "thresholds", "policies"):
-        if key not in raw:
-            raise CriteriaError(expected=f"a top-level {key!r}", got=sorted(raw), where=where, todo=f"add {key!r}")
-    if raw["rule"] != "sepsis3":
-        raise CriteriaError(expected="rule = 'sepsis3'", got=raw["rule"], where=where, todo="fix the rule")
-    windows: dict[str, float] = {}
-    for key in _WINDOW_KEYS:
-        v = raw["windows"].get(key)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise CriteriaError(
-                expected=f"windows.{key}: a positive number of hours",
-                got=v,
-                where=where,
-                todo="give the window in hours",
-            )
-        windows[key] = float(v)
-    rise = raw["thresholds"].get("sofa_rise_points")
-    if isinstance(rise, bool) or not isinstance(rise, int) or not 1 <= rise <= 24:
-        raise CriteriaError(
-            expected="thresholds.sofa_rise_points: an integer between 1 and 24",
-            got=rise,
-            where=where,
-            todo="give the SOFA rise in points",
-        )
-    policies: dict[str, PolicySpec] = {}
-    declared = raw["policies"]
-    if set(declared) != set(IMPLEMENTED_POLICIES):
-        raise CriteriaError(
-            expected=f"exactly the policies the sepsis3 rule implements: {sorted(IMPLEMENTED_POLICIES)}",
-            got=sorted(declared),
-            where=where,
-            todo="keep the data file and the rule code in step",
-        )
-    for name, p in declared.items():
-        opts = dict(p.get("options", {}))
-        if set(opts) != set(IMPLEMENTED_POLICIES[name]):
-            raise CriteriaError(
-                expected=f"policy {name!r} options {sorted(IMPLEMENTED_POLICIES[name])} (implemented by the rule)",
-                got=sorted(opts),
-                where=where,
-                todo="keep the data file and the rule code in step",
-            )
-        if p.get("default") not in opts:
-            raise CriteriaError(
-                expected=f"policy {name!r} default among its options {sorted(opts)}",
-                got=p.get("default"),
-                where=where,
-                todo="set default to one of the options",
-            )
-        policies[name] = PolicySpec(
-            name=name,
-            default=p["default"],
-            options=MappingProxyType(opts),
-            question=p.get("question", ""),
-            citation=p.get("citation", ""),
-        )
-    return Sepsis3Criteria(
-        id=raw["id"],
-        version=raw["version"],
-        title=raw["title"],
-        citation=raw["citation"],
-        doi=raw.get("doi", ""),
-        windows_h=MappingProxyType(windows),
-        sofa_rise_points=rise,
-        policies=MappingProxyType(policies),
-    )
-
-
-@cache
-def load_sepsis3_criteria(criteria_id: str = "sepsis3") -> Sepsis3Criteria:
-    """Load a shipped Sepsis-3 criteria file by id (``"sepsis3"``), validated once and cached.
-
-    >>> c = load_sepsis3_criteria()
-    >>> c.windows_h["culture_then_antibiotic_h"], c.sofa_rise_points, c.policies["baseline"].default
-    (72.0, 2, 'running_minimum')
-    """
-    try:
-        fname = _FILES[criteria_id]
-    except KeyError:
-        raise UnknownCriteriaError(
-            expected=f"one of {sorted(_FILES)}",
-            got=criteria_id,
-            where="sepsis3 criteria id",
-            todo="pick a shipped criteria id",
-        ) from None
-    text = resources.files("immunoguide.criteria").joinpath(fname).read_text("utf-8")
-    return load_sepsis3_criteria_text(text, where=fname)
 
 
 def _crit(criteria: str | Sepsis3Criteria) -> Sepsis3Criteria:
@@ -382,7 +242,7 @@ SOFA_DATA_CONCEPTS = frozenset(
     {"platelets_10e3_per_ul", "bilirubin_mg_per_dl", "creatinine_mg_per_dl", "map_mmhg", "pao2_mmhg", "gcs",
      "gcs_eye", "gcs_verbal", "gcs_motor", "gcs_total_charted", "urine_output_ml"}
 )  # fmt: skip
-_CATECHOLAMINE_DRUGS = frozenset({"dopamine", "dobutamine", "epinephrine", "norepinephrine"})
+_CATECHOLAMINE_DRUGS = frozenset(SOFA_DEFINITIONS.catecholamines)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -42,8 +42,9 @@ from types import MappingProxyType
 from typing import Any
 
 from immunoguide.criteria import Criteria, Ladder
+from immunoguide.criteria.definitions import SOFA_DEFINITIONS
 from immunoguide.errors import ConflictingInputError, InputError
-from immunoguide.rules.sofa import (
+from immunoguide.rules.sofa_inputs import (
     SofaInputs,
     drug_rate_counts,
     effective_gcs,
@@ -75,7 +76,7 @@ IMPLEMENTED_POLICIES: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyT
 )
 
 #: Footnote g: the ``ventilation`` values that are advanced ventilatory support (oxygen and none are not).
-ADVANCED_VENTILATION: frozenset[str] = frozenset({"invasive", "tracheostomy_ventilated", "noninvasive", "cpap", "hfnc"})
+ADVANCED_VENTILATION: frozenset[str] = frozenset(SOFA_DEFINITIONS.advanced_ventilation)
 
 _NOT_RUNNING = "not_running"
 

@@ -43,8 +43,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from immunoguide.criteria.definitions import SOFA_DEFINITIONS
 from immunoguide.errors import ConflictingInputError, ImplausibleValueError, InputError, UnitError
-from immunoguide.rules.sofa import Ventilation
+from immunoguide.rules.sofa_inputs import Ventilation
 from immunoguide.units import check_plausible, concept, concepts, to_canonical
 
 __all__ = [
@@ -83,7 +84,7 @@ _NOT_OBSERVATIONS: Mapping[str, str] = MappingProxyType(
 )
 
 #: The four catecholamines SOFA-1 scores (their rate is required and checked against the concept's range).
-CATECHOLAMINES: tuple[str, ...] = ("dopamine", "dobutamine", "epinephrine", "norepinephrine")
+CATECHOLAMINES: tuple[str, ...] = SOFA_DEFINITIONS.catecholamines
 
 Drug = Literal["dopamine", "dobutamine", "epinephrine", "norepinephrine", "vasopressin", "phenylephrine", "milrinone"]
 AdmissionSource = Literal["emergency_department", "inpatient"]

@@ -38,13 +38,14 @@ import pandera.pandas as pa
 import pyarrow as pyarrow
 
 from immunoguide.cohort.schema import SCHEMAS, write_table
+from immunoguide.criteria.definitions import SOFA_DEFINITIONS
 from immunoguide.errors import InputError
 from immunoguide.units import concepts, normalise_unit
 
 __all__ = ["LONG_SCHEMA", "LongFormatReport", "RowError", "convert_long"]
 
-DRUGS = ("dopamine", "dobutamine", "epinephrine", "norepinephrine")
-VENT_KINDS = ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap", "hfnc", "oxygen", "none")
+DRUGS = SOFA_DEFINITIONS.catecholamines
+VENT_KINDS = SOFA_DEFINITIONS.ventilation_kinds
 STAY_FACTS = ("icu_intime", "icu_outtime", "admission_source", "age_years", "weight_kg", "admit_time", "death_time")
 EVENT_CONCEPTS = (*DRUGS, "antibiotic", "culture", "ventilation", "diagnosis", "urine_output_ml", "gcs_sedated")
 

@@ -236,17 +236,17 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     # Net the irrigant against urine charted at the same time (mimic-code sums with the irrigant negative);
     # a net negative volume is not a urine output: it is reported, not loaded.
     con.execute(
-        """CREATE TABLE uo_net AS SELECT stay_id, time, sum(signed) AS net, string_agg(DISTINCT CAST(itemid AS VARCHAR), '+' ORDER BY CAST(itemid AS VARCHAR)) AS items
-           FROM uo_raw WHERE value BETWEEN 0 AND 5000 AND stay_id IS NOT NULL GROUP BY 1, 2"""
+        f"""CREATE TABLE uo_net AS SELECT stay_id, time, sum(signed) AS net, string_agg(DISTINCT CAST(itemid AS VARCHAR), '+' ORDER BY CAST(itemid AS VARCHAR)) AS items
+           FROM uo_raw WHERE {_plausible("urine_output_ml")} AND stay_id IS NOT NULL GROUP BY 1, 2"""
     )
     obs.append(
         """SELECT stay_id, time, 'urine_output_ml', net, NULL, 'mL', NULL, 'outputevents:' || items FROM uo_net
            WHERE net >= 0"""
     )
     dq.append(
-        """SELECT stay_id, 'outputevents', CAST(itemid AS VARCHAR), CASE WHEN value IS NULL THEN 'missing_value'
+        f"""SELECT stay_id, 'outputevents', CAST(itemid AS VARCHAR), CASE WHEN value IS NULL THEN 'missing_value'
                   WHEN stay_id IS NULL THEN 'no_stay' ELSE 'implausible_value' END, count(*), min(CAST(value AS VARCHAR))
-           FROM uo_raw WHERE NOT coalesce(value BETWEEN 0 AND 5000, false) OR stay_id IS NULL GROUP BY ALL"""
+           FROM uo_raw WHERE NOT coalesce({_plausible("urine_output_ml")}, false) OR stay_id IS NULL GROUP BY ALL"""
     )
     dq.append(
         """SELECT stay_id, 'outputevents', items, 'net_negative_urine_after_irrigant', count(*), min(CAST(net AS VARCHAR))

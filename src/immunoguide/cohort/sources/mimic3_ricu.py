@@ -20,6 +20,7 @@ from immunoguide.cohort.sources.mimic3 import (
     load_items,
 )
 from immunoguide.cohort.sources.ricu_profile import build_ricu_timeline, load_ricu_items
+from immunoguide.criteria.definitions import SOFA_DEFINITIONS
 
 __all__ = ["convert_mimic3_ricu"]
 
@@ -58,7 +59,7 @@ def convert_mimic3_ricu(data_dir: str | Path, out_dir: str | Path) -> AdapterRep
         "CREATE VIEW rr_lab AS SELECT hadm_id, charttime AS time, itemid, valuenum, value AS value_text, valueuom FROM raw_labevents"
     )
     con.execute("CREATE VIEW rr_output AS SELECT icustay_id AS stay_id, charttime AS time, itemid, value FROM raw_outputevents WHERE icustay_id IS NOT NULL")
-    drugs = ("norepinephrine", "epinephrine", "dopamine", "dobutamine")
+    drugs = SOFA_DEFINITIONS.catecholamines
     mv_ids = [i for d in drugs for i in m3[d]["inputevents_mv"]] + list(m3["abx_inputevents"])
     con.execute(
         f"""CREATE TABLE rr_mv AS SELECT icustay_id AS stay_id, starttime AS start, endtime AS stop, rate, linkorderid,

@@ -217,14 +217,14 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
         """
     )
     con.execute(
-        """CREATE TABLE uo_net AS SELECT u.stay_id, u.time, sum(u.signed) AS net, string_agg(DISTINCT CAST(u.itemid AS VARCHAR), '+' ORDER BY CAST(u.itemid AS VARCHAR)) AS items
-           FROM uo_raw u JOIN stays s ON s.stay_id = u.stay_id WHERE u.value BETWEEN 0 AND 5000 AND u.time >= s.intime GROUP BY 1, 2"""
+        f"""CREATE TABLE uo_net AS SELECT u.stay_id, u.time, sum(u.signed) AS net, string_agg(DISTINCT CAST(u.itemid AS VARCHAR), '+' ORDER BY CAST(u.itemid AS VARCHAR)) AS items
+           FROM uo_raw u JOIN stays s ON s.stay_id = u.stay_id WHERE {_plausible("urine_output_ml", "u.value")} AND u.time >= s.intime GROUP BY 1, 2"""
     )
     obs.append("SELECT stay_id, time, 'urine_output_ml', net, NULL, 'mL', NULL, 'outputevents:' || items FROM uo_net WHERE net >= 0")
     dq += [
-        """SELECT stay_id, 'outputevents', CAST(itemid AS VARCHAR), CASE WHEN value IS NULL THEN 'text_in_numeric_field'
+        f"""SELECT stay_id, 'outputevents', CAST(itemid AS VARCHAR), CASE WHEN value IS NULL THEN 'text_in_numeric_field'
                   ELSE 'implausible_value' END, count(*), min(CAST(value AS VARCHAR))
-           FROM uo_raw u JOIN stays s USING (stay_id) WHERE NOT coalesce(value BETWEEN 0 AND 5000, false) AND u.time >= s.intime
+           FROM uo_raw u JOIN stays s USING (stay_id) WHERE NOT coalesce({_plausible("urine_output_ml")}, false) AND u.time >= s.intime
            GROUP BY ALL""",
         """SELECT stay_id, 'outputevents', items, 'net_negative_urine_after_irrigant', count(*), min(CAST(net AS VARCHAR))
            FROM uo_net WHERE net < 0 GROUP BY ALL""",

@@ -17,6 +17,7 @@ from immunoguide.cohort.sources.mimic3 import AdapterReport, duckdb_connection, 
 from immunoguide.cohort.sources.mimic4 import OPTIONAL_TABLES, create_stays_mimic4
 from immunoguide.cohort.sources.mimic4_tables import register_mimic4, unreadable_from_duckdb
 from immunoguide.cohort.sources.ricu_profile import build_ricu_timeline, load_ricu_items
+from immunoguide.criteria.definitions import SOFA_DEFINITIONS
 
 __all__ = ["RICU_COLUMNS", "convert_mimic4_ricu"]
 
@@ -79,7 +80,7 @@ def _convert(con: duckdb.DuckDBPyConnection, out: Path) -> AdapterReport:
         """CREATE VIEW rr_output AS SELECT stay_id, CAST(charttime AS TIMESTAMP) AS time, itemid,
                   TRY_CAST(value AS DOUBLE) AS value FROM raw_outputevents WHERE stay_id IS NOT NULL"""
     )
-    drugs = ("norepinephrine", "epinephrine", "dopamine", "dobutamine")
+    drugs = SOFA_DEFINITIONS.catecholamines
     ids = [i for d in drugs for i in m4[d]["inputevents"]] + list(m4["abx_inputevents"])
     con.execute(
         f"""CREATE TABLE rr_mv AS SELECT stay_id, CAST(starttime AS TIMESTAMP) AS start, CAST(endtime AS TIMESTAMP) AS stop,

@@ -130,8 +130,7 @@ def _section(raw: dict[str, Any], key: str, policies: Mapping[str, Any], where: 
 
 def load_preset_text(text: str, *, where: str = "<text>") -> Preset:
     """Parse and validate preset TOML (complete, options declared by the criteria files, every choice cited)."""
-    from immunoguide.criteria import load_criteria
-    from immunoguide.rules.sepsis3 import load_sepsis3_criteria
+    from immunoguide.criteria import load_criteria, load_sepsis3_criteria
 
     try:
         raw = tomllib.loads(text)

@@ -12,11 +12,12 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from immunoguide.criteria.definitions import SOFA_DEFINITIONS
 from immunoguide.errors import CriteriaError
 from immunoguide.units import concepts, normalise_unit
 
-DRUGS = ("dopamine", "dobutamine", "epinephrine", "norepinephrine")
-VENT_KINDS = ("invasive", "tracheostomy_ventilated", "noninvasive", "cpap", "hfnc", "oxygen", "none")
+DRUGS = SOFA_DEFINITIONS.catecholamines
+VENT_KINDS = SOFA_DEFINITIONS.ventilation_kinds
 #: Resource types the adapter reads; any other type is counted once per type (``resource_type_not_used``).
 USED_TYPES = (
     "Patient",
