@@ -38,11 +38,11 @@ sys.stdout.write("\\nLOADED " + json.dumps({"code": code, "heavy": [m for m in h
 """
 
 
-def _loaded(argv: list[str], stdin: str = "") -> dict:
+def _loaded(argv: list[str], stdin: str = "", heavy: tuple[str, ...] = HEAVY) -> dict:
     src = str(Path(immunoguide.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     p = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps(argv), json.dumps(HEAVY)],
+        [sys.executable, "-c", _PROBE, json.dumps(argv), json.dumps(heavy)],
         input=stdin, capture_output=True, text=True, env=env, check=False, timeout=120,
     )
     line = next((x for x in reversed(p.stdout.splitlines()) if x.startswith("LOADED ")), None)
@@ -92,3 +92,49 @@ def test_help_text_names_every_synthetic_endotype_prior() -> None:
 
     assert ENDOTYPE_PRIOR_NAMES == tuple(ENDOTYPE_PRIORS)
     assert (LAYOUT_NAMES, MIMIC4_VERSION_NAMES) == (tuple(LAYOUTS), tuple(MIMIC4_VERSIONS))
+
+
+def test_the_root_help_table_says_what_each_command_says() -> None:
+    """The lazy root lists every command from ``COMMANDS`` (nothing imported); each entry names the command's
+    module and object and repeats the first paragraph of the help the command itself carries."""
+    import typer
+    import typer.main
+
+    from immunoguide.cli import COMMANDS, app, load_command
+
+    root = typer.main.get_command(app)
+    ctx = root.make_context("immunoguide", ["classify"])
+    for name, (_, _, short) in COMMANDS.items():
+        obj = load_command(name)
+        assert isinstance(obj, typer.Typer) or callable(obj), name
+        cmd = root.get_command(ctx, name)
+        assert cmd is not None and cmd.name == name
+        assert (cmd.short_help or cmd.help or "").split("\n\n")[0] == short, name
+
+
+def test_version_prints_the_package_version() -> None:
+    """``immunoguide --version`` prints ``immunoguide <version>`` and exits 0 without running a command."""
+    from typer.testing import CliRunner
+
+    from immunoguide.cli import app
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0
+    assert res.stdout.strip() == f"immunoguide {immunoguide.__version__}"
+    assert _loaded(["--version"], heavy=(*HEAVY, "rich", "pydantic")) == {"code": 0, "heavy": []}
+
+
+def test_importing_the_cli_loads_neither_rich_nor_pydantic() -> None:
+    """The root group registers its commands by name: importing it builds no command, renders nothing."""
+    assert _loaded([], heavy=(*HEAVY, "rich", "pydantic", "immunoguide.cli._trial")) == {"code": 0, "heavy": []}
+
+
+def test_a_mistyped_command_is_a_usage_error_that_names_the_closest_command() -> None:
+    """A command that is not loaded yet is still suggested ("Did you mean 'classify'?"); exit code 2."""
+    from typer.testing import CliRunner
+
+    from immunoguide.cli import app
+
+    res = CliRunner().invoke(app, ["clasify"])
+    assert res.exit_code == 2
+    assert "Did you mean 'classify'?" in res.output
