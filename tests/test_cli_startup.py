@@ -35,12 +35,13 @@ try:
 except SystemExit as exc:
     code = exc.code or 0
 sys.stdout.write("\\nLOADED " + json.dumps({"code": code, "heavy": [m for m in heavy if m in sys.modules]}) + "\\n")
+sys.stdout.flush()
 """
 
 
-def _loaded(argv: list[str], stdin: str = "", heavy: tuple[str, ...] = HEAVY) -> dict:
+def _loaded(argv: list[str], stdin: str = "", heavy: tuple[str, ...] = HEAVY, env: dict | None = None) -> dict:
     src = str(Path(immunoguide.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     p = subprocess.run(
         [sys.executable, "-c", _PROBE, json.dumps(argv), json.dumps(heavy)],
         input=stdin, capture_output=True, text=True, env=env, check=False, timeout=120,
@@ -138,3 +139,27 @@ def test_a_mistyped_command_is_a_usage_error_that_names_the_closest_command() ->
     res = CliRunner().invoke(app, ["clasify"])
     assert res.exit_code == 2
     assert "Did you mean 'classify'?" in res.output
+
+
+def test_the_root_help_is_rendered_once_then_printed_from_the_cache(tmp_path: Path) -> None:
+    """``immunoguide --help`` renders through typer and rich once per terminal setting and code, keeps the text, and
+    later prints exactly that text without importing typer, click or rich; with the cache off it renders again."""
+    src = str(Path(immunoguide.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src, "IMMUNOGUIDE_CACHE_DIR": str(tmp_path), "COLUMNS": "100"}
+    code = "import sys; sys.argv = ['immunoguide', '--help']; from immunoguide.cli import main; main()"
+
+    def run(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, **extra},
+                              check=False, timeout=120)
+
+    first, second, uncached = run(), run(), run(IMMUNOGUIDE_HELP_CACHE="off")
+    assert first.returncode == second.returncode == uncached.returncode == 0
+    assert "classify" in first.stdout and "report-dsmb" in first.stdout
+    assert second.stdout == first.stdout == uncached.stdout
+    assert len(list((tmp_path / "help").glob("*.txt"))) == 1
+    narrow = run(COLUMNS="60")  # another width is another entry, rendered for it
+    assert narrow.returncode == 0 and narrow.stdout != first.stdout
+    assert len(list((tmp_path / "help").glob("*.txt"))) == 2
+    cached = _loaded(["--help"], heavy=(*HEAVY, "typer", "click", "rich"),
+                     env={"IMMUNOGUIDE_CACHE_DIR": str(tmp_path), "COLUMNS": "100"})
+    assert cached == {"code": 0, "heavy": []}
