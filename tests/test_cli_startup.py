@@ -41,7 +41,8 @@ sys.stdout.flush()
 
 def _loaded(argv: list[str], stdin: str = "", heavy: tuple[str, ...] = HEAVY, env: dict | None = None) -> dict:
     src = str(Path(immunoguide.__file__).resolve().parents[1])
-    env = {**os.environ, **(env or {}), "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "IMMUNOGUIDE_HELP_CACHE": "off", **(env or {}),  # the help rendered, not read back
+           "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     p = subprocess.run(
         [sys.executable, "-c", _PROBE, json.dumps(argv), json.dumps(heavy)],
         input=stdin, capture_output=True, text=True, env=env, check=False, timeout=120,
@@ -145,7 +146,8 @@ def test_the_root_help_is_rendered_once_then_printed_from_the_cache(tmp_path: Pa
     """``immunoguide --help`` renders through typer and rich once per terminal setting and code, keeps the text, and
     later prints exactly that text without importing typer, click or rich; with the cache off it renders again."""
     src = str(Path(immunoguide.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": src, "IMMUNOGUIDE_CACHE_DIR": str(tmp_path), "COLUMNS": "100"}
+    env = {**os.environ, "PYTHONPATH": src, "IMMUNOGUIDE_CACHE_DIR": str(tmp_path), "COLUMNS": "100",
+           "IMMUNOGUIDE_HELP_CACHE": "on"}
     code = "import sys; sys.argv = ['immunoguide', '--help']; from immunoguide.cli import main; main()"
 
     def run(**extra: str) -> subprocess.CompletedProcess[str]:
@@ -161,5 +163,5 @@ def test_the_root_help_is_rendered_once_then_printed_from_the_cache(tmp_path: Pa
     assert narrow.returncode == 0 and narrow.stdout != first.stdout
     assert len(list((tmp_path / "help").glob("*.txt"))) == 2
     cached = _loaded(["--help"], heavy=(*HEAVY, "typer", "click", "rich"),
-                     env={"IMMUNOGUIDE_CACHE_DIR": str(tmp_path), "COLUMNS": "100"})
+                     env={"IMMUNOGUIDE_CACHE_DIR": str(tmp_path), "COLUMNS": "100", "IMMUNOGUIDE_HELP_CACHE": "on"})
     assert cached == {"code": 0, "heavy": []}
