@@ -244,6 +244,11 @@ def ratios(results: dict, labels: list[str], sizes: list[int]) -> list[str]:
         xs = [x["wall"] for x in xs[1:]] or [x["wall"] for x in xs]
         return statistics.median(xs) if xs else None
 
+    def cpu(key: str, label: str) -> float | None:
+        xs = results.get(key, {}).get(label, [])
+        xs = [x["cpu"] for x in (xs[1:] or xs) if x.get("cpu") is not None]
+        return statistics.median(xs) if xs else None
+
     out = []
     p = med("python -c pass", "floor")
     typer_ = med("python -c 'import typer'", "floor")
@@ -255,6 +260,14 @@ def ratios(results: dict, labels: list[str], sizes: list[int]) -> list[str]:
         for key in LIBRARY_FLOORS:
             if med(key, "floor"):
                 out.append(f"{key}: {med(key, 'floor'):.3f} s = {med(key, 'floor') / p:.1f}x python -c pass")
+        pc_ = cpu("python -c pass", "floor")
+        if pc_:  # CPU seconds: less disturbed by other work on a shared machine than wall time
+            for key in ("python -c 'import typer'", *LIBRARY_FLOORS):
+                if cpu(key, "floor"):
+                    out.append(f"CPU: {key} {cpu(key, 'floor') / pc_:.1f}x python -c pass ({pc_:.3f} s)")
+            for key in ("immunoguide --help", "classify, one line", "score sofa, one line"):
+                out.append(f"CPU: {key}: " + ", ".join(f"{lb} {cpu(key, lb) / pc_:.1f}x" for lb in labels
+                                                     if cpu(key, lb)) + " of python -c pass")
     f = med("mimic3 floor: DuckDB reads the source once", "floor")
     if f:
         key = "cohort run, MIMIC-III demo"
