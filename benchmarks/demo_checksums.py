@@ -10,14 +10,22 @@ path), so ``bench_user.py`` runs the before and after code into the same folder,
 
 Every file is hashed as bytes except three kinds, hashed by content: Parquet tables (rows sorted: DuckDB writes
 ``sofa_hourly`` in no fixed row order, also before issue 16), and ``cohort/metadata.json`` and
-``population/_truth/summary.json`` without their timings (``seconds``, ``compiled_sql``).
+``population/_truth/summary.json`` without their timings (``seconds``, ``compiled_sql``), and the store
+``demo.db`` (SQLite), hashed by its rows: the store records the *system* time beside the simulated one (when it was
+created, when each audit entry was written), so two runs of the same code differ there and in the audit hashes and
+MACs that chain over those times. Its digest is over every table's rows with the wall-clock times of the run (any
+timestamp within two days of the file's modification time) and hex digests masked, and over its schema with each
+table's constraint lines sorted (SQLAlchemy emits them in no fixed order).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import sqlite3
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 #: JSON files with timings in them, and the keys that hold the timings (not results).
@@ -36,6 +44,32 @@ def _parquet_digest(path: Path) -> str:
     return "rows:" + h.hexdigest()
 
 
+_ISO = re.compile(r"\b(\d{4}-\d{2}-\d{2})[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(\+00:00|Z)?")
+_HEX = re.compile(r"\b[0-9a-f]{32}(?:[0-9a-f]{32})?\b")
+
+
+def _store_digest(path: Path) -> str:
+    """The SQLite store's rows and schema, wall-clock times and hex digests masked (see the module docstring)."""
+    mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC).date()
+    wall = {(mtime + timedelta(days=d)).isoformat() for d in range(-2, 3)}
+
+    def mask(text: str) -> str:
+        text = _ISO.sub(lambda m: "WALL" if m.group(1) in wall else m.group(0), text)
+        return _HEX.sub("HEX", text)
+
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        h = hashlib.sha256()
+        for line in con.iterdump():
+            if line.startswith("CREATE TABLE"):
+                head, *body = line.split("\n")
+                line = "\n".join([head, *sorted(x.strip().rstrip(",") for x in body)])
+            h.update(mask(line).encode() + b"\0")
+    finally:
+        con.close()
+    return "store:" + h.hexdigest()
+
+
 def checksums(out: Path) -> dict[str, str]:
     """``relative path → digest`` for every file under ``out``."""
     res: dict[str, str] = {}
@@ -43,6 +77,8 @@ def checksums(out: Path) -> dict[str, str]:
         rel = f.relative_to(out).as_posix()
         if f.suffix == ".parquet":
             res[rel] = _parquet_digest(f)
+        elif f.suffix == ".db":
+            res[rel] = _store_digest(f)
         elif rel in TIMED_JSON:
             meta = {k: v for k, v in json.loads(f.read_text()).items() if k not in TIMED_JSON[rel]}
             res[rel] = "json:" + hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()

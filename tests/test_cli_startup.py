@@ -35,14 +35,16 @@ try:
 except SystemExit as exc:
     code = exc.code or 0
 sys.stdout.write("\\nLOADED " + json.dumps({"code": code, "heavy": [m for m in heavy if m in sys.modules]}) + "\\n")
+sys.stdout.flush()
 """
 
 
-def _loaded(argv: list[str], stdin: str = "") -> dict:
+def _loaded(argv: list[str], stdin: str = "", heavy: tuple[str, ...] = HEAVY, env: dict | None = None) -> dict:
     src = str(Path(immunoguide.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "IMMUNOGUIDE_HELP_CACHE": "off", **(env or {}),  # the help rendered, not read back
+           "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     p = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps(argv), json.dumps(HEAVY)],
+        [sys.executable, "-c", _PROBE, json.dumps(argv), json.dumps(heavy)],
         input=stdin, capture_output=True, text=True, env=env, check=False, timeout=120,
     )
     line = next((x for x in reversed(p.stdout.splitlines()) if x.startswith("LOADED ")), None)
@@ -92,3 +94,74 @@ def test_help_text_names_every_synthetic_endotype_prior() -> None:
 
     assert ENDOTYPE_PRIOR_NAMES == tuple(ENDOTYPE_PRIORS)
     assert (LAYOUT_NAMES, MIMIC4_VERSION_NAMES) == (tuple(LAYOUTS), tuple(MIMIC4_VERSIONS))
+
+
+def test_the_root_help_table_says_what_each_command_says() -> None:
+    """The lazy root lists every command from ``COMMANDS`` (nothing imported); each entry names the command's
+    module and object and repeats the first paragraph of the help the command itself carries."""
+    import typer
+    import typer.main
+
+    from immunoguide.cli import COMMANDS, app, load_command
+
+    root = typer.main.get_command(app)
+    ctx = root.make_context("immunoguide", ["classify"])
+    for name, (_, _, short) in COMMANDS.items():
+        obj = load_command(name)
+        assert isinstance(obj, typer.Typer) or callable(obj), name
+        cmd = root.get_command(ctx, name)
+        assert cmd is not None and cmd.name == name
+        assert (cmd.short_help or cmd.help or "").split("\n\n")[0] == short, name
+
+
+def test_version_prints_the_package_version() -> None:
+    """``immunoguide --version`` prints ``immunoguide <version>`` and exits 0 without running a command."""
+    from typer.testing import CliRunner
+
+    from immunoguide.cli import app
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0
+    assert res.stdout.strip() == f"immunoguide {immunoguide.__version__}"
+    assert _loaded(["--version"], heavy=(*HEAVY, "rich", "pydantic")) == {"code": 0, "heavy": []}
+
+
+def test_importing_the_cli_loads_neither_rich_nor_pydantic() -> None:
+    """The root group registers its commands by name: importing it builds no command, renders nothing."""
+    assert _loaded([], heavy=(*HEAVY, "rich", "pydantic", "immunoguide.cli._trial")) == {"code": 0, "heavy": []}
+
+
+def test_a_mistyped_command_is_a_usage_error_that_names_the_closest_command() -> None:
+    """A command that is not loaded yet is still suggested ("Did you mean 'classify'?"); exit code 2."""
+    from typer.testing import CliRunner
+
+    from immunoguide.cli import app
+
+    res = CliRunner().invoke(app, ["clasify"])
+    assert res.exit_code == 2
+    assert "Did you mean 'classify'?" in res.output
+
+
+def test_the_root_help_is_rendered_once_then_printed_from_the_cache(tmp_path: Path) -> None:
+    """``immunoguide --help`` renders through typer and rich once per terminal setting and code, keeps the text, and
+    later prints exactly that text without importing typer, click or rich; with the cache off it renders again."""
+    src = str(Path(immunoguide.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src, "IMMUNOGUIDE_CACHE_DIR": str(tmp_path), "COLUMNS": "100",
+           "IMMUNOGUIDE_HELP_CACHE": "on"}
+    code = "import sys; sys.argv = ['immunoguide', '--help']; from immunoguide.cli import main; main()"
+
+    def run(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, **extra},
+                              check=False, timeout=120)
+
+    first, second, uncached = run(), run(), run(IMMUNOGUIDE_HELP_CACHE="off")
+    assert first.returncode == second.returncode == uncached.returncode == 0
+    assert "classify" in first.stdout and "report-dsmb" in first.stdout
+    assert second.stdout == first.stdout == uncached.stdout
+    assert len(list((tmp_path / "help").glob("*.txt"))) == 1
+    narrow = run(COLUMNS="60")  # another width is another entry, rendered for it
+    assert narrow.returncode == 0 and narrow.stdout != first.stdout
+    assert len(list((tmp_path / "help").glob("*.txt"))) == 2
+    cached = _loaded(["--help"], heavy=(*HEAVY, "typer", "click", "rich"),
+                     env={"IMMUNOGUIDE_CACHE_DIR": str(tmp_path), "COLUMNS": "100", "IMMUNOGUIDE_HELP_CACHE": "on"})
+    assert cached == {"code": 0, "heavy": []}

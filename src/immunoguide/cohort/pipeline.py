@@ -688,15 +688,19 @@ def _code_digest() -> str:
 
 @cache
 def _library_versions() -> dict[str, str]:
-    """Versions of the libraries that compile the SQL (read from their metadata: Ibis is not imported)."""
-    from importlib.metadata import PackageNotFoundError, version
+    """The installed Ibis and sqlglot that compile the SQL, without importing them: each package's
+    ``__init__.py`` (path, size, modification time; an upgrade rewrites it). ``importlib.metadata.version`` scans
+    every distribution on the path: 0.1–0.3 s of each ``cohort run`` on the project's machine."""
+    from importlib.util import find_spec
 
     out = {}
-    for dist in ("ibis-framework", "sqlglot"):
+    for pkg in ("ibis", "sqlglot"):
+        spec = find_spec(pkg)
         try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:  # pragma: no cover - both are required
-            out[dist] = "unknown"
+            st = os.stat(spec.origin) if spec is not None and spec.origin else None
+        except OSError:  # pragma: no cover - both are required
+            st = None
+        out[pkg] = f"{spec.origin}:{st.st_size}:{st.st_mtime_ns}" if st is not None and spec is not None else "unknown"
     return out
 
 
