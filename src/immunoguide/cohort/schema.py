@@ -35,12 +35,25 @@ groups of the other concepts (the cohort engine scans the file once per input it
 from __future__ import annotations
 
 import os
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["ROW_GROUP_ROWS", "SCHEMAS", "SORT_KEYS", "TABLES", "read_rows", "sort_columns", "write_table"]
+__all__ = [
+    "ROW_GROUP_ROWS",
+    "SCHEMAS",
+    "SORT_KEYS",
+    "TABLES",
+    "read_rows",
+    "sort_columns",
+    "table_from_rows",
+    "write_table",
+]
 
 TS = pa.timestamp("us")
 
@@ -165,4 +178,90 @@ def read_rows(path: str | Path, *, column: str | None = None, values: tuple[str,
         if not skip:
             keep.append(i)
     tbl = pf.read_row_groups(keep) if keep else pf.schema_arrow.empty_table()
-    return tbl.filter(pc.is_in(tbl[column], value_set=pa.array(wanted, type=tbl.schema.field(column).type)))
+    value_set = _column(wanted, pa.string())
+    if tbl.schema.field(column).type != pa.string():
+        value_set = value_set.cast(tbl.schema.field(column).type)
+    return tbl.filter(pc.is_in(tbl[column], value_set=value_set))
+
+
+#: Arrow timestamps count from the naive epoch (the timeline's times are naive).
+_EPOCH = datetime(1970, 1, 1)
+
+
+def table_from_rows(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """``pa.Table.from_pylist(rows, schema=schema)`` for schemas of int64, float64, bool, string and timestamp("us")
+    columns, built column by column from Arrow buffers: pyarrow 26 imports pandas (1-2 s) on every conversion of
+    Python objects (``pa.array``, ``from_pylist``), this path converts nothing and imports nothing. A missing key
+    or ``None`` is a null, as in ``from_pylist``; another column type goes through ``from_pylist``.
+    """
+    if not all(f.type in _BUILDERS for f in schema):
+        return pa.Table.from_pylist(list(rows), schema=schema)
+    return pa.Table.from_arrays([_column([r.get(f.name) for r in rows], f.type) for f in schema], schema=schema)
+
+
+def _column(values: Sequence[Any], typ: pa.DataType) -> pa.Array:
+    """One Arrow array of ``typ`` from Python values (``None`` = null) without ``pa.array``."""
+    n = len(values)
+    valid = bytearray((n + 7) // 8)
+    nulls = 0
+    for i, v in enumerate(values):
+        if v is None:
+            nulls += 1
+        else:
+            valid[i >> 3] |= 1 << (i & 7)
+    validity = pa.py_buffer(bytes(valid)) if nulls else None
+    data = _BUILDERS[typ](values)
+    return pa.Array.from_buffers(typ, n, [validity, *data], null_count=nulls)
+
+
+def _ints(values: Iterable[Any]) -> list[pa.Buffer]:
+    for v in values:
+        if v is not None and (isinstance(v, (bool, float)) or not isinstance(v, int)):
+            raise TypeError(f"expected an int for an int64 column, got {v!r}")
+    return [pa.py_buffer(array("q", (0 if v is None else v for v in values)).tobytes())]
+
+
+def _floats(values: Iterable[Any]) -> list[pa.Buffer]:
+    for v in values:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise TypeError(f"expected a number for a float64 column, got {v!r}")
+    return [pa.py_buffer(array("d", (0.0 if v is None else float(v) for v in values)).tobytes())]
+
+
+def _bools(values: Sequence[Any]) -> list[pa.Buffer]:
+    bits = bytearray((len(values) + 7) // 8)
+    for i, v in enumerate(values):
+        if v is not None and not isinstance(v, bool):
+            raise TypeError(f"expected a bool for a bool column, got {v!r}")
+        if v:
+            bits[i >> 3] |= 1 << (i & 7)
+    return [pa.py_buffer(bytes(bits))]
+
+
+def _strings(values: Iterable[Any]) -> list[pa.Buffer]:
+    offsets, chunks, end = array("i", [0]), [], 0
+    for v in values:
+        if v is not None:
+            if not isinstance(v, str):
+                raise TypeError(f"expected a str for a string column, got {v!r}")
+            b = v.encode()
+            chunks.append(b)
+            end += len(b)
+        offsets.append(end)
+    return [pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(chunks))]
+
+
+def _micros(v: datetime) -> int:
+    if not isinstance(v, datetime):
+        raise TypeError(f"expected a datetime for a timestamp column, got {v!r}")
+    if v.tzinfo is not None:  # as from_pylist: an aware time is stored as its UTC instant
+        v = v.astimezone(UTC).replace(tzinfo=None)
+    d = v - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def _timestamps(values: Iterable[Any]) -> list[pa.Buffer]:
+    return [pa.py_buffer(array("q", (0 if v is None else _micros(v) for v in values)).tobytes())]
+
+
+_BUILDERS = {pa.int64(): _ints, pa.float64(): _floats, pa.bool_(): _bools, pa.string(): _strings, TS: _timestamps}

@@ -58,7 +58,9 @@ class ScreeningTable:
     rows: tuple[dict[str, Any], ...]
 
     def write(self, path: str | Path) -> None:
-        pq.write_table(pa.Table.from_pylist(list(self.rows), schema=SCREENING_SCHEMA), str(path))
+        from immunoguide.cohort.schema import table_from_rows  # its buffers path imports no pandas
+
+        pq.write_table(table_from_rows(self.rows, SCREENING_SCHEMA), str(path))
 
 
 def biomarker_rows(timeline_dir: Path) -> dict[int, list[dict[str, Any]]]:
