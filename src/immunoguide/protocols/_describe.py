@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from immunoguide.protocols._loader import Protocol
+from immunoguide.protocols._protocol import Protocol
 from immunoguide.protocols._schema import (
     EligibilityCriterion,
     EndotypeInCriterion,

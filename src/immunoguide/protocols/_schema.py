@@ -1,7 +1,7 @@
 """The protocol file format ``immunoguide.protocol/1`` as pydantic models (structure only).
 
 Every table forbids unknown keys, so a misspelt key is an error rather than a silently ignored rule. Cross-section
-checks (references between sections, units against concepts, contradictions) live in :mod:`._loader`.
+checks (references between sections, units against concepts, contradictions) live in :mod:`._checks`.
 """
 
 from __future__ import annotations
