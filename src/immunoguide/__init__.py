@@ -102,7 +102,6 @@ if TYPE_CHECKING:
     from immunoguide.cohort.screening import screen_cohort
     from immunoguide.cohort.sources.mimic3 import convert_mimic3
     from immunoguide.cohort.sources.mimic4 import convert_mimic4
-    from immunoguide.synth import generate_mimic4
     from immunoguide.cohort.validation import validate_against_ricu
     from immunoguide.criteria import load_criteria
     from immunoguide.criteria.presets import load_preset
@@ -120,6 +119,7 @@ if TYPE_CHECKING:
     from immunoguide.rules.sepsis3 import sepsis3_onset
     from immunoguide.rules.sofa import SofaInputs, score_sofa
     from immunoguide.rules.timeline import PatientTimeline
+    from immunoguide.synth import generate_mimic4
     from immunoguide.trial.export import export_trial
     from immunoguide.trial.randomization import randomize
     from immunoguide.trial.store import TrialStore
