@@ -13,9 +13,12 @@ stdout is a terminal and its size, its encoding, the environment variables rich 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import sys
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (not loaded when Python starts)
+if TYPE_CHECKING:
+    from typing import TextIO
 
 #: Environment variables that change what rich or typer print (width, colour, encoding, markup).
 _ENV = (
@@ -61,7 +64,7 @@ def _stamp(path: str | None) -> str:
     return f"{path}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def _key(stream: io.TextIOBase) -> str:
+def _key(stream: TextIO) -> str:
     """Everything the rendered root help depends on, hashed."""
     from importlib.util import find_spec
 
@@ -89,7 +92,7 @@ def _key(stream: io.TextIOBase) -> str:
 class _Tee:
     """``sys.stdout`` as it is, keeping a copy of what is written."""
 
-    def __init__(self, stream: io.TextIOBase) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.parts: list[str] = []
 

@@ -91,7 +91,7 @@ class LazyGroup(TyperGroup):
         if isinstance(obj, typer.Typer):
             from typer.models import TyperInfo
 
-            cmd = typer.main.get_group_from_info(
+            cmd: Any = typer.main.get_group_from_info(
                 TyperInfo(obj, name=cmd_name),
                 pretty_exceptions_short=app.pretty_exceptions_short,
                 rich_markup_mode=app.rich_markup_mode,

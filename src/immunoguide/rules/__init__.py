@@ -7,6 +7,7 @@ Each rule that reads a criteria file declares the policies (and options) it impl
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["implemented_policies"]
 
@@ -29,10 +30,12 @@ def implemented_policies(rule: str) -> Mapping[str, frozenset[str]] | None:
     if entry is None:
         return None
     mod, key = entry
+    registry: Mapping[str, Any]
     if mod == "immunoguide.rules.sofa":
         from immunoguide.rules.sofa import IMPLEMENTED_POLICIES as registry
     elif mod == "immunoguide.rules.sofa2":
         from immunoguide.rules.sofa2 import IMPLEMENTED_POLICIES as registry
     else:
         from immunoguide.rules.sepsis3 import IMPLEMENTED_POLICIES as registry
-    return registry if key is None else registry[key]
+    found: Mapping[str, frozenset[str]] = registry if key is None else registry[key]
+    return found
