@@ -1,19 +1,6 @@
 """What leaves ``trial/``: the role-aware read layer that enforces blinding (and who may do what).
 
-Roles (:data:`ROLES`)
----------------------
-``site_coordinator``, ``investigator``
-    Blinded site staff: screen, consent, enter labs, randomise, record doses, follow-up, AEs and withdrawals,
-    for their own site only. An investigator may unblind one patient of the site in an emergency (with a reason,
-    audited); that patient's arm is then shown to the investigators of the site.
-``unblinded_pharmacist``
-    Prepares the study drugs: sees arms and kit contents, own site only.
-``statistician``
-    Blinded; all sites; exports the trial (without arms or kit contents) and verifies lists and audit trail.
-``dsmb``
-    The unblinded safety reviewer: all sites, arms, kit contents and the automatic safety signals.
-``administrator``
-    Blinded; all sites; imports allocation lists, backs up and restores the store, verifies the audit trail.
+The roles (:data:`ROLES`: who may see and do what) are described once, in :mod:`immunoguide.trial._authz`.
 
 Blinded roles never receive an arm, an arm label or a kit's content: every view and export is built here, from
 :data:`BLINDED_COLUMNS`, and workflow functions return only what these views produce. The roles, permissions and
