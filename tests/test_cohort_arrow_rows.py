@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 import immunoguide
 from immunoguide.cohort.schema import SCHEMAS, read_rows, table_from_rows
@@ -38,8 +39,14 @@ _ROWS = [
 ]
 
 
-def test_table_from_rows_is_from_pylist() -> None:
-    """Same table as ``pa.Table.from_pylist`` (nulls, missing keys, aware times, non-ASCII text, no rows)."""
+def test_table_from_rows_is_from_pylist(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same table as ``pa.Table.from_pylist`` (nulls, missing keys, aware times, non-ASCII text, no rows).
+
+    ``from_pylist`` is compared in its default mode: importing pyspark.pandas or pandera sets
+    ``PYARROW_IGNORE_TIMEZONE=1`` for the whole process, and then ``from_pylist`` stores an aware time's wall clock
+    instead of its UTC instant (the next test).
+    """
+    monkeypatch.delenv("PYARROW_IGNORE_TIMEZONE", raising=False)
     for rows, schema in (
         (_ROWS, SCREENING_SCHEMA),
         ([], SCREENING_SCHEMA),
@@ -51,6 +58,22 @@ def test_table_from_rows_is_from_pylist() -> None:
         got = table_from_rows(rows, schema)
         got.validate(full=True)
         assert got.equals(pa.Table.from_pylist(rows, schema=schema))
+
+
+def test_an_aware_time_is_stored_as_its_utc_instant_whatever_pyarrow_is_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PYARROW_IGNORE_TIMEZONE=1`` (set by importing pyspark.pandas or pandera) changes ``from_pylist``, not the
+    rows immunoguide writes: 1900-01-01 00:00 at UTC+2 is stored as 1899-12-31 22:00 either way."""
+    rows = [{"sepsis3_onset_time": datetime(1900, 1, 1, tzinfo=timezone(timedelta(hours=2)))}]
+    for setting in (None, "1"):
+        if setting is None:
+            monkeypatch.delenv("PYARROW_IGNORE_TIMEZONE", raising=False)
+        else:
+            monkeypatch.setenv("PYARROW_IGNORE_TIMEZONE", setting)
+        got = table_from_rows(rows, SCREENING_SCHEMA).column("sepsis3_onset_time").to_pylist()
+        assert got == [datetime(1899, 12, 31, 22, 0)]
+    assert pa.Table.from_pylist(rows, schema=SCREENING_SCHEMA).column("sepsis3_onset_time").to_pylist() == [
+        datetime(1900, 1, 1, 0, 0)
+    ]  # from_pylist under PYARROW_IGNORE_TIMEZONE=1: the wall clock (what the env var does to pyarrow)
 
 
 def test_reading_and_writing_rows_imports_no_pandas(tmp_path: Path) -> None:
