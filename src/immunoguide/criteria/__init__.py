@@ -589,10 +589,10 @@ def _read_shipped(fname: str) -> str:
 
 
 def _implemented(rule: str) -> Mapping[str, frozenset[str]] | None:
-    # Imported lazily: rules depend on criteria, so the registry is looked up by name, not imported at top level.
-    from immunoguide.rules import implemented_policies
+    """The options the rule code implements for ``rule`` (:mod:`.implemented`; None for an unknown rule)."""
+    from immunoguide.criteria.implemented import IMPLEMENTED
 
-    return implemented_policies(rule)
+    return IMPLEMENTED.get(rule)
 
 
 def load_criteria_text(text: str, *, where: str = "<text>") -> Criteria:

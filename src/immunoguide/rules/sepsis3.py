@@ -76,6 +76,7 @@ from typing import Any, Literal
 
 from immunoguide.criteria import Sepsis3Criteria, load_sepsis3_criteria, load_sepsis3_criteria_text
 from immunoguide.criteria.definitions import SOFA_DEFINITIONS
+from immunoguide.criteria.implemented import SEPSIS3_POLICIES
 from immunoguide.errors import ConflictingInputError, PolicyError
 from immunoguide.rules.hourly import HOUR, HourlySofa, ceil_hour, hourly_sofa
 from immunoguide.rules.timeline import CultureSample, PatientTimeline
@@ -94,15 +95,7 @@ __all__ = [
 ]
 
 #: Policies and options this module implements; the criteria file must declare exactly these.
-IMPLEMENTED_POLICIES: Mapping[str, frozenset[str]] = MappingProxyType(
-    {
-        "baseline": frozenset({"running_minimum", "zero", "immunosep_registry"}),
-        "si_window": frozenset({"first", "any"}),
-        "simultaneous_antibiotic_culture": frozenset({"unpaired", "paired"}),
-        "suspected_infection_pairing": frozenset({"per_antibiotic", "ricu_hourly_rolling"}),
-        "sofa_rows_from": frozenset({"icu_admission", "first_sofa_datum"}),
-    }
-)
+IMPLEMENTED_POLICIES: Mapping[str, frozenset[str]] = SEPSIS3_POLICIES
 
 Direction = Literal["culture_first", "antibiotic_first", "simultaneous"]
 Status = Literal["onset", "no_onset", "no_suspected_infection", "indeterminate"]

@@ -23,6 +23,7 @@ from typing import Any
 
 from immunoguide.criteria import Criteria, load_criteria
 from immunoguide.criteria.definitions import SOFA_DEFINITIONS
+from immunoguide.criteria.implemented import SOFA1_POLICIES
 from immunoguide.rules.sofa2 import score_components_sofa2
 from immunoguide.rules.sofa_inputs import (
     COMPONENTS,
@@ -54,29 +55,7 @@ __all__ = [
     "urine_ml_per_day",
 ]
 
-_SOFA1_POLICIES: Mapping[str, frozenset[str]] = MappingProxyType(
-    {
-        "respiratory_support": frozenset({"imv_or_niv", "imv_only"}),
-        "pf_below_200_without_support": frozenset({"two_points", "unscored"}),
-        "fio2_missing": frozenset({"unscored", "room_air"}),
-        "dopamine_exactly_5": frozenset({"two_points", "three_points"}),
-        "bilirubin_exactly_12": frozenset({"four_points", "three_points"}),
-        "creatinine_exactly_5": frozenset({"four_points", "three_points"}),
-        "gcs_when_sedated": frozenset({"presedation_else_normal", "assume_normal", "as_measured", "unscored"}),
-        "missing_component": frozenset({"impute_normal", "no_imputation"}),
-        "urine_output_window": frozenset({"mimic_code", "ricu", "as_recorded"}),
-        "vasopressor_min_duration": frozenset({"one_hour", "none"}),
-        "zero_rate_infusion": frozenset({"not_running", "mimic_code"}),
-        "map_from_sbp_dbp": frozenset({"derive", "do_not_derive"}),
-        # Hourly semantics (rules/hourly.py H1–H15; the single-window score ignores them).
-        "hourly_grid": frozenset({"clock_hours", "icu_admission_hours"}),
-        "rolling_window": frozenset({"24_rows", "25_rows"}),
-        "pf_pairing": frozenset({"latest_fio2_4h", "ricu_match_2h"}),
-        "gcs_assembly": frozenset({"as_charted", "ricu_hourly_components"}),
-    }
-)
-
-IMPLEMENTED_POLICIES: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType({"sofa1": _SOFA1_POLICIES})
+IMPLEMENTED_POLICIES: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType({"sofa1": SOFA1_POLICIES})
 
 
 def score_sofa(

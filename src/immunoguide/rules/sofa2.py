@@ -43,6 +43,7 @@ from typing import Any
 
 from immunoguide.criteria import Criteria, Ladder
 from immunoguide.criteria.definitions import SOFA_DEFINITIONS
+from immunoguide.criteria.implemented import SOFA2_POLICIES
 from immunoguide.errors import ConflictingInputError, InputError
 from immunoguide.rules.sofa_inputs import (
     SofaInputs,
@@ -55,25 +56,7 @@ from immunoguide.units import norepinephrine_base_ug_kg_min
 
 __all__ = ["IMPLEMENTED_POLICIES", "score_components_sofa2"]
 
-IMPLEMENTED_POLICIES: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType(
-    {
-        "sofa2": MappingProxyType(
-            {
-                "missing_component": frozenset({"impute_normal", "no_imputation"}),
-                "gcs_when_sedated": frozenset({"presedation_else_normal", "assume_normal", "as_measured", "unscored"}),
-                "norepinephrine_salt_when_unstated": frozenset({"base", "bitartrate_monohydrate"}),
-                "vasopressor_min_duration": frozenset({"one_hour", "none"}),
-                "zero_rate_infusion": frozenset({"not_running", "literal"}),
-                "map_from_sbp_dbp": frozenset({"derive", "do_not_derive"}),
-                "fio2_missing": frozenset({"unscored", "room_air"}),
-                "respiratory_support_ceiling": frozenset({"honour_unavailable_flag", "always_cap"}),
-                "vasoactive_ceiling": frozenset({"honour_unavailable_flag", "ignore_flag"}),
-                "dopamine_not_alone": frozenset({"other_agent", "ignored", "max_with_dopamine_ladder"}),
-                "rrt_oliguria_window": frozenset({"six_hour_mean", "longer_than_six_hours"}),
-            }
-        )
-    }
-)
+IMPLEMENTED_POLICIES: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType({"sofa2": SOFA2_POLICIES})
 
 #: Footnote g: the ``ventilation`` values that are advanced ventilatory support (oxygen and none are not).
 ADVANCED_VENTILATION: frozenset[str] = frozenset(SOFA_DEFINITIONS.advanced_ventilation)
