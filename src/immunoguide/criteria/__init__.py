@@ -53,6 +53,7 @@ __all__ = [
     "load_sepsis3_criteria",
     "load_sepsis3_criteria_text",
     "parse_interval",
+    "parse_toml",
     "resolve_named_options",
 ]
 
@@ -583,6 +584,15 @@ def available_criteria() -> list[str]:
     return sorted(_FILES)
 
 
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    """The TOML ``text`` as a dict, or :class:`CriteriaError` saying where the syntax breaks (criteria, presets and
+    protocol files alike)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CriteriaError(expected="valid TOML", got=str(exc), where=where, todo="fix the TOML syntax") from None
+
+
 def _read_shipped(fname: str) -> str:
     """The text of a criteria file shipped in this package (the one place that reads them)."""
     return resources.files("immunoguide.criteria").joinpath(fname).read_text("utf-8")
@@ -597,10 +607,7 @@ def _implemented(rule: str) -> Mapping[str, frozenset[str]] | None:
 
 def load_criteria_text(text: str, *, where: str = "<text>") -> Criteria:
     """Parse and validate criteria TOML text (used for user-supplied files and in tests)."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CriteriaError(expected="valid TOML", got=str(exc), where=where, todo="fix the TOML syntax") from None
+    raw = parse_toml(text, where)
     return _build(raw, where, _implemented(raw.get("rule", "")))
 
 
@@ -666,10 +673,7 @@ def load_sepsis3_criteria_text(text: str, *, where: str = "<text>") -> Sepsis3Cr
     ...
     immunoguide.errors.CriteriaError: [IG-E200] expected a top-level 'version'; ...
     """
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CriteriaError(expected="valid TOML", got=str(exc), where=where, todo="fix the TOML syntax") from None
+    raw = parse_toml(text, where)
     for key in ("id", "version", "rule", "title", "citation", "windows", "thresholds", "policies"):
         if key not in raw:
             raise CriteriaError(expected=f"a top-level {key!r}", got=sorted(raw), where=where, todo=f"add {key!r}")

@@ -8,13 +8,13 @@ models of :mod:`._schema`; everything that needs more than one table is checked 
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from immunoguide.criteria import parse_toml
 from immunoguide.errors import CriteriaError, UnknownCriteriaError
 from immunoguide.protocols._checks import _Checker
 from immunoguide.protocols._errors import _structure_error
@@ -38,10 +38,7 @@ __all__ = [
 
 def load_protocol_text(text: str, *, where: str = "<text>") -> Protocol:
     """Parse and validate protocol TOML text (user files, tests); raises :class:`CriteriaError` when invalid."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CriteriaError(expected="valid TOML", got=str(exc), where=where, todo="fix the TOML syntax") from None
+    raw = parse_toml(text, where)
     try:
         doc = ProtocolDocument.model_validate(raw)
     except ValidationError as exc:

@@ -20,7 +20,6 @@ Examples
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -130,12 +129,9 @@ def _section(raw: dict[str, Any], key: str, policies: Mapping[str, Any], where: 
 
 def load_preset_text(text: str, *, where: str = "<text>") -> Preset:
     """Parse and validate preset TOML (complete, options declared by the criteria files, every choice cited)."""
-    from immunoguide.criteria import load_criteria, load_sepsis3_criteria
+    from immunoguide.criteria import load_criteria, load_sepsis3_criteria, parse_toml
 
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CriteriaError(expected="valid TOML", got=str(exc), where=where, todo="fix the TOML syntax") from None
+    raw = parse_toml(text, where)
     for key in ("id", "version", "title", "reference", "sofa1", "sepsis3"):
         if key not in raw:
             raise CriteriaError(expected=f"a top-level {key!r}", got=sorted(raw), where=where, todo=f"add {key!r}")
