@@ -1,11 +1,9 @@
 """What leaves ``trial/``: the role-aware read layer that enforces blinding (and who may do what).
 
-The roles (:data:`ROLES`: who may see and do what) are described once, in :mod:`immunoguide.trial._authz`.
-
 Blinded roles never receive an arm, an arm label or a kit's content: every view and export is built here, from
-:data:`BLINDED_COLUMNS`, and workflow functions return only what these views produce. The roles, permissions and
-:func:`authorize` live in :mod:`immunoguide.trial._authz` (below every trial module) and are re-exported here, the
-place ``service/`` and ``cli/`` import them from.
+:data:`BLINDED_COLUMNS`, and workflow functions return only what these views produce. The roles (described
+once, in :mod:`immunoguide.trial._authz`), the permissions and :func:`authorize` live in that module, below every
+trial module, and are re-exported here, the place ``service/`` and ``cli/`` import them from.
 
 Examples
 --------
