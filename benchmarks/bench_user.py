@@ -16,7 +16,8 @@ its threads). Rows and their floors (each printed as a ratio measured in this ru
 * ``cli``: ``immunoguide --help``, ``classify`` and ``score sofa`` of one JSON line ÷ ``python -c pass``
   (target ≤ 5×); ``python -c "import typer"`` is printed as what any typer command costs at least, and the library
   work of ``classify`` and ``score sofa`` alone (no CLI: import the rules, load the protocol or criteria) as their
-  floor below the CLI.
+  floor below the CLI; and the prescribed stack alone (a typer command validating one line into one pydantic model;
+  ``import duckdb, pyarrow.parquet``, the least any ``cohort run`` process imports).
 * ``mimic3``: ``cohort run --source mimic3`` on the MIMIC-III demo ÷ DuckDB reading its source tables once
   (the 11 CSV tables the adapter reads, each into a table; time inside the process) — target ≤ 3×.
 * ``synth``: ``synth mimic4 --stays N`` (timed, not a ratio), then ``cohort run --source mimic4`` ÷ (DuckDB reading
@@ -64,6 +65,21 @@ LIBRARY_FLOORS = {
         "c = load_criteria('sofa1'); c.resolve_policies({}); "
         "score_sofa(SofaInputs.from_record(" + repr(json.loads(ONE_SOFA)) + ", where='line 1'), criteria=c, policies={})"
     ),
+}
+#: What the prescribed stack costs before any project code (the guide names typer for the CLI and pydantic 2 for typed
+#: inputs): a typer command with one option that validates one line into one pydantic model — the least a ``classify``
+#: or ``score sofa`` built on that stack can cost. And the least any ``cohort run`` process costs: the interpreter plus
+#: DuckDB and pyarrow's Parquet module imported.
+STACK_FLOORS = {
+    "stack only: typer command, one option, one pydantic model": (
+        "import sys, typer, pydantic\n"
+        "class Line(pydantic.BaseModel):\n    ferritin: float | None = None\n    unit: str | None = None\n"
+        "app = typer.Typer()\n"
+        "@app.command()\ndef main(protocol: str = 'immunosep-2025') -> None:\n"
+        "    print(Line.model_validate_json(sys.stdin.readline() or '{}').model_dump_json())\n"
+        "app()"
+    ),
+    "stack only: import duckdb + pyarrow.parquet": "import duckdb, pyarrow.parquet",
 }
 _READ_MIMIC3 = """
 import csv, sys, time, duckdb
@@ -154,8 +170,8 @@ def bench_cli(variants: list[Variant], rounds: int, results: dict) -> None:
     for r in range(rounds + 1):
         measure(results, "python -c pass", "floor", run_timed([sys.executable, "-c", "pass"], base_env))
         measure(results, "python -c 'import typer'", "floor", run_timed([sys.executable, "-c", "import typer"], base_env))
-        for key, code in LIBRARY_FLOORS.items():
-            measure(results, key, "floor", run_timed([sys.executable, "-c", code], base_env))
+        for key, code in {**LIBRARY_FLOORS, **STACK_FLOORS}.items():
+            measure(results, key, "floor", run_timed([sys.executable, "-c", code], base_env, ONE_CLASSIFY))
         for v in rounds_order(variants, r):
             measure(results, "immunoguide --help", v.label, run_timed([str(SCRIPT), "--help"], v.env))
             measure(results, "classify, one line", v.label, run_timed([str(SCRIPT), "classify"], v.env, ONE_CLASSIFY))
@@ -257,12 +273,12 @@ def ratios(results: dict, labels: list[str], sizes: list[int]) -> list[str]:
         for key in ("immunoguide --help", "classify, one line", "score sofa, one line"):
             out.append(f"{key}: " + ", ".join(f"{lb} {med(key, lb) / p:.1f}x" for lb in labels if med(key, lb))
                        + " of python -c pass (target <= 5x)")
-        for key in LIBRARY_FLOORS:
+        for key in (*LIBRARY_FLOORS, *STACK_FLOORS):
             if med(key, "floor"):
                 out.append(f"{key}: {med(key, 'floor'):.3f} s = {med(key, 'floor') / p:.1f}x python -c pass")
         pc_ = cpu("python -c pass", "floor")
         if pc_:  # CPU seconds: less disturbed by other work on a shared machine than wall time
-            for key in ("python -c 'import typer'", *LIBRARY_FLOORS):
+            for key in ("python -c 'import typer'", *LIBRARY_FLOORS, *STACK_FLOORS):
                 if cpu(key, "floor"):
                     out.append(f"CPU: {key} {cpu(key, 'floor') / pc_:.1f}x python -c pass ({pc_:.3f} s)")
             for key in ("immunoguide --help", "classify, one line", "score sofa, one line"):
