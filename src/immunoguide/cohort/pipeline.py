@@ -641,9 +641,9 @@ class _DuckDBRun(_Run):
 
 
 #: DuckDB optimizers a stage runs without (the plan changes, the result does not). The evidence's last join keeps
-#: its written sides: the hour's best record (the smaller table) is hashed and the windowed rows probe it; with its
-#: own choice DuckDB hashes the five times larger windowed rows instead — the statement costs 12–17 % more CPU
-#: (1,000 and 10,000 synthetic stays, DuckDB 2.0).
+#: its written sides: the hours' best records (the smaller table) are hashed and the windowed rows probe them; left
+#: to its estimates DuckDB hashes the twice as many windowed rows with their payload instead, and the statement costs
+#: 12–17 % more CPU (1,000 and 10,000 synthetic stays, DuckDB 2.0).
 _DISABLED_OPTIMIZERS = {"sofa_hourly_evidence": "build_side_probe_side"}
 
 
