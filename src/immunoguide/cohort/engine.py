@@ -42,6 +42,7 @@ __all__ = [
     "effective_gcs_expr",
     "hour_inputs_expr",
     "hourly_evidence_expr",
+    "hourly_from_evidence_expr",
     "hourly_sofa_expr",
     "ladder_points",
     "left_join_on_stay",
@@ -822,6 +823,31 @@ def _roll_packed(
     elif not keep_lookback:
         rolled = rolled.filter(rolled.hour_end >= rolled.first)
     rolled = rolled.mutate(**{c: _top(rolled.bits, _SLOT[c]) for c in COMPONENTS})
+    return _totals(rolled, res, extra=("first", "first_datum") if rows_from == "all" else ())
+
+
+def hourly_from_evidence_expr(evidence: ir.Table, *, criteria: str | Criteria = "sofa1",
+                              policies: Mapping[str, str] | None = None) -> ir.Table:
+    """:func:`hourly_sofa_expr`'s rows (from ICU admission) out of :func:`hourly_evidence_expr`'s table: the same
+    rows and component points, one evidence row per stay, hour and component, pivoted; H13 applied as there.
+
+    Why: a run that writes the evidence already holds every windowed component score in it; pivoting the written
+    table costs a fraction of evaluating the hour parts, the 24 h window and the packed scores a second time.
+    """
+    crit = criteria_for(criteria, ("sofa1",), where="cohort engine", todo="use hourly_sofa2_expr for SOFA-2")
+    res = crit.resolve_policies(policies)
+    ev = evidence.mutate(hour=evidence.hour_end)
+    # hour_end is taken as a value of its group, not as the key: DuckDB writes a key read from a column without
+    # NULLs as a required Parquet column, which sofa_hourly's hour_end has never been.
+    rolled = ev.group_by(["stay_id", "hour"]).aggregate(
+        hour_end=ev.hour_end.arbitrary(), **{c: ev.points.max(where=ev.component == c) for c in COMPONENTS}
+    )
+    return _totals(rolled, res)
+
+
+def _totals(rolled: ir.Table, res: Mapping[str, str], *, extra: tuple[str, ...] = ()) -> ir.Table:
+    """H13 (missing components: imputed as normal, or no total) over the windowed scores ``<six components>`` of
+    ``rolled`` (NULL: no input in the window): the hourly columns with ``total``, ``n_imputed`` and the flags."""
     n_missing = sum(rolled[c].isnull().cast("int64") for c in COMPONENTS)
     if res["missing_component"] == "impute_normal":
         out = rolled.mutate(
@@ -836,7 +862,6 @@ def _roll_packed(
             **{f"{c}_imputed": ibis.literal(False) for c in COMPONENTS},
         )
         out = out.mutate(total=ibis.ifelse(n_missing > 0, ibis.null("int64"), sum(ibis.coalesce(out[c], 0) for c in COMPONENTS)))
-    extra = ("first", "first_datum") if rows_from == "all" else ()
     return out.select(
         "stay_id", "hour_end", *COMPONENTS, "total", *extra, n_imputed=out.imputed_mask,
         **{f"{c}_imputed": out[f"{c}_imputed"] for c in COMPONENTS},

@@ -3,7 +3,8 @@
 Outputs in ``out_dir``:
 
 ``sofa_hourly.parquet``
-    stay_id, hour_end, respiration, coagulation, liver, cardiovascular, cns, renal, total, n_imputed.
+    stay_id, hour_end, respiration, coagulation, liver, cardiovascular, cns, renal, total, n_imputed (pivoted from
+    the evidence when the run writes it: :func:`immunoguide.cohort.engine.hourly_from_evidence_expr`).
 ``sofa_hourly_evidence.parquet``
     stay_id, hour_end, component, points, source_hour_end, concept, value, value_time, source, detail — the input
     behind each hourly component (:func:`immunoguide.cohort.engine.hourly_evidence_expr`; ``immunoguide cohort
@@ -302,9 +303,11 @@ def run_cohort(
             refused_stays.setdefault(int(r["stay_id"]), f"{r['item']} {r['issue']} ({r['example']})")  # removed whole
     seconds["timeline_check"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    say("hourly SOFA")
     from_datum = s3_resolved["sofa_rows_from"] == "first_sofa_datum"
+    # A run that writes the evidence holds every windowed component score of sofa_hourly's rows in it: the evidence
+    # is written first and pivoted (a fraction of evaluating the hours a second time). Under ``first_sofa_datum`` the
+    # hours are evaluated once for sofa_hourly and Sepsis-3's rows instead.
+    pivot = evidence and not from_datum
     cols = ("stay_id", "hour_end", "respiration", "coagulation", "liver", "cardiovascular", "cns", "renal", "total",
             "n_imputed")  # fmt: skip
 
@@ -327,6 +330,24 @@ def run_cohort(
         allr = run.table("_sofa_hourly_all")
         return allr.filter(allr.hour_end >= ibis.coalesce(allr.first_datum, allr.first)).select(*cols)
 
+    def hourly_from_evidence() -> ir.Table:
+        from immunoguide.cohort.engine import hourly_from_evidence_expr
+
+        return hourly_from_evidence_expr(run.table("sofa_hourly_evidence"), policies=sofa_resolved).select(*cols)
+
+    def evidence_expr() -> ir.Table:
+        from immunoguide.cohort.engine import hourly_evidence_expr
+
+        return hourly_evidence_expr(run.tables(), policies=sofa_resolved).order_by(["stay_id", "hour_end", "component"])
+
+    if evidence:
+        t0 = time.perf_counter()
+        say("hourly SOFA evidence")
+        run.write("sofa_hourly_evidence", evidence_expr, out / "sofa_hourly_evidence.parquet")
+        seconds["sofa_hourly_evidence"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say("hourly SOFA")
     everything = out / "_sofa_hourly_all.parquet"
     if from_datum:
         # One evaluation for both: the stay's rows (sofa_hourly) and Sepsis-3's rows from the earliest SOFA datum.
@@ -335,21 +356,15 @@ def run_cohort(
         run.write("sofa_hourly", hourly_expr, out / "sofa_hourly.parquet")
         run.write("_sepsis3_rows", sepsis3_rows_expr, out / "_sepsis3_rows.parquet")
         run.register("sofa_hourly", out / "_sepsis3_rows.parquet")
+    elif pivot:
+        run.register("sofa_hourly_evidence", out / "sofa_hourly_evidence.parquet")
+        run.write("sofa_hourly_from_evidence", hourly_from_evidence, out / "sofa_hourly.parquet")
+        run.forget("sofa_hourly_evidence")
+        run.register("sofa_hourly", out / "sofa_hourly.parquet")
     else:
         run.write("sofa_hourly", hourly_expr, out / "sofa_hourly.parquet")
         run.register("sofa_hourly", out / "sofa_hourly.parquet")
     seconds["sofa_hourly"] = time.perf_counter() - t0
-    if evidence:
-        t0 = time.perf_counter()
-        say("hourly SOFA evidence")
-
-        def evidence_expr() -> ir.Table:
-            from immunoguide.cohort.engine import hourly_evidence_expr
-
-            return hourly_evidence_expr(run.tables(), policies=sofa_resolved).order_by(["stay_id", "hour_end", "component"])
-
-        run.write("sofa_hourly_evidence", evidence_expr, out / "sofa_hourly_evidence.parquet")
-        seconds["sofa_hourly_evidence"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     say("Sepsis-3")
@@ -608,15 +623,32 @@ class _DuckDBRun(_Run):
 
     def write(self, stage: str, build: Callable[[], ir.Table], path: Path) -> None:
         # what Ibis's to_parquet runs for the expression
-        self._exec(f"COPY ({self.sql(stage, build)}) TO {_literal(path)} (FORMAT 'parquet')")
+        copy = f"COPY ({self.sql(stage, build)}) TO {_literal(path)} (FORMAT 'parquet')"
+        disabled = _DISABLED_OPTIMIZERS.get(stage)
+        if disabled is None:
+            self._exec(copy)
+            return
+        (before,) = self._exec("SELECT current_setting('disabled_optimizers')")[0]
+        self._exec(f"SET disabled_optimizers = {_literal(','.join(filter(None, (before, disabled))))}")
+        try:
+            self._exec(copy)
+        finally:
+            self._exec(f"SET disabled_optimizers = {_literal(before)}")
 
     def sql_stats(self) -> dict[str, Any]:
         return {"from_cache": self.hits, "compiled": self.compiled, "compile_seconds": round(self.compile_s, 3),
                 "cache_dir": str(_sql_cache_dir()) if _sql_cache_dir() is not None else None}
 
 
-def _literal(path: Path) -> str:
-    """``path`` as an SQL string literal."""
+#: DuckDB optimizers a stage runs without (the plan changes, the result does not). The evidence's last join keeps
+#: its written sides: the hours' best records (the smaller table) are hashed and the windowed rows probe them; left
+#: to its estimates DuckDB hashes the twice as many windowed rows with their payload instead, and the statement costs
+#: 12–17 % more CPU (1,000 and 10,000 synthetic stays, DuckDB 2.0).
+_DISABLED_OPTIMIZERS = {"sofa_hourly_evidence": "build_side_probe_side"}
+
+
+def _literal(path: Path | str) -> str:
+    """``path`` (or any text) as an SQL string literal."""
     return "'" + str(path).replace("'", "''") + "'"
 
 
