@@ -23,6 +23,7 @@ __all__ = [
     "GCS_IMPUTED_DQ",
     "GCS_SEDATED_OBS",
     "GCS_TOTAL_OBS",
+    "ITEMS_JOINED",
     "antibiotic_filter_sql",
     "chart_map_fio2_sql",
     "cultures_sql",
@@ -192,16 +193,28 @@ def lab_checked_dq_sql(item_ids: list[int], ok_expr: str) -> str:
                 FROM lab_raw WHERE itemid IN {_in(item_ids)} AND NOT coalesce({ok_expr}, false) GROUP BY ALL"""
 
 
+# ---- urine output ------------------------------------------------------------------------------------------------------
+
+#: The distinct item ids of a group as text, sorted as text and joined with ``+`` (``"227488+227489"``): what
+#: ``string_agg(DISTINCT CAST(itemid AS VARCHAR), '+' ORDER BY CAST(itemid AS VARCHAR))`` gives, at a third of its
+#: cost (an ordered aggregate sorts within every one of the hundreds of thousands of groups, nearly all of one row).
+ITEMS_JOINED = "array_to_string(list_sort(list_distinct(list(CAST(itemid AS VARCHAR)))), '+')"
+
+
 # ---- observations, stays -----------------------------------------------------------------------------------------------
 
 
-def observations_sql(obs: Iterable[str]) -> list[str]:
-    """``observations_all`` (the union of the observation selects) and ``observations`` (those with a stay)."""
-    return [
-        "CREATE TABLE observations_all AS " + " UNION ALL ".join(obs),
-        "CREATE TABLE observations AS SELECT stay_id, time, concept, value, value_text, unit, method, source "
-        "FROM observations_all WHERE stay_id IS NOT NULL",
-    ]
+def observations_sql(obs: Iterable[str]) -> str:
+    """``CREATE TABLE observations``: the rows with a stay of the union of the observation selects.
+
+    One statement, so the union is filtered as it streams instead of being kept as a second table of every
+    observation (the largest table of the adapters).
+    """
+    return (
+        "CREATE TABLE observations AS SELECT stay_id, time, concept, value, value_text, unit, method, source FROM ("
+        + " UNION ALL ".join(obs)
+        + ") WHERE stay_id IS NOT NULL"
+    )
 
 
 def weight_ctes_sql(weight_ids: list[int], *, stay: str, chart: str, inputs: str) -> str:

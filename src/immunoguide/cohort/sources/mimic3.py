@@ -30,12 +30,13 @@ from typing import Any
 
 import duckdb
 
-from immunoguide.cohort.schema import SCHEMAS, sort_columns, write_table
+from immunoguide.cohort.schema import ROW_GROUP_ROWS, SCHEMAS, sort_columns
 from immunoguide.cohort.sources._mimic_sql import (
     FIO2_LAB_OK,
     GCS_IMPUTED_DQ,
     GCS_SEDATED_OBS,
     GCS_TOTAL_OBS,
+    ITEMS_JOINED,
     _in,
     _plausible,
     _strs,
@@ -236,7 +237,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     # Net the irrigant against urine charted at the same time (mimic-code sums with the irrigant negative);
     # a net negative volume is not a urine output: it is reported, not loaded.
     con.execute(
-        f"""CREATE TABLE uo_net AS SELECT stay_id, time, sum(signed) AS net, string_agg(DISTINCT CAST(itemid AS VARCHAR), '+' ORDER BY CAST(itemid AS VARCHAR)) AS items
+        f"""CREATE TABLE uo_net AS SELECT stay_id, time, sum(signed) AS net, {ITEMS_JOINED} AS items
            FROM uo_raw WHERE {_plausible("urine_output_ml")} AND stay_id IS NOT NULL GROUP BY 1, 2"""
     )
     obs.append(
@@ -253,8 +254,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
            FROM uo_net WHERE net < 0 GROUP BY ALL"""
     )
 
-    for sql in observations_sql(obs):
-        con.execute(sql)
+    con.execute(observations_sql(obs))
 
     # ---- infusions -----------------------------------------------------------------------------------------------
     vp = it["vasopressors"]
@@ -430,10 +430,22 @@ def finish_adapter(
         + " UNION ALL ".join(f"SELECT * FROM ({q})" for q in dq)
         + ") t(stay_id, source, item, issue, n, example) ORDER BY 1, 2, 3, 4"
     )
+    _drop_working_tables(con)
     report = AdapterReport(dataset=dataset, items_version=items_version, out_dir=str(out), rows=_write(con, out),
                            choices=choices)
     (out / "adapter.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
     return report
+
+
+def _drop_working_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the adapter's working tables (``chart_num``, ``lab_raw``, ``kept_*`` …) once ``data_quality`` is built:
+    only the schema tables are written, and the memory they held is then free for sorting them."""
+    working = con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main'"
+    ).fetchall()
+    for (name,) in working:
+        if name not in SCHEMAS:
+            con.execute(f'DROP TABLE "{name}"')
 
 
 def _write(con: duckdb.DuckDBPyConnection, out: Path) -> dict[str, int]:
@@ -443,10 +455,40 @@ def _write(con: duckdb.DuckDBPyConnection, out: Path) -> dict[str, int]:
         # A total order: ties (two drugs at one time, two gases at one hour) are written in one fixed order, so the
         # same source gives byte-identical Parquet whatever the thread scheduling.
         order = ", ".join(f'"{c}"' for c in sort_columns(table))
-        tbl = con.sql(f"SELECT {cols} FROM {table} ORDER BY {order}").to_arrow_table()
-        write_table(tbl, out / f"{table}.parquet", table, presorted=True)
-        rows[table] = tbl.num_rows
+        reader = con.sql(f"SELECT {cols} FROM {table} ORDER BY {order}").to_arrow_reader(ROW_GROUP_ROWS)
+        rows[table] = _write_row_groups(reader, out / f"{table}.parquet", schema)
     return rows
+
+
+def _write_row_groups(reader: Any, path: Path, schema: Any) -> int:
+    """Write sorted record batches to ``path`` one row group of :data:`~immunoguide.cohort.schema.ROW_GROUP_ROWS`
+    rows at a time; returns the number of rows.
+
+    The file is byte for byte what :func:`~immunoguide.cohort.schema.write_table` writes for the whole table (the
+    same row groups, cast to the schema, an empty table as one empty row group, the file replaced only once
+    complete), without holding the whole table in memory: the observations of 100,000 stays are gigabytes as Arrow.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    pending: list[Any] = []
+    held = total = 0
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for batch in reader:
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= ROW_GROUP_ROWS:
+                tbl = pa.Table.from_batches(pending, schema=reader.schema)
+                writer.write_table(tbl.slice(0, ROW_GROUP_ROWS).cast(schema), row_group_size=ROW_GROUP_ROWS)
+                rest = tbl.slice(ROW_GROUP_ROWS)
+                pending, held = rest.to_batches(), rest.num_rows
+                total += ROW_GROUP_ROWS
+        if held or not total:
+            writer.write_table(pa.Table.from_batches(pending, schema=reader.schema).cast(schema), row_group_size=ROW_GROUP_ROWS)
+            total += held
+    os.replace(tmp, path)
+    return total
 
 
 def _duck(t: Any) -> str:

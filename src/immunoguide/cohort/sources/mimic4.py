@@ -23,6 +23,7 @@ from immunoguide.cohort.sources._mimic_sql import (
     GCS_IMPUTED_DQ,
     GCS_SEDATED_OBS,
     GCS_TOTAL_OBS,
+    ITEMS_JOINED,
     _in,
     _plausible,
     _strs,
@@ -217,7 +218,7 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
         """
     )
     con.execute(
-        f"""CREATE TABLE uo_net AS SELECT u.stay_id, u.time, sum(u.signed) AS net, string_agg(DISTINCT CAST(u.itemid AS VARCHAR), '+' ORDER BY CAST(u.itemid AS VARCHAR)) AS items
+        f"""CREATE TABLE uo_net AS SELECT u.stay_id, u.time, sum(u.signed) AS net, {ITEMS_JOINED} AS items
            FROM uo_raw u JOIN stays s ON s.stay_id = u.stay_id WHERE {_plausible("urine_output_ml", "u.value")} AND u.time >= s.intime GROUP BY 1, 2"""
     )
     obs.append("SELECT stay_id, time, 'urine_output_ml', net, NULL, 'mL', NULL, 'outputevents:' || items FROM uo_net WHERE net >= 0")
@@ -231,8 +232,7 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
         """SELECT u.stay_id, 'outputevents', CAST(u.itemid AS VARCHAR), 'time_before_icu_admission', count(*), min(CAST(u.time AS VARCHAR))
            FROM uo_raw u JOIN stays s USING (stay_id) WHERE u.time < s.intime GROUP BY ALL""",
     ]
-    for sql in observations_sql(obs):
-        con.execute(sql)
+    con.execute(observations_sql(obs))
 
     # Infusions: rates to ug/kg/min (mimic-code norepinephrine.sql: mg/kg/min x 1000)
     vp = it["vasopressors"]
