@@ -23,12 +23,12 @@ __all__ = [
     "GCS_IMPUTED_DQ",
     "GCS_SEDATED_OBS",
     "GCS_TOTAL_OBS",
-    "ITEMS_JOINED",
     "antibiotic_filter_sql",
     "chart_map_fio2_sql",
     "cultures_sql",
     "gcs_raw_sql",
     "gcs_total_sql",
+    "items_joined_sql",
     "lab_checked_dq_sql",
     "numeric_lab_sql",
     "observations_sql",
@@ -195,10 +195,22 @@ def lab_checked_dq_sql(item_ids: list[int], ok_expr: str) -> str:
 
 # ---- urine output ------------------------------------------------------------------------------------------------------
 
-#: The distinct item ids of a group as text, sorted as text and joined with ``+`` (``"227488+227489"``): what
-#: ``string_agg(DISTINCT CAST(itemid AS VARCHAR), '+' ORDER BY CAST(itemid AS VARCHAR))`` gives, at a third of its
-#: cost (an ordered aggregate sorts within every one of the hundreds of thousands of groups, nearly all of one row).
-ITEMS_JOINED = "array_to_string(list_sort(list_distinct(list(CAST(itemid AS VARCHAR)))), '+')"
+
+def items_joined_sql(item_ids: list[int]) -> str:
+    """Aggregate: the distinct ``itemid`` of a group (one of ``item_ids``) as text, sorted as text, joined with ``+``.
+
+    What ``string_agg(DISTINCT CAST(itemid AS VARCHAR), '+' ORDER BY CAST(itemid AS VARCHAR))`` gives, at a fifth of
+    its cost: an ordered aggregate sorts within each of the millions of (stay, time) groups, nearly all of one row,
+    while a bit per item (``bit_or``) is one integer per group, spelled out once per group.
+
+    >>> items_joined_sql([9, 10])
+    "concat_ws('+', CASE WHEN bit_or(CASE itemid WHEN 10 THEN 1 WHEN 9 THEN 2 END) & 1 <> 0 THEN '10' END, CASE WHEN bit_or(CASE itemid WHEN 10 THEN 1 WHEN 9 THEN 2 END) & 2 <> 0 THEN '9' END)"
+    """
+    ids = sorted({str(int(i)) for i in item_ids})
+    if len(ids) > 62:
+        raise ValueError(f"items_joined_sql: {len(ids)} item ids do not fit a BIGINT bit mask (at most 62)")
+    mask = "bit_or(CASE itemid " + " ".join(f"WHEN {i} THEN {1 << k}" for k, i in enumerate(ids)) + " END)"
+    return "concat_ws('+', " + ", ".join(f"CASE WHEN {mask} & {1 << k} <> 0 THEN '{i}' END" for k, i in enumerate(ids)) + ")"
 
 
 # ---- observations, stays -----------------------------------------------------------------------------------------------

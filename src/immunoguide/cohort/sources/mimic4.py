@@ -23,7 +23,6 @@ from immunoguide.cohort.sources._mimic_sql import (
     GCS_IMPUTED_DQ,
     GCS_SEDATED_OBS,
     GCS_TOTAL_OBS,
-    ITEMS_JOINED,
     _in,
     _plausible,
     _strs,
@@ -32,6 +31,7 @@ from immunoguide.cohort.sources._mimic_sql import (
     cultures_sql,
     gcs_raw_sql,
     gcs_total_sql,
+    items_joined_sql,
     lab_checked_dq_sql,
     numeric_lab_sql,
     observations_sql,
@@ -218,7 +218,7 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
         """
     )
     con.execute(
-        f"""CREATE TABLE uo_net AS SELECT u.stay_id, u.time, sum(u.signed) AS net, {ITEMS_JOINED} AS items
+        f"""CREATE TABLE uo_net AS SELECT u.stay_id, u.time, sum(u.signed) AS net, {items_joined_sql(u['items'] + u['negative_items'])} AS items
            FROM uo_raw u JOIN stays s ON s.stay_id = u.stay_id WHERE {_plausible("urine_output_ml", "u.value")} AND u.time >= s.intime GROUP BY 1, 2"""
     )
     obs.append("SELECT stay_id, time, 'urine_output_ml', net, NULL, 'mL', NULL, 'outputevents:' || items FROM uo_net WHERE net >= 0")
