@@ -187,13 +187,16 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
     simple = ["platelets_10e3_per_ul", "bilirubin_mg_per_dl", "creatinine_mg_per_dl", "potassium_mmol_per_l", "ph", "bicarbonate_mmol_per_l"]
     all_ids = [i for k in simple for i in lab[k]] + lab["pao2_mmhg"] + lab["fio2_lab"] + lab["ferritin_ng_per_ml"] + lab["hla_dr_per_monocyte"]
     known = set(all_ids + [lab["specimen"]])
+    # labevents is read once: the rows of the mapped items and (with d_labitems) of unknown items, in the stays'
+    # windows; every reader of lab_raw selects its own item ids, the unknown-item count the others.
+    lab_unknown = "l.itemid NOT IN (SELECT itemid FROM raw_d_labitems)" if "d_labitems" in dictionaries else ""
     con.execute(
         f"""
         CREATE TABLE lab_raw AS
         SELECT w.stay_id, CAST(l.charttime AS TIMESTAMP) AS time, l.itemid, l.value AS value_text,
                TRY_CAST(l.valuenum AS DOUBLE) AS valuenum, l.valueuom, l.comments, l.specimen_id
         FROM raw_labevents l JOIN win w ON w.subject_id = l.subject_id AND CAST(l.charttime AS TIMESTAMP) BETWEEN w.t0 AND w.t1
-        WHERE l.itemid IN {_in(sorted(known))}
+        WHERE l.itemid IN {_in(sorted(known))}{f" OR {lab_unknown}" if lab_unknown else ""}
         """
     )
     for k in simple:
@@ -358,11 +361,10 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
             f"""SELECT c.stay_id, 'chartevents', CAST(c.itemid AS VARCHAR), 'unknown_itemid', count(*), min(c.value)
                FROM chart_unmapped c JOIN stays s ON s.stay_id = c.stay_id WHERE {unknown} GROUP BY ALL"""
         )
-    if "d_labitems" in dictionaries:
+    if lab_unknown:
         dq.append(
-            """SELECT w.stay_id, 'labevents', CAST(l.itemid AS VARCHAR), 'unknown_itemid', count(*), min(l.value)
-               FROM raw_labevents l JOIN win w ON w.subject_id = l.subject_id AND CAST(l.charttime AS TIMESTAMP) BETWEEN w.t0 AND w.t1
-               WHERE l.itemid NOT IN (SELECT itemid FROM raw_d_labitems) GROUP BY ALL"""
+            f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR), 'unknown_itemid', count(*), min(value_text)
+               FROM lab_raw l WHERE {lab_unknown} GROUP BY ALL"""
         )
     choices = {
         "attach_window_pre_icu_h": pre,
