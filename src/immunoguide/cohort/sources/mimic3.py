@@ -473,12 +473,17 @@ def _sorted_parts(con: duckdb.DuckDBPyConnection, table: str, schema: Any) -> li
     """
     import pyarrow as pa
 
-    lead, *rest = (f'"{c}"' for c in sort_columns(table))
-    if not pa.types.is_string(schema.field(sort_columns(table)[0]).type):
-        return [("", ", ".join([lead, *rest]))]
+    columns = sort_columns(table)
+    lead, rest = f'"{columns[0]}"', ", ".join(f'"{c}"' for c in columns[1:])
+    if not pa.types.is_string(schema.field(columns[0]).type):
+        return [("", f"{lead}, {rest}")]
     values = [v for (v,) in con.execute(f"SELECT DISTINCT {lead} FROM {table} ORDER BY 1").fetchall()]
-    where = [f" WHERE {lead} IS NULL" if v is None else f" WHERE {lead} = '{v.replace(chr(39), chr(39) * 2)}'" for v in values]
-    return [(w, ", ".join(rest)) for w in where] or [("", ", ".join(rest))]
+    where = [f" WHERE {lead} IS NULL" if v is None else f" WHERE {lead} = {_text_literal(v)}" for v in values]
+    return [(w, rest) for w in where] or [("", rest)]
+
+
+def _text_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _write_row_groups(readers: Iterable[Any], path: Path, schema: Any) -> int:

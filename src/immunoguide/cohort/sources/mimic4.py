@@ -126,9 +126,10 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
 
     g = it["gcs"]
     v = it["ventilation"]
-    # chartevents is by far the largest table (86 M rows at 100,000 stays; 300 M+ in MIMIC-IV): it is read once for
-    # the rows of the items mapped here (a fifth of it), which the weight, MAP/FiO2, GCS and ventilation statements
-    # then read, and once more for the data-quality counts over all its rows (below).
+    # chartevents is by far the largest table (86 M rows at 100,000 synthetic stays; 300 M+ in MIMIC-IV), so it is
+    # read twice, not once per use: here for the rows of the items mapped (about a quarter of the synthetic rows),
+    # which the weight, MAP/FiO2, GCS and ventilation statements read, and below for the rows without a stay or of
+    # an unknown item.
     chart_items = ch["weight_kg"] + ch["map_mmhg"] + ch["fio2"] + g["eye"] + g["verbal"] + g["motor"]
     chart_items += v["mode_items"] + v["device_items"]
     con.execute(
@@ -344,8 +345,8 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
            FROM raw_diagnoses_icd d JOIN stays s ON s.hadm_id = d.hadm_id WHERE d.icd_code IS NOT NULL ORDER BY 1, 2"""
     )
     # Unknown item ids in labevents for the analytes' neighbourhood are not errors (MIMIC has thousands of items);
-    # rows of the mapped tables without a stay are counted.
-    # The second read of chartevents: the rows without a stay or (with d_items) of an unknown item, kept in one pass.
+    # rows of the mapped tables without a stay are counted. The second read of chartevents keeps, in one pass, the
+    # rows without a stay and (with d_items) those of an unknown item.
     no_stay = "c.stay_id IS NULL OR c.stay_id NOT IN (SELECT stay_id FROM stays)"
     unknown = "c.itemid NOT IN (SELECT itemid FROM raw_d_items)" if "d_items" in dictionaries else ""
     con.execute(
