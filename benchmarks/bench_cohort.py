@@ -20,7 +20,8 @@ For each size, in a fresh child process (so peak RSS is that run's own):
    ladder scoring, 24 h rolling max, first SOFA ≥ 2 around the first antibiotic) on a sample of stays, scaled to
    the cohort — target engine ≥ 50× faster.
 
-Printed: seconds, events/s, peak RSS, and the two ratios, plus a growth table across sizes. Speed targets live
+Printed: seconds, events/s, peak RSS, and the two ratios, plus a growth table across sizes; the adapter also with
+its CPU seconds (user + system, all threads), which compare across runs on a machine busy with other work. Speed targets live
 here, never in the unit tests.
 """
 
@@ -41,6 +42,13 @@ PANDAS_SAMPLE = 200
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (all its threads): comparable between runs on a busy machine,
+    where wall seconds are not."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def pandas_hourly_sofa_sample(tl: Path, n: int) -> tuple[float, int]:
@@ -111,7 +119,7 @@ def stage(name: str, stays: int, work: Path) -> dict:
 
     raw, tl, res = work / "raw", work / "timeline", work / "out"
     out: dict = {}
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), _cpu_s()
     if name == "synth":
         from immunoguide.synth import generate_mimic4
 
@@ -158,6 +166,7 @@ def stage(name: str, stays: int, work: Path) -> dict:
         secs, n = pandas_hourly_sofa_sample(tl, min(PANDAS_SAMPLE, stays))
         out["pandas_scaled_s"] = secs / n * stays
     out["seconds"] = time.perf_counter() - t
+    out["cpu_seconds"] = _cpu_s() - cpu
     out["peak_rss_mb"] = _rss_mb()
     return out
 
@@ -184,7 +193,8 @@ def main() -> None:
         ev, eng = r["synth"]["events"], r["engine"]["seconds"]
         print(
             f"{n:>7} stays | {ev / 1e6:6.1f} M events | synth {r['synth']['seconds']:6.1f} s | "
-            f"adapter {r['adapter']['seconds']:6.1f} s (peak {r['adapter']['peak_rss_mb']:.0f} MB) | "
+            f"adapter {r['adapter']['seconds']:6.1f} s (cpu {r['adapter']['cpu_seconds']:.1f} s, peak "
+            f"{r['adapter']['peak_rss_mb']:.0f} MB) | "
             f"engine {eng:6.1f} s, {ev / eng / 1e6:.2f} M events/s, peak {r['engine']['peak_rss_mb']:.0f} MB (target < 8000) | "
             f"floor {r['floor']['seconds']:5.2f} s -> engine/floor {eng / r['floor']['seconds']:5.1f}x (target <= 3x) | "
             f"hourly floor {r['floor_hourly']['seconds']:5.2f} s -> {eng / r['floor_hourly']['seconds']:4.1f}x (context) | "

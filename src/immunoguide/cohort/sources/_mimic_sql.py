@@ -28,6 +28,7 @@ __all__ = [
     "cultures_sql",
     "gcs_raw_sql",
     "gcs_total_sql",
+    "items_joined_sql",
     "lab_checked_dq_sql",
     "numeric_lab_sql",
     "observations_sql",
@@ -192,16 +193,40 @@ def lab_checked_dq_sql(item_ids: list[int], ok_expr: str) -> str:
                 FROM lab_raw WHERE itemid IN {_in(item_ids)} AND NOT coalesce({ok_expr}, false) GROUP BY ALL"""
 
 
+# ---- urine output ------------------------------------------------------------------------------------------------------
+
+
+def items_joined_sql(item_ids: list[int]) -> str:
+    """Aggregate: the distinct ``itemid`` of a group (one of ``item_ids``) as text, sorted as text, joined with ``+``.
+
+    What ``string_agg(DISTINCT CAST(itemid AS VARCHAR), '+' ORDER BY CAST(itemid AS VARCHAR))`` gives, at a fifth of
+    its cost: an ordered aggregate sorts within each of the millions of (stay, time) groups, nearly all of one row,
+    while a bit per item (``bit_or``) is one integer per group, spelled out once per group.
+
+    >>> items_joined_sql([9, 10])
+    "concat_ws('+', CASE WHEN bit_or(CASE itemid WHEN 10 THEN 1 WHEN 9 THEN 2 END) & 1 <> 0 THEN '10' END, CASE WHEN bit_or(CASE itemid WHEN 10 THEN 1 WHEN 9 THEN 2 END) & 2 <> 0 THEN '9' END)"
+    """
+    ids = sorted({str(int(i)) for i in item_ids})
+    if len(ids) > 62:
+        raise ValueError(f"items_joined_sql: {len(ids)} item ids do not fit a BIGINT bit mask (at most 62)")
+    mask = "bit_or(CASE itemid " + " ".join(f"WHEN {i} THEN {1 << k}" for k, i in enumerate(ids)) + " END)"
+    return "concat_ws('+', " + ", ".join(f"CASE WHEN {mask} & {1 << k} <> 0 THEN '{i}' END" for k, i in enumerate(ids)) + ")"
+
+
 # ---- observations, stays -----------------------------------------------------------------------------------------------
 
 
-def observations_sql(obs: Iterable[str]) -> list[str]:
-    """``observations_all`` (the union of the observation selects) and ``observations`` (those with a stay)."""
-    return [
-        "CREATE TABLE observations_all AS " + " UNION ALL ".join(obs),
-        "CREATE TABLE observations AS SELECT stay_id, time, concept, value, value_text, unit, method, source "
-        "FROM observations_all WHERE stay_id IS NOT NULL",
-    ]
+def observations_sql(obs: Iterable[str]) -> str:
+    """``CREATE TABLE observations``: the rows with a stay of the union of the observation selects.
+
+    One statement, so the union is filtered as it streams instead of being kept as a second table of every
+    observation (the largest table of the adapters).
+    """
+    return (
+        "CREATE TABLE observations AS SELECT stay_id, time, concept, value, value_text, unit, method, source FROM ("
+        + " UNION ALL ".join(obs)
+        + ") WHERE stay_id IS NOT NULL"
+    )
 
 
 def weight_ctes_sql(weight_ids: list[int], *, stay: str, chart: str, inputs: str) -> str:

@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 
 import duckdb
 
-from immunoguide.cohort.schema import SCHEMAS, sort_columns, write_table
+from immunoguide.cohort.schema import ROW_GROUP_ROWS, SCHEMAS, sort_columns
 from immunoguide.cohort.sources._mimic_sql import (
     FIO2_LAB_OK,
     GCS_IMPUTED_DQ,
@@ -44,6 +45,7 @@ from immunoguide.cohort.sources._mimic_sql import (
     cultures_sql,
     gcs_raw_sql,
     gcs_total_sql,
+    items_joined_sql,
     lab_checked_dq_sql,
     numeric_lab_sql,
     observations_sql,
@@ -236,7 +238,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
     # Net the irrigant against urine charted at the same time (mimic-code sums with the irrigant negative);
     # a net negative volume is not a urine output: it is reported, not loaded.
     con.execute(
-        f"""CREATE TABLE uo_net AS SELECT stay_id, time, sum(signed) AS net, string_agg(DISTINCT CAST(itemid AS VARCHAR), '+' ORDER BY CAST(itemid AS VARCHAR)) AS items
+        f"""CREATE TABLE uo_net AS SELECT stay_id, time, sum(signed) AS net, {items_joined_sql(u['items'] + u['negative_items'])} AS items
            FROM uo_raw WHERE {_plausible("urine_output_ml")} AND stay_id IS NOT NULL GROUP BY 1, 2"""
     )
     obs.append(
@@ -253,8 +255,7 @@ def convert_mimic3(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
            FROM uo_net WHERE net < 0 GROUP BY ALL"""
     )
 
-    for sql in observations_sql(obs):
-        con.execute(sql)
+    con.execute(observations_sql(obs))
 
     # ---- infusions -----------------------------------------------------------------------------------------------
     vp = it["vasopressors"]
@@ -430,10 +431,22 @@ def finish_adapter(
         + " UNION ALL ".join(f"SELECT * FROM ({q})" for q in dq)
         + ") t(stay_id, source, item, issue, n, example) ORDER BY 1, 2, 3, 4"
     )
+    _drop_working_tables(con)
     report = AdapterReport(dataset=dataset, items_version=items_version, out_dir=str(out), rows=_write(con, out),
                            choices=choices)
     (out / "adapter.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
     return report
+
+
+def _drop_working_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the adapter's working tables (``chart_num``, ``lab_raw``, ``kept_*`` …) once ``data_quality`` is built:
+    only the schema tables are written, and the memory they held is then free for sorting them."""
+    working = con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main'"
+    ).fetchall()
+    for (name,) in working:
+        if name not in SCHEMAS:
+            con.execute(f'DROP TABLE "{name}"')
 
 
 def _write(con: duckdb.DuckDBPyConnection, out: Path) -> dict[str, int]:
@@ -442,11 +455,66 @@ def _write(con: duckdb.DuckDBPyConnection, out: Path) -> dict[str, int]:
         cols = ", ".join(f'CAST("{f.name}" AS {_duck(f.type)}) AS "{f.name}"' for f in schema)
         # A total order: ties (two drugs at one time, two gases at one hour) are written in one fixed order, so the
         # same source gives byte-identical Parquet whatever the thread scheduling.
-        order = ", ".join(f'"{c}"' for c in sort_columns(table))
-        tbl = con.sql(f"SELECT {cols} FROM {table} ORDER BY {order}").to_arrow_table()
-        write_table(tbl, out / f"{table}.parquet", table, presorted=True)
-        rows[table] = tbl.num_rows
+        readers = (
+            con.sql(f"SELECT {cols} FROM {table}{where} ORDER BY {order}").to_arrow_reader(ROW_GROUP_ROWS)
+            for where, order in _sorted_parts(con, table, schema)
+        )
+        rows[table] = _write_row_groups(readers, out / f"{table}.parquet", schema)
     return rows
+
+
+def _sorted_parts(con: duckdb.DuckDBPyConnection, table: str, schema: Any) -> list[tuple[str, str]]:
+    """``(WHERE clause, ORDER BY list)`` of the parts that, read one after the other, give ``table`` in
+    :func:`~immunoguide.cohort.schema.sort_columns` order.
+
+    A table led by a text column (the observations' ``concept``, a dozen values) is read one value at a time, in
+    order, each part sorted by the other columns: the same rows in the same order as one sort of the whole table, at
+    less than half its cost at 100,000 stays (each sort fits in memory; no comparison starts with two equal strings).
+    """
+    import pyarrow as pa
+
+    columns = sort_columns(table)
+    lead, rest = f'"{columns[0]}"', ", ".join(f'"{c}"' for c in columns[1:])
+    if not pa.types.is_string(schema.field(columns[0]).type):
+        return [("", f"{lead}, {rest}")]
+    values = [v for (v,) in con.execute(f"SELECT DISTINCT {lead} FROM {table} ORDER BY 1").fetchall()]
+    where = [f" WHERE {lead} IS NULL" if v is None else f" WHERE {lead} = {_text_literal(v)}" for v in values]
+    return [(w, rest) for w in where] or [("", rest)]
+
+
+def _text_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _write_row_groups(readers: Iterable[Any], path: Path, schema: Any) -> int:
+    """Write the record batches of ``readers`` (in order) to ``path`` one row group of
+    :data:`~immunoguide.cohort.schema.ROW_GROUP_ROWS` rows at a time; returns the number of rows.
+
+    The file is byte for byte what :func:`~immunoguide.cohort.schema.write_table` writes for the whole table (the
+    same row groups, cast to the schema, an empty table as one empty row group, the file replaced only once
+    complete), without holding the whole table in memory: the observations of 100,000 stays are gigabytes as Arrow.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    pending: list[Any] = []
+    held = total = 0
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for batch in (b for reader in readers for b in reader):
+            pending.append(batch.cast(schema))
+            held += batch.num_rows
+            while held >= ROW_GROUP_ROWS:
+                tbl = pa.Table.from_batches(pending, schema=schema)
+                writer.write_table(tbl.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                rest = tbl.slice(ROW_GROUP_ROWS)
+                pending, held = rest.to_batches(), rest.num_rows
+                total += ROW_GROUP_ROWS
+        if held or not total:
+            writer.write_table(pa.Table.from_batches(pending, schema=schema), row_group_size=ROW_GROUP_ROWS)
+            total += held
+    os.replace(tmp, path)
+    return total
 
 
 def _duck(t: Any) -> str:

@@ -31,6 +31,7 @@ from immunoguide.cohort.sources._mimic_sql import (
     cultures_sql,
     gcs_raw_sql,
     gcs_total_sql,
+    items_joined_sql,
     lab_checked_dq_sql,
     numeric_lab_sql,
     observations_sql,
@@ -96,12 +97,13 @@ def convert_mimic4(data_dir: str | Path, out_dir: str | Path) -> AdapterReport:
 
 
 
-def create_stays_mimic4(con: duckdb.DuckDBPyConnection, chart_items: dict) -> None:
-    """``CREATE TABLE stays`` (one row per ICU stay in the timeline columns) from the registered MIMIC-IV tables."""
+def create_stays_mimic4(con: duckdb.DuckDBPyConnection, chart_items: dict, chart: str = "raw_chartevents") -> None:
+    """``CREATE TABLE stays`` (one row per ICU stay in the timeline columns) from the registered MIMIC-IV tables;
+    the charted weight is read from ``chart`` (``raw_chartevents`` or a table of its rows holding the weight items)."""
     con.execute(
         f"""
         CREATE TABLE stays AS
-        WITH {weight_ctes_sql(chart_items["weight_kg"], stay="stay_id", chart="raw_chartevents", inputs="raw_inputevents")}
+        WITH {weight_ctes_sql(chart_items["weight_kg"], stay="stay_id", chart=chart, inputs="raw_inputevents")}
         SELECT i.stay_id, i.subject_id, i.hadm_id, CAST(i.intime AS TIMESTAMP) AS intime,
                CAST(i.outtime AS TIMESTAMP) AS outtime, CAST(a.admittime AS TIMESTAMP) AS admittime,
                CAST(a.deathtime AS TIMESTAMP) AS deathtime,
@@ -122,7 +124,19 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
     noon = int(it["attachment"]["date_only_hour"])
     ch = it["chart"]
 
-    create_stays_mimic4(con, ch)
+    g = it["gcs"]
+    v = it["ventilation"]
+    # chartevents is by far the largest table (86 M rows at 100,000 synthetic stays; 300 M+ in MIMIC-IV), so it is
+    # read twice, not once per use: here for the rows of the items mapped (about a quarter of the synthetic rows),
+    # which the weight, MAP/FiO2, GCS and ventilation statements read, and below for the rows without a stay or of
+    # an unknown item.
+    chart_items = ch["weight_kg"] + ch["map_mmhg"] + ch["fio2"] + g["eye"] + g["verbal"] + g["motor"]
+    chart_items += v["mode_items"] + v["device_items"]
+    con.execute(
+        f"""CREATE TABLE chart_kept AS SELECT stay_id, charttime, itemid, value, valuenum, valueuom FROM raw_chartevents
+            WHERE itemid IN {_in(sorted(set(chart_items)))}"""
+    )
+    create_stays_mimic4(con, ch, chart="chart_kept")
     con.execute(
         f"CREATE TABLE win AS SELECT stay_id, subject_id, intime - INTERVAL {pre} HOUR AS t0, outtime AS t1 FROM stays"
     )
@@ -135,23 +149,37 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
         CREATE TABLE chart_num AS
         SELECT c.stay_id, CAST(c.charttime AS TIMESTAMP) AS time, c.itemid, c.value AS value_text,
                TRY_CAST(c.valuenum AS DOUBLE) AS valuenum, c.valueuom
-        FROM raw_chartevents c JOIN stays s ON s.stay_id = c.stay_id
+        FROM chart_kept c JOIN stays s ON s.stay_id = c.stay_id
         WHERE c.itemid IN {_in(ch['map_mmhg'] + ch['fio2'])}
         """
     )
     obs, chart_dq = chart_map_fio2_sql(ch["map_mmhg"], ch["fio2"])
     dq += chart_dq
 
-    g = it["gcs"]
     cf = int(g["carry_forward_h"])
     con.execute(
         gcs_raw_sql(
             g["eye"], g["verbal"], g["motor"], g["verbal_unassessable"],
-            source="raw_chartevents c JOIN stays s ON s.stay_id = c.stay_id", stay="c.stay_id",
+            source="chart_kept c JOIN stays s ON s.stay_id = c.stay_id", stay="c.stay_id",
             time="CAST(c.charttime AS TIMESTAMP)", num="TRY_CAST(valuenum AS DOUBLE)",
         )
     )  # fmt: skip
     con.execute(gcs_total_sql(cf))
+    con.execute(
+        f"""
+        CREATE TABLE vent_pts AS
+        SELECT c.stay_id, CAST(c.charttime AS TIMESTAMP) AS time,
+               max(CASE WHEN c.itemid IN {_in(v['mode_items'])} OR c.value IN {_strs(v['invasive_devices'])} THEN 5
+                        WHEN c.value IN {_strs(v['tracheostomy_devices'])} THEN 4
+                        WHEN c.value IN {_strs(v['noninvasive_devices'])} THEN 3
+                        WHEN c.value IN {_strs(v['hfnc_devices'])} THEN 2
+                        WHEN c.value IN {_strs(v['oxygen_devices'])} THEN 1 END) AS lvl
+        FROM chart_kept c JOIN stays s ON s.stay_id = c.stay_id
+        WHERE c.itemid IN {_in(v['mode_items'] + v['device_items'])}
+        GROUP BY 1, 2 HAVING lvl IS NOT NULL
+        """
+    )
+    con.execute("DROP TABLE chart_kept")  # its last reader: the memory goes to the observations
     obs += [GCS_TOTAL_OBS, GCS_SEDATED_OBS]
     dq.append(GCS_IMPUTED_DQ)
 
@@ -160,13 +188,16 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
     simple = ["platelets_10e3_per_ul", "bilirubin_mg_per_dl", "creatinine_mg_per_dl", "potassium_mmol_per_l", "ph", "bicarbonate_mmol_per_l"]
     all_ids = [i for k in simple for i in lab[k]] + lab["pao2_mmhg"] + lab["fio2_lab"] + lab["ferritin_ng_per_ml"] + lab["hla_dr_per_monocyte"]
     known = set(all_ids + [lab["specimen"]])
+    # labevents is read once: the rows of the mapped items and (with d_labitems) of unknown items, in the stays'
+    # windows; every reader of lab_raw selects its own item ids, the unknown-item count the others.
+    lab_unknown = "l.itemid NOT IN (SELECT itemid FROM raw_d_labitems)" if "d_labitems" in dictionaries else ""
     con.execute(
         f"""
         CREATE TABLE lab_raw AS
         SELECT w.stay_id, CAST(l.charttime AS TIMESTAMP) AS time, l.itemid, l.value AS value_text,
                TRY_CAST(l.valuenum AS DOUBLE) AS valuenum, l.valueuom, l.comments, l.specimen_id
         FROM raw_labevents l JOIN win w ON w.subject_id = l.subject_id AND CAST(l.charttime AS TIMESTAMP) BETWEEN w.t0 AND w.t1
-        WHERE l.itemid IN {_in(sorted(known))}
+        WHERE l.itemid IN {_in(sorted(known))}{f" OR {lab_unknown}" if lab_unknown else ""}
         """
     )
     for k in simple:
@@ -217,7 +248,7 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
         """
     )
     con.execute(
-        f"""CREATE TABLE uo_net AS SELECT u.stay_id, u.time, sum(u.signed) AS net, string_agg(DISTINCT CAST(u.itemid AS VARCHAR), '+' ORDER BY CAST(u.itemid AS VARCHAR)) AS items
+        f"""CREATE TABLE uo_net AS SELECT u.stay_id, u.time, sum(u.signed) AS net, {items_joined_sql(u['items'] + u['negative_items'])} AS items
            FROM uo_raw u JOIN stays s ON s.stay_id = u.stay_id WHERE {_plausible("urine_output_ml", "u.value")} AND u.time >= s.intime GROUP BY 1, 2"""
     )
     obs.append("SELECT stay_id, time, 'urine_output_ml', net, NULL, 'mL', NULL, 'outputevents:' || items FROM uo_net WHERE net >= 0")
@@ -231,8 +262,7 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
         """SELECT u.stay_id, 'outputevents', CAST(u.itemid AS VARCHAR), 'time_before_icu_admission', count(*), min(CAST(u.time AS VARCHAR))
            FROM uo_raw u JOIN stays s USING (stay_id) WHERE u.time < s.intime GROUP BY ALL""",
     ]
-    for sql in observations_sql(obs):
-        con.execute(sql)
+    con.execute(observations_sql(obs))
 
     # Infusions: rates to ug/kg/min (mimic-code norepinephrine.sql: mg/kg/min x 1000)
     vp = it["vasopressors"]
@@ -280,21 +310,6 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
            GROUP BY ALL"""
     )
 
-    v = it["ventilation"]
-    con.execute(
-        f"""
-        CREATE TABLE vent_pts AS
-        SELECT c.stay_id, CAST(c.charttime AS TIMESTAMP) AS time,
-               max(CASE WHEN c.itemid IN {_in(v['mode_items'])} OR c.value IN {_strs(v['invasive_devices'])} THEN 5
-                        WHEN c.value IN {_strs(v['tracheostomy_devices'])} THEN 4
-                        WHEN c.value IN {_strs(v['noninvasive_devices'])} THEN 3
-                        WHEN c.value IN {_strs(v['hfnc_devices'])} THEN 2
-                        WHEN c.value IN {_strs(v['oxygen_devices'])} THEN 1 END) AS lvl
-        FROM raw_chartevents c JOIN stays s ON s.stay_id = c.stay_id
-        WHERE c.itemid IN {_in(v['mode_items'] + v['device_items'])}
-        GROUP BY 1, 2 HAVING lvl IS NOT NULL
-        """
-    )
     eg = int(v["episode_gap_h"])
     con.execute(
         f"""
@@ -330,22 +345,27 @@ def _convert(con: duckdb.DuckDBPyConnection, source: Mimic4Source, out: Path) ->
            FROM raw_diagnoses_icd d JOIN stays s ON s.hadm_id = d.hadm_id WHERE d.icd_code IS NOT NULL ORDER BY 1, 2"""
     )
     # Unknown item ids in labevents for the analytes' neighbourhood are not errors (MIMIC has thousands of items);
-    # rows of the mapped tables without a stay are counted.
-    dq.append(
-        """SELECT NULL, 'chartevents', CAST(itemid AS VARCHAR), 'no_stay', count(*), NULL FROM raw_chartevents c
-           WHERE c.stay_id IS NULL OR c.stay_id NOT IN (SELECT stay_id FROM stays) GROUP BY ALL"""
+    # rows of the mapped tables without a stay are counted. The second read of chartevents keeps, in one pass, the
+    # rows without a stay and (with d_items) those of an unknown item.
+    no_stay = "c.stay_id IS NULL OR c.stay_id NOT IN (SELECT stay_id FROM stays)"
+    unknown = "c.itemid NOT IN (SELECT itemid FROM raw_d_items)" if "d_items" in dictionaries else ""
+    con.execute(
+        f"""CREATE TABLE chart_unmapped AS SELECT c.stay_id, c.itemid, c.value FROM raw_chartevents c
+            WHERE {no_stay}{f" OR {unknown}" if unknown else ""}"""
     )
-    if "d_items" in dictionaries:
+    dq.append(
+        f"""SELECT NULL, 'chartevents', CAST(itemid AS VARCHAR), 'no_stay', count(*), NULL FROM chart_unmapped c
+           WHERE {no_stay} GROUP BY ALL"""
+    )
+    if unknown:
         dq.append(
-            """SELECT c.stay_id, 'chartevents', CAST(c.itemid AS VARCHAR), 'unknown_itemid', count(*), min(c.value)
-               FROM raw_chartevents c JOIN stays s ON s.stay_id = c.stay_id
-               WHERE c.itemid NOT IN (SELECT itemid FROM raw_d_items) GROUP BY ALL"""
+            f"""SELECT c.stay_id, 'chartevents', CAST(c.itemid AS VARCHAR), 'unknown_itemid', count(*), min(c.value)
+               FROM chart_unmapped c JOIN stays s ON s.stay_id = c.stay_id WHERE {unknown} GROUP BY ALL"""
         )
-    if "d_labitems" in dictionaries:
+    if lab_unknown:
         dq.append(
-            """SELECT w.stay_id, 'labevents', CAST(l.itemid AS VARCHAR), 'unknown_itemid', count(*), min(l.value)
-               FROM raw_labevents l JOIN win w ON w.subject_id = l.subject_id AND CAST(l.charttime AS TIMESTAMP) BETWEEN w.t0 AND w.t1
-               WHERE l.itemid NOT IN (SELECT itemid FROM raw_d_labitems) GROUP BY ALL"""
+            f"""SELECT stay_id, 'labevents', CAST(itemid AS VARCHAR), 'unknown_itemid', count(*), min(value_text)
+               FROM lab_raw l WHERE {lab_unknown} GROUP BY ALL"""
         )
     choices = {
         "attach_window_pre_icu_h": pre,
