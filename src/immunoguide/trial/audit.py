@@ -100,6 +100,7 @@ __all__ = [
     "head_seq",
     "install_guard",
     "insert",
+    "insert_each",
     "insert_many",
     "redact",
     "require_intact",
@@ -385,6 +386,21 @@ def insert_many(session: Session, actor: Actor, now: datetime, objs: Sequence[Ba
             patient_id=_patient_of(obj), payload={"before": None, "after": row_image(obj)},
         )
     return objs
+
+
+def insert_each(session: Session, actor: Actor, rows: Sequence[tuple[Base, datetime, str | None]]) -> None:
+    """Add several rows in one flush and record one entry per row, in order, each at its own ``now`` and with its
+    own ``reason`` (None: the transaction's, as :func:`reasoned` gives): the entries :func:`insert` would record
+    for each row in turn, for rows that are written together."""
+    objs = [obj for obj, _, _ in rows]
+    session.add_all(objs)
+    _bless(session, objs)
+    session.flush()
+    for obj, now, reason in rows:
+        append(
+            session, actor, now, action="insert", table=obj.__tablename__, row_id=_row_id(obj),
+            patient_id=_patient_of(obj), payload={"before": None, "after": row_image(obj)}, reason=reason,
+        )
 
 
 def update(session: Session, actor: Actor, now: datetime, obj: Base, *, redact_before: bool = False,
