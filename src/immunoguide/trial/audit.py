@@ -172,7 +172,8 @@ def entry_hash(prev_hash: str, header: Mapping[str, Any]) -> str:
     return _sha256(prev_hash + canonical_json(header))
 
 
-def _header(r: AuditRecord) -> dict[str, Any]:
+def _header(r: Any) -> dict[str, Any]:
+    """The hashed header of an entry (an AuditRecord, or a plain row of audit_log: the same attributes)."""
     out = {
         "seq": r.seq,
         "at": _jsonable(r.at),
@@ -588,6 +589,24 @@ def _same_image(img: Mapping[str, Any], exp: Mapping[str, Any]) -> list[str]:
                   if img.get(k) != exp.get(k) and not (k not in exp and img.get(k) is None))
 
 
+def _stored_images(session: Session, model: type[Base]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(row id, image) of every row of an audited table as it is stored: what :func:`_row_id` and :func:`row_image`
+    give for the row's ORM object, read as plain rows (the columns' types convert the values the same way)."""
+    table = model.__table__
+    cols = list(table.columns)
+    json_cols = {c.key for c in cols if isinstance(c.type, JSON)}
+    pk = list(inspect(model).primary_key)
+    for row in session.execute(select(table)):
+        m = row._mapping
+        img: dict[str, Any] = {}
+        for col in cols:
+            v = m[col]
+            if col.key in json_cols and v is not None:
+                v = json.loads(canonical_json(v))
+            img[col.key] = _jsonable(v)
+        yield ",".join(str(m[c]) for c in pk), img
+
+
 def _aware(t: datetime | None) -> datetime | None:
     if t is None:
         return None
@@ -646,9 +665,10 @@ def verify_audit(session: Session, *, key: TrialKey | None = None, checkpoints: 
     wanted = {int(c.get("seq", -1)) for c in checkpoints}
     state: dict[tuple[str, str], Any] = {}
     redactions: dict[int, tuple[int | None, set[int]]] = {}
-    pending_redacted: list[AuditRecord] = []
-    for r in session.execute(select(AuditRecord).order_by(AuditRecord.seq)
-                             .execution_options(populate_existing=True)).scalars():
+    pending_redacted: list[Any] = []
+    # plain rows of the columns (the same values the ORM objects hold; building objects was most of the walk)
+    trail = AuditRecord.__table__
+    for r in session.execute(select(trail).order_by(trail.c.seq)):
         n += 1
         if r.seq != expected_seq:
             add(AuditIssue("IG-AUD-E004", f"audit entries {expected_seq}..{r.seq - 1} are missing (deleted)", r.seq))
@@ -728,9 +748,7 @@ def verify_audit(session: Session, *, key: TrialKey | None = None, checkpoints: 
     seen: set[tuple[str, str]] = set()
     images: list[tuple[str, str, dict[str, Any]]] = []
     for model in AUDITED_TABLES:
-        table = model.__tablename__
-        for obj in session.execute(select(model).execution_options(populate_existing=True)).scalars():
-            images.append((table, _row_id(obj), row_image(obj)))
+        images.extend((model.__tablename__, row_id, img) for row_id, img in _stored_images(session, model))
     images.extend((ACCOUNT_TABLE, name, img) for name, img in account_images(session).items())
     for table, row_id, img in images:
         rows += 1
