@@ -214,3 +214,12 @@ def test_record_followups_refuses_what_record_followup_refuses(tmp_path: Path, s
                                 lambda s: record_followups(s, "P1", days, actor=COORD))
     assert err is not None and error in err
     assert [r["day"] for r in contents["followups"]] == [0, 1, 2]
+
+
+def test_a_queued_audit_entry_holds_every_column_of_the_trail() -> None:
+    """The entries a transaction queues (plain objects, inserted at its commit) carry exactly the audit_log columns."""
+    from dataclasses import fields
+
+    from immunoguide.trial.audit import QueuedEntry
+
+    assert [f.name for f in fields(QueuedEntry)] == [c.key for c in AuditRecord.__table__.columns]

@@ -89,6 +89,7 @@ from immunoguide.trial.models import AUDITED_TABLES, AuditHead, AuditRecord, Bas
 
 __all__ = [
     "GENESIS_HASH",
+    "QueuedEntry",
     "append",
     "AuditIssue",
     "AuditReport",
@@ -284,6 +285,38 @@ def savepoint(session: Session) -> Iterator[None]:
         raise
 
 
+@dataclass(slots=True)
+class QueuedEntry:
+    """An audit entry queued by :func:`append`: the columns of its ``audit_log`` row (a plain object, not a mapped
+    row: it is inserted by one multi-row INSERT when the transaction is chained, :func:`chain_pending`, which sets
+    ``seq``, ``prev_hash``, ``system_at``, ``hash`` and ``mac``)."""
+
+    seq: int | None
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    table_name: str
+    row_id: str | None
+    patient_id: int | None
+    payload: dict[str, Any] | None
+    payload_sha256: str
+    prev_hash: str
+    hash: str
+    redacted_by: int | None
+    system_at: datetime | None
+    reason: str | None
+    mac: str | None
+
+    def row(self) -> dict[str, Any]:
+        """The ``audit_log`` row (column → value)."""
+        return {"seq": self.seq, "at": self.at, "actor": self.actor, "role": self.role, "action": self.action,
+                "table_name": self.table_name, "row_id": self.row_id, "patient_id": self.patient_id,
+                "payload": self.payload, "payload_sha256": self.payload_sha256, "prev_hash": self.prev_hash,
+                "hash": self.hash, "redacted_by": self.redacted_by, "system_at": self.system_at,
+                "reason": self.reason, "mac": self.mac}
+
+
 def _current_reason(session: Session) -> str | None:
     cur = session.info.get(_REASON_KEY)
     if cur is not None and cur[0] is session.get_transaction():
@@ -302,7 +335,7 @@ def append(
     patient_id: int | None,
     payload: Mapping[str, Any] | None,
     reason: str | None = None,
-) -> AuditRecord:
+) -> QueuedEntry:
     """Queue one entry; it is chained (sequence number, system time, hash and MAC) when the transaction commits.
 
     Chaining at commit keeps the chain head locked only for the final writes of a transaction, so concurrent
@@ -311,13 +344,13 @@ def append(
     """
     payload_text = canonical_json(payload)  # canonical JSON is idempotent: loads + dumps gives the same text
     payload_json = json.loads(payload_text) if payload is not None else None
-    rec = AuditRecord(
+    rec = QueuedEntry(
         seq=None, at=now, actor=actor.user, role=actor.role, action=action, table_name=table, row_id=row_id,
         patient_id=patient_id, payload=payload_json, payload_sha256=_sha256(payload_text), prev_hash="", hash="",
         redacted_by=None, system_at=None, reason=reason or _current_reason(session), mac=None,
     )
     txn = session.get_transaction()
-    pending: tuple[Any, list[AuditRecord]] | None = session.info.get(_PENDING_KEY)
+    pending: tuple[Any, list[QueuedEntry]] | None = session.info.get(_PENDING_KEY)
     if pending is None or pending[0] is not txn:
         pending = (txn, [])
         session.info[_PENDING_KEY] = pending
@@ -358,9 +391,9 @@ def chain_pending(session: Session) -> None:
         rec.system_at = system_at
         rec.hash = entry_hash(head.hash, _header(rec))
         rec.mac = entry_mac(key, rec.hash) if key is not None else None
-        rows.append({c.key: getattr(rec, c.key) for c in AuditRecord.__table__.columns})
+        rows.append(rec.row())
         head.seq, head.hash, head.dirty = rec.seq, rec.hash, True
-        head.mac = head_mac(key, rec.seq, rec.hash) if key is not None else None
+    head.mac = head_mac(key, head.seq, head.hash) if key is not None else None  # the head's MAC: of its last move
     pending[1].clear()
     session.execute(sql_insert(Base.metadata.tables[AuditRecord.__tablename__]), rows)  # one multi-row INSERT; the entries stay transient
     _write_head(session)

@@ -179,10 +179,15 @@ def record_followups(session: Session, code: str, days: Sequence[FollowUpEntry],
     assert slot.allocated_at is not None
     anchor = slot.allocated_at
     recorded = set(session.execute(_RECORDED_DAYS, {"patient_id": p.id}).scalars())
-    for i, entry in enumerate(days):
-        if i:
-            aware(entry.now, "now")
-        _record_day(session, p, slot, anchor, recorded, entry, actor)
+    staged: list[tuple[Any, datetime, str | None]] = []
+    try:
+        for i, entry in enumerate(days):
+            if i:
+                aware(entry.now, "now")
+            _record_day(session, p, slot, anchor, recorded, staged, entry, actor)
+    finally:
+        if staged:  # the rows of the days recorded so far, in one flush, each with its audit entry
+            audit.insert_each(session, actor, staged)
     return followup_view(session, code, actor=actor, now=days[-1].now, _patient=p, _anchor_time=anchor)
 
 
@@ -190,8 +195,12 @@ _RECORDED_DAYS = select(FollowUp.day).where(FollowUp.patient_id == bindparam("pa
 
 
 def _record_day(session: Session, p: Patient, slot: AllocationSlot, anchor: datetime, recorded: set[int],
-                entry: FollowUpEntry, actor: Actor) -> None:
-    """Check and write one study day of the patient (``recorded``: the days already recorded, which gets it)."""
+                staged: list[tuple[Any, datetime, str | None]], entry: FollowUpEntry, actor: Actor) -> None:
+    """Check and record one study day of the patient (``recorded``: the days already recorded, which gets it).
+
+    The day's safety results and follow-up row are staged (with their time and late-entry reason) in ``staged``,
+    for :func:`immunoguide.trial.audit.insert_each`; a day with biomarker results writes the staged rows first, so
+    the rows and their audit entries keep the order of the days."""
     (day, now, assessed_at, sofa_total, sofa_inputs, sofa_criteria, labs, infection_assessment, vital_status,
      death_at, late_entry_reason, safety_labs) = (
         entry.day, entry.now, entry.assessed_at, entry.sofa_total, entry.sofa_inputs, entry.sofa_criteria,
@@ -257,15 +266,17 @@ def _record_day(session: Session, p: Patient, slot: AllocationSlot, anchor: date
 
         safety_rows = safety_rows_of(p, safety_labs, actor, now, assessed_at, slot)
         late = check_safety_lab_times(session, safety_rows, now, late_entry_reason) or late
-    with audit.reasoned(session, late):
-        if labs:
+    if labs:
+        audit.insert_each(session, actor, staged)
+        staged.clear()
+        with audit.reasoned(session, late):
             store_lab_record(session, proto, labs, p, actor, now)
-        # the draw's safety results, then the day's row: one flush, their entries in this order
-        audit.insert_many(session, actor, now, [*safety_rows, FollowUp(
-            patient_id=p.id, day=day, assessed_at=assessed_at, sofa_total=sofa_total, sofa_source=source,
-            sofa_detail=detail, infection_assessment=infection_assessment, vital_status=vital_status,
-            death_at=death_at if vital_status == "dead" else None, recorded_at=now, recorded_by=actor.user,
-        )])
+    # the draw's safety results, then the day's row
+    staged.extend((row, now, late) for row in [*safety_rows, FollowUp(
+        patient_id=p.id, day=day, assessed_at=assessed_at, sofa_total=sofa_total, sofa_source=source,
+        sofa_detail=detail, infection_assessment=infection_assessment, vital_status=vital_status,
+        death_at=death_at if vital_status == "dead" else None, recorded_at=now, recorded_by=actor.user,
+    )])
     recorded.add(day)
 
 
