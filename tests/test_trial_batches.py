@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +97,10 @@ def _entries(contents: dict[str, list[dict[str, Any]]], table: str) -> list[tupl
             if e["table_name"] == table and e["actor"] == COORD.user]
 
 
-def _course() -> list[DoseEntry]:
-    """Doses on time, late, early, missed, pinned to a number, with a note, and entered late (with a reason)."""
-    t = h(10)
+def _course(tz: tzinfo = UTC) -> list[DoseEntry]:
+    """Doses on time, late, early, missed, pinned to a number, with a note, and entered late (with a reason); the
+    times in the zone ``tz``."""
+    t = h(10).astimezone(tz)
     return [
         DoseEntry("IV", t, t + timedelta(minutes=20)),
         DoseEntry("SC", t, t + timedelta(minutes=25), note="left thigh"),
@@ -121,9 +122,11 @@ def _singles(code: str, doses: list[DoseEntry]) -> Callable[[Any], Any]:
     return step
 
 
-def test_record_doses_writes_what_record_dose_writes(tmp_path: Path, sqlite_template: Path) -> None:
-    view, err, contents = _compare(tmp_path, sqlite_template, _singles("P1", _course()),
-                                   lambda s: record_doses(s, "P1", _course(), actor=COORD))
+@pytest.mark.parametrize("tz", [UTC, timezone(timedelta(hours=2))])
+def test_record_doses_writes_what_record_dose_writes(tmp_path: Path, sqlite_template: Path, tz: tzinfo) -> None:
+    """Also with times in another zone than UTC: the view shows the earlier doses as the store returns them."""
+    view, err, contents = _compare(tmp_path, sqlite_template, _singles("P1", _course(tz)),
+                                   lambda s: record_doses(s, "P1", _course(tz), actor=COORD))
     assert err is None and view["recorded"]["number"] == 6 and view["counts"]["missed"] == 1
     # each dose's entry at its own time, the late one with its reason; the first dose started the schedule
     late = "late entry (30.0 h after given_at): " + LATE

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -131,7 +131,7 @@ def record_doses(session: Session, code: str, doses: Sequence[DoseEntry], *, act
                 aware(entry.now, "now")
             started = p.first_dose_at is None
             new.append(_record_one(session, p, slot, kits, existing, entry, actor))
-            if started:
+            if started and i + 1 < len(doses):
                 # record_dose reads the patient again for the next dose: its first dose time as the store returns it
                 # (UTC), which the schedule's due times and the messages show
                 session.flush()
@@ -141,11 +141,14 @@ def record_doses(session: Session, code: str, doses: Sequence[DoseEntry], *, act
             audit.insert_each(session, actor, new)
     last = doses[-1]
     dose = new[-1][0]
-    # The view dosing_view(session, code, actor=actor, now=now) gives, from what this call already loaded: the
-    # administrations (the same session objects its query would return, in its order) plus the new ones.
+    # The view record_dose gives for the last dose, from what this call already loaded: the administrations in the
+    # order of the store's query (time given, then id), the earlier ones as the store returns them (in UTC), the
+    # last one as given.
     rows = sorted(existing, key=lambda dr: (dr[0].given_at, dr[0].id))
+    given = [Administration(route, d.given_at if d is dose else d.given_at.astimezone(UTC), d.number)
+             for d, route in rows]
     view = _view(session, code, actor=actor, now=last.now, late_after_h=DEFAULT_LATE_AFTER_H, slot=slot, kits=kits,
-                 administrations=rows)
+                 given=given)
     view["recorded"] = {"kit": last.kit, "kit_number": kits[last.kit].kit_number, "number": dose.number,
                         "given_at": last.given_at.isoformat()}
     return view
@@ -218,10 +221,10 @@ def dosing_view(
 def _view(
     session: Session, code: str, *, actor: Actor, now: datetime, late_after_h: float,
     slot: AllocationSlot | None = None, kits: dict[str, Kit] | None = None,
-    administrations: list[tuple[DoseAdministration, str]] | None = None,
+    given: list[Administration] | None = None,
 ) -> dict[str, Any]:
-    """:func:`dosing_view`; ``slot``, ``kits`` and ``administrations`` are taken as given when the caller has
-    them loaded already (:func:`record_dose`), else read."""
+    """:func:`dosing_view`; ``slot``, ``kits`` and the administrations (``given``) are taken as given when the
+    caller has them loaded already (:func:`record_doses`), else read."""
     aware(now, "now")
     p = get_patient(session, code, actor, "view", lock=False)
     if slot is None:
@@ -248,9 +251,8 @@ def _view(
     schedule = _schedule(session, p, slot, p.first_dose_at)
     wd = session.execute(_WITHDRAWAL, {"patient_id": p.id}).scalar_one_or_none()
     at = min(now, wd.withdrawn_at) if wd is not None else now
-    if administrations is None:
-        administrations = _administrations(session, p)
-    given = [Administration(route, d.given_at, d.number) for d, route in administrations]
+    if given is None:
+        given = [Administration(route, d.given_at, d.number) for d, route in _administrations(session, p)]
     rec = reconcile(schedule, given, late_after_h=late_after_h, at=at)
     unblinded = arm_visible(session, actor, p)
     doses = []
