@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from datetime import UTC, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from immunoguide.trial import (
 )
 from immunoguide.trial.models import AUDITED_TABLES, AuditRecord
 from trial_helpers import COORD, COORD_MIL, h, labs, make_lists, randomised
+from trial_helpers import h as at
 
 #: The audit columns that come from the system clock (the time of the commit, and the chain over it).
 WALL_CLOCK = {"system_at", "prev_hash", "hash", "mac"}
@@ -164,8 +165,12 @@ def test_record_doses_checks_the_actor_and_its_input(tmp_path: Path, sqlite_temp
         st.dispose()
 
 
-def _days() -> list[FollowUpEntry]:
-    """Day 0 with labs, SOFA and safety labs; SOFA days; a late day 3; day 15's infection outcome; death by day 28."""
+def _days(tz: tzinfo = UTC) -> list[FollowUpEntry]:
+    """Day 0 with labs, SOFA and safety labs; SOFA days; a late day 3; day 15's infection outcome; death by day 28;
+    the times of the days in the zone ``tz``."""
+    def h(hours: float) -> datetime:
+        return at(hours).astimezone(tz)
+
     day0_labs = {"ferritin": 6100, "ferritin_unit": "ng/mL", "ferritin_sample_time": h(12).isoformat()}
     safety = {"sample_time": h(11).isoformat(), "result_time": h(13).isoformat(), "source": "central lab",
               "hemoglobin": 8.9, "hemoglobin_unit": "g/dL", "hemoglobin_lln": 12.0,
@@ -194,12 +199,14 @@ def _followup_singles(days: list[FollowUpEntry]) -> Callable[[Any], Any]:
     return step
 
 
-def test_record_followups_writes_what_record_followup_writes(tmp_path: Path, sqlite_template: Path) -> None:
-    view, err, contents = _compare(tmp_path, sqlite_template, _followup_singles(_days()),
-                                   lambda s: record_followups(s, "P1", _days(), actor=COORD))
+@pytest.mark.parametrize("tz", [UTC, timezone(timedelta(hours=-5))])
+def test_record_followups_writes_what_record_followup_writes(tmp_path: Path, sqlite_template: Path,
+                                                             tz: tzinfo) -> None:
+    view, err, contents = _compare(tmp_path, sqlite_template, _followup_singles(_days(tz)),
+                                   lambda s: record_followups(s, "P1", _days(tz), actor=COORD))
     assert err is None and [d["day"] for d in view["days"]] == [0, 1, 2, 3, 15, 28]
     assert [(a, at) for a, at, _ in _entries(contents, "followups")] == [
-        ("insert", d.now) for d in _days()]
+        ("insert", d.now) for d in _days(tz)]
     assert [r is not None for _, _, r in _entries(contents, "followups")] == [False, False, False, True, False, True]
     assert len(_entries(contents, "safety_lab_results")) == 2 and len(_entries(contents, "lab_results")) == 3
 

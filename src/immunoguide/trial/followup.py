@@ -188,6 +188,7 @@ def record_followups(session: Session, code: str, days: Sequence[FollowUpEntry],
     finally:
         if staged:  # the rows of the days recorded so far, in one flush, each with its audit entry
             audit.insert_each(session, actor, staged)
+            staged.clear()  # unreferenced, the view reads them back as the store returns them (as record_followup's)
     return followup_view(session, code, actor=actor, now=days[-1].now, _patient=p, _anchor_time=anchor)
 
 
