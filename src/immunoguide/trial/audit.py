@@ -277,6 +277,7 @@ def savepoint(session: Session) -> Iterator[None]:
             yield
     except BaseException:
         session.info[_PENDING_KEY] = (txn, queued)
+        clock.forget_trial_start(session)  # read inside the block, it may count an allocation list undone with it
         head = session.info.get(_HEAD_KEY)
         if head_state is None:
             session.info.pop(_HEAD_KEY, None)  # a lock taken inside the savepoint is released with it
