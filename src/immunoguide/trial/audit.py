@@ -76,7 +76,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, event, inspect, select
+from sqlalchemy import JSON, bindparam, event, inspect, select
 from sqlalchemy import insert as sql_insert
 from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
@@ -212,14 +212,19 @@ class _Head:
         self.txn, self.seq, self.hash, self.mac, self.dirty = txn, seq, hash_, mac, False
 
 
+# The head's statements, run at every commit, built once (building one costs as much as running it on SQLite).
+_LOCK_HEAD = select(AuditHead.seq, AuditHead.hash, AuditHead.mac).where(AuditHead.id == 1).with_for_update()
+_MOVE_HEAD = (sql_update(AuditHead).where(AuditHead.id == 1)
+              .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"), mac=bindparam("head_mac"))
+              .execution_options(synchronize_session=False))
+
+
 def _locked_head(session: Session) -> _Head:
     cached = session.info.get(_HEAD_KEY)
     txn = session.get_transaction()
     if cached is not None and cached.txn is txn:
         return cached
-    row = session.execute(
-        select(AuditHead.seq, AuditHead.hash, AuditHead.mac).where(AuditHead.id == 1).with_for_update()
-    ).one()
+    row = session.execute(_LOCK_HEAD).one()
     head = _Head(txn, row.seq, row.hash, row.mac)
     session.info[_HEAD_KEY] = head
     return head
@@ -228,9 +233,7 @@ def _locked_head(session: Session) -> _Head:
 def _write_head(session: Session) -> None:
     head = session.info.get(_HEAD_KEY)
     if head is not None and head.dirty and head.txn is session.get_transaction():
-        session.execute(sql_update(AuditHead).where(AuditHead.id == 1)
-                        .values(seq=head.seq, hash=head.hash, mac=head.mac)
-                        .execution_options(synchronize_session=False))
+        session.execute(_MOVE_HEAD, {"head_seq": head.seq, "head_hash": head.hash, "head_mac": head.mac})
         head.dirty = False
 
 
