@@ -370,7 +370,15 @@ def _enrol(store: Any, candidates: list[int], stays_tbl: dict, s3: dict, screeni
 def _conduct(store: Any, enrolled: dict[str, dict], rng: random.Random, sae_rng: random.Random) -> None:
     """Dosing, follow-up, AEs (SAE reports drawn from ``sae_rng``) and withdrawals for every randomised patient
     (seeded simulation)."""
-    from immunoguide.trial import enter_labs, record_adverse_event, record_dose, record_followup, withdraw
+    from immunoguide.trial import (
+        DoseEntry,
+        FollowUpEntry,
+        enter_labs,
+        record_adverse_event,
+        record_doses,
+        record_followups,
+        withdraw,
+    )
 
     randomised = [(c, e) for c, e in enrolled.items() if "t_rand" in e]
     # the first immunoparalysis patient (and ~6 % of the others) turns MALS on day 4: a stratum-switch alert
@@ -403,16 +411,21 @@ def _conduct(store: Any, enrolled: dict[str, dict], rng: random.Random, sae_rng:
         remove_data = withdraw_day is not None and rng.random() < 0.6
         with store.session() as s:
             # Blinded dosing: IV q8h and SC q48h for 15 days; ~3 % missed, ~5 % late.
+            # (the patient's chart, recorded dose by dose, each 20 min after it was given: one record_doses call)
             last_day = min(15, (death_day or 99) - 1, (withdraw_day or 99))
+            doses = []
             for n in range(0, max(1, last_day) * 3):
                 if n > 0 and rng.random() < 0.03:
                     continue
                 delay = timedelta(minutes=rng.randrange(120, 300, 5)) if n > 0 and rng.random() < 0.05 else timedelta(0)
                 given = t0 + timedelta(hours=0.5 + 8 * n) + delay
-                record_dose(s, code, "IV", given, actor=coord, now=given + timedelta(minutes=20))
+                doses.append(DoseEntry("IV", given, given + timedelta(minutes=20)))
             for n in range(0, (max(1, last_day) + 1) // 2):
                 given = t0 + timedelta(hours=0.5 + 48 * n)
-                record_dose(s, code, "SC", given, actor=coord, now=given + timedelta(minutes=20))
+                doses.append(DoseEntry("SC", given, given + timedelta(minutes=20)))
+            record_doses(s, code, doses, actor=coord)
+            # the days are entered in batches (record_followups); the extra serial sample goes in between, in order
+            days: list[Any] = []
             for day in range(0, 16):  # follow-up day 0 (the randomisation day) is SAP day 1, the baseline
                 if death_day is not None and day >= death_day:
                     break
@@ -432,18 +445,24 @@ def _conduct(store: Any, enrolled: dict[str, dict], rng: random.Random, sae_rng:
                         [0.45, 0.08, 0.25, 0.22] if active else [0.32, 0.06, 0.31, 0.31],
                     )[0]
                 if item:
-                    record_followup(s, code, day, actor=coord, now=late, assessed_at=day_t(day),
-                                    late_entry_reason=DEMO_LATE_REASON, **item)
+                    days.append(FollowUpEntry(day, late, assessed_at=day_t(day), late_entry_reason=DEMO_LATE_REASON,
+                                              **item))
                 if day == 6 and rng.random() < 0.25:  # an extra serial sample on a non-visit day
+                    if days:
+                        record_followups(s, code, days, actor=coord)
+                        days = []
                     enter_labs(s, code, _followup_labs(e, day_t(6, 3.0), active, rng), actor=coord, now=late)
             if withdraw_day is None:
                 for horizon in (28, 90):
                     if death_day is not None and death_day <= 28 and horizon == 90:
                         continue
                     dead = death_day is not None and death_day <= horizon
-                    record_followup(s, code, horizon, actor=coord, now=late, assessed_at=day_t(horizon),
-                                    late_entry_reason=DEMO_LATE_REASON, vital_status="dead" if dead else "alive",
-                                    death_at=day_t(death_day, 5.0) if dead and death_day is not None else None)
+                    days.append(FollowUpEntry(
+                        horizon, late, assessed_at=day_t(horizon), late_entry_reason=DEMO_LATE_REASON,
+                        vital_status="dead" if dead else "alive",
+                        death_at=day_t(death_day, 5.0) if dead and death_day is not None else None))
+            if days:
+                record_followups(s, code, days, actor=coord)
             # Adverse events, coded to CTCAE v5.0 terms: background events plus the signals the trial reported.
             terms = ["Hypokalemia", "Atrial fibrillation", "Acute kidney injury", "Delirium", "Lung infection"]
             if e["arm"].startswith("mals") and active and rng.random() < 0.25:

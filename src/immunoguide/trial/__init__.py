@@ -15,9 +15,11 @@ step; each takes the acting :class:`Actor` and an explicit timezone-aware ``now`
    slot recorded in the patient's transaction, once per patient, < 72 h window on the system clock.
 5. :func:`kits_view`, :func:`unblind` — double-dummy kits (contents for unblinded roles only); emergency
    unblinding of one patient, audited.
-6. :func:`record_dose`, :func:`dosing_view` — schedule from the protocol; late/missed doses flagged.
+6. :func:`record_dose`, :func:`dosing_view` — schedule from the protocol; late/missed doses flagged;
+   :func:`record_doses` — a patient's doses (:class:`DoseEntry`) recorded in order, as :func:`record_dose` each.
 7. :func:`record_followup`, :func:`followup_view`, :func:`serial_endotypes` — visit days, SOFA, serial
-   endotype with transitions, day-15 infection, day-28/90 vital status.
+   endotype with transitions, day-15 infection, day-28/90 vital status; :func:`record_followups` — a patient's
+   days (:class:`FollowUpEntry`) recorded in order, as :func:`record_followup` each.
 8. :func:`record_adverse_event`, :func:`report_sae`, :func:`safety_signals` — CTCAE v5.0 coding and grade, SAE
    clocks (24 h, 15 days), signals under the DSMB rule for the unblinded safety reviewer;
    :func:`record_safety_labs`, :func:`safety_labs_view` — structured safety labs graded by CTCAE v5.0.
@@ -41,10 +43,17 @@ from immunoguide.trial.adverse_events import (
     safety_signals,
 )
 from immunoguide.trial.audit import AuditReport, require_intact, verify_audit
-from immunoguide.trial.dosing import dosing_view, record_dose
+from immunoguide.trial.dosing import DoseEntry, dosing_view, record_dose, record_doses
 from immunoguide.trial.enrolment import enter_labs, record_consent, screen
 from immunoguide.trial.export import backup_store, export_trial, restore_store
-from immunoguide.trial.followup import followup_days, followup_view, record_followup, serial_endotypes
+from immunoguide.trial.followup import (
+    FollowUpEntry,
+    followup_days,
+    followup_view,
+    record_followup,
+    record_followups,
+    serial_endotypes,
+)
 from immunoguide.trial.kits import kits_view, unblind
 from immunoguide.trial.randomization import (
     generate_allocation_list,
@@ -62,6 +71,8 @@ __all__ = [
     "ROLES",
     "Actor",
     "AuditReport",
+    "DoseEntry",
+    "FollowUpEntry",
     "TrialStore",
     "adverse_events_view",
     "backup_store",
@@ -82,7 +93,9 @@ __all__ = [
     "record_adverse_event",
     "record_consent",
     "record_dose",
+    "record_doses",
     "record_followup",
+    "record_followups",
     "record_safety_labs",
     "report_sae",
     "require_intact",

@@ -81,9 +81,35 @@ def arm_of(session: Session, slot: AllocationSlot, lst: AllocationList | None = 
     Only code that shows arms to unblinded roles, assigns kits or computes schedules calls this; blinded views
     never need it. Raises TrialKeyError without the key, AllocationListMismatch when the commitment opens to no
     arm (the slot was edited).
+
+    Without ``lst``, the arm opened is kept for the rest of the transaction, keyed by the slot's list, sequence
+    number and commitment (a course of doses asks for it once per dose; the list row is read, and the commitment
+    checked, once per transaction).
     """
-    lst = lst if lst is not None else session.get(AllocationList, slot.list_id)
-    assert lst is not None
+    if lst is not None:
+        return _open_arm(session, slot, lst)
+    txn = session.get_transaction()
+    opened: tuple[Any, dict[tuple[Any, ...], str]] | None = session.info.get(_OPENED_KEY)
+    if opened is None or opened[0] is not txn:
+        opened = (txn, {})
+        session.info[_OPENED_KEY] = opened
+    ident = (slot.list_id, slot.seq, slot.arm_mac, slot.arm)
+    arm: str | None = opened[1].get(ident)
+    if arm is None:
+        found = session.get(AllocationList, slot.list_id)
+        assert found is not None
+        arm = _open_arm(session, slot, found)
+        if txn is not None:
+            opened[1][ident] = arm
+    return arm
+
+
+#: session.info key of the arms opened in the current transaction: (transaction, {slot identity: arm}).
+_OPENED_KEY = "_immunoguide_opened_arms"
+
+
+def _open_arm(session: Session, slot: AllocationSlot, lst: AllocationList) -> str:
+    """:func:`arm_of` with the slot's list: the commitment checked against each arm of the stratum."""
     if slot.arm_mac is None:
         if slot.arm is not None:  # a revision-0002 list not sealed yet (`trial init` seals it)
             return slot.arm

@@ -76,7 +76,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, event, inspect, select
+from sqlalchemy import JSON, bindparam, event, inspect, select
 from sqlalchemy import insert as sql_insert
 from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
@@ -89,6 +89,7 @@ from immunoguide.trial.models import AUDITED_TABLES, AuditHead, AuditRecord, Bas
 
 __all__ = [
     "GENESIS_HASH",
+    "QueuedEntry",
     "append",
     "AuditIssue",
     "AuditReport",
@@ -100,6 +101,7 @@ __all__ = [
     "head_seq",
     "install_guard",
     "insert",
+    "insert_each",
     "insert_many",
     "redact",
     "require_intact",
@@ -171,7 +173,8 @@ def entry_hash(prev_hash: str, header: Mapping[str, Any]) -> str:
     return _sha256(prev_hash + canonical_json(header))
 
 
-def _header(r: AuditRecord) -> dict[str, Any]:
+def _header(r: Any) -> dict[str, Any]:
+    """The hashed header of an entry (an AuditRecord, or a plain row of audit_log: the same attributes)."""
     out = {
         "seq": r.seq,
         "at": _jsonable(r.at),
@@ -209,14 +212,19 @@ class _Head:
         self.txn, self.seq, self.hash, self.mac, self.dirty = txn, seq, hash_, mac, False
 
 
+# The head's statements, run at every commit, built once (building one costs as much as running it on SQLite).
+_LOCK_HEAD = select(AuditHead.seq, AuditHead.hash, AuditHead.mac).where(AuditHead.id == 1).with_for_update()
+_MOVE_HEAD = (sql_update(AuditHead).where(AuditHead.id == 1)
+              .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"), mac=bindparam("head_mac"))
+              .execution_options(synchronize_session=False))
+
+
 def _locked_head(session: Session) -> _Head:
     cached = session.info.get(_HEAD_KEY)
     txn = session.get_transaction()
     if cached is not None and cached.txn is txn:
         return cached
-    row = session.execute(
-        select(AuditHead.seq, AuditHead.hash, AuditHead.mac).where(AuditHead.id == 1).with_for_update()
-    ).one()
+    row = session.execute(_LOCK_HEAD).one()
     head = _Head(txn, row.seq, row.hash, row.mac)
     session.info[_HEAD_KEY] = head
     return head
@@ -225,9 +233,7 @@ def _locked_head(session: Session) -> _Head:
 def _write_head(session: Session) -> None:
     head = session.info.get(_HEAD_KEY)
     if head is not None and head.dirty and head.txn is session.get_transaction():
-        session.execute(sql_update(AuditHead).where(AuditHead.id == 1)
-                        .values(seq=head.seq, hash=head.hash, mac=head.mac)
-                        .execution_options(synchronize_session=False))
+        session.execute(_MOVE_HEAD, {"head_seq": head.seq, "head_hash": head.hash, "head_mac": head.mac})
         head.dirty = False
 
 
@@ -274,12 +280,45 @@ def savepoint(session: Session) -> Iterator[None]:
             yield
     except BaseException:
         session.info[_PENDING_KEY] = (txn, queued)
+        clock.forget_trial_start(session)  # read inside the block, it may count an allocation list undone with it
         head = session.info.get(_HEAD_KEY)
         if head_state is None:
             session.info.pop(_HEAD_KEY, None)  # a lock taken inside the savepoint is released with it
         elif head is not None and head.txn is txn:
             head.seq, head.hash, head.mac, head.dirty = head_state
         raise
+
+
+@dataclass(slots=True)
+class QueuedEntry:
+    """An audit entry queued by :func:`append`: the columns of its ``audit_log`` row (a plain object, not a mapped
+    row: it is inserted by one multi-row INSERT when the transaction is chained, :func:`chain_pending`, which sets
+    ``seq``, ``prev_hash``, ``system_at``, ``hash`` and ``mac``)."""
+
+    seq: int | None
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    table_name: str
+    row_id: str | None
+    patient_id: int | None
+    payload: dict[str, Any] | None
+    payload_sha256: str
+    prev_hash: str
+    hash: str
+    redacted_by: int | None
+    system_at: datetime | None
+    reason: str | None
+    mac: str | None
+
+    def row(self) -> dict[str, Any]:
+        """The ``audit_log`` row (column → value)."""
+        return {"seq": self.seq, "at": self.at, "actor": self.actor, "role": self.role, "action": self.action,
+                "table_name": self.table_name, "row_id": self.row_id, "patient_id": self.patient_id,
+                "payload": self.payload, "payload_sha256": self.payload_sha256, "prev_hash": self.prev_hash,
+                "hash": self.hash, "redacted_by": self.redacted_by, "system_at": self.system_at,
+                "reason": self.reason, "mac": self.mac}
 
 
 def _current_reason(session: Session) -> str | None:
@@ -300,7 +339,7 @@ def append(
     patient_id: int | None,
     payload: Mapping[str, Any] | None,
     reason: str | None = None,
-) -> AuditRecord:
+) -> QueuedEntry:
     """Queue one entry; it is chained (sequence number, system time, hash and MAC) when the transaction commits.
 
     Chaining at commit keeps the chain head locked only for the final writes of a transaction, so concurrent
@@ -309,13 +348,13 @@ def append(
     """
     payload_text = canonical_json(payload)  # canonical JSON is idempotent: loads + dumps gives the same text
     payload_json = json.loads(payload_text) if payload is not None else None
-    rec = AuditRecord(
+    rec = QueuedEntry(
         seq=None, at=now, actor=actor.user, role=actor.role, action=action, table_name=table, row_id=row_id,
         patient_id=patient_id, payload=payload_json, payload_sha256=_sha256(payload_text), prev_hash="", hash="",
         redacted_by=None, system_at=None, reason=reason or _current_reason(session), mac=None,
     )
     txn = session.get_transaction()
-    pending: tuple[Any, list[AuditRecord]] | None = session.info.get(_PENDING_KEY)
+    pending: tuple[Any, list[QueuedEntry]] | None = session.info.get(_PENDING_KEY)
     if pending is None or pending[0] is not txn:
         pending = (txn, [])
         session.info[_PENDING_KEY] = pending
@@ -356,9 +395,9 @@ def chain_pending(session: Session) -> None:
         rec.system_at = system_at
         rec.hash = entry_hash(head.hash, _header(rec))
         rec.mac = entry_mac(key, rec.hash) if key is not None else None
-        rows.append({c.key: getattr(rec, c.key) for c in AuditRecord.__table__.columns})
+        rows.append(rec.row())
         head.seq, head.hash, head.dirty = rec.seq, rec.hash, True
-        head.mac = head_mac(key, rec.seq, rec.hash) if key is not None else None
+    head.mac = head_mac(key, head.seq, head.hash) if key is not None else None  # the head's MAC: of its last move
     pending[1].clear()
     session.execute(sql_insert(Base.metadata.tables[AuditRecord.__tablename__]), rows)  # one multi-row INSERT; the entries stay transient
     _write_head(session)
@@ -385,6 +424,21 @@ def insert_many(session: Session, actor: Actor, now: datetime, objs: Sequence[Ba
             patient_id=_patient_of(obj), payload={"before": None, "after": row_image(obj)},
         )
     return objs
+
+
+def insert_each(session: Session, actor: Actor, rows: Sequence[tuple[Base, datetime, str | None]]) -> None:
+    """Add several rows in one flush and record one entry per row, in order, each at its own ``now`` and with its
+    own ``reason`` (None: the transaction's, as :func:`reasoned` gives): the entries :func:`insert` would record
+    for each row in turn, for rows that are written together."""
+    objs = [obj for obj, _, _ in rows]
+    session.add_all(objs)
+    _bless(session, objs)
+    session.flush()
+    for obj, now, reason in rows:
+        append(
+            session, actor, now, action="insert", table=obj.__tablename__, row_id=_row_id(obj),
+            patient_id=_patient_of(obj), payload={"before": None, "after": row_image(obj)}, reason=reason,
+        )
 
 
 def update(session: Session, actor: Actor, now: datetime, obj: Base, *, redact_before: bool = False,
@@ -572,6 +626,24 @@ def _same_image(img: Mapping[str, Any], exp: Mapping[str, Any]) -> list[str]:
                   if img.get(k) != exp.get(k) and not (k not in exp and img.get(k) is None))
 
 
+def _stored_images(session: Session, model: type[Base]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(row id, image) of every row of an audited table as it is stored: what :func:`_row_id` and :func:`row_image`
+    give for the row's ORM object, read as plain rows (the columns' types convert the values the same way)."""
+    table = model.__table__
+    cols = list(table.columns)
+    json_cols = {c.key for c in cols if isinstance(c.type, JSON)}
+    pk = list(inspect(model).primary_key)
+    for row in session.execute(select(table)):
+        m = row._mapping
+        img: dict[str, Any] = {}
+        for col in cols:
+            v = m[col]
+            if col.key in json_cols and v is not None:
+                v = json.loads(canonical_json(v))
+            img[col.key] = _jsonable(v)
+        yield ",".join(str(m[c]) for c in pk), img
+
+
 def _aware(t: datetime | None) -> datetime | None:
     if t is None:
         return None
@@ -630,9 +702,10 @@ def verify_audit(session: Session, *, key: TrialKey | None = None, checkpoints: 
     wanted = {int(c.get("seq", -1)) for c in checkpoints}
     state: dict[tuple[str, str], Any] = {}
     redactions: dict[int, tuple[int | None, set[int]]] = {}
-    pending_redacted: list[AuditRecord] = []
-    for r in session.execute(select(AuditRecord).order_by(AuditRecord.seq)
-                             .execution_options(populate_existing=True)).scalars():
+    pending_redacted: list[Any] = []
+    # plain rows of the columns (the same values the ORM objects hold; building objects was most of the walk)
+    trail = AuditRecord.__table__
+    for r in session.execute(select(trail).order_by(trail.c.seq)):
         n += 1
         if r.seq != expected_seq:
             add(AuditIssue("IG-AUD-E004", f"audit entries {expected_seq}..{r.seq - 1} are missing (deleted)", r.seq))
@@ -712,9 +785,7 @@ def verify_audit(session: Session, *, key: TrialKey | None = None, checkpoints: 
     seen: set[tuple[str, str]] = set()
     images: list[tuple[str, str, dict[str, Any]]] = []
     for model in AUDITED_TABLES:
-        table = model.__tablename__
-        for obj in session.execute(select(model).execution_options(populate_existing=True)).scalars():
-            images.append((table, _row_id(obj), row_image(obj)))
+        images.extend((model.__tablename__, row_id, img) for row_id, img in _stored_images(session, model))
     images.extend((ACCOUNT_TABLE, name, img) for name, img in account_images(session).items())
     for table, row_id, img in images:
         rows += 1

@@ -76,6 +76,7 @@ __all__ = [
     "config_image",
     "config_mac",
     "forget_config",
+    "forget_trial_start",
     "is_simulation",
     "read_store_clock",
     "require_key",
@@ -93,6 +94,7 @@ DEFAULT_LATE_ENTRY_AFTER_H = 24.0
 #: ``Session.info`` key of the trial key (set by :class:`~immunoguide.trial.store.TrialStore`).
 KEY_INFO = "immunoguide_trial_key"
 _CONFIG_INFO = "_immunoguide_store_config"
+_START_INFO = "_immunoguide_trial_start"
 
 
 def session_key(session: Session) -> TrialKey | None:
@@ -137,8 +139,14 @@ def config_mac(key: TrialKey, cfg: StoreConfig) -> str:
 
 
 def forget_config(session: Session) -> None:
-    """Drop the configuration cached in the session (after it was written)."""
+    """Drop the configuration (and the trial start) cached in the session (after it was written)."""
     session.info.pop(_CONFIG_INFO, None)
+    forget_trial_start(session)
+
+
+def forget_trial_start(session: Session) -> None:
+    """Drop the trial start cached in the session (after an allocation list was imported)."""
+    session.info.pop(_START_INFO, None)
 
 
 def store_config(session: Session) -> StoreConfig | None:
@@ -193,9 +201,17 @@ def trial_start(session: Session) -> datetime | None:
     cfg = store_config(session)
     if cfg is not None and cfg.trial_start is not None:
         return cfg.trial_start
+    # read once per transaction (every screening, consent, safety draw and AE checks its times against it); an
+    # import drops it (forget_trial_start)
+    txn = session.get_transaction()
+    cached = session.info.get(_START_INFO)
+    if cached is not None and cached[0] is txn:
+        return cached[1]  # type: ignore[no-any-return]
     first = session.execute(select(func.min(AllocationList.imported_at))).scalar_one_or_none()
     if first is not None and first.tzinfo is None:
         first = first.replace(tzinfo=UTC)
+    if txn is not None:
+        session.info[_START_INFO] = (txn, first)
     return first
 
 

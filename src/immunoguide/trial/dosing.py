@@ -15,7 +15,9 @@ window is recorded (it was given) and flagged as a protocol deviation.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -41,7 +43,7 @@ from immunoguide.trial.kits import kits_of
 from immunoguide.trial.models import AllocationSlot, DoseAdministration, Kit, Patient, Withdrawal
 from immunoguide.trial.randomization import randomization_window
 
-__all__ = ["DEFAULT_LATE_AFTER_H", "dosing_view", "record_dose"]
+__all__ = ["DEFAULT_LATE_AFTER_H", "DoseEntry", "dosing_view", "record_dose", "record_doses"]
 
 #: A dose given more than this many hours after its due time is flagged late (platform choice; not in the protocol).
 DEFAULT_LATE_AFTER_H = 1.0
@@ -88,11 +90,77 @@ def record_dose(
     InputError (unknown kit, time in the future, before randomisation or before the first dose, dose number not
     in the schedule or no scheduled dose left), DuplicateRecord (that dose is already recorded).
     """
-    aware(now, "now")
+    return record_doses(session, code, [DoseEntry(kit, given_at, now, number, note, late_entry_reason)], actor=actor)
+
+
+@dataclass(frozen=True)
+class DoseEntry:
+    """One dose of :func:`record_doses`: the arguments :func:`record_dose` takes for it (``now``: when it is
+    recorded, the time of its audit entry)."""
+
+    kit: str
+    given_at: datetime
+    now: datetime
+    number: int | None = None
+    note: str | None = None
+    late_entry_reason: str | None = None
+
+
+def record_doses(session: Session, code: str, doses: Sequence[DoseEntry], *, actor: Actor) -> dict[str, Any]:
+    """Record several doses of one patient, in order: what :func:`record_dose` does for each, in one pass.
+
+    Each dose is checked, written and audited as :func:`record_dose` would (same checks and errors, same rows,
+    same audit entries with the dose's own ``now`` and late-entry reason, in the same order). The patient (with
+    the permission check), slot, kits and recorded doses are read once, the new rows are written in one flush,
+    and the dosing view is built once: the return value is what :func:`record_dose` returns for the last dose.
+    A dose that is refused raises its error; the doses before it stay recorded in the transaction, as after the
+    same calls of :func:`record_dose` (the caller's transaction commits or rolls back the whole step).
+    """
+    if not doses:
+        raise InputError(expected="at least one dose", got=[], where="record_doses", todo="give the doses to record")
+    aware(doses[0].now, "now")
     p = get_patient(session, code, actor, "dose")
     require_active(p)
     slot = require_randomised(session, p, "a dose")
     kits = {k.route: k for k in kits_of(session, p)}
+    existing = _administrations(session, p)
+    new: list[tuple[DoseAdministration, datetime, str | None]] = []
+    try:
+        for i, entry in enumerate(doses):
+            if i:
+                aware(entry.now, "now")
+            started = p.first_dose_at is None
+            new.append(_record_one(session, p, slot, kits, existing, entry, actor))
+            if started and i + 1 < len(doses):
+                # record_dose reads the patient again for the next dose: its first dose time as the store returns it
+                # (UTC), which the schedule's due times and the messages show
+                session.flush()
+                p = get_patient(session, code, actor, "dose")
+    finally:
+        if new:  # the doses recorded so far, in one flush (which assigns their ids), each with its audit entry
+            audit.insert_each(session, actor, new)
+    last = doses[-1]
+    dose = new[-1][0]
+    # The view record_dose gives for the last dose, from what this call already loaded: the administrations in the
+    # order of the store's query (time given, then id), the earlier ones as the store returns them (in UTC), the
+    # last one as given.
+    rows = sorted(existing, key=lambda dr: (dr[0].given_at, dr[0].id))
+    given = [Administration(route, d.given_at if d is dose else d.given_at.astimezone(UTC), d.number)
+             for d, route in rows]
+    view = _view(session, code, actor=actor, now=last.now, late_after_h=DEFAULT_LATE_AFTER_H, slot=slot, kits=kits,
+                 given=given)
+    view["recorded"] = {"kit": last.kit, "kit_number": kits[last.kit].kit_number, "number": dose.number,
+                        "given_at": last.given_at.isoformat()}
+    return view
+
+
+def _record_one(
+    session: Session, p: Patient, slot: AllocationSlot, kits: dict[str, Kit],
+    existing: list[tuple[DoseAdministration, str]], entry: DoseEntry, actor: Actor,
+) -> tuple[DoseAdministration, datetime, str | None]:
+    """Check one dose against the patient's recorded doses (``existing``, which gets the new one) and stage it:
+    the new row (added to the session, its audit entry still to append) with its time and late-entry reason."""
+    kit, given_at, now, number, note = entry.kit, entry.given_at, entry.now, entry.number, entry.note
     check_choice(kit, tuple(kits), "kit")
     aware(given_at, "given_at")
     not_future(given_at, now, "given_at")
@@ -113,13 +181,12 @@ def record_dose(
         if isinstance(number, bool) or not isinstance(number, int) or number not in planned:
             raise InputError(expected=f"a dose number of kit {kit}: 1..{max(planned)}", got=number,
                              where="field number", todo="check the dose number", field="number")
-    existing = _administrations(session, p)
     if number is not None and any(d.number == number and route == kit for d, route in existing):
         raise DuplicateRecord(expected=f"dose {number} of kit {kit} not yet recorded", got=f"{p.code} {kit} #{number}",
                               where="dose_administrations", todo="each scheduled dose is recorded once")
     given = [Administration(route, d.given_at, d.number) for d, route in existing]
-    new = Administration(kit, given_at, number)
-    rec = reconcile(schedule, [*given, new], late_after_h=DEFAULT_LATE_AFTER_H, at=now)
+    rec = reconcile(schedule, [*given, Administration(kit, given_at, number)], late_after_h=DEFAULT_LATE_AFTER_H,
+                    at=now)
     matched = [s for s in rec.of_kit(kit) if s.given_at == given_at and s.dose.number not in
                {d.number for d, route in existing if route == kit}]
     if not matched:
@@ -127,23 +194,17 @@ def record_dose(
                          got=given_at.isoformat(), where="field given_at",
                          todo="every scheduled dose of this kit is already recorded; check the kit and time")
     dose_no = number if number is not None else matched[0].dose.number
-    late = clock.check_late_entry(session, given_at, now, "given_at", late_entry_reason)
-    with audit.reasoned(session, late):
-        if p.first_dose_at is None:
+    late = clock.check_late_entry(session, given_at, now, "given_at", entry.late_entry_reason)
+    if p.first_dose_at is None:
+        with audit.reasoned(session, late):
             audit.update(session, actor, now, p, first_dose_at=given_at)
-        dose = DoseAdministration(
-            patient_id=p.id, kit_id=kits[kit].id, number=dose_no, given_at=given_at, note=note, recorded_at=now,
-            recorded_by=actor.user,
-        )
-        audit.insert(session, actor, now, dose)
-    # The view dosing_view(session, code, actor=actor, now=now) gives, from what this call already loaded: the
-    # administrations (the same session objects its query would return, in its order) plus the new one.
-    rows = sorted([*existing, (dose, kit)], key=lambda dr: (dr[0].given_at, dr[0].id))
-    view = _view(session, code, actor=actor, now=now, late_after_h=DEFAULT_LATE_AFTER_H, slot=slot, kits=kits,
-                 administrations=rows)
-    view["recorded"] = {"kit": kit, "kit_number": kits[kit].kit_number, "number": dose_no,
-                        "given_at": given_at.isoformat()}
-    return view
+    dose = DoseAdministration(
+        patient_id=p.id, kit_id=kits[kit].id, number=dose_no, given_at=given_at, note=note, recorded_at=now,
+        recorded_by=actor.user,
+    )
+    existing.append((dose, kit))
+    existing.sort(key=lambda dr: dr[0].given_at)  # stable: by time given, then id (the new row's is the highest)
+    return dose, now, late
 
 
 def dosing_view(
@@ -160,10 +221,10 @@ def dosing_view(
 def _view(
     session: Session, code: str, *, actor: Actor, now: datetime, late_after_h: float,
     slot: AllocationSlot | None = None, kits: dict[str, Kit] | None = None,
-    administrations: list[tuple[DoseAdministration, str]] | None = None,
+    given: list[Administration] | None = None,
 ) -> dict[str, Any]:
-    """:func:`dosing_view`; ``slot``, ``kits`` and ``administrations`` are taken as given when the caller has
-    them loaded already (:func:`record_dose`), else read."""
+    """:func:`dosing_view`; ``slot``, ``kits`` and the administrations (``given``) are taken as given when the
+    caller has them loaded already (:func:`record_doses`), else read."""
     aware(now, "now")
     p = get_patient(session, code, actor, "view", lock=False)
     if slot is None:
@@ -190,9 +251,8 @@ def _view(
     schedule = _schedule(session, p, slot, p.first_dose_at)
     wd = session.execute(_WITHDRAWAL, {"patient_id": p.id}).scalar_one_or_none()
     at = min(now, wd.withdrawn_at) if wd is not None else now
-    if administrations is None:
-        administrations = _administrations(session, p)
-    given = [Administration(route, d.given_at, d.number) for d, route in administrations]
+    if given is None:
+        given = [Administration(route, d.given_at, d.number) for d, route in _administrations(session, p)]
     rec = reconcile(schedule, given, late_after_h=late_after_h, at=at)
     unblinded = arm_visible(session, actor, p)
     doses = []

@@ -20,12 +20,13 @@ days its SOFA endpoints need (``[[endpoints]]`` of kind ``sofa_mean_decrease``: 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from immunoguide.errors import ConflictingInputError, DuplicateRecord, InputError, NotAVisitDay
@@ -46,15 +47,17 @@ from immunoguide.trial._common import (
     require_randomised,
 )
 from immunoguide.trial._labs import lab_results_of, pending_orders, serial_alerts, store_lab_record
-from immunoguide.trial.models import FollowUp, Patient
+from immunoguide.trial.models import AllocationSlot, FollowUp, Patient
 from immunoguide.units import concept
 
 __all__ = [
     "INFECTION_CATEGORIES",
     "VITAL_STATUS",
+    "FollowUpEntry",
     "followup_days",
     "followup_view",
     "record_followup",
+    "record_followups",
     "serial_endotypes",
 ]
 
@@ -132,10 +135,78 @@ def record_followup(
     collected that day), DuplicateRecord (day already recorded), ConflictingInputError (SOFA total and inputs
     both given), InputError (nothing entered, bad values, death time missing or given for a living patient).
     """
-    aware(now, "now")
+    return record_followups(session, code, [FollowUpEntry(
+        day, now, assessed_at=assessed_at, sofa_total=sofa_total, sofa_inputs=sofa_inputs, sofa_criteria=sofa_criteria,
+        labs=labs, infection_assessment=infection_assessment, vital_status=vital_status, death_at=death_at,
+        late_entry_reason=late_entry_reason, safety_labs=safety_labs,
+    )], actor=actor)
+
+
+@dataclass(frozen=True)
+class FollowUpEntry:
+    """One study day of :func:`record_followups`: the arguments :func:`record_followup` takes for it."""
+
+    day: int
+    now: datetime
+    assessed_at: datetime | None = None
+    sofa_total: int | None = None
+    sofa_inputs: Mapping[str, Any] | None = None
+    sofa_criteria: str = "sofa1"
+    labs: Mapping[str, Any] | None = None
+    infection_assessment: str | None = None
+    vital_status: str | None = None
+    death_at: datetime | None = None
+    late_entry_reason: str | None = None
+    safety_labs: Mapping[str, Any] | None = None
+
+
+def record_followups(session: Session, code: str, days: Sequence[FollowUpEntry], *, actor: Actor) -> dict[str, Any]:
+    """Record several study days of one patient, in order: what :func:`record_followup` does for each, in one pass.
+
+    Each day is checked, written and audited as :func:`record_followup` would (same checks and errors, same rows,
+    same audit entries in the same order, each with the day's own ``now`` and late-entry reason). The patient (with
+    the permission check), its slot and its recorded days are read once and the follow-up view is built once: the
+    return value is what :func:`record_followup` returns for the last day. A day that is refused raises its
+    error; the days before it stay recorded in the transaction, as after the same calls of :func:`record_followup`.
+    """
+    if not days:
+        raise InputError(expected="at least one follow-up day", got=[], where="record_followups",
+                         todo="give the days to record")
+    aware(days[0].now, "now")
     p = get_patient(session, code, actor, "followup")
     require_active(p)
-    anchor = _anchor(session, p)
+    slot = require_randomised(session, p, "follow-up")
+    assert slot.allocated_at is not None
+    anchor = slot.allocated_at
+    recorded = set(session.execute(_RECORDED_DAYS, {"patient_id": p.id}).scalars())
+    staged: list[tuple[Any, datetime, str | None]] = []
+    try:
+        for i, entry in enumerate(days):
+            if i:
+                aware(entry.now, "now")
+            _record_day(session, p, slot, anchor, recorded, staged, entry, actor)
+    finally:
+        if staged:  # the rows of the days recorded so far, in one flush, each with its audit entry
+            audit.insert_each(session, actor, staged)
+            staged.clear()  # unreferenced, the view reads them back as the store returns them (as record_followup's)
+    return followup_view(session, code, actor=actor, now=days[-1].now, _patient=p, _anchor_time=anchor)
+
+
+_RECORDED_DAYS = select(FollowUp.day).where(FollowUp.patient_id == bindparam("patient_id"))
+
+
+def _record_day(session: Session, p: Patient, slot: AllocationSlot, anchor: datetime, recorded: set[int],
+                staged: list[tuple[Any, datetime, str | None]], entry: FollowUpEntry, actor: Actor) -> None:
+    """Check and record one study day of the patient (``recorded``: the days already recorded, which gets it).
+
+    The day's safety results and follow-up row are staged (with their time and late-entry reason) in ``staged``,
+    for :func:`immunoguide.trial.audit.insert_each`; a day with biomarker results writes the staged rows first, so
+    the rows and their audit entries keep the order of the days."""
+    (day, now, assessed_at, sofa_total, sofa_inputs, sofa_criteria, labs, infection_assessment, vital_status,
+     death_at, late_entry_reason, safety_labs) = (
+        entry.day, entry.now, entry.assessed_at, entry.sofa_total, entry.sofa_inputs, entry.sofa_criteria,
+        entry.labs, entry.infection_assessment, entry.vital_status, entry.death_at, entry.late_entry_reason,
+        entry.safety_labs)
     proto = protocol_of(p)
     days = _days_of(p.protocol)
     if isinstance(day, bool) or not isinstance(day, int) or day not in days:
@@ -184,7 +255,7 @@ def record_followup(
     if death_at is not None and vital_status != "dead":
         raise InputError(expected="death_at only with vital_status dead", got=death_at.isoformat(),
                          where="field death_at", todo="leave death_at out for a living patient", field="death_at")
-    if session.execute(select(FollowUp.id).where(FollowUp.patient_id == p.id, FollowUp.day == day)).first():
+    if day in recorded:
         raise DuplicateRecord(expected=f"day {day} not yet recorded", got=f"{p.code} day {day}", where="followups",
                               todo="each follow-up day is recorded once")
     clock.check_study_day(anchor, day, assessed_at, within_day=given["sofa"] or given["labs"])
@@ -194,19 +265,20 @@ def record_followup(
         from immunoguide.trial.safety_labs import _rows as safety_rows_of
         from immunoguide.trial.safety_labs import check_safety_lab_times
 
-        safety_rows = safety_rows_of(p, safety_labs, actor, now, assessed_at, require_randomised(session, p, "safety labs"))
+        safety_rows = safety_rows_of(p, safety_labs, actor, now, assessed_at, slot)
         late = check_safety_lab_times(session, safety_rows, now, late_entry_reason) or late
-    with audit.reasoned(session, late):
-        if labs:
+    if labs:
+        audit.insert_each(session, actor, staged)
+        staged.clear()
+        with audit.reasoned(session, late):
             store_lab_record(session, proto, labs, p, actor, now)
-        if safety_rows:
-            audit.insert_many(session, actor, now, safety_rows)
-        audit.insert(session, actor, now, FollowUp(
-            patient_id=p.id, day=day, assessed_at=assessed_at, sofa_total=sofa_total, sofa_source=source,
-            sofa_detail=detail, infection_assessment=infection_assessment, vital_status=vital_status,
-            death_at=death_at if vital_status == "dead" else None, recorded_at=now, recorded_by=actor.user,
-        ))
-    return followup_view(session, code, actor=actor, now=now, _patient=p, _anchor_time=anchor)
+    # the draw's safety results, then the day's row
+    staged.extend((row, now, late) for row in [*safety_rows, FollowUp(
+        patient_id=p.id, day=day, assessed_at=assessed_at, sofa_total=sofa_total, sofa_source=source,
+        sofa_detail=detail, infection_assessment=infection_assessment, vital_status=vital_status,
+        death_at=death_at if vital_status == "dead" else None, recorded_at=now, recorded_by=actor.user,
+    )])
+    recorded.add(day)
 
 
 def serial_endotypes(session: Session, code: str, *, actor: Actor, now: datetime,

@@ -541,6 +541,7 @@ def import_allocation_list(
         list_mac=checked["list_mac"],
     )
     audit.insert(session, actor, now, lst)
+    clock.forget_trial_start(session)  # the first import starts the trial
     slots = [AllocationSlot(list_id=lst.id, seq=seq, block=None, block_size=None, arm=None, arm_mac=mac,
                             patient_id=None, allocated_at=None, allocated_by=None) for _, _, seq, mac in rows]
     audit.insert_many(session, actor, now, slots)
