@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from immunoguide.errors import ImplausibleValueError, InputError, PolicyError
 from immunoguide.protocols import load_protocol
-from immunoguide.rules.eligibility import PatientRecord, Provenance, evaluate_eligibility
+from immunoguide.rules.eligibility import PatientRecord, Provenance, eligibility_verdict, evaluate_eligibility
 
 P = load_protocol("immunosep-2025")
 T0 = datetime(2024, 3, 1, 8, 0)
@@ -258,3 +258,11 @@ def test_eligibility_is_deterministic_and_consistent_with_its_criteria(rec: dict
     assert a.to_dict() == b.to_dict()
     assert (a.eligible is False) == bool(a.blocking)
     assert (a.eligible is True) == (not a.blocking and not a.undetermined)
+
+
+@settings(max_examples=60, deadline=None)
+@given(records(), st.sampled_from([None, T0, T0 + timedelta(days=3)]))
+def test_eligibility_verdict_is_the_full_evaluation_without_its_warnings(rec: dict[str, Any], at: datetime | None) -> None:
+    """The cohort screening's shortcut answers exactly what the full screening log says."""
+    full = evaluate_eligibility(P, PatientRecord(**rec), at=at)
+    assert eligibility_verdict(P, PatientRecord(**rec), at=at) == (full.eligible, full.blocking, full.undetermined)

@@ -34,6 +34,7 @@ immunoguide.errors.InputTooLargeError: [IG-E112] expected JSON nested at most 32
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import types
@@ -223,7 +224,7 @@ def _mapping_value_kinds(annotation: Any) -> set[str] | None:
     return None
 
 
-def _check_value(value: Any, kinds: set[str], field: str, where: str) -> None:
+def _check_value(value: Any, kinds: frozenset[str], field: str, where: str) -> None:
     if value is None or "other" in kinds:
         return
     if isinstance(value, bool):
@@ -255,13 +256,27 @@ def refuse_json_type_mismatch(model: Any, data: Any, *, where: str = "record") -
     """
     if not isinstance(data, Mapping):
         return
-    fields = getattr(model, "model_fields", {})
+    kinds = _field_kinds(model)
     for key, value in data.items():
-        f = fields.get(key)
-        if f is None:
+        found = kinds.get(key)
+        if found is None:
             continue
-        _check_value(value, _kinds(f.annotation), str(key), where)
-        inner = _mapping_value_kinds(f.annotation)
+        outer, inner = found
+        _check_value(value, outer, str(key), where)
         if inner is not None and isinstance(value, Mapping):
             for k2, v2 in value.items():
                 _check_value(v2, inner, f"{key}.{k2}", where)
+
+
+@functools.cache
+def _field_kinds(model: Any) -> Mapping[str, tuple[frozenset[str], frozenset[str] | None]]:
+    """Per field of ``model``: the JSON kinds of its value and, for ``dict[str, X]``, of X.
+
+    A model's annotations are fixed when its class is built, and every record of a batch (a cohort screens one per
+    stay) is checked against the same model, so the annotations are read once per model rather than per record.
+    """
+    out: dict[str, tuple[frozenset[str], frozenset[str] | None]] = {}
+    for name, f in getattr(model, "model_fields", {}).items():
+        inner = _mapping_value_kinds(f.annotation)
+        out[name] = (frozenset(_kinds(f.annotation)), None if inner is None else frozenset(inner))
+    return types.MappingProxyType(out)

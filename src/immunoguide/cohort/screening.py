@@ -86,7 +86,7 @@ def screen_cohort(
     ``refused``: stays whose timeline the engine refused (stay id → why); they are neither classified nor judged
     eligible, and say why (``eligible_status`` undetermined)."""
     from immunoguide.protocols import load_protocol
-    from immunoguide.rules.eligibility import PatientRecord, evaluate_eligibility
+    from immunoguide.rules.eligibility import PatientRecord, eligibility_verdict
     from immunoguide.rules.endotype import BiomarkerResult, classify_endotype
 
     tdir = Path(timeline_dir)
@@ -159,8 +159,8 @@ def screen_cohort(
             endotype=endotype if endotype in declared else None,
             weight_kg=st.get("weight_kg"),
         )
-        elig = evaluate_eligibility(proto, record, at=onset)
-        status = {True: "eligible", False: "not_eligible", None: "undetermined"}[elig.eligible]
+        eligible, blocking, undetermined = eligibility_verdict(proto, record, at=onset)
+        status = {True: "eligible", False: "not_eligible", None: "undetermined"}[eligible]
         rows.append(
             {
                 "stay_id": sid,
@@ -172,9 +172,9 @@ def screen_cohort(
                 "ferritin_censored": censored,
                 "hla_dr_available": bool(hla),
                 "missing_for_classification": ", ".join(missing) or None,
-                "eligible": elig.eligible,
+                "eligible": eligible,
                 "eligible_status": status,
-                "reasons": json.dumps({"blocking": list(elig.blocking), "undetermined": list(elig.undetermined)}),
+                "reasons": json.dumps({"blocking": list(blocking), "undetermined": list(undetermined)}),
                 "protocol": proto.label,
             }
         )

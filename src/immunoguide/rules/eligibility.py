@@ -70,6 +70,7 @@ __all__ = [
     "PatientRecord",
     "Provenance",
     "Status",
+    "eligibility_verdict",
     "evaluate_eligibility",
 ]
 
@@ -470,27 +471,7 @@ def evaluate_eligibility(
     InputError
         An endotype that the protocol does not declare, or mixed naive and aware times.
     """
-    used = protocol.resolve_settings(settings)
-    if patient.endotype is not None and protocol.classification is not None:
-        names = set(protocol.endotype_names) | {protocol.classification.otherwise}
-        if patient.endotype not in names:
-            raise InputError(
-                expected=f"an endotype of {protocol.label}: {sorted(names)}",
-                got=patient.endotype,
-                where="field endotype",
-                todo="classify with this protocol's classification (immunoguide classify) or leave it empty",
-                field="endotype",
-            )
-    ev = _Eval(protocol, patient, used, at)
-    incl = tuple(ev.run(c, "inclusion") for c in protocol.inclusion)
-    excl = tuple(ev.run(c, "exclusion") for c in protocol.exclusion)
-    results = incl + excl
-    if any(r.blocks for r in results):
-        eligible: bool | None = False
-    elif any(r.applied and r.status == "unknown" for r in results):
-        eligible = None
-    else:
-        eligible = True
+    used, ev, incl, excl, eligible = _judge(protocol, patient, at, settings)
     depends: dict[str, list[str]] = {}
     decisive: dict[str, bool | None] = {}
     for c in protocol.criteria:
@@ -515,3 +496,50 @@ def evaluate_eligibility(
         evaluated_at=at,
         patient_id=patient.patient_id,
     )
+
+
+def eligibility_verdict(
+    protocol: Protocol, patient: PatientRecord, *, at: datetime | None = None
+) -> tuple[bool | None, tuple[str, ...], tuple[str, ...]]:
+    """``eligible``, ``blocking`` and ``undetermined`` of :func:`evaluate_eligibility` with the protocol's settings,
+    without the setting warnings and open arms it also works out.
+
+    A cohort screening keeps only these three per stay; the warnings re-evaluate every threshold criterion once per
+    option of its setting, which is most of the remaining cost per stay. Same criteria, same answers, same errors.
+    """
+    _, _, incl, excl, eligible = _judge(protocol, patient, at, None)
+    results = incl + excl
+    return (
+        eligible,
+        tuple(r.id for r in results if r.blocks),
+        tuple(r.id for r in results if r.applied and r.status == "unknown"),
+    )
+
+
+def _judge(
+    protocol: Protocol, patient: PatientRecord, at: datetime | None, settings: Mapping[str, str] | None
+) -> tuple[dict[str, str], _Eval, tuple[CriterionResult, ...], tuple[CriterionResult, ...], bool | None]:
+    """Settings used, the evaluator, inclusion and exclusion results and the overall answer (see
+    :func:`evaluate_eligibility`)."""
+    used = protocol.resolve_settings(settings)
+    if patient.endotype is not None and protocol.classification is not None:
+        names = set(protocol.endotype_names) | {protocol.classification.otherwise}
+        if patient.endotype not in names:
+            raise InputError(
+                expected=f"an endotype of {protocol.label}: {sorted(names)}",
+                got=patient.endotype,
+                where="field endotype",
+                todo="classify with this protocol's classification (immunoguide classify) or leave it empty",
+                field="endotype",
+            )
+    ev = _Eval(protocol, patient, used, at)
+    incl = tuple(ev.run(c, "inclusion") for c in protocol.inclusion)
+    excl = tuple(ev.run(c, "exclusion") for c in protocol.exclusion)
+    results = incl + excl
+    if any(r.blocks for r in results):
+        eligible: bool | None = False
+    elif any(r.applied and r.status == "unknown" for r in results):
+        eligible = None
+    else:
+        eligible = True
+    return used, ev, incl, excl, eligible

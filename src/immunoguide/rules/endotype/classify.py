@@ -394,6 +394,7 @@ def _possible_endotypes(
         else:
             choices.append(_representatives(key[0], None if chosen is None else chosen.value, thresholds[key[0]]))
     free = [(ri, ci) for ri, row in enumerate(evals) for ci, e in enumerate(row) if not e.established]
+    crit_keys = [[_key(crit) for crit in rule.all_of] for rule in rules]  # once, not per assignment and flags
     found: set[str] = set()
     for values in itertools.product(*choices):
         assignment = dict(zip(keys, values, strict=True))
@@ -403,7 +404,7 @@ def _possible_endotypes(
             for ri, rule in enumerate(rules):
                 per = []
                 for ci, crit in enumerate(rule.all_of):
-                    o = decide(assignment[_key(crit)], crit.comparator, crit.threshold)
+                    o = decide(assignment[crit_keys[ri][ci]], crit.comparator, crit.threshold)
                     if o is True and (ri, ci) in forced:
                         o = forced[(ri, ci)]
                     per.append(o)
