@@ -22,7 +22,8 @@ its threads). Rows and their floors (each printed as a ratio measured in this ru
   (the 11 CSV tables the adapter reads, each into a table; time inside the process) — target ≤ 3×.
 * ``synth``: ``synth mimic4 --stays N`` (timed, not a ratio), then ``cohort run --source mimic4`` ÷ (DuckDB reading
   every raw Parquet table once + the hourly floor: the timeline's observations bucketed into stay × hour and
-  written to Parquet) — target ≤ 2×.
+  written to Parquet) — target ≤ 2×; the run's peak resident set is printed beside its CPU seconds (the issue's
+  100,000-stay row: ``--rows synth --stays 100000``, one warm run per variant, whole run under 8 GB).
 * ``demo``: ``immunoguide demo`` at its default size into the same folder for every variant, with
   ``SOURCE_DATE_EPOCH`` set (the reports' "generated" stamp); the files it writes are compared by
   ``demo_checksums.py`` (target ≤ 20 s, same reports byte for byte).
@@ -132,13 +133,20 @@ def run(cmd: list[str], env: dict[str, str], stdin: str = "") -> dict[str, float
     return {"wall": wall, "stdout": out}
 
 
-def run_timed(cmd: list[str], env: dict[str, str], stdin: str = "") -> dict[str, float | str]:
-    """:func:`run` with the child's CPU time (from the children's resource usage before and after)."""
+def run_timed(cmd: list[str], env: dict[str, str], stdin: str = "", *, peak: bool = False) -> dict[str, float | str]:
+    """:func:`run` with the child's CPU time (from the children's resource usage before and after); with ``peak``,
+    also its peak resident set in MB, read by GNU time (``/usr/bin/time``) around the command: the children's
+    resource usage only keeps the largest peak of any child so far."""
     import resource
 
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    res = run(cmd, env, stdin)
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    gnu_time = Path("/usr/bin/time")
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        wrapped = [str(gnu_time), "-f", "%M", "-o", rss.name, *cmd] if peak and gnu_time.exists() else cmd
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        res = run(wrapped, env, stdin)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if wrapped is not cmd:
+            res["peak_mb"] = int(rss.read().split()[-1]) / 1024
     res["cpu"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     return res
 
@@ -158,7 +166,8 @@ def spread(xs: list[float]) -> str:
 
 
 def measure(results: dict, key: str, label: str, res: dict) -> None:
-    results.setdefault(key, {}).setdefault(label, []).append({"wall": res["wall"], "cpu": res.get("cpu")})
+    results.setdefault(key, {}).setdefault(label, []).append(
+        {"wall": res["wall"], "cpu": res.get("cpu"), **({"peak_mb": res["peak_mb"]} if "peak_mb" in res else {})})
 
 
 def rounds_order(variants: list[Variant], r: int) -> list[Variant]:
@@ -208,7 +217,8 @@ def bench_synth(variants: list[Variant], stays: int, rounds: int, work: Path, re
             out = work / f"s{stays}-{v.label}"
             shutil.rmtree(out, ignore_errors=True)
             measure(results, f"cohort run, {stays:,} synthetic stays", v.label, run_timed(
-                [str(SCRIPT), "cohort", "run", "--source", "mimic4", "--data", str(raw), "--out", str(out)], v.env))
+                [str(SCRIPT), "cohort", "run", "--source", "mimic4", "--data", str(raw), "--out", str(out)], v.env,
+                peak=True))
         tl = work / f"s{stays}-{variants[-1].label}" / "timeline"
         res = run_timed([sys.executable, "-c", _HOURLY, str(tl), str(work / "hourly.parquet")], env)
         res["wall"] = float(res["stdout"].split()[-1])
@@ -246,7 +256,8 @@ def report(results: dict, labels: list[str]) -> list[str]:
             warm = [x["wall"] for x in xs[1:]] or [x["wall"] for x in xs]
             cpu = [x["cpu"] for x in xs[1:] if x["cpu"] is not None] or [x["cpu"] for x in xs if x["cpu"] is not None]
             cold = f" ({xs[0]['wall']:.2f})" if xs else ""
-            cells += [spread(warm) + cold, spread(cpu)]
+            peaks = [x["peak_mb"] for x in xs if "peak_mb" in x]
+            cells += [spread(warm) + cold, spread(cpu) + (f"; peak RSS {max(peaks):,.0f} MB" if peaks else "")]
         lines.append(f"| {key} | " + " | ".join(cells) + " | |")
     for key, xs in floors.items():
         lines.append(f"| {key} | " + " | ".join("" for _ in range(2 * len(labels))) +
@@ -307,7 +318,7 @@ def main() -> int:
     ap.add_argument("--after", help="git revision (or a folder holding src/) measured as 'after' (default: this checkout)")
     ap.add_argument("--rows", default="cli,mimic3,synth,demo")
     ap.add_argument("--stays", default="1000,10000")
-    ap.add_argument("--rounds", type=int, default=5, help="warm rounds per row (cli: x2; 10,000 stays and demo: fewer)")
+    ap.add_argument("--rounds", type=int, default=5, help="warm rounds per row (cli: x2; 10,000 stays and demo: fewer; more than 10,000 stays: one)")
     ap.add_argument("--json", type=Path, help="write the raw measurements here")
     ap.add_argument("--from-json", type=Path, help="print the tables of an earlier run's --json file")
     a = ap.parse_args()
@@ -347,8 +358,8 @@ def main() -> int:
             jobs.append(("mimic3", lambda: bench_mimic3(variants, a.rounds, work, results)))
         if "synth" in rows:
             for n in sizes:
-                jobs.append((f"synth {n}", lambda n=n: bench_synth(
-                    variants, n, a.rounds if n <= 1000 else max(2, a.rounds // 2), work, results)))
+                warm = a.rounds if n <= 1000 else max(2, a.rounds // 2) if n <= 10_000 else 1
+                jobs.append((f"synth {n}", lambda n=n, warm=warm: bench_synth(variants, n, warm, work, results)))
         if "demo" in rows:
             jobs.append(("demo", lambda: diffs.update(bench_demo(variants, max(1, a.rounds // 3), work, results))))
         for name, job in jobs:  # a failing row is reported and the others still run
