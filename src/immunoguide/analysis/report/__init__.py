@@ -50,7 +50,14 @@ from immunoguide.analysis.dataset import GROUP_LABEL, GROUPS, AnalysisData, blin
 from immunoguide.analysis.estimators import logrank
 from immunoguide.analysis.report.figures import _consort_figure, _forest_figure, _km_figure, _sofa_traj
 from immunoguide.analysis.report.fmt import _arm_short, _criterion_label
-from immunoguide.analysis.report.render import _data_uri, _render, _write_patient_csv, _write_pdf, _write_trace_csv
+from immunoguide.analysis.report.render import (
+    _data_uri,
+    _render,
+    _weasyprint,
+    _write_patient_csv,
+    _write_pdf,
+    _write_trace_csv,
+)
 from immunoguide.analysis.report.tables import (
     _columns,
     _endpoint_table,
@@ -205,6 +212,8 @@ def build_reports(store_or_export: Any, requests: Sequence[ReportRequest], *, co
         for i, r in enumerate(requests):
             loaded = _load(store_or_export, blinded=r.blinded, actor=r.actor, **options)
             if fork and i < len(requests) - 1:
+                if not writers:
+                    _import_writer_libraries()
                 writers.append((i, loaded, *_fork_writer(loaded, r.out_dir)))
             else:
                 results[i] = _write(loaded, r.out_dir)
@@ -220,6 +229,21 @@ def build_reports(store_or_export: Any, requests: Sequence[ReportRequest], *, co
         if results[i] is None:
             results[i] = _write(loaded, requests[i].out_dir)
     return [r for r in results if r is not None]
+
+
+def _import_writer_libraries() -> None:
+    """Import what writing a report uses (matplotlib, Jinja2, WeasyPrint) before the first fork: the forked writers
+    share these modules instead of each importing them again (about 1.5 s of CPU each). A PDF
+    library that cannot load is left to the writers to report, as :func:`build_report` does."""
+    import contextlib
+
+    import jinja2  # noqa: F401
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+    import matplotlib.patches  # noqa: F401
+
+    with contextlib.suppress(InputError):
+        _weasyprint()
 
 
 def _fork_writer(loaded: _Loaded, out_dir: str | Path) -> tuple[Any, Any]:
