@@ -23,6 +23,10 @@ figures embedded as SVG) and the PDF of the same name (WeasyPrint), ``figures/*.
 patient: death, last contact, day-15 infection, reversal draws and adverse events, each with its source rows) and
 ``report_summary.json`` (the numbers of :attr:`ReportResult.summary`).
 
+:func:`build_reports` writes several reports of one trial (the demo's blinded and DSMB report) with the files of
+as many :func:`build_report` calls, byte for byte: it reads each in this process and writes all but the last in
+forked processes, so that two reports on two cores take about the time of the longer one.
+
 Modules: the analysis dataset (load, blind, derive) is :mod:`immunoguide.analysis.dataset`, shared with the CDISC
 export; the report's own choices are :mod:`immunoguide.analysis.report_policies`; here :mod:`.tables` (rows for the
 template: endpoints, Table 1, safety, CONSORT counts, forest rows, settings, summary), :mod:`.figures` (matplotlib),
