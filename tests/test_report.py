@@ -19,7 +19,7 @@ from markupsafe import escape
 from typer.testing import CliRunner
 
 from immunoguide.analysis import DailySofaRecord, sofa_response, two_proportions
-from immunoguide.analysis.report import REPORT_POLICIES, ReportResult, build_report
+from immunoguide.analysis.report import REPORT_POLICIES, ReportRequest, ReportResult, build_report, build_reports
 from immunoguide.analysis.sap import load_sap
 from immunoguide.cli._report import report, report_dsmb
 from immunoguide.errors import InputError, NotAuthorized, PolicyError
@@ -361,3 +361,47 @@ def test_generated_stamp_is_the_wall_clock_not_the_data_time(trial: BuiltTrial, 
     html = res.html_path.read_text()
     assert 'content: "generated 2026-01-01T00:00:00+00:00"' in html
     assert f"<td>Data as of</td><td>{LATE.isoformat(timespec='seconds')}" in html
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_reports_written_by_forked_processes_are_those_of_build_report_byte_for_byte(
+    trial: BuiltTrial, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """build_reports (the demo's two reports, the first written by a forked process) writes the files of two
+    build_report calls, byte for byte, and returns their results in the order asked."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    requests = [ReportRequest(tmp_path / "together" / "dsmb", False, DSMB),
+                ReportRequest(tmp_path / "together" / "blinded", True, STATISTICIAN)]
+    dsmb, blinded = build_reports(trial.store, requests, now=LATE)
+    assert (dsmb.blinded, blinded.blinded) == (False, True)
+    for r in requests:
+        alone = tmp_path / "alone" / Path(r.out_dir).name
+        res = build_report(trial.store, alone, blinded=r.blinded, actor=r.actor, now=LATE)
+        assert _files(alone) == _files(Path(r.out_dir))
+        assert res.summary == (blinded if r.blinded else dsmb).summary
+
+
+def test_build_reports_authorises_every_report_before_reading_and_raises_a_writers_error(
+    trial: BuiltTrial, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No report is read or written when one of the requests is not allowed; a forked writer's failure is raised
+    here, as the same error a sequential run raises."""
+    with pytest.raises(NotAuthorized):
+        build_reports(trial.store, [ReportRequest(tmp_path / "a", True, STATISTICIAN),
+                                    ReportRequest(tmp_path / "b", False, STATISTICIAN)], now=LATE)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+    import immunoguide.analysis.report as report_module
+
+    def no_pdf(html: str, pdf_path: Path, base: Path) -> int:
+        if "dsmb" in pdf_path.name:
+            raise InputError(expected="PDF rendering", got="a test failure", where="PDF rendering", todo="none")
+        return 1
+
+    monkeypatch.setattr(report_module, "_write_pdf", no_pdf)
+    with pytest.raises(InputError, match="a test failure"):
+        build_reports(trial.store, [ReportRequest(tmp_path / "c", False, DSMB),
+                                    ReportRequest(tmp_path / "d", True, STATISTICIAN)], now=LATE)

@@ -23,6 +23,10 @@ figures embedded as SVG) and the PDF of the same name (WeasyPrint), ``figures/*.
 patient: death, last contact, day-15 infection, reversal draws and adverse events, each with its source rows) and
 ``report_summary.json`` (the numbers of :attr:`ReportResult.summary`).
 
+:func:`build_reports` writes several reports of one trial (the demo's blinded and DSMB report) with the files of
+as many :func:`build_report` calls, byte for byte: it reads each in this process and writes all but the last in
+forked processes, so that two reports on two cores take about the time of the longer one.
+
 Modules: the analysis dataset (load, blind, derive) is :mod:`immunoguide.analysis.dataset`, shared with the CDISC
 export; the report's own choices are :mod:`immunoguide.analysis.report_policies`; here :mod:`.tables` (rows for the
 template: endpoints, Table 1, safety, CONSORT counts, forest rows, settings, summary), :mod:`.figures` (matplotlib),
@@ -39,17 +43,25 @@ Examples
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import multiprocessing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from immunoguide.analysis.dataset import GROUP_LABEL, GROUPS, blind, derive, open_source
+from immunoguide.analysis.dataset import GROUP_LABEL, GROUPS, AnalysisData, blind, derive, open_source
 from immunoguide.analysis.estimators import logrank
 from immunoguide.analysis.report.figures import _consort_figure, _forest_figure, _km_figure, _sofa_traj
 from immunoguide.analysis.report.fmt import _arm_short, _criterion_label
-from immunoguide.analysis.report.render import _data_uri, _render, _write_patient_csv, _write_pdf, _write_trace_csv
+from immunoguide.analysis.report.render import (
+    _data_uri,
+    _render,
+    _weasyprint,
+    _write_patient_csv,
+    _write_pdf,
+    _write_trace_csv,
+)
 from immunoguide.analysis.report.tables import (
     _columns,
     _endpoint_table,
@@ -73,7 +85,8 @@ from immunoguide.errors import ImmunoguideError, InputError, NotAuthorized
 from immunoguide.protocols import Protocol, describe_regimen, load_protocol
 from immunoguide.trial.access import Actor, authorize, sees_arms
 
-__all__ = ["REPORT_POLICIES", "GROUPS", "ReportPolicy", "ReportResult", "build_report", "resolve_report_policies"]
+__all__ = ["REPORT_POLICIES", "GROUPS", "ReportPolicy", "ReportRequest", "ReportResult", "build_report", "build_reports",
+           "resolve_report_policies"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +177,121 @@ def build_report(
     InputError
         Not a store or export; an unblinded report from a blinded export; PDF rendering unavailable.
     """
+    return _write(_load(store_or_export, blinded=blinded, actor=actor, protocol=protocol, now=now, sap=sap,
+                        trace_rows_in_pdf=trace_rows_in_pdf, policies=policies, signal_rule=signal_rule,
+                        generated_at=generated_at), out_dir)
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """One report of :func:`build_reports`: where it goes, blinded or not, and who runs it (as in :func:`build_report`)."""
+
+    out_dir: str | Path
+    blinded: bool
+    actor: Actor
+
+
+def build_reports(store_or_export: Any, requests: Sequence[ReportRequest], *, concurrent: bool = True,
+                  **options: Any) -> list[ReportResult]:
+    """Several reports of one trial (the demo's blinded and DSMB report), each written as :func:`build_report` writes it.
+
+    ``options`` are the other arguments of :func:`build_report` (``now``, ``protocol``, ...), the same for every
+    report. Every request is authorised before any is read. The trial is read in this process, one request after
+    the other (a SQLite store serialises its sessions anyway); with ``concurrent`` and a platform that can fork,
+    each report but the last is then written (derivation, figures, HTML, PDF, CSV: most of a report's time) by a
+    forked process of its own while this process reads and writes the next, so two reports take little more than
+    the longer one on two cores. A forked writer never touches the store: it gets the data this process read for it,
+    so it reads nothing a sequential run would not, and every file is the same, byte for byte. A writer that fails
+    is run again here, which raises its error as a sequential run would. Give the heaviest report (the unblinded
+    one) first: it is then read first and written while the others are read.
+
+    Returns the results in the order of ``requests``.
+    """
+    for r in requests:
+        _authorize(r.actor, r.blinded)
+    fork = concurrent and len(requests) > 1 and "fork" in multiprocessing.get_all_start_methods()
+    results: list[ReportResult | None] = [None] * len(requests)
+    writers: list[tuple[int, _Loaded, Any, Any]] = []
+    try:
+        for i, r in enumerate(requests):
+            loaded = _load(store_or_export, blinded=r.blinded, actor=r.actor, **options)
+            if fork and i < len(requests) - 1:
+                if not writers:
+                    _import_writer_libraries()
+                writers.append((i, loaded, *_fork_writer(loaded, r.out_dir)))
+            else:
+                results[i] = _write(loaded, r.out_dir)
+    finally:
+        for i, _loaded, proc, conn in writers:
+            try:
+                results[i] = conn.recv()
+            except EOFError:  # the writer died without a word
+                results[i] = None
+            conn.close()
+            proc.join()
+    for i, loaded, _proc, _conn in writers:
+        if results[i] is None:
+            results[i] = _write(loaded, requests[i].out_dir)
+    return [r for r in results if r is not None]
+
+
+def _import_writer_libraries() -> None:
+    """Import what writing a report uses (matplotlib, Jinja2, WeasyPrint) before the first fork: the forked writers
+    share these modules instead of each importing them again (about 1.5 s of CPU each). A PDF
+    library that cannot load is left to the writers to report, as :func:`build_report` does."""
+    import contextlib
+
+    import jinja2  # noqa: F401
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+    import matplotlib.patches  # noqa: F401
+
+    with contextlib.suppress(InputError):
+        _weasyprint()
+
+
+def _fork_writer(loaded: _Loaded, out_dir: str | Path) -> tuple[Any, Any]:
+    """Start a forked process that writes ``loaded`` to ``out_dir``; it sends back the :class:`ReportResult`, or
+    None when writing failed (the caller then writes it again itself, to raise the error)."""
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+
+    def run() -> None:
+        receive.close()
+        try:
+            result: ReportResult | None = _write(loaded, out_dir)
+        except BaseException:  # reported by the parent, which writes the report again and raises there
+            result = None
+        send.send(result)
+        send.close()
+
+    proc = ctx.Process(target=run, name=f"immunoguide report {Path(out_dir).name}", daemon=True)
+    proc.start()
+    send.close()
+    return proc, receive
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A report's inputs once read and checked (:func:`_load`): everything :func:`_write` needs, the store no more."""
+
+    data: AnalysisData
+    blinded: bool
+    actor: Actor
+    now: datetime
+    generated: datetime
+    policies: Mapping[str, ReportPolicy]
+    protocol: Protocol
+    sap: Sap
+    trace_rows_in_pdf: int
+
+
+def _load(store_or_export: Any, *, blinded: bool, actor: Actor, protocol: str | Protocol = "immunosep-2025",
+          now: datetime | None = None, sap: Sap | None = None, trace_rows_in_pdf: int = 40,
+          policies: Mapping[str, str] | None = None, signal_rule: str | None = None,
+          generated_at: datetime | None = None) -> _Loaded:
+    """The checks and the reading of :func:`build_report` (authorisation, settings, the trial as ``actor`` sees it,
+    blinded when the report is)."""
     _authorize(actor, blinded)
     now = now or datetime.now(UTC)
     if now.tzinfo is None:
@@ -181,6 +309,14 @@ def build_report(
                          todo="export as the DSMB, or run the report on the store")
     if blinded:
         blind(data)
+    return _Loaded(data, blinded, actor, now, generated, pol, proto, sap, trace_rows_in_pdf)
+
+
+def _write(loaded: _Loaded, out_dir: str | Path) -> ReportResult:
+    """Derive, draw and write the report of ``loaded`` to ``out_dir`` (the rest of :func:`build_report`)."""
+    data, blinded, actor, now, generated = loaded.data, loaded.blinded, loaded.actor, loaded.now, loaded.generated
+    pol, proto, sap, trace_rows_in_pdf = loaded.policies, loaded.protocol, loaded.sap, loaded.trace_rows_in_pdf
+    unblinded = not blinded
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fig_dir = out / "figures"

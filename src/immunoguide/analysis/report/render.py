@@ -31,7 +31,8 @@ def _render(ctx: Mapping[str, Any]) -> str:
     return env.from_string(text).render(**ctx)
 
 
-def _write_pdf(html: str, pdf_path: Path, base: Path) -> int:
+def _weasyprint() -> Any:
+    """The WeasyPrint module (imported with its HarfBuzz-Subset warning silenced), or InputError when it cannot load."""
     import warnings
 
     try:
@@ -44,7 +45,11 @@ def _write_pdf(html: str, pdf_path: Path, base: Path) -> int:
         raise InputError(expected="WeasyPrint with the Debian pango libraries (libpango-1.0-0, libpangoft2-1.0-0)",
                          got=str(exc), where="PDF rendering",
                          todo="apt-get install -y libpango-1.0-0 libpangoft2-1.0-0 (see docs stack.md)") from None
-    doc = weasyprint.HTML(string=html, base_url=str(base)).render()
+    return weasyprint
+
+
+def _write_pdf(html: str, pdf_path: Path, base: Path) -> int:
+    doc = _weasyprint().HTML(string=html, base_url=str(base)).render()
     # Fixed metadata and identifier so that the same input renders the same bytes.
     doc.metadata.created = doc.metadata.modified = None
     doc.write_pdf(pdf_path)
