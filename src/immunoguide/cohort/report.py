@@ -37,15 +37,17 @@ def screening_report(out_dir: str | Path) -> ScreeningReport:
         f"""select count(*) filter (where ferritin_available), count(*) filter (where ferritin_censored),
                    count(*) filter (where hla_dr_available) from {sc} where sepsis3_onset_time is not null"""
     ).fetchall()[0]
+    # each table by count, ties by name: a hash aggregate returns equal counts in no fixed order, and the report
+    # must read the same from every run and every source layout
     missing = con.sql(
         f"""select coalesce(missing_for_classification, 'nothing'), count(*) from {sc}
-            where sepsis3_onset_time is not null group by 1 order by 2 desc"""
+            where sepsis3_onset_time is not null group by 1 order by 2 desc, 1"""
     ).fetchall()
     endo = con.sql(
-        f"select coalesce(endotype, 'not screened'), count(*) from {sc} where sepsis3_onset_time is not null group by 1 order by 2 desc"
+        f"select coalesce(endotype, 'not screened'), count(*) from {sc} where sepsis3_onset_time is not null group by 1 order by 2 desc, 1"
     ).fetchall()
     src = con.sql(
-        f"select infection_source, count(*) from {s3} where status = 'onset' group by 1 order by 2 desc"
+        f"select infection_source, count(*) from {s3} where status = 'onset' group by 1 order by 2 desc, 1"
     ).fetchall()
     lines = [
         f"# Screening report — {meta.get('protocol')}",
