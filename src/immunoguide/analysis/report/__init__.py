@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -262,8 +263,15 @@ def _fork_writer(loaded: _Loaded, out_dir: str | Path) -> tuple[Any, Any]:
             result: ReportResult | None = _write(loaded, out_dir)
         except BaseException:  # reported by the parent, which writes the report again and raises there
             result = None
-        send.send(result)
-        send.close()
+        try:
+            send.send(result)
+            send.close()
+        finally:
+            # Leave at once, as the writer only writes its files: multiprocessing would flush sys.stdout/stderr on
+            # the way out, and a lock another thread of the parent held when it forked (the CLI's progress bar
+            # redraws from a thread) is held for ever in this copy; the flush would then wait for ever, and so
+            # would the parent joining it.
+            os._exit(0)
 
     proc = ctx.Process(target=run, name=f"immunoguide report {Path(out_dir).name}", daemon=True)
     proc.start()
