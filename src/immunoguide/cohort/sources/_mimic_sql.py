@@ -42,9 +42,14 @@ def _in(ids: list[int]) -> str:
     return "(" + ", ".join(str(int(i)) for i in ids) + ")" if ids else "(NULL)"
 
 
+def _str(x: str) -> str:
+    """An SQL string literal."""
+    return "'" + x.replace("'", "''") + "'"
+
+
 def _strs(xs: list[str]) -> str:
     """An SQL list of quoted strings."""
-    return "(" + ", ".join("'" + x.replace("'", "''") + "'" for x in xs) + ")"
+    return "(" + ", ".join(_str(x) for x in xs) + ")"
 
 
 def _plausible(concept: str, col: str = "value") -> str:

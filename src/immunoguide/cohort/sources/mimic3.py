@@ -39,6 +39,7 @@ from immunoguide.cohort.sources._mimic_sql import (
     GCS_TOTAL_OBS,
     _in,
     _plausible,
+    _str,
     _strs,
     antibiotic_filter_sql,
     chart_map_fio2_sql,
@@ -478,12 +479,8 @@ def _sorted_parts(con: duckdb.DuckDBPyConnection, table: str, schema: Any) -> li
     if not pa.types.is_string(schema.field(columns[0]).type):
         return [("", f"{lead}, {rest}")]
     values = [v for (v,) in con.execute(f"SELECT DISTINCT {lead} FROM {table} ORDER BY 1").fetchall()]
-    where = [f" WHERE {lead} IS NULL" if v is None else f" WHERE {lead} = {_text_literal(v)}" for v in values]
+    where = [f" WHERE {lead} IS NULL" if v is None else f" WHERE {lead} = {_str(v)}" for v in values]
     return [(w, rest) for w in where] or [("", rest)]
-
-
-def _text_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _write_row_groups(readers: Iterable[Any], path: Path, schema: Any) -> int:
