@@ -169,12 +169,12 @@ class EligibilityResult:
     @property
     def blocking(self) -> tuple[str, ...]:
         """Ids of the criteria that make the patient ineligible."""
-        return tuple(r.id for r in self.criteria if r.blocks)
+        return _blocking(self.criteria)
 
     @property
     def undetermined(self) -> tuple[str, ...]:
         """Ids of applied criteria whose status is unknown (data to collect)."""
-        return tuple(r.id for r in self.criteria if r.applied and r.status == "unknown")
+        return _undetermined(self.criteria)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
@@ -508,12 +508,7 @@ def eligibility_verdict(
     option of its setting, which is most of the remaining cost per stay. Same criteria, same answers, same errors.
     """
     _, _, incl, excl, eligible = _judge(protocol, patient, at, None)
-    results = incl + excl
-    return (
-        eligible,
-        tuple(r.id for r in results if r.blocks),
-        tuple(r.id for r in results if r.applied and r.status == "unknown"),
-    )
+    return eligible, _blocking(incl + excl), _undetermined(incl + excl)
 
 
 def _judge(
@@ -536,10 +531,15 @@ def _judge(
     incl = tuple(ev.run(c, "inclusion") for c in protocol.inclusion)
     excl = tuple(ev.run(c, "exclusion") for c in protocol.exclusion)
     results = incl + excl
-    if any(r.blocks for r in results):
-        eligible: bool | None = False
-    elif any(r.applied and r.status == "unknown" for r in results):
-        eligible = None
-    else:
-        eligible = True
+    eligible = False if _blocking(results) else None if _undetermined(results) else True
     return used, ev, incl, excl, eligible
+
+
+def _blocking(results: tuple[CriterionResult, ...]) -> tuple[str, ...]:
+    """Ids of the criteria that make the patient ineligible."""
+    return tuple(r.id for r in results if r.blocks)
+
+
+def _undetermined(results: tuple[CriterionResult, ...]) -> tuple[str, ...]:
+    """Ids of applied criteria whose status is unknown (data to collect)."""
+    return tuple(r.id for r in results if r.applied and r.status == "unknown")
