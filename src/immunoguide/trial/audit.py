@@ -314,11 +314,7 @@ class QueuedEntry:
 
     def row(self) -> dict[str, Any]:
         """The ``audit_log`` row (column → value)."""
-        return {"seq": self.seq, "at": self.at, "actor": self.actor, "role": self.role, "action": self.action,
-                "table_name": self.table_name, "row_id": self.row_id, "patient_id": self.patient_id,
-                "payload": self.payload, "payload_sha256": self.payload_sha256, "prev_hash": self.prev_hash,
-                "hash": self.hash, "redacted_by": self.redacted_by, "system_at": self.system_at,
-                "reason": self.reason, "mac": self.mac}
+        return {c.key: getattr(self, c.key) for c in AuditRecord.__table__.columns}
 
 
 def _current_reason(session: Session) -> str | None:
@@ -415,14 +411,7 @@ def insert(session: Session, actor: Actor, now: datetime, obj: Base) -> Base:
 
 def insert_many(session: Session, actor: Actor, now: datetime, objs: Sequence[Base]) -> Sequence[Base]:
     """Add several rows in one flush (which assigns their ids) and record one entry per row."""
-    session.add_all(objs)
-    _bless(session, objs)
-    session.flush()
-    for obj in objs:
-        append(
-            session, actor, now, action="insert", table=obj.__tablename__, row_id=_row_id(obj),
-            patient_id=_patient_of(obj), payload={"before": None, "after": row_image(obj)},
-        )
+    insert_each(session, actor, [(obj, now, None) for obj in objs])
     return objs
 
 
