@@ -19,6 +19,7 @@ from immunoguide.errors import AllocationListMismatch, InputError, WrongStratum
 from immunoguide.protocols import Protocol, describe_regimen, load_protocol
 from immunoguide.trial import clock
 from immunoguide.trial._authz import Actor, arm_visible, blind_row
+from immunoguide.trial._txn import per_transaction
 from immunoguide.trial.keys import TrialKey
 from immunoguide.trial.models import AllocationList, AllocationSlot, Kit, Patient
 
@@ -88,23 +89,17 @@ def arm_of(session: Session, slot: AllocationSlot, lst: AllocationList | None = 
     """
     if lst is not None:
         return _open_arm(session, slot, lst)
-    txn = session.get_transaction()
-    opened: tuple[Any, dict[tuple[Any, ...], str]] | None = session.info.get(_OPENED_KEY)
-    if opened is None or opened[0] is not txn:
-        opened = (txn, {})
-        session.info[_OPENED_KEY] = opened
+    opened: dict[tuple[Any, ...], str] = per_transaction(session, _OPENED_KEY, dict)
     ident = (slot.list_id, slot.seq, slot.arm_mac, slot.arm)
-    arm: str | None = opened[1].get(ident)
+    arm = opened.get(ident)
     if arm is None:
         found = session.get(AllocationList, slot.list_id)
         assert found is not None
-        arm = _open_arm(session, slot, found)
-        if txn is not None:
-            opened[1][ident] = arm
+        arm = opened[ident] = _open_arm(session, slot, found)
     return arm
 
 
-#: session.info key of the arms opened in the current transaction: (transaction, {slot identity: arm}).
+#: session.info key of the arms opened in the current transaction ({slot identity: arm}, :func:`per_transaction`).
 _OPENED_KEY = "_immunoguide_opened_arms"
 
 

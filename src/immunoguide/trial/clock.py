@@ -60,6 +60,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from immunoguide.errors import AuditChainBroken, ImplausibleTime, TrialKeyError
+from immunoguide.trial._txn import per_transaction
 from immunoguide.trial.keys import TrialKey
 from immunoguide.trial.models import AllocationList, StoreClock, StoreConfig
 
@@ -154,10 +155,11 @@ def store_config(session: Session) -> StoreConfig | None:
 
     Raises TrialKeyError (the session's key is not the store's) or AuditChainBroken (the row fails its MAC).
     """
-    txn = session.get_transaction()
-    cached = session.info.get(_CONFIG_INFO)
-    if cached is not None and cached[0] is txn:
-        return cached[1]  # type: ignore[no-any-return]
+    return per_transaction(session, _CONFIG_INFO, lambda: _checked_config(session))
+
+
+def _checked_config(session: Session) -> StoreConfig | None:
+    """:func:`store_config` read from the store and checked."""
     cfg = session.execute(select(StoreConfig).where(StoreConfig.id == 1)
                           .execution_options(populate_existing=True)).scalar_one_or_none()
     key = session_key(session)
@@ -170,8 +172,6 @@ def store_config(session: Session) -> StoreConfig | None:
                                    got=config_image(cfg), where="store_config",
                                    todo="the configuration was edited in the database (e.g. a real store switched "
                                         "to simulation): stop and investigate; restore from a verified backup")
-    if txn is not None:
-        session.info[_CONFIG_INFO] = (txn, cfg)
     return cfg
 
 
@@ -203,15 +203,13 @@ def trial_start(session: Session) -> datetime | None:
         return cfg.trial_start
     # read once per transaction (every screening, consent, safety draw and AE checks its times against it); an
     # import drops it (forget_trial_start)
-    txn = session.get_transaction()
-    cached = session.info.get(_START_INFO)
-    if cached is not None and cached[0] is txn:
-        return cached[1]  # type: ignore[no-any-return]
+    return per_transaction(session, _START_INFO, lambda: _first_import(session))
+
+
+def _first_import(session: Session) -> datetime | None:
     first = session.execute(select(func.min(AllocationList.imported_at))).scalar_one_or_none()
     if first is not None and first.tzinfo is None:
         first = first.replace(tzinfo=UTC)
-    if txn is not None:
-        session.info[_START_INFO] = (txn, first)
     return first
 
 
