@@ -142,11 +142,10 @@ def record_doses(session: Session, code: str, doses: Sequence[DoseEntry], *, act
     last = doses[-1]
     dose = new[-1][0]
     # The view record_dose gives for the last dose, from what this call already loaded: the administrations in the
-    # order of the store's query (time given, then id), the earlier ones as the store returns them (in UTC), the
-    # last one as given.
-    rows = sorted(existing, key=lambda dr: (dr[0].given_at, dr[0].id))
+    # order of the store's query (time given, then id: _record_one keeps ``existing`` so), the earlier ones as the
+    # store returns them (in UTC), the last one as given.
     given = [Administration(route, d.given_at if d is dose else d.given_at.astimezone(UTC), d.number)
-             for d, route in rows]
+             for d, route in existing]
     view = _view(session, code, actor=actor, now=last.now, late_after_h=DEFAULT_LATE_AFTER_H, slot=slot, kits=kits,
                  given=given)
     view["recorded"] = {"kit": last.kit, "kit_number": kits[last.kit].kit_number, "number": dose.number,
